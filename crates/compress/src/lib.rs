@@ -1,0 +1,1 @@
+//! adalbert-compress (under construction).

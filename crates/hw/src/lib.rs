@@ -1,0 +1,1 @@
+//! adalbert-hw (under construction).

@@ -1,0 +1,1 @@
+//! adalbert-model (under construction).

@@ -1,0 +1,1 @@
+//! adalbert-tasks (under construction).

@@ -1,0 +1,1 @@
+//! adalbert-train (under construction).
