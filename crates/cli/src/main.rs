@@ -15,9 +15,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     // Each subcommand lives in `commands/<name>.rs` with an `Args` struct and `run(args)`.
+    /// Print a model's architecture, parameter counts and storage sizes.
+    Info(commands::info::Args),
+    /// Print one embedding vector per text.
+    Embed(commands::embed::Args),
+    /// Time the encoder forward pass on fixed token ids (used by `make bench`).
+    Bench(commands::bench::Args),
+    /// Simulate energy, latency and area on the SRAM/RRAM edge accelerator (or --compare, --report DIR).
+    Simulate(commands::simulate::Args),
+    /// Sweep a hardware design space and write its CSV, Pareto front and SVG.
+    Dse(commands::dse::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Info(a) => commands::info::run(a),
+        Command::Embed(a) => commands::embed::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+        Command::Simulate(a) => commands::simulate::run(a),
+        Command::Dse(a) => commands::dse::run(a),
+    }
 }

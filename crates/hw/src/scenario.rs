@@ -1,0 +1,121 @@
+//! A scenario = one platform + one model/adapter/plan: it builds the two workloads the policies
+//! need (plain model for the baselines, adapter model for the adapter policies) once, so every
+//! policy and task count is then a cheap evaluation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{HwError, Result};
+use crate::mapping::Platform;
+use crate::model_config::ModelConfig;
+use crate::sim::{simulate, PolicyReport};
+use crate::sourced::{Num, Provenance};
+use crate::spec::{AdapterSpec, Plan, Policy, Sharing, TaskStore};
+use crate::workload::{Workload, WorkloadSpec};
+
+/// Embedded workload defaults (sequence length, labels, adapter, plan) with their sources.
+pub const BUILTIN_DEFAULTS_TOML: &str = include_str!("../data/defaults.toml");
+
+/// Workload defaults as read from `data/defaults.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    pub seq_len: Num,
+    pub num_labels: Num,
+    pub adapter: String,
+    pub sharing: String,
+    pub plan: String,
+    pub plan_source: String,
+    pub requests_per_switch: Num,
+}
+
+impl Defaults {
+    /// The embedded defaults.
+    pub fn builtin() -> Result<Self> {
+        let origin = "built-in data/defaults.toml";
+        let d: Defaults = toml::from_str(BUILTIN_DEFAULTS_TOML).map_err(|e| HwError::Parse {
+            origin: origin.into(),
+            message: e.to_string(),
+        })?;
+        d.seq_len.count(origin, "seq_len")?;
+        d.num_labels.count(origin, "num_labels")?;
+        d.requests_per_switch
+            .positive(origin, "requests_per_switch")?;
+        Ok(d)
+    }
+
+    /// Sourced numbers, for assumption lists.
+    pub fn provenance(&self) -> Vec<Provenance> {
+        vec![
+            Provenance::of("defaults.seq_len", &self.seq_len),
+            Provenance::of("defaults.num_labels", &self.num_labels),
+            Provenance::of("defaults.requests_per_switch", &self.requests_per_switch),
+            Provenance {
+                key: format!("defaults.plan ({})", self.plan),
+                value: 0.0,
+                source: self.plan_source.clone(),
+            },
+        ]
+    }
+}
+
+/// Platform + the plain and adapter workloads of one model, adapter and plan.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub platform: Platform,
+    /// The plain model (adapter `none`): what the baselines run.
+    pub plain: Workload,
+    /// The adapter model: what the adapter policies run.
+    pub adapted: Workload,
+}
+
+impl Scenario {
+    /// Build both workloads.
+    pub fn new(
+        platform: Platform,
+        model: ModelConfig,
+        adapter: AdapterSpec,
+        sharing: Sharing,
+        plan: Plan,
+        seq_len: u64,
+        num_labels: u64,
+    ) -> Self {
+        let spec = |a| {
+            WorkloadSpec::new(
+                model.clone(),
+                a,
+                sharing,
+                plan,
+                seq_len,
+                num_labels,
+                &platform.arch,
+            )
+        };
+        let plain = Workload::build(spec(AdapterSpec::None));
+        let adapted = Workload::build(spec(adapter));
+        Scenario {
+            platform,
+            plain,
+            adapted,
+        }
+    }
+
+    /// The workload a policy runs.
+    pub fn workload(&self, policy: Policy) -> &Workload {
+        if policy.is_baseline() {
+            &self.plain
+        } else {
+            &self.adapted
+        }
+    }
+
+    /// Map and simulate `policy` for `n_tasks`.
+    pub fn run(&self, policy: Policy, n_tasks: u64, store: TaskStore) -> Result<PolicyReport> {
+        simulate(
+            &self.platform,
+            self.workload(policy),
+            policy,
+            n_tasks,
+            store,
+        )
+    }
+}

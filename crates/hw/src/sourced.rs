@@ -1,0 +1,87 @@
+//! Numbers that carry their provenance: every figure the simulator uses is read from a data file
+//! as `{ value = .., source = ".." }`, so reports can list each assumption next to its value.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{field_err, Result};
+
+/// A number with the paper, table or assumption it comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Num {
+    pub value: f64,
+    pub source: String,
+}
+
+impl Num {
+    /// The value, after checking it is finite, strictly positive and sourced.
+    pub fn positive(&self, origin: &str, field: &str) -> Result<f64> {
+        self.checked(origin, field)?;
+        if self.value <= 0.0 {
+            return Err(field_err(
+                origin,
+                field,
+                format!("a value > 0, found {}", self.value),
+            ));
+        }
+        Ok(self.value)
+    }
+
+    /// The value, after checking it is finite, not negative and sourced.
+    pub fn non_negative(&self, origin: &str, field: &str) -> Result<f64> {
+        self.checked(origin, field)?;
+        if self.value < 0.0 {
+            return Err(field_err(
+                origin,
+                field,
+                format!("a value >= 0, found {}", self.value),
+            ));
+        }
+        Ok(self.value)
+    }
+
+    /// The value as a positive integer (counts such as MAC rows).
+    pub fn count(&self, origin: &str, field: &str) -> Result<u64> {
+        let v = self.positive(origin, field)?;
+        if v.fract() != 0.0 || v > u32::MAX as f64 {
+            return Err(field_err(
+                origin,
+                field,
+                format!("a whole number, found {v}"),
+            ));
+        }
+        Ok(v as u64)
+    }
+
+    fn checked(&self, origin: &str, field: &str) -> Result<()> {
+        if !self.value.is_finite() {
+            return Err(field_err(origin, field, "a finite number"));
+        }
+        if self.source.trim().is_empty() {
+            return Err(field_err(
+                origin,
+                field,
+                "a non-empty `source` (paper/table, or \"assumed: reason\")",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One line of an assumptions list: where a number sits, its value and its source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Provenance {
+    pub key: String,
+    pub value: f64,
+    pub source: String,
+}
+
+impl Provenance {
+    pub(crate) fn of(key: impl Into<String>, num: &Num) -> Self {
+        Provenance {
+            key: key.into(),
+            value: num.value,
+            source: num.source.clone(),
+        }
+    }
+}

@@ -1,0 +1,1051 @@
+//! The workload of one inference: every tensor (size in bits, role, reads per inference) and
+//! every operation (with its shapes), built from a model config, an adapter spec, a compression
+//! plan and a sequence length. Built once per (model, adapter, plan) so that evaluating a design
+//! point only walks a short, pre-merged list of operations.
+
+use serde::Serialize;
+
+use crate::arch::Accelerator;
+use crate::model_config::{ModelConfig, ModelType};
+use crate::spec::{AdapterSpec, Encoding, Plan, Sharing};
+
+/// Who a tensor belongs to: decides where a mapping policy may place it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Frozen, shared by every task (embeddings, the transformer layers, pooler).
+    Backbone,
+    /// Specific to one task (adapters, task layer norms, classifier head).
+    Task,
+    /// Produced and consumed during an inference.
+    Activation,
+}
+
+/// One tensor (a parameter module with its bias, or an activation).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tensor {
+    pub name: String,
+    pub numel: u64,
+    pub role: Role,
+    /// Stored bits of the values (non-zeros only under bit-mask encoding).
+    pub value_bits: u64,
+    /// Bit-mask bits (one per element under bit-mask encoding, else 0).
+    pub mask_bits: u64,
+    /// Fraction of non-zero values the datapath can skip over (1 = dense).
+    pub density: f64,
+    /// Whole-tensor reads per inference (a gather of L rows reads L / rows of it).
+    pub reads_per_inference: f64,
+}
+
+impl Tensor {
+    /// Total stored bits (values + mask).
+    pub fn bits(&self) -> u64 {
+        self.value_bits + self.mask_bits
+    }
+}
+
+/// What an operation does; decides its datapath unit and its activation traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpKind {
+    /// [m x k] . [k x n] with a stored weight.
+    Matmul,
+    /// [m x k] . [k x n] with both operands activations (attention scores, context).
+    MatmulAct,
+    /// Embedding lookup of m rows of width n.
+    Gather,
+    Softmax,
+    LayerNorm,
+    Gelu,
+    Tanh,
+    Add,
+    Entropy,
+}
+
+/// One operation with its shapes; `count` executions per inference.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Op {
+    pub name: String,
+    pub kind: OpKind,
+    pub count: u64,
+    /// Matmul: [m x k] . [k x n]; element-wise: m rows of n elements (k = 1).
+    pub m: u64,
+    pub k: u64,
+    pub n: u64,
+    /// Index of the parameter tensor read, if any.
+    pub weight: Option<usize>,
+    /// Fraction of that tensor read per execution.
+    pub weight_fraction: f64,
+}
+
+/// An operation folded for simulation: weight traffic resolved to role and bits, identical
+/// operations merged (ALBERT's 12 applications become one entry with count 12).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SimOp {
+    pub kind: OpKind,
+    pub count: f64,
+    pub m: u64,
+    pub k: u64,
+    pub n: u64,
+    pub weight_role: Option<Role>,
+    /// Value and mask bits read per execution.
+    pub weight_value_bits: f64,
+    pub weight_mask_bits: f64,
+    /// Fraction of MACs not skipped by bit-mask zero-skipping.
+    pub mac_density: f64,
+}
+
+/// Everything needed to describe a workload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkloadSpec {
+    pub model: ModelConfig,
+    pub adapter: AdapterSpec,
+    pub sharing: Sharing,
+    pub plan: Plan,
+    pub seq_len: u64,
+    pub num_labels: u64,
+    pub activation_bits: u64,
+    /// A layer whose weights fit in this many bits is read once per inference.
+    pub resident_weight_bits: f64,
+}
+
+impl WorkloadSpec {
+    /// A spec whose datapath-dependent fields come from `arch`.
+    pub fn new(
+        model: ModelConfig,
+        adapter: AdapterSpec,
+        sharing: Sharing,
+        plan: Plan,
+        seq_len: u64,
+        num_labels: u64,
+        arch: &Accelerator,
+    ) -> Self {
+        WorkloadSpec {
+            model,
+            adapter,
+            sharing,
+            plan,
+            seq_len,
+            num_labels,
+            activation_bits: arch.activation_bits,
+            resident_weight_bits: arch.resident_weight_bits,
+        }
+    }
+}
+
+/// Stored totals a mapping needs, in bits.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Totals {
+    pub backbone_params: u64,
+    pub task_params: u64,
+    pub backbone_value_bits: f64,
+    pub backbone_mask_bits: f64,
+    /// One task's task-specific tensors.
+    pub task_bits: f64,
+    /// Peak live activations.
+    pub activation_bits: f64,
+}
+
+/// The built workload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Workload {
+    pub spec: WorkloadSpec,
+    pub tensors: Vec<Tensor>,
+    pub ops: Vec<Op>,
+    pub sim_ops: Vec<SimOp>,
+    pub totals: Totals,
+}
+
+impl Workload {
+    /// Build tensors and operations for `spec`.
+    pub fn build(spec: WorkloadSpec) -> Self {
+        let mut b = Builder {
+            spec: &spec,
+            tensors: Vec::new(),
+            ops: Vec::new(),
+        };
+        b.embeddings();
+        b.encoder();
+        b.head();
+        b.activations();
+        let Builder {
+            mut tensors, ops, ..
+        } = b;
+        for op in &ops {
+            if let Some(w) = op.weight {
+                tensors[w].reads_per_inference += op.count as f64 * op.weight_fraction;
+            }
+        }
+        let sim_ops = merge_ops(&tensors, &ops);
+        let totals = totals(&tensors, &spec);
+        Workload {
+            spec,
+            tensors,
+            ops,
+            sim_ops,
+            totals,
+        }
+    }
+
+    /// Total parameters of one role.
+    pub fn params(&self, role: Role) -> u64 {
+        self.tensors
+            .iter()
+            .filter(|t| t.role == role)
+            .map(|t| t.numel)
+            .sum()
+    }
+
+    /// MACs per inference (before zero-skipping).
+    pub fn macs(&self) -> f64 {
+        self.sim_ops
+            .iter()
+            .filter(|o| matches!(o.kind, OpKind::Matmul | OpKind::MatmulAct))
+            .map(|o| o.count * (o.m * o.k * o.n) as f64)
+            .sum()
+    }
+}
+
+fn totals(tensors: &[Tensor], spec: &WorkloadSpec) -> Totals {
+    let mut t = Totals::default();
+    let mut phases = [0u64; 3];
+    for x in tensors {
+        match x.role {
+            Role::Backbone => {
+                t.backbone_params += x.numel;
+                t.backbone_value_bits += x.value_bits as f64;
+                t.backbone_mask_bits += x.mask_bits as f64;
+            }
+            Role::Task => {
+                t.task_params += x.numel;
+                t.task_bits += x.bits() as f64;
+            }
+            Role::Activation => {
+                let phase = activation_phase(&x.name);
+                phases[phase] += x.numel;
+            }
+        }
+    }
+    t.activation_bits = (phases.into_iter().max().unwrap_or(0) * spec.activation_bits) as f64;
+    t
+}
+
+/// Activations live in one of three phases; the largest phase sets the SRAM working set.
+fn activation_phase(name: &str) -> usize {
+    if name.starts_with("act.embedding") {
+        0
+    } else if name.starts_with("act.attention") {
+        1
+    } else {
+        2
+    }
+}
+
+/// Merge operations that cost the same (same kind, shapes and weight traffic).
+fn merge_ops(tensors: &[Tensor], ops: &[Op]) -> Vec<SimOp> {
+    let mut out: Vec<SimOp> = Vec::new();
+    for op in ops {
+        let (role, vb, mb, density) = match op.weight {
+            Some(w) => {
+                let t = &tensors[w];
+                let f = op.weight_fraction;
+                (
+                    Some(t.role),
+                    t.value_bits as f64 * f,
+                    t.mask_bits as f64 * f,
+                    t.density,
+                )
+            }
+            None => (None, 0.0, 0.0, 1.0),
+        };
+        let sim = SimOp {
+            kind: op.kind,
+            count: op.count as f64,
+            m: op.m,
+            k: op.k,
+            n: op.n,
+            weight_role: role,
+            weight_value_bits: vb,
+            weight_mask_bits: mb,
+            mac_density: density,
+        };
+        match out.iter_mut().find(|o| same_cost(o, &sim)) {
+            Some(o) => o.count += sim.count,
+            None => out.push(sim),
+        }
+    }
+    out
+}
+
+fn same_cost(a: &SimOp, b: &SimOp) -> bool {
+    a.kind == b.kind
+        && (a.m, a.k, a.n) == (b.m, b.k, b.n)
+        && a.weight_role == b.weight_role
+        && a.weight_value_bits == b.weight_value_bits
+        && a.weight_mask_bits == b.weight_mask_bits
+        && a.mac_density == b.mac_density
+}
+
+/// Stored bits of `numel` values under `plan` (backbone) or dense (task tensors).
+pub fn stored_bits(numel: u64, plan: &Plan, compressed: bool) -> (u64, u64, f64) {
+    let bits = u64::from(plan.bits);
+    if !compressed {
+        return (numel * bits, 0, 1.0);
+    }
+    let density = 1.0 - plan.sparsity;
+    match plan.encoding {
+        Encoding::Dense => (numel * bits, 0, 1.0),
+        Encoding::Bitmask => {
+            let nnz = (numel as f64 * density).round() as u64;
+            (nnz * bits, numel, density)
+        }
+    }
+}
+
+struct Builder<'a> {
+    spec: &'a WorkloadSpec,
+    tensors: Vec<Tensor>,
+    ops: Vec<Op>,
+}
+
+/// Weights of one stored transformer layer.
+struct LayerParams {
+    q: usize,
+    k: usize,
+    v: usize,
+    o: usize,
+    attn_norm: usize,
+    ffn: usize,
+    ffn_out: usize,
+    out_norm: usize,
+}
+
+/// Task-specific tensors attached to one layer execution (or shared by a layer's executions).
+#[derive(Default)]
+struct TaskParams {
+    attn_adapter: Option<(usize, usize)>,
+    ffn_adapter: Option<(usize, usize)>,
+    lora: Option<[usize; 4]>,
+    attn_norm: Option<usize>,
+    out_norm: Option<usize>,
+}
+
+impl Builder<'_> {
+    fn param(&mut self, name: String, numel: u64, role: Role) -> usize {
+        let (value_bits, mask_bits, density) =
+            stored_bits(numel, &self.spec.plan, role == Role::Backbone);
+        self.tensors.push(Tensor {
+            name,
+            numel,
+            role,
+            value_bits,
+            mask_bits,
+            density,
+            reads_per_inference: 0.0,
+        });
+        self.tensors.len() - 1
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn op(
+        &mut self,
+        name: &str,
+        kind: OpKind,
+        count: u64,
+        m: u64,
+        k: u64,
+        n: u64,
+        weight: Option<usize>,
+        fraction: f64,
+    ) {
+        self.ops.push(Op {
+            name: name.to_string(),
+            kind,
+            count,
+            m,
+            k,
+            n,
+            weight,
+            weight_fraction: fraction,
+        });
+    }
+
+    fn embeddings(&mut self) {
+        let c = &self.spec.model;
+        let (l, e) = (self.spec.seq_len, c.embedding_size);
+        let word = self.param(
+            "embeddings.word_embeddings".into(),
+            c.vocab_size * e,
+            Role::Backbone,
+        );
+        let pos = self.param(
+            "embeddings.position_embeddings".into(),
+            c.max_position_embeddings * e,
+            Role::Backbone,
+        );
+        let typ = self.param(
+            "embeddings.token_type_embeddings".into(),
+            c.type_vocab_size * e,
+            Role::Backbone,
+        );
+        let norm = self.param("embeddings.LayerNorm".into(), 2 * e, Role::Backbone);
+        self.op(
+            "embeddings.word_lookup",
+            OpKind::Gather,
+            1,
+            l,
+            1,
+            e,
+            Some(word),
+            l as f64 / c.vocab_size as f64,
+        );
+        self.op(
+            "embeddings.position_lookup",
+            OpKind::Gather,
+            1,
+            l,
+            1,
+            e,
+            Some(pos),
+            l as f64 / c.max_position_embeddings as f64,
+        );
+        self.op(
+            "embeddings.type_lookup",
+            OpKind::Gather,
+            1,
+            l,
+            1,
+            e,
+            Some(typ),
+            l as f64 / c.type_vocab_size as f64,
+        );
+        self.op("embeddings.sum", OpKind::Add, 2, l, 1, e, None, 0.0);
+        self.op(
+            "embeddings.LayerNorm",
+            OpKind::LayerNorm,
+            1,
+            l,
+            1,
+            e,
+            Some(norm),
+            1.0,
+        );
+        if c.model_type == ModelType::Albert {
+            let h = c.hidden_size;
+            let map = self.param(
+                "encoder.embedding_hidden_mapping_in".into(),
+                e * h + h,
+                Role::Backbone,
+            );
+            self.op(
+                "encoder.embedding_hidden_mapping_in",
+                OpKind::Matmul,
+                1,
+                l,
+                e,
+                h,
+                Some(map),
+                1.0,
+            );
+        }
+    }
+
+    fn layer_params(&mut self, prefix: &str) -> LayerParams {
+        let c = &self.spec.model;
+        let (h, f) = (c.hidden_size, c.intermediate_size);
+        let names: [&str; 8] = match c.model_type {
+            ModelType::Albert => [
+                "attention.query",
+                "attention.key",
+                "attention.value",
+                "attention.dense",
+                "attention.LayerNorm",
+                "ffn",
+                "ffn_output",
+                "full_layer_layer_norm",
+            ],
+            ModelType::Bert => [
+                "attention.self.query",
+                "attention.self.key",
+                "attention.self.value",
+                "attention.output.dense",
+                "attention.output.LayerNorm",
+                "intermediate.dense",
+                "output.dense",
+                "output.LayerNorm",
+            ],
+        };
+        let sizes = [
+            h * h + h,
+            h * h + h,
+            h * h + h,
+            h * h + h,
+            2 * h,
+            h * f + f,
+            f * h + h,
+            2 * h,
+        ];
+        let ids: Vec<usize> = names
+            .iter()
+            .zip(sizes)
+            .map(|(n, s)| self.param(format!("{prefix}.{n}"), s, Role::Backbone))
+            .collect();
+        LayerParams {
+            q: ids[0],
+            k: ids[1],
+            v: ids[2],
+            o: ids[3],
+            attn_norm: ids[4],
+            ffn: ids[5],
+            ffn_out: ids[6],
+            out_norm: ids[7],
+        }
+    }
+
+    fn task_params(&mut self, prefix: &str) -> TaskParams {
+        let h = self.spec.model.hidden_size;
+        let mut t = TaskParams::default();
+        let bottleneck = |b: &mut Self, where_: &str, m: u64| {
+            let down = b.param(
+                format!("{prefix}.adapter_{where_}.down"),
+                h * m + m,
+                Role::Task,
+            );
+            let up = b.param(
+                format!("{prefix}.adapter_{where_}.up"),
+                m * h + h,
+                Role::Task,
+            );
+            (down, up)
+        };
+        match self.spec.adapter {
+            AdapterSpec::None => return t,
+            AdapterSpec::Houlsby { size } => {
+                t.attn_adapter = Some(bottleneck(self, "attention", size));
+                t.ffn_adapter = Some(bottleneck(self, "output", size));
+            }
+            AdapterSpec::Pfeiffer { size } => {
+                t.ffn_adapter = Some(bottleneck(self, "output", size))
+            }
+            AdapterSpec::Parallel { size } => {
+                t.ffn_adapter = Some(bottleneck(self, "parallel", size))
+            }
+            AdapterSpec::Lora { rank, .. } => {
+                let r = rank;
+                t.lora = Some([
+                    self.param(format!("{prefix}.lora_query.a"), h * r, Role::Task),
+                    self.param(format!("{prefix}.lora_query.b"), r * h, Role::Task),
+                    self.param(format!("{prefix}.lora_value.a"), h * r, Role::Task),
+                    self.param(format!("{prefix}.lora_value.b"), r * h, Role::Task),
+                ]);
+                return t;
+            }
+        }
+        t.attn_norm = Some(self.param(format!("{prefix}.attention_norm"), 2 * h, Role::Task));
+        t.out_norm = Some(self.param(format!("{prefix}.output_norm"), 2 * h, Role::Task));
+        t
+    }
+
+    fn encoder(&mut self) {
+        let c = self.spec.model.clone();
+        let apps = c.applications_per_group();
+        for g in 0..c.num_hidden_groups {
+            for i in 0..c.inner_group_num {
+                let prefix = match c.model_type {
+                    ModelType::Albert => {
+                        format!("encoder.albert_layer_groups.{g}.albert_layers.{i}")
+                    }
+                    ModelType::Bert => format!("encoder.layer.{g}"),
+                };
+                let layer = self.layer_params(&prefix);
+                let layer_bits: u64 = self.tensors[layer.q..=layer.out_norm]
+                    .iter()
+                    .map(Tensor::bits)
+                    .sum();
+                let fraction = if layer_bits as f64 <= self.spec.resident_weight_bits {
+                    1.0 / apps as f64
+                } else {
+                    1.0
+                };
+                match self.spec.sharing {
+                    Sharing::Shared => {
+                        let task = self.task_params(&format!("task.layer.{g}.{i}"));
+                        self.layer_ops(&layer, &task, apps, fraction);
+                    }
+                    Sharing::PerApplication => {
+                        for a in 0..apps {
+                            let task =
+                                self.task_params(&format!("task.layer.{}.{i}", g * apps + a));
+                            self.layer_ops(&layer, &task, 1, fraction);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn adapter_ops(&mut self, name: &str, count: u64, ids: (usize, usize)) {
+        let (l, h) = (self.spec.seq_len, self.spec.model.hidden_size);
+        let m = self.tensors[ids.0].numel / (h + 1);
+        self.op(
+            &format!("{name}.down"),
+            OpKind::Matmul,
+            count,
+            l,
+            h,
+            m,
+            Some(ids.0),
+            1.0,
+        );
+        self.op(
+            &format!("{name}.act"),
+            OpKind::Gelu,
+            count,
+            l,
+            1,
+            m,
+            None,
+            0.0,
+        );
+        self.op(
+            &format!("{name}.up"),
+            OpKind::Matmul,
+            count,
+            l,
+            m,
+            h,
+            Some(ids.1),
+            1.0,
+        );
+        self.op(
+            &format!("{name}.skip"),
+            OpKind::Add,
+            count,
+            l,
+            1,
+            h,
+            None,
+            0.0,
+        );
+    }
+
+    fn lora_ops(&mut self, name: &str, count: u64, a: usize, b: usize) {
+        let (l, h) = (self.spec.seq_len, self.spec.model.hidden_size);
+        let r = self.tensors[a].numel / h;
+        self.op(
+            &format!("{name}.a"),
+            OpKind::Matmul,
+            count,
+            l,
+            h,
+            r,
+            Some(a),
+            1.0,
+        );
+        self.op(
+            &format!("{name}.b"),
+            OpKind::Matmul,
+            count,
+            l,
+            r,
+            h,
+            Some(b),
+            1.0,
+        );
+        self.op(
+            &format!("{name}.merge"),
+            OpKind::Add,
+            count,
+            l,
+            1,
+            h,
+            None,
+            0.0,
+        );
+    }
+
+    /// One layer execution's operations (`count` executions), in dataflow order.
+    fn layer_ops(&mut self, p: &LayerParams, t: &TaskParams, count: u64, frac: f64) {
+        let c = &self.spec.model;
+        let (l, h, f, heads) = (
+            self.spec.seq_len,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_attention_heads,
+        );
+        let d = h / heads;
+        self.op(
+            "layer.attention.query",
+            OpKind::Matmul,
+            count,
+            l,
+            h,
+            h,
+            Some(p.q),
+            frac,
+        );
+        self.op(
+            "layer.attention.key",
+            OpKind::Matmul,
+            count,
+            l,
+            h,
+            h,
+            Some(p.k),
+            frac,
+        );
+        self.op(
+            "layer.attention.value",
+            OpKind::Matmul,
+            count,
+            l,
+            h,
+            h,
+            Some(p.v),
+            frac,
+        );
+        if let Some([qa, qb, va, vb]) = t.lora {
+            self.lora_ops("layer.lora_query", count, qa, qb);
+            self.lora_ops("layer.lora_value", count, va, vb);
+        }
+        self.op(
+            "layer.attention.scores",
+            OpKind::MatmulAct,
+            count * heads,
+            l,
+            d,
+            l,
+            None,
+            0.0,
+        );
+        self.op(
+            "layer.attention.softmax",
+            OpKind::Softmax,
+            count,
+            heads * l,
+            1,
+            l,
+            None,
+            0.0,
+        );
+        self.op(
+            "layer.attention.context",
+            OpKind::MatmulAct,
+            count * heads,
+            l,
+            l,
+            d,
+            None,
+            0.0,
+        );
+        self.op(
+            "layer.attention.dense",
+            OpKind::Matmul,
+            count,
+            l,
+            h,
+            h,
+            Some(p.o),
+            frac,
+        );
+        if let Some(ids) = t.attn_adapter {
+            self.adapter_ops("layer.adapter_attention", count, ids);
+        }
+        self.op(
+            "layer.attention.residual",
+            OpKind::Add,
+            count,
+            l,
+            1,
+            h,
+            None,
+            0.0,
+        );
+        let (norm1, f1) = t.attn_norm.map_or((p.attn_norm, frac), |n| (n, 1.0));
+        self.op(
+            "layer.attention.LayerNorm",
+            OpKind::LayerNorm,
+            count,
+            l,
+            1,
+            h,
+            Some(norm1),
+            f1,
+        );
+        let parallel = matches!(self.spec.adapter, AdapterSpec::Parallel { .. });
+        if let (true, Some(ids)) = (parallel, t.ffn_adapter) {
+            self.adapter_ops("layer.adapter_parallel", count, ids);
+        }
+        self.op(
+            "layer.ffn",
+            OpKind::Matmul,
+            count,
+            l,
+            h,
+            f,
+            Some(p.ffn),
+            frac,
+        );
+        self.op("layer.ffn.gelu", OpKind::Gelu, count, l, 1, f, None, 0.0);
+        self.op(
+            "layer.ffn_output",
+            OpKind::Matmul,
+            count,
+            l,
+            f,
+            h,
+            Some(p.ffn_out),
+            frac,
+        );
+        if let (false, Some(ids)) = (parallel, t.ffn_adapter) {
+            self.adapter_ops("layer.adapter_output", count, ids);
+        }
+        self.op(
+            "layer.output.residual",
+            OpKind::Add,
+            count,
+            l,
+            1,
+            h,
+            None,
+            0.0,
+        );
+        let (norm2, f2) = t.out_norm.map_or((p.out_norm, frac), |n| (n, 1.0));
+        self.op(
+            "layer.output.LayerNorm",
+            OpKind::LayerNorm,
+            count,
+            l,
+            1,
+            h,
+            Some(norm2),
+            f2,
+        );
+    }
+
+    fn head(&mut self) {
+        let c = &self.spec.model;
+        let (h, labels) = (c.hidden_size, self.spec.num_labels);
+        let pooler = self.param("pooler".into(), h * h + h, Role::Backbone);
+        let classifier = self.param("classifier".into(), h * labels + labels, Role::Task);
+        self.op(
+            "pooler.dense",
+            OpKind::Matmul,
+            1,
+            1,
+            h,
+            h,
+            Some(pooler),
+            1.0,
+        );
+        self.op("pooler.tanh", OpKind::Tanh, 1, 1, 1, h, None, 0.0);
+        self.op(
+            "classifier",
+            OpKind::Matmul,
+            1,
+            1,
+            h,
+            labels,
+            Some(classifier),
+            1.0,
+        );
+        self.op("exit_entropy", OpKind::Entropy, 1, 1, 1, labels, None, 0.0);
+    }
+
+    /// Activation tensors of one layer execution (reused by every execution).
+    fn activations(&mut self) {
+        let c = &self.spec.model;
+        let (l, e, h, f, heads) = (
+            self.spec.seq_len,
+            c.embedding_size,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_attention_heads,
+        );
+        let execs = c.layer_executions() as f64;
+        let m = match self.spec.adapter {
+            AdapterSpec::None => 0,
+            AdapterSpec::Houlsby { size }
+            | AdapterSpec::Pfeiffer { size }
+            | AdapterSpec::Parallel { size } => size,
+            AdapterSpec::Lora { rank, .. } => rank,
+        };
+        let mut acts = vec![
+            ("act.embedding.sum", l * e, 1.0),
+            ("act.embedding.hidden", l * h, 1.0),
+            ("act.attention.input", l * h, execs),
+            ("act.attention.qkv", 3 * l * h, execs),
+            ("act.attention.scores", heads * l * l, execs),
+            ("act.attention.context", l * h, execs),
+            ("act.ffn.input", l * h, execs),
+            ("act.ffn.intermediate", l * f, execs),
+            ("act.ffn.output", l * h, execs),
+        ];
+        if m > 0 {
+            acts.push(("act.attention.adapter_bottleneck", l * m, execs));
+            acts.push(("act.ffn.adapter_bottleneck", l * m, execs));
+        }
+        let bits = self.spec.activation_bits;
+        for (name, numel, reads) in acts {
+            self.tensors.push(Tensor {
+                name: name.into(),
+                numel,
+                role: Role::Activation,
+                value_bits: numel * bits,
+                mask_bits: 0,
+                density: 1.0,
+                reads_per_inference: reads,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(model: &str, adapter: &str, sharing: Sharing, plan: &str) -> Workload {
+        let arch = Accelerator::builtin().unwrap();
+        let spec = WorkloadSpec::new(
+            ModelConfig::resolve(model).unwrap(),
+            adapter.parse().unwrap(),
+            sharing,
+            plan.parse().unwrap(),
+            128,
+            2,
+            &arch,
+        );
+        Workload::build(spec)
+    }
+
+    fn sum_prefix(w: &Workload, prefix: &str) -> u64 {
+        w.tensors
+            .iter()
+            .filter(|t| t.name.starts_with(prefix))
+            .map(|t| t.numel)
+            .sum()
+    }
+
+    #[test]
+    fn albert_base_parameter_breakdown_matches_reference() {
+        let w = build("albert-base", "none", Sharing::PerApplication, "");
+        assert_eq!(w.params(Role::Backbone), 11_683_584);
+        assert_eq!(sum_prefix(&w, "embeddings."), 3_906_048);
+        assert_eq!(
+            sum_prefix(&w, "encoder.embedding_hidden_mapping_in"),
+            99_072
+        );
+        assert_eq!(sum_prefix(&w, "encoder.albert_layer_groups"), 7_087_872);
+        assert_eq!(sum_prefix(&w, "pooler"), 590_592);
+        // classifier head: 768 * 2 + 2
+        assert_eq!(w.params(Role::Task), 1_538);
+    }
+
+    #[test]
+    fn bert_base_parameter_count_matches_reference() {
+        let w = build("bert-base", "none", Sharing::PerApplication, "");
+        assert_eq!(w.params(Role::Backbone), 109_482_240);
+    }
+
+    #[test]
+    fn houlsby_counts_match_reference() {
+        let per = build("albert-base", "houlsby:64", Sharing::PerApplication, "");
+        let adapters = |w: &Workload| -> u64 {
+            w.tensors
+                .iter()
+                .filter(|t| t.name.contains(".adapter_") && t.role == Role::Task)
+                .map(|t| t.numel)
+                .sum()
+        };
+        let norms = |w: &Workload| -> u64 {
+            w.tensors
+                .iter()
+                .filter(|t| t.name.ends_with("_norm") && t.role == Role::Task)
+                .map(|t| t.numel)
+                .sum()
+        };
+        assert_eq!(adapters(&per), 12 * 198_272);
+        assert_eq!(norms(&per), 12 * 3_072);
+        let shared = build("albert-base", "houlsby:64", Sharing::Shared, "");
+        assert_eq!(adapters(&shared), 198_272);
+        assert_eq!(norms(&shared), 3_072);
+        // 1.70% and 20.36% of ALBERT (REFERENCE §2)
+        let pct = |n: u64| (n as f64 / 11_683_584.0 * 10_000.0).round() / 100.0;
+        assert_eq!((pct(198_272), pct(12 * 198_272)), (1.70, 20.36));
+    }
+
+    #[test]
+    fn lora_and_single_adapters_count() {
+        let w = build("albert-base", "lora:r=8", Sharing::Shared, "");
+        // q and v: 2 * (768*8 + 8*768) + classifier
+        assert_eq!(w.params(Role::Task), 2 * 2 * 768 * 8 + 1_538);
+        let p = build("albert-base", "pfeiffer:64", Sharing::Shared, "");
+        assert_eq!(p.params(Role::Task), 99_136 + 3_072 + 1_538);
+    }
+
+    #[test]
+    fn bitmask_storage_matches_reference_example() {
+        let dense = build("albert-base", "none", Sharing::Shared, "bits=8");
+        let bytes =
+            |w: &Workload| (w.totals.backbone_value_bits + w.totals.backbone_mask_bits) / 8.0;
+        assert_eq!(bytes(&dense), 11_683_584.0);
+        let sparse = build(
+            "albert-base",
+            "none",
+            Sharing::Shared,
+            "bits=8,sparsity=0.5,encoding=bitmask",
+        );
+        // nnz * 8 + numel = 5,841,792 * 8 + 11,683,584 bits = 7,302,240 bytes
+        assert_eq!(bytes(&sparse), 7_302_240.0);
+        assert_eq!(format!("{:.2}", bytes(&sparse) / 1e6), "7.30");
+    }
+
+    #[test]
+    fn shared_layer_is_read_once_per_application() {
+        let w = build("albert-base", "houlsby:64", Sharing::PerApplication, "");
+        let q = w
+            .tensors
+            .iter()
+            .find(|t| t.name.ends_with("attention.query"))
+            .unwrap();
+        assert_eq!(q.reads_per_inference, 12.0);
+        let word = w
+            .tensors
+            .iter()
+            .find(|t| t.name == "embeddings.word_embeddings")
+            .unwrap();
+        assert!((word.reads_per_inference - 128.0 / 30_000.0).abs() < 1e-15);
+        let adapter = w
+            .tensors
+            .iter()
+            .find(|t| t.name == "task.layer.3.0.adapter_output.up")
+            .unwrap();
+        assert_eq!(adapter.reads_per_inference, 1.0);
+        // the 12 per-application executions merge into one costed op of count 12
+        let ffn = w
+            .sim_ops
+            .iter()
+            .filter(|o| o.kind == OpKind::Matmul && o.k == 768 && o.n == 3072)
+            .count();
+        assert_eq!(ffn, 1);
+    }
+
+    #[test]
+    fn macs_of_albert_base_are_hand_computed() {
+        let w = build("albert-base", "none", Sharing::Shared, "");
+        let (l, h, f) = (128.0, 768.0, 3072.0);
+        let layer = 4.0 * l * h * h + 2.0 * l * l * h + 2.0 * l * h * f;
+        let expected = 12.0 * layer + l * 128.0 * h + h * h + h * 2.0;
+        assert_eq!(w.macs(), expected);
+    }
+
+    #[test]
+    fn activation_working_set_is_the_largest_phase() {
+        let w = build("albert-base", "none", Sharing::Shared, "");
+        // attention phase: (1 + 3 + 1) * 128*768 + 12 * 128 * 128 elements at 16 bits
+        let attention = 5 * 128 * 768 + 12 * 128 * 128;
+        let ffn = 2 * 128 * 768 + 128 * 3072;
+        assert!(attention > ffn);
+        assert_eq!(w.totals.activation_bits, (attention * 16) as f64);
+    }
+}

@@ -1,0 +1,483 @@
+//! The generalized ALBERT/BERT encoder.
+//!
+//! Struct and field names mirror Hugging Face's `modeling_albert.py` (`AlbertEmbeddings`,
+//! `AlbertAttention`, `AlbertLayer`, `AlbertLayerGroup`, `AlbertTransformer`), so checkpoint
+//! tensor names stay greppable. BERT runs through the same code: one group per layer, E = H and
+//! no `embedding_hidden_mapping_in`; [`Names`] maps the modules to BERT's tensor names.
+//!
+//! Task-specific parameters ([`crate::adapters::TaskParams`]) hook in at the places the
+//! adapter literature puts them: after the attention output projection and after the FFN
+//! output (Houlsby, Pfeiffer), beside the FFN (parallel), on query/value (LoRA), and as
+//! per-task replacements of every LayerNorm.
+
+use candle_core::{DType, Tensor};
+
+use crate::adapters::{TaskLayer, TaskParams};
+use crate::checkpoint::Checkpoint;
+use crate::config::{Activation, EncoderConfig, Family};
+use crate::error::{ModelError, Result};
+use crate::nn::{Ctx, LayerNorm, Linear};
+
+/// Checkpoint tensor names of each module, per family.
+pub struct Names(pub Family);
+
+impl Names {
+    /// Prefix of layer `j` inside group `g`.
+    pub fn layer(&self, g: usize, j: usize) -> String {
+        match self.0 {
+            Family::Albert => format!("encoder.albert_layer_groups.{g}.albert_layers.{j}"),
+            Family::Bert => format!("encoder.layer.{g}"),
+        }
+    }
+    fn query(&self) -> &'static str {
+        self.pick("attention.query", "attention.self.query")
+    }
+    fn key(&self) -> &'static str {
+        self.pick("attention.key", "attention.self.key")
+    }
+    fn value(&self) -> &'static str {
+        self.pick("attention.value", "attention.self.value")
+    }
+    fn dense(&self) -> &'static str {
+        self.pick("attention.dense", "attention.output.dense")
+    }
+    pub fn attention_layer_norm(&self) -> &'static str {
+        self.pick("attention.LayerNorm", "attention.output.LayerNorm")
+    }
+    fn ffn(&self) -> &'static str {
+        self.pick("ffn", "intermediate.dense")
+    }
+    fn ffn_output(&self) -> &'static str {
+        self.pick("ffn_output", "output.dense")
+    }
+    pub fn full_layer_layer_norm(&self) -> &'static str {
+        self.pick("full_layer_layer_norm", "output.LayerNorm")
+    }
+    pub fn pooler(&self) -> &'static str {
+        self.pick("pooler", "pooler.dense")
+    }
+    fn pick(&self, albert: &'static str, bert: &'static str) -> &'static str {
+        match self.0 {
+            Family::Albert => albert,
+            Family::Bert => bert,
+        }
+    }
+}
+
+/// Word, position and token-type embeddings of width E, then LayerNorm.
+pub struct AlbertEmbeddings {
+    pub word_embeddings: Tensor,
+    pub position_embeddings: Tensor,
+    pub token_type_embeddings: Tensor,
+    pub layer_norm: LayerNorm,
+}
+
+impl AlbertEmbeddings {
+    fn load(ck: &Checkpoint, c: &EncoderConfig) -> Result<Self> {
+        let e = c.embedding_size;
+        Ok(Self {
+            word_embeddings: ck.get("embeddings.word_embeddings.weight", &[c.vocab_size, e])?,
+            position_embeddings: ck.get(
+                "embeddings.position_embeddings.weight",
+                &[c.max_position_embeddings, e],
+            )?,
+            token_type_embeddings: ck.get(
+                "embeddings.token_type_embeddings.weight",
+                &[c.type_vocab_size, e],
+            )?,
+            layer_norm: LayerNorm::load(ck, "embeddings.LayerNorm", e, c.layer_norm_eps)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        task: Option<&TaskParams>,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let (b, s) = input_ids.dims2()?;
+        let words = gather_rows(&self.word_embeddings, input_ids)?;
+        let types = gather_rows(&self.token_type_embeddings, token_type_ids)?;
+        let positions = self.position_embeddings.narrow(0, 0, s)?.unsqueeze(0)?;
+        let x = (words + types)?.broadcast_add(&positions)?;
+        let ln = task
+            .and_then(|t| t.embeddings_layer_norm.as_ref())
+            .unwrap_or(&self.layer_norm);
+        debug_assert_eq!(x.dims()[0], b);
+        ctx.dropout(&ln.forward(&x, ctx)?)
+    }
+}
+
+/// Rows of `table` selected by integer ids of shape [B, S] -> [B, S, width].
+fn gather_rows(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let (b, s) = ids.dims2()?;
+    let flat = ids.flatten_all()?;
+    let rows = table.index_select(&flat, 0)?;
+    Ok(rows.reshape((b, s, table.dims()[1]))?)
+}
+
+/// Multi-head self-attention with its output projection, residual and LayerNorm.
+pub struct AlbertAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub dense: Linear,
+    pub layer_norm: LayerNorm,
+    pub num_attention_heads: usize,
+    pub attention_head_size: usize,
+}
+
+impl AlbertAttention {
+    fn load(ck: &Checkpoint, c: &EncoderConfig, p: &str, n: &Names) -> Result<Self> {
+        let h = c.hidden_size;
+        let lin = |name: &str| Linear::load(ck, &format!("{p}.{name}"), h, h);
+        Ok(Self {
+            query: lin(n.query())?,
+            key: lin(n.key())?,
+            value: lin(n.value())?,
+            dense: lin(n.dense())?,
+            layer_norm: LayerNorm::load(
+                ck,
+                &format!("{p}.{}", n.attention_layer_norm()),
+                h,
+                c.layer_norm_eps,
+            )?,
+            num_attention_heads: c.num_attention_heads,
+            attention_head_size: c.head_dim(),
+        })
+    }
+
+    /// [B, S, H] -> [B, heads, S, head_dim]
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        Ok(
+            x.reshape((b, s, self.num_attention_heads, self.attention_head_size))?
+                .transpose(1, 2)?
+                .contiguous()?,
+        )
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask_bias: &Tensor,
+        task: Option<&TaskLayer>,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let (b, s, h) = x.dims3()?;
+        let mut q = self.query.forward(x)?;
+        let k = self.key.forward(x)?;
+        let mut v = self.value.forward(x)?;
+        if let Some(t) = task {
+            if let Some(l) = &t.lora_query {
+                q = (q + l.forward(x)?)?;
+            }
+            if let Some(l) = &t.lora_value {
+                v = (v + l.forward(x)?)?;
+            }
+        }
+        let (q, k, v) = (
+            self.split_heads(&q)?,
+            self.split_heads(&k)?,
+            self.split_heads(&v)?,
+        );
+        let scale = 1.0 / (self.attention_head_size as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
+        let probs = ctx.dropout(&ctx.softmax_last_dim(&scores)?)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
+        let mut projected = ctx.dropout(&self.dense.forward(&context)?)?;
+        let mut ln = &self.layer_norm;
+        if let Some(t) = task {
+            if let Some(a) = &t.attention_adapter {
+                projected = a.forward_residual(&projected)?;
+            }
+            if let Some(l) = &t.attention_layer_norm {
+                ln = l;
+            }
+        }
+        ln.forward(&(x + projected)?, ctx)
+    }
+}
+
+/// One transformer layer: attention, then the FFN (`ffn` -> activation -> `ffn_output`).
+pub struct AlbertLayer {
+    pub attention: AlbertAttention,
+    pub ffn: Linear,
+    pub ffn_output: Linear,
+    pub full_layer_layer_norm: LayerNorm,
+    pub activation: Activation,
+}
+
+impl AlbertLayer {
+    fn load(ck: &Checkpoint, c: &EncoderConfig, p: &str, n: &Names) -> Result<Self> {
+        let (h, f) = (c.hidden_size, c.intermediate_size);
+        Ok(Self {
+            attention: AlbertAttention::load(ck, c, p, n)?,
+            ffn: Linear::load(ck, &format!("{p}.{}", n.ffn()), h, f)?,
+            ffn_output: Linear::load(ck, &format!("{p}.{}", n.ffn_output()), f, h)?,
+            full_layer_layer_norm: LayerNorm::load(
+                ck,
+                &format!("{p}.{}", n.full_layer_layer_norm()),
+                h,
+                c.layer_norm_eps,
+            )?,
+            activation: c.hidden_act,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask_bias: &Tensor,
+        task: Option<&TaskLayer>,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let a = self.attention.forward(x, mask_bias, task, ctx)?;
+        let hidden = activate(&self.ffn.forward(&a)?, self.activation)?;
+        let mut out = ctx.dropout(&self.ffn_output.forward(&hidden)?)?;
+        let mut ln = &self.full_layer_layer_norm;
+        if let Some(t) = task {
+            if let Some(p) = &t.parallel_adapter {
+                out = (out + p.forward(&a)?)?;
+            }
+            if let Some(o) = &t.output_adapter {
+                out = o.forward_residual(&out)?;
+            }
+            if let Some(l) = &t.full_layer_layer_norm {
+                ln = l;
+            }
+        }
+        ln.forward(&(out + a)?, ctx)
+    }
+}
+
+pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+    Ok(match act {
+        Activation::GeluNew => x.gelu()?,
+        Activation::Gelu => x.gelu_erf()?,
+        Activation::Relu => x.relu()?,
+    })
+}
+
+/// `inner_group_num` layers applied in sequence.
+pub struct AlbertLayerGroup {
+    pub albert_layers: Vec<AlbertLayer>,
+}
+
+/// The E->H projection and the layer groups, applied `num_hidden_layers` times.
+pub struct AlbertTransformer {
+    pub embedding_hidden_mapping_in: Option<Linear>,
+    pub albert_layer_groups: Vec<AlbertLayerGroup>,
+}
+
+impl AlbertTransformer {
+    fn load(ck: &Checkpoint, c: &EncoderConfig) -> Result<Self> {
+        let names = Names(c.family);
+        let embedding_hidden_mapping_in = if c.has_projection() {
+            Some(Linear::load(
+                ck,
+                "encoder.embedding_hidden_mapping_in",
+                c.embedding_size,
+                c.hidden_size,
+            )?)
+        } else {
+            None
+        };
+        let mut groups = Vec::with_capacity(c.num_hidden_groups);
+        for g in 0..c.num_hidden_groups {
+            let layers = (0..c.inner_group_num)
+                .map(|j| AlbertLayer::load(ck, c, &names.layer(g, j), &names))
+                .collect::<Result<Vec<_>>>()?;
+            groups.push(AlbertLayerGroup {
+                albert_layers: layers,
+            });
+        }
+        Ok(Self {
+            embedding_hidden_mapping_in,
+            albert_layer_groups: groups,
+        })
+    }
+}
+
+/// Pooler: `tanh(dense(h[CLS]))`.
+pub struct Pooler {
+    pub dense: Linear,
+}
+
+impl Pooler {
+    pub fn forward(&self, cls: &Tensor) -> Result<Tensor> {
+        Ok(self.dense.forward(cls)?.tanh()?)
+    }
+}
+
+/// Outputs of one encoder pass.
+pub struct EncoderOutput {
+    /// [B, S, H]
+    pub last_hidden_state: Tensor,
+    /// [B, H]; `None` when the checkpoint has no pooler.
+    pub pooler_output: Option<Tensor>,
+}
+
+/// The frozen, shareable backbone: embeddings, transformer and (optional) pooler.
+pub struct Backbone {
+    pub config: EncoderConfig,
+    pub embeddings: AlbertEmbeddings,
+    pub encoder: AlbertTransformer,
+    pub pooler: Option<Pooler>,
+}
+
+impl Backbone {
+    /// Builds the backbone from checkpoint tensors; a missing pooler is allowed (sentence
+    /// encoders such as all-MiniLM-L6-v2 may ship without one).
+    pub fn load(ck: &Checkpoint, config: &EncoderConfig) -> Result<Self> {
+        let names = Names(config.family);
+        let pooler_name = names.pooler();
+        let pooler = if ck.contains(&format!("{pooler_name}.weight")) {
+            Some(Pooler {
+                dense: Linear::load(ck, pooler_name, config.hidden_size, config.hidden_size)?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            config: config.clone(),
+            embeddings: AlbertEmbeddings::load(ck, config)?,
+            encoder: AlbertTransformer::load(ck, config)?,
+            pooler,
+        })
+    }
+
+    /// Checks ids against the vocabulary and lengths against the position table, so bad input
+    /// is a clear error rather than an index panic inside a kernel.
+    pub fn check_inputs(&self, input_ids: &Tensor, token_type_ids: &Tensor) -> Result<()> {
+        let c = &self.config;
+        let (_, s) = input_ids.dims2()?;
+        if s == 0 {
+            return Err(ModelError::Input("empty sequence".into()));
+        }
+        if s > c.max_position_embeddings {
+            return Err(ModelError::Input(format!(
+                "sequence length {s} exceeds max_position_embeddings {}",
+                c.max_position_embeddings
+            )));
+        }
+        if token_type_ids.dims() != input_ids.dims() {
+            return Err(ModelError::Input(format!(
+                "token_type_ids shape {:?} differs from input_ids shape {:?}",
+                token_type_ids.dims(),
+                input_ids.dims()
+            )));
+        }
+        let max_id = input_ids
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<i64>()?;
+        let min_id = input_ids
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .min(0)?
+            .to_scalar::<i64>()?;
+        if min_id < 0 || max_id as usize >= c.vocab_size {
+            return Err(ModelError::Input(format!(
+                "token id out of range [0, {}): found {min_id}..={max_id}",
+                c.vocab_size
+            )));
+        }
+        let max_t = token_type_ids
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<i64>()?;
+        let min_t = token_type_ids
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .min(0)?
+            .to_scalar::<i64>()?;
+        if min_t < 0 || max_t as usize >= c.type_vocab_size {
+            return Err(ModelError::Input(format!(
+                "token type id out of range [0, {})",
+                c.type_vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs the encoder. `attention_mask` is 1 for real tokens and 0 for padding, [B, S].
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        task: Option<&TaskParams>,
+        ctx: &Ctx,
+    ) -> Result<EncoderOutput> {
+        self.check_inputs(input_ids, token_type_ids)?;
+        let c = &self.config;
+        let mask_bias = mask_bias(attention_mask)?;
+        let mut h = self
+            .embeddings
+            .forward(input_ids, token_type_ids, task, ctx)?;
+        if let Some(m) = &self.encoder.embedding_hidden_mapping_in {
+            h = m.forward(&h)?;
+        }
+        let per_group = c.layers_per_group();
+        for i in 0..c.num_hidden_layers {
+            let group = &self.encoder.albert_layer_groups[i / per_group];
+            for (j, layer) in group.albert_layers.iter().enumerate() {
+                let application = i * c.inner_group_num + j;
+                let task_layer = task.and_then(|t| t.layer(application));
+                h = layer.forward(&h, &mask_bias, task_layer, ctx)?;
+            }
+        }
+        let pooler = task.and_then(|t| t.pooler.as_ref()).map(|dense| Pooler {
+            dense: dense.clone(),
+        });
+        let pooler = pooler.as_ref().or(self.pooler.as_ref());
+        let pooler_output = match pooler {
+            Some(p) => Some(p.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)?),
+            None => None,
+        };
+        Ok(EncoderOutput {
+            last_hidden_state: h,
+            pooler_output,
+        })
+    }
+
+    /// Number of layer applications (where per-application adapters attach).
+    pub fn num_applications(&self) -> usize {
+        self.config.num_hidden_layers * self.config.inner_group_num
+    }
+}
+
+/// Additive attention bias [B, 1, 1, S]: 0 for real tokens and the most negative f32 for
+/// padding, as Hugging Face does (`torch.finfo(dtype).min`).
+fn mask_bias(attention_mask: &Tensor) -> Result<Tensor> {
+    let (b, s) = attention_mask.dims2()?;
+    let m = attention_mask.to_dtype(DType::F32)?;
+    let bias = ((m.ones_like()? - m)? * f32::MIN as f64)?;
+    Ok(bias.reshape((b, 1, 1, s))?)
+}
+
+/// Mask-aware mean over the sequence (sentence-transformers' pooling), [B, S, H] -> [B, H].
+pub fn mean_pool(last_hidden_state: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+    let m = attention_mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+    let summed = last_hidden_state.broadcast_mul(&m)?.sum(1)?;
+    let counts = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+    Ok(summed.broadcast_div(&counts)?)
+}
+
+/// The `[CLS]` vector, [B, S, H] -> [B, H].
+pub fn cls_pool(last_hidden_state: &Tensor) -> Result<Tensor> {
+    Ok(last_hidden_state.narrow(1, 0, 1)?.squeeze(1)?)
+}
+
+impl Backbone {
+    /// Loads `config.json` and the weights of a model directory.
+    pub fn from_dir(dir: &std::path::Path) -> Result<(Self, Checkpoint)> {
+        let config = EncoderConfig::from_path(dir)?;
+        let ck = Checkpoint::open(dir)?;
+        Ok((Self::load(&ck, &config)?, ck))
+    }
+}

@@ -1,0 +1,205 @@
+//! Loading checkpoint tensors from a Hugging Face model directory.
+//!
+//! Accepts `model.safetensors` (preferred) or `pytorch_model.bin`, with or without the
+//! `albert.`/`bert.` prefix that task models (e.g. `AlbertForSequenceClassification`) add.
+//! Every lookup checks the shape so a mismatched checkpoint fails with the tensor's name, the
+//! expected shape and the file, instead of a broadcasting error deep in the forward pass.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ModelError, Result};
+
+/// All tensors of one checkpoint file, keyed by their names without the model prefix.
+pub struct Checkpoint {
+    path: PathBuf,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Checkpoint {
+    /// Opens the weights of a model directory (or a weights file given directly).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = weights_file(path)?;
+        let raw = if file.extension().is_some_and(|e| e == "safetensors") {
+            load_safetensors(&file)?
+        } else {
+            load_pth(&file)?
+        };
+        Ok(Self::from_tensors(raw, file))
+    }
+
+    /// Wraps tensors already in memory (tests, task bundles); `path` names them in errors.
+    pub fn from_tensors(raw: HashMap<String, Tensor>, path: PathBuf) -> Self {
+        let mut tensors = HashMap::with_capacity(raw.len());
+        for (name, t) in raw {
+            tensors.insert(normalize_name(&name), t);
+        }
+        Self { path, tensors }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// The tensor `name` as f32, checked against `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                path: self.path.clone(),
+            })?;
+        if t.dims() != shape {
+            return Err(ModelError::WrongShape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: t.dims().to_vec(),
+                path: self.path.clone(),
+            });
+        }
+        Ok(t.to_dtype(DType::F32)?)
+    }
+}
+
+/// The weights file inside a model directory.
+pub fn weights_file(path: &Path) -> Result<PathBuf> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if !path.is_dir() {
+        return Err(ModelError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such model directory"),
+        });
+    }
+    ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .map(|f| path.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| ModelError::NoWeights {
+            dir: path.to_path_buf(),
+        })
+}
+
+/// sha256 of a file, hex-encoded: identifies a backbone for task bundles.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Drops the task-model prefix and renames TF-era LayerNorm parameters (`gamma`/`beta`).
+fn normalize_name(name: &str) -> String {
+    let stripped = name
+        .strip_prefix("albert.")
+        .or_else(|| name.strip_prefix("bert."))
+        .unwrap_or(name);
+    if let Some(base) = stripped.strip_suffix(".gamma") {
+        format!("{base}.weight")
+    } else if let Some(base) = stripped.strip_suffix(".beta") {
+        format!("{base}.bias")
+    } else {
+        stripped.to_string()
+    }
+}
+
+fn load_safetensors(file: &Path) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(file).map_err(|source| ModelError::Io {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    // Validate the header with the safetensors crate first: its errors say what is wrong
+    // (truncated header, bad offsets) and it never panics on malformed input.
+    safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Weights {
+        path: file.to_path_buf(),
+        reason: format!("not a valid safetensors file: {e}"),
+    })?;
+    candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| ModelError::Weights {
+        path: file.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn load_pth(file: &Path) -> Result<HashMap<String, Tensor>> {
+    let list = candle_core::pickle::read_all(file).map_err(|e| ModelError::Weights {
+        path: file.to_path_buf(),
+        reason: format!("not a readable PyTorch checkpoint: {e}"),
+    })?;
+    Ok(list.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_and_tf_names_are_normalized() {
+        assert_eq!(
+            normalize_name("albert.embeddings.LayerNorm.gamma"),
+            "embeddings.LayerNorm.weight"
+        );
+        assert_eq!(
+            normalize_name("bert.pooler.dense.bias"),
+            "pooler.dense.bias"
+        );
+        assert_eq!(normalize_name("classifier.weight"), "classifier.weight");
+    }
+
+    #[test]
+    fn shape_and_missing_errors_name_the_tensor() {
+        let mut m = HashMap::new();
+        m.insert(
+            "albert.pooler.weight".to_string(),
+            Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap(),
+        );
+        let ck = Checkpoint::from_tensors(m, PathBuf::from("x.safetensors"));
+        let e = ck.get("pooler.weight", &[3, 3]).unwrap_err().to_string();
+        assert!(
+            e.contains("pooler.weight") && e.contains("[3, 3]") && e.contains("[2, 3]"),
+            "{e}"
+        );
+        let e = ck.get("pooler.bias", &[3]).unwrap_err().to_string();
+        assert!(e.contains("missing") && e.contains("x.safetensors"), "{e}");
+    }
+
+    #[test]
+    fn truncated_safetensors_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("adalbert-trunc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("model.safetensors");
+        std::fs::write(&f, [8u8, 0, 0, 0, 0, 0, 0, 0, b'{']).unwrap();
+        let e = Checkpoint::open(&dir).err().unwrap().to_string();
+        assert!(e.contains("model.safetensors"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,45 @@
+//! Typed errors of the model crate. Every variant names the file or tensor it concerns, so a
+//! user can act on the message without reading code.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("malformed config {path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("no weights in {dir}: expected model.safetensors or pytorch_model.bin")]
+    NoWeights { dir: PathBuf },
+    #[error("cannot load weights from {path}: {reason}")]
+    Weights { path: PathBuf, reason: String },
+    #[error("tensor `{name}` is missing from {path} (expected shape {expected:?})")]
+    MissingTensor {
+        name: String,
+        expected: Vec<usize>,
+        path: PathBuf,
+    },
+    #[error("tensor `{name}` in {path} has shape {found:?}, expected {expected:?}")]
+    WrongShape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+        path: PathBuf,
+    },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("invalid adapter spec `{spec}`: {reason}")]
+    AdapterSpec { spec: String, reason: String },
+    #[error("task bundle {path}: {reason}")]
+    Bundle { path: PathBuf, reason: String },
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, ModelError>;

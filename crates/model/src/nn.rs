@@ -1,0 +1,179 @@
+//! Small building blocks (linear, layer norm, dropout) that know whether gradients are needed.
+//!
+//! candle's fused layer-norm and softmax kernels have no backward pass. During training every
+//! activation may carry a gradient (adapters sit inside the frozen layer), so [`Ctx::train`]
+//! switches to the composed, differentiable forms; inference keeps the fused kernels.
+
+use std::cell::RefCell;
+
+use candle_core::{Tensor, D};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::Result;
+
+/// Forward-pass context: training or inference, and the seeded dropout stream.
+pub struct Ctx {
+    pub train: bool,
+    /// Dropout probability on hidden states and attention probabilities (training only).
+    pub dropout: f32,
+    rng: RefCell<SplitMix64>,
+}
+
+impl Ctx {
+    pub fn eval() -> Self {
+        Self {
+            train: false,
+            dropout: 0.0,
+            rng: RefCell::new(SplitMix64(0)),
+        }
+    }
+
+    pub fn train(dropout: f32, seed: u64) -> Self {
+        Self {
+            train: true,
+            dropout,
+            rng: RefCell::new(SplitMix64(seed)),
+        }
+    }
+
+    /// Inverted dropout with a mask drawn from this context's seeded generator, so two
+    /// training runs with the same seed see the same masks.
+    pub fn dropout(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.train || self.dropout <= 0.0 {
+            return Ok(x.clone());
+        }
+        let p = self.dropout;
+        let keep = 1.0 / (1.0 - p);
+        let n = x.elem_count();
+        let mut rng = self.rng.borrow_mut();
+        let mask: Vec<f32> = (0..n)
+            .map(|_| if rng.next_f32() < p { 0.0 } else { keep })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+        Ok(x.mul(&mask)?)
+    }
+
+    pub fn softmax_last_dim(&self, x: &Tensor) -> Result<Tensor> {
+        if self.train {
+            Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+        } else {
+            Ok(candle_nn::ops::softmax_last_dim(x)?)
+        }
+    }
+}
+
+/// A tiny deterministic generator for dropout masks (SplitMix64).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// `y = x W^T + b`, with `weight` stored `[out, in]` as in PyTorch checkpoints.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn load(ck: &Checkpoint, name: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: ck.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
+            bias: Some(ck.get(&format!("{name}.bias"), &[out_dim])?),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.broadcast_matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.weight.dims()[0]
+    }
+}
+
+/// LayerNorm over the last dimension.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(ck: &Checkpoint, name: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: ck.get(&format!("{name}.weight"), &[dim])?,
+            bias: ck.get(&format!("{name}.bias"), &[dim])?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        if ctx.train {
+            Ok(candle_nn::ops::layer_norm_slow(
+                x,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?)
+        } else {
+            Ok(candle_nn::ops::layer_norm(
+                x,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn dropout_is_seeded_and_scales_kept_values() {
+        let x = Tensor::ones((4, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let a = Ctx::train(0.5, 7)
+            .dropout(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        let b = Ctx::train(0.5, 7)
+            .dropout(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        let a: Vec<f32> = a.to_vec1().unwrap();
+        let b: Vec<f32> = b.to_vec1().unwrap();
+        assert_eq!(a, b);
+        assert!(a.iter().all(|&v| v == 0.0 || v == 2.0));
+        let kept = a.iter().filter(|&&v| v == 2.0).count();
+        assert!((96..=160).contains(&kept), "kept {kept} of 256");
+        let e: Vec<f32> = Ctx::eval()
+            .dropout(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(e.iter().all(|&v| v == 1.0));
+    }
+}

@@ -1,0 +1,106 @@
+//! The one error type of this crate.
+//!
+//! Every variant that comes from a file names the file, and where a line is known, the line
+//! (1-based, as an editor shows it), so that a user can open the file and see the problem
+//! without a debugger.
+
+use std::path::PathBuf;
+
+/// Errors raised while resolving tasks, reading data, scoring or writing submissions.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The task name is not in the registry.
+    #[error("unknown task `{name}`; valid names: {valid}")]
+    UnknownTask {
+        /// The name as given.
+        name: String,
+        /// Comma-separated canonical names, for the message.
+        valid: String,
+    },
+
+    /// The split name could not be parsed.
+    #[error("unknown split `{0}`; valid splits: train, dev, test")]
+    UnknownSplit(String),
+
+    /// A GLUE data file is absent from the task folder.
+    #[error("{}: not found; expected the GLUE {task} {split} file here (GLUE data is not fetched by this project: download it and point --data at the task folder)", path.display())]
+    MissingGlueFile {
+        /// The path that was looked for.
+        path: PathBuf,
+        /// Canonical task name.
+        task: String,
+        /// Split name.
+        split: String,
+    },
+
+    /// An offline-suite asset is absent.
+    #[error("{}: not found ({what}); run scripts/fetch-assets to fetch it", path.display())]
+    MissingAsset {
+        /// The path that was looked for.
+        path: PathBuf,
+        /// What the file is, in words.
+        what: String,
+    },
+
+    /// The file exists but could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A line of a data file is not valid UTF-8.
+    #[error("{}:{line}: not valid UTF-8 (byte offset {offset} within the line); the file must be UTF-8", path.display())]
+    NotUtf8 {
+        /// The file concerned.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// Byte offset of the first invalid byte within the line.
+        offset: usize,
+    },
+
+    /// A row does not have the expected shape or content.
+    #[error("{}:{line}: {message}", path.display())]
+    Malformed {
+        /// The file concerned.
+        path: PathBuf,
+        /// 1-based line number (0 when the whole file is concerned, e.g. it is empty).
+        line: usize,
+        /// What was found and what was expected.
+        message: String,
+    },
+
+    /// The data source yielded no examples at all.
+    #[error("{}: no examples found; expected {expected}", path.display())]
+    Empty {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What should have been there.
+        expected: String,
+    },
+
+    /// Predictions and gold labels cannot be scored together.
+    #[error("cannot score task `{task}`: {message}")]
+    Metric {
+        /// Canonical task name.
+        task: String,
+        /// What was wrong, e.g. a length mismatch or a label of the wrong kind.
+        message: String,
+    },
+
+    /// A prediction cannot be written into a GLUE submission file.
+    #[error("cannot write a GLUE submission for `{task}`: {message}")]
+    Submission {
+        /// Canonical task name.
+        task: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
