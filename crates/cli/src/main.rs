@@ -19,10 +19,16 @@ enum Command {
     Info(commands::info::Args),
     /// Print one embedding vector per text.
     Embed(commands::embed::Args),
+    /// Train one task: adapters (--adapter SPEC), or the --mode full / head baselines.
+    Train(commands::train::Args),
+    /// Evaluate a task bundle with the official metrics; write predictions or GLUE files.
+    Eval(commands::eval::Args),
+    /// Predict labels for texts with one or more task bundles on one backbone.
+    Predict(commands::predict::Args),
     /// Time the encoder forward pass on fixed token ids (used by `make bench`).
     Bench(commands::bench::Args),
     /// Simulate energy, latency and area on the SRAM/RRAM edge accelerator (or --compare, --report DIR).
-    Simulate(commands::simulate::Args),
+    Simulate(Box<commands::simulate::Args>),
     /// Sweep a hardware design space and write its CSV, Pareto front and SVG.
     Dse(commands::dse::Args),
 }
@@ -33,7 +39,10 @@ fn main() -> anyhow::Result<()> {
         Command::Info(a) => commands::info::run(a),
         Command::Embed(a) => commands::embed::run(a),
         Command::Bench(a) => commands::bench::run(a),
-        Command::Simulate(a) => commands::simulate::run(a),
+        Command::Train(a) => commands::train::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Predict(a) => commands::predict::run(a),
+        Command::Simulate(a) => commands::simulate::run(*a),
         Command::Dse(a) => commands::dse::run(a),
     }
 }

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::bitmask::bitmask_bits;
+use crate::tensor::TensorRole;
 
 /// Bits of a dense tensor: `numel * bits`.
 pub fn dense_bits(numel: u64, bits_per_value: u32) -> u64 {
@@ -167,6 +168,107 @@ impl EncoderConfig {
     }
 }
 
+/// One checkpoint tensor of an encoder, known from the configuration alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    /// Hugging Face key without model prefix (`AlbertModel` / `BertModel` naming).
+    pub name: String,
+    /// Row-major shape; linear weights are `[out, in]`.
+    pub shape: Vec<usize>,
+    /// Role, from [`TensorRole::infer`].
+    pub role: TensorRole,
+}
+
+impl TensorSpec {
+    fn new(name: String, shape: Vec<u64>) -> Self {
+        let shape: Vec<usize> = shape.into_iter().map(|d| d as usize).collect();
+        let role = TensorRole::infer(&name, &shape);
+        TensorSpec { name, shape, role }
+    }
+
+    /// Elements.
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().map(|&d| d as u64).product()
+    }
+}
+
+impl EncoderConfig {
+    /// Every stored tensor with its checkpoint key, shape and role, so storage per
+    /// role can be computed (or a plan dry-run on zeros) without weights. ALBERT keys
+    /// are used when the config has an embedding projection, BERT keys otherwise.
+    pub fn tensor_specs(&self) -> Vec<TensorSpec> {
+        let (e, h, f) = (
+            self.embedding_size,
+            self.hidden_size,
+            self.intermediate_size,
+        );
+        let mut out = vec![
+            TensorSpec::new(
+                "embeddings.word_embeddings.weight".into(),
+                vec![self.vocab_size, e],
+            ),
+            TensorSpec::new(
+                "embeddings.position_embeddings.weight".into(),
+                vec![self.max_position_embeddings, e],
+            ),
+            TensorSpec::new(
+                "embeddings.token_type_embeddings.weight".into(),
+                vec![self.type_vocab_size, e],
+            ),
+        ];
+        push_norm(&mut out, "embeddings.LayerNorm", e);
+        if self.embedding_projection {
+            push_linear(&mut out, "encoder.embedding_hidden_mapping_in", h, e);
+        }
+        for g in 0..self.num_hidden_groups {
+            for i in 0..self.inner_group_num {
+                if self.embedding_projection {
+                    let p = format!("encoder.albert_layer_groups.{g}.albert_layers.{i}");
+                    for m in ["query", "key", "value", "dense"] {
+                        push_linear(&mut out, &format!("{p}.attention.{m}"), h, h);
+                    }
+                    push_norm(&mut out, &format!("{p}.attention.LayerNorm"), h);
+                    push_linear(&mut out, &format!("{p}.ffn"), f, h);
+                    push_linear(&mut out, &format!("{p}.ffn_output"), h, f);
+                    push_norm(&mut out, &format!("{p}.full_layer_layer_norm"), h);
+                } else {
+                    let p = format!("encoder.layer.{}", g * self.inner_group_num + i);
+                    for m in ["query", "key", "value"] {
+                        push_linear(&mut out, &format!("{p}.attention.self.{m}"), h, h);
+                    }
+                    push_linear(&mut out, &format!("{p}.attention.output.dense"), h, h);
+                    push_norm(&mut out, &format!("{p}.attention.output.LayerNorm"), h);
+                    push_linear(&mut out, &format!("{p}.intermediate.dense"), f, h);
+                    push_linear(&mut out, &format!("{p}.output.dense"), h, f);
+                    push_norm(&mut out, &format!("{p}.output.LayerNorm"), h);
+                }
+            }
+        }
+        if self.pooler {
+            let name = if self.embedding_projection {
+                "pooler"
+            } else {
+                "pooler.dense"
+            };
+            push_linear(&mut out, name, h, h);
+        }
+        out
+    }
+}
+
+fn push_linear(out: &mut Vec<TensorSpec>, prefix: &str, out_dim: u64, in_dim: u64) {
+    out.push(TensorSpec::new(
+        format!("{prefix}.weight"),
+        vec![out_dim, in_dim],
+    ));
+    out.push(TensorSpec::new(format!("{prefix}.bias"), vec![out_dim]));
+}
+
+fn push_norm(out: &mut Vec<TensorSpec>, prefix: &str, dim: u64) {
+    out.push(TensorSpec::new(format!("{prefix}.weight"), vec![dim]));
+    out.push(TensorSpec::new(format!("{prefix}.bias"), vec![dim]));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +323,32 @@ mod tests {
         );
         s += s;
         assert_eq!((s.numel, s.payload_bits(), s.payload_bytes()), (6, 14, 2));
+    }
+
+    fn numel_by_role(c: &EncoderConfig) -> [u64; 5] {
+        let mut by = [0u64; 5];
+        for t in c.tensor_specs() {
+            let i = TensorRole::ALL.iter().position(|&r| r == t.role).unwrap();
+            by[i] += t.numel();
+        }
+        by
+    }
+
+    #[test]
+    fn tensor_specs_sum_to_param_counts_with_roles() {
+        let a = EncoderConfig::albert_base();
+        // [embedding, matrix, bias, norm, other]
+        assert_eq!(numel_by_role(&a), [3_905_792, 7_766_016, 8_448, 3_328, 0]);
+        assert_eq!(numel_by_role(&a).iter().sum::<u64>(), 11_683_584);
+        let specs = a.tensor_specs();
+        assert_eq!(specs.len(), 3 + 2 + 2 + 16 + 2);
+        assert_eq!(specs[5].name, "encoder.embedding_hidden_mapping_in.weight");
+        assert_eq!(specs[5].shape, [768, 128]);
+        let b = EncoderConfig::bert_base();
+        assert_eq!(numel_by_role(&b).iter().sum::<u64>(), 109_482_240);
+        assert!(b
+            .tensor_specs()
+            .iter()
+            .any(|t| t.name == "encoder.layer.11.output.LayerNorm.bias"));
     }
 }

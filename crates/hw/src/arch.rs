@@ -39,7 +39,6 @@ pub struct TechnologySpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnergySpec {
-    pub int8_add: Num,
     pub int16_add: Num,
     pub int8_mult: Num,
     pub fp16_add: Num,
@@ -157,6 +156,7 @@ pub struct MemoriesSpec {
     pub sram_mb: CapacityField,
     pub rram_mb: CapacityField,
     pub mask_in_slc: bool,
+    pub min_parallel_banks: Num,
 }
 
 /// The architecture file as written.
@@ -209,6 +209,8 @@ pub struct Accelerator {
     pub sram_capacity: Capacity,
     pub rram_capacity: Capacity,
     pub mask_in_slc: bool,
+    /// Main memories serve at least this many banks in parallel.
+    pub min_parallel_banks: f64,
     /// Energy factor applied to the 45 nm figures.
     pub energy_scale: f64,
     /// Area factor applied to the 45 nm figures.
@@ -260,7 +262,6 @@ impl Accelerator {
             .positive(origin, "mac.mult_width_factor")?;
         let mac45 = e.int8_mult.positive(origin, "energy_45nm_pj.int8_mult")? * width
             + e.int16_add.positive(origin, "energy_45nm_pj.int16_add")?;
-        e.int8_add.positive(origin, "energy_45nm_pj.int8_add")?;
         let fp_mult = e.fp16_mult.positive(origin, "energy_45nm_pj.fp16_mult")?;
         let fp_add = e.fp16_add.positive(origin, "energy_45nm_pj.fp16_add")?;
         let s = &spec.sfu_ops;
@@ -325,6 +326,9 @@ impl Accelerator {
             sram_capacity: Capacity::from_field(&m.sram_mb, origin, "memories.sram_mb")?,
             rram_capacity: Capacity::from_field(&m.rram_mb, origin, "memories.rram_mb")?,
             mask_in_slc: m.mask_in_slc,
+            min_parallel_banks: m
+                .min_parallel_banks
+                .positive(origin, "memories.min_parallel_banks")?,
             energy_scale,
             area_scale,
             spec,
@@ -373,7 +377,6 @@ impl Accelerator {
             Provenance::of("arch.technology.vdd", &t.vdd),
             Provenance::of("arch.technology.reference_node_nm", &t.reference_node_nm),
             Provenance::of("arch.technology.reference_vdd", &t.reference_vdd),
-            Provenance::of("arch.energy_45nm_pj.int8_add", &e.int8_add),
             Provenance::of("arch.energy_45nm_pj.int16_add", &e.int16_add),
             Provenance::of("arch.energy_45nm_pj.int8_mult", &e.int8_mult),
             Provenance::of("arch.energy_45nm_pj.fp16_add", &e.fp16_add),
@@ -387,6 +390,10 @@ impl Accelerator {
             Provenance::of("arch.buffers.mask_kib", &b.mask_kib),
             Provenance::of("arch.buffers.aux_kib", &b.aux_kib),
             Provenance::of("arch.buffers.resident_weight_kib", &b.resident_weight_kib),
+            Provenance::of(
+                "arch.memories.min_parallel_banks",
+                &s.memories.min_parallel_banks,
+            ),
         ];
         let f = &s.sfu_ops;
         for (name, m) in [
@@ -427,6 +434,7 @@ mod tests {
         assert!((a.datapath_area_mm2 - um2 * (22.0f64 / 45.0).powi(2) / 1e6).abs() < 1e-12);
         assert_eq!(a.buffer_bits, 76.0 * 1024.0 * 8.0);
         assert_eq!(a.sram_capacity, Capacity::Auto);
+        assert_eq!(a.min_parallel_banks, 16.0);
     }
 
     #[test]

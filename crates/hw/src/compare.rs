@@ -136,7 +136,7 @@ pub fn report_table(r: &PolicyReport, requests_per_switch: f64) -> String {
     line(
         "policy",
         format!(
-            "{} (N = {} tasks, task store {:?})",
+            "{} (N = {} tasks, task store {})",
             r.policy, r.n_tasks, r.task_store
         ),
     );

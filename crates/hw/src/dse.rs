@@ -281,26 +281,36 @@ fn dominates(a: &DsePoint, b: &DsePoint) -> bool {
     x.iter().zip(&y).all(|(p, q)| p <= q) && x.iter().zip(&y).any(|(p, q)| p < q)
 }
 
-/// Mark the feasible points no other feasible point dominates. Sorting by energy first means a
-/// point can only be dominated by points before it, so each is checked against the front so far.
+/// Mark, for each task count N separately (N is a requirement, not a design choice), the
+/// feasible points no other feasible point with the same N dominates. Sorting by energy first
+/// means a point can only be dominated by points before it, so each is checked against the
+/// front found so far.
 pub fn mark_pareto(points: &mut [DsePoint]) {
     let mut order: Vec<usize> = (0..points.len()).filter(|&i| points[i].feasible).collect();
     order.sort_by(|&a, &b| {
-        let key = |p: &DsePoint| (p.energy_pj, p.latency_ns, p.area_mm2);
+        let key = |p: &DsePoint| (p.n_tasks as f64, p.energy_pj, p.latency_ns, p.area_mm2);
         key(&points[a])
             .partial_cmp(&key(&points[b]))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     let mut front: Vec<usize> = Vec::new();
+    let mut marked = Vec::new();
+    let mut group = None;
     for i in order {
-        let dominated = front
+        if group != Some(points[i].n_tasks) {
+            marked.append(&mut front);
+            group = Some(points[i].n_tasks);
+        }
+        let p = &points[i];
+        if !front
             .iter()
-            .any(|&f| dominates(&points[f], &points[i]) || same(&points[f], &points[i]));
-        if !dominated {
+            .any(|&f| dominates(&points[f], p) || same(&points[f], p))
+        {
             front.push(i);
         }
     }
-    for i in front {
+    marked.append(&mut front);
+    for i in marked {
         points[i].pareto = true;
     }
 }
@@ -378,9 +388,13 @@ mod tests {
         let mut infeasible = point(0.1, 0.1, 0.1);
         infeasible.feasible = false;
         pts.push(infeasible);
+        // a worse point serving more tasks is on its own N's front
+        let mut other_n = point(9.0, 9.0, 9.0);
+        other_n.n_tasks = 8;
+        pts.push(other_n);
         mark_pareto(&mut pts);
         let flags: Vec<bool> = pts.iter().map(|p| p.pareto).collect();
-        assert_eq!(flags, [true, true, false, true, false, true, false]);
+        assert_eq!(flags, [true, true, false, true, false, true, false, true]);
     }
 
     #[test]

@@ -170,9 +170,14 @@ impl Mapping {
             }
         };
         check_dram(platform, policy, dram)?;
-        let sram = size_sram(platform, policy, sram_used)?;
+        let banks = platform.arch.min_parallel_banks;
+        let sram = size_sram(platform, policy, sram_used)?.with_min_parallel_banks(banks);
         let bpc = workload.spec.plan.bits_per_cell;
-        let (rram_values, rram_mask) = size_rram(platform, policy, rram_v, rram_m, bpc)?;
+        let (values, mask) = size_rram(platform, policy, rram_v, rram_m, bpc)?;
+        let (rram_values, rram_mask) = (
+            values.with_min_parallel_banks(banks),
+            mask.with_min_parallel_banks(banks),
+        );
         Ok(Mapping {
             policy,
             n_tasks,

@@ -223,6 +223,22 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_with_config_json_resolves() {
+        let dir = std::env::temp_dir().join(format!("adalbert-hw-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = BUILTIN_MODELS[2]
+            .1
+            .replace("\"num_hidden_layers\": 6", "\"num_hidden_layers\": 3");
+        std::fs::write(dir.join("config.json"), json).unwrap();
+        let cfg = ModelConfig::resolve(dir.to_str().unwrap()).unwrap();
+        assert_eq!(
+            (cfg.model_type, cfg.num_hidden_layers, cfg.embedding_size),
+            (ModelType::Bert, 3, 384)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn unknown_model_lists_builtins() {
         let err = ModelConfig::resolve("no-such-model")
             .unwrap_err()

@@ -116,9 +116,15 @@ pub type ScatterPoint = (f64, f64, f64, bool);
 /// Projects a design point onto (x, y) of one view.
 type View = fn(&ScatterPoint) -> (f64, f64);
 
-/// Scatter of every feasible design point (grey) with the Pareto front (red), two views:
+/// Most background (off-front) points drawn; beyond it an even sample is drawn, so that the SVG
+/// stays small for spaces of hundreds of thousands of points.
+pub const MAX_BACKGROUND_POINTS: usize = 4000;
+
+/// Scatter of feasible design points (grey, sampled) with the Pareto front (red), two views:
 /// energy vs area and energy vs latency. `points` = (energy, latency, area, on the front).
 pub fn pareto_svg(path: &Path, points: &[ScatterPoint], title: &str) -> Result<()> {
+    let background: Vec<ScatterPoint> = points.iter().copied().filter(|p| !p.3).collect();
+    let step = background.len().div_ceil(MAX_BACKGROUND_POINTS).max(1);
     let root = SVGBackend::new(path, (1120, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| out_err(path, e))?;
     let areas = root.split_evenly((1, 2));
@@ -144,9 +150,9 @@ pub fn pareto_svg(path: &Path, points: &[ScatterPoint], title: &str) -> Result<(
         let grey = RGBColor(170, 170, 170);
         chart
             .draw_series(
-                points
+                background
                     .iter()
-                    .filter(|p| !p.3)
+                    .step_by(step)
                     .map(|p| Circle::new(view(p), 2, grey.filled())),
             )
             .map_err(|e| out_err(path, e))?;

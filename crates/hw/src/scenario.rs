@@ -26,6 +26,15 @@ pub struct Defaults {
     pub plan: String,
     pub plan_source: String,
     pub requests_per_switch: Num,
+    pub same_chip: SameChip,
+}
+
+/// Fixed capacities of the report's same-chip comparison (decimal MB; RRAM in MB of cells).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SameChip {
+    pub sram_mb: Num,
+    pub rram_mb: Num,
 }
 
 impl Defaults {
@@ -40,6 +49,8 @@ impl Defaults {
         d.num_labels.count(origin, "num_labels")?;
         d.requests_per_switch
             .positive(origin, "requests_per_switch")?;
+        d.same_chip.sram_mb.positive(origin, "same_chip.sram_mb")?;
+        d.same_chip.rram_mb.positive(origin, "same_chip.rram_mb")?;
         Ok(d)
     }
 
@@ -49,11 +60,8 @@ impl Defaults {
             Provenance::of("defaults.seq_len", &self.seq_len),
             Provenance::of("defaults.num_labels", &self.num_labels),
             Provenance::of("defaults.requests_per_switch", &self.requests_per_switch),
-            Provenance {
-                key: format!("defaults.plan ({})", self.plan),
-                value: 0.0,
-                source: self.plan_source.clone(),
-            },
+            Provenance::of("defaults.same_chip.sram_mb", &self.same_chip.sram_mb),
+            Provenance::of("defaults.same_chip.rram_mb", &self.same_chip.rram_mb),
         ]
     }
 }

@@ -11,7 +11,8 @@
 //! - special functions run on `sfu_lanes` lanes, one element per lane per cycle;
 //! - operands are double-buffered, so within an operation compute and every memory's transfers
 //!   overlap fully: latency = max(compute, SRAM time, RRAM value time, RRAM mask time);
-//!   memories serve banks in parallel (see `MemoryModel::read_bits_per_ns`);
+//!   memories serve banks in parallel, at least `min_parallel_banks` sub-banks each
+//!   (see `MemoryModel::read_bits_per_ns`);
 //! - bit-mask zero-skipping gates the MAC energy of zero weights but saves no cycles;
 //! - leakage of every on-chip memory and buffer is charged over the whole run time; DRAM
 //!   background power is not charged (this favours the albert-dram baseline);

@@ -291,6 +291,15 @@ pub enum TaskStore {
     Dram,
 }
 
+impl fmt::Display for TaskStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TaskStore::OnChip => "on-chip",
+            TaskStore::Dram => "dram",
+        })
+    }
+}
+
 impl FromStr for TaskStore {
     type Err = HwError;
 

@@ -1031,6 +1031,31 @@ mod tests {
     }
 
     #[test]
+    fn a_layer_that_fits_the_buffer_is_read_once_per_inference() {
+        let json = r#"{"model_type": "albert", "vocab_size": 100, "embedding_size": 16,
+            "hidden_size": 32, "num_hidden_layers": 12, "num_attention_heads": 2,
+            "intermediate_size": 64, "num_hidden_groups": 1, "inner_group_num": 1,
+            "max_position_embeddings": 64, "type_vocab_size": 2}"#;
+        let model = ModelConfig::from_json_str(json, "tiny", "tiny.json").unwrap();
+        let arch = Accelerator::builtin().unwrap();
+        let spec = WorkloadSpec::new(
+            model,
+            AdapterSpec::None,
+            Sharing::Shared,
+            Plan::default(),
+            16,
+            2,
+            &arch,
+        );
+        let w = Workload::build(spec);
+        // layer = 4 * (32*32 + 32) + 2 * 64 + (32*64 + 64) + (64*32 + 32) = 8,544 params, 8 bits each
+        assert_eq!(sum_prefix(&w, "encoder.albert_layer_groups"), 8_544);
+        assert!(8_544.0 * 8.0 <= arch.resident_weight_bits);
+        let ffn = w.tensors.iter().find(|t| t.name.ends_with(".ffn")).unwrap();
+        assert!((ffn.reads_per_inference - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
     fn macs_of_albert_base_are_hand_computed() {
         let w = build("albert-base", "none", Sharing::Shared, "");
         let (l, h, f) = (128.0, 768.0, 3072.0);

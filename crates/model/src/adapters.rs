@@ -234,6 +234,34 @@ pub struct TaskLayout {
     pub pooler: bool,
     /// Classifier outputs (1 for regression).
     pub num_labels: usize,
+    /// What the head reads: the pooler output (as Hugging Face's task models), the mean of
+    /// the token states (sentence encoders such as all-MiniLM-L6-v2 were trained for it), or
+    /// the raw `[CLS]` state.
+    #[serde(default)]
+    pub pooling: Pooling,
+}
+
+/// The sentence representation fed to the classifier head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    #[default]
+    Pooler,
+    Mean,
+    Cls,
+}
+
+impl Pooling {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "pooler" => Ok(Self::Pooler),
+            "mean" => Ok(Self::Mean),
+            "cls" => Ok(Self::Cls),
+            other => Err(ModelError::Input(format!(
+                "pooling `{other}`: expected pooler, mean or cls"
+            ))),
+        }
+    }
 }
 
 /// All of one task's parameters, ready to run beside a [`Backbone`].
@@ -583,6 +611,7 @@ mod tests {
             layer_norms: false,
             pooler: false,
             num_labels: 2,
+            pooling: Pooling::Pooler,
         };
         assert_eq!(shared.param_count(&c), 198_272 + 2 * 768 + 2);
         let per_app = TaskLayout {

@@ -12,7 +12,7 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::adapters::{TaskLayer, TaskParams};
+use crate::adapters::{Lora, TaskLayer, TaskParams};
 use crate::checkpoint::Checkpoint;
 use crate::config::{Activation, EncoderConfig, Family};
 use crate::error::{ModelError, Result};
@@ -93,19 +93,21 @@ impl AlbertEmbeddings {
         &self,
         input_ids: &Tensor,
         token_type_ids: &Tensor,
-        task: Option<&TaskParams>,
+        route: &Route,
         ctx: &Ctx,
     ) -> Result<Tensor> {
-        let (b, s) = input_ids.dims2()?;
+        let (_, s) = input_ids.dims2()?;
         let words = gather_rows(&self.word_embeddings, input_ids)?;
         let types = gather_rows(&self.token_type_embeddings, token_type_ids)?;
         let positions = self.position_embeddings.narrow(0, 0, s)?.unsqueeze(0)?;
         let x = (words + types)?.broadcast_add(&positions)?;
-        let ln = task
-            .and_then(|t| t.embeddings_layer_norm.as_ref())
-            .unwrap_or(&self.layer_norm);
-        debug_assert_eq!(x.dims()[0], b);
-        ctx.dropout(&ln.forward(&x, ctx)?)
+        let normed = route.per_task(&[&x], |task, r| {
+            let ln = task
+                .and_then(|t| t.embeddings_layer_norm.as_ref())
+                .unwrap_or(&self.layer_norm);
+            ln.forward(&r[0], ctx)
+        })?;
+        ctx.dropout(&normed)
     }
 }
 
@@ -162,20 +164,27 @@ impl AlbertAttention {
         &self,
         x: &Tensor,
         mask_bias: &Tensor,
-        task: Option<&TaskLayer>,
+        route: &Route,
+        application: usize,
         ctx: &Ctx,
     ) -> Result<Tensor> {
         let (b, s, h) = x.dims3()?;
         let mut q = self.query.forward(x)?;
         let k = self.key.forward(x)?;
         let mut v = self.value.forward(x)?;
-        if let Some(t) = task {
-            if let Some(l) = &t.lora_query {
-                q = (q + l.forward(x)?)?;
-            }
-            if let Some(l) = &t.lora_value {
-                v = (v + l.forward(x)?)?;
-            }
+        if route.any_layer(application, |l| {
+            l.lora_query.is_some() || l.lora_value.is_some()
+        }) {
+            let lora = |proj: &Tensor, pick: fn(&TaskLayer) -> Option<&Lora>| {
+                route.per_task(&[proj, x], |task, r| {
+                    match task.and_then(|t| t.layer(application)).and_then(pick) {
+                        Some(l) => Ok((&r[0] + l.forward(&r[1])?)?),
+                        None => Ok(r[0].clone()),
+                    }
+                })
+            };
+            q = lora(&q, |l| l.lora_query.as_ref())?;
+            v = lora(&v, |l| l.lora_value.as_ref())?;
         }
         let (q, k, v) = (
             self.split_heads(&q)?,
@@ -186,17 +195,18 @@ impl AlbertAttention {
         let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
         let probs = ctx.dropout(&ctx.softmax_last_dim(&scores)?)?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
-        let mut projected = ctx.dropout(&self.dense.forward(&context)?)?;
-        let mut ln = &self.layer_norm;
-        if let Some(t) = task {
-            if let Some(a) = &t.attention_adapter {
-                projected = a.forward_residual(&projected)?;
-            }
-            if let Some(l) = &t.attention_layer_norm {
-                ln = l;
-            }
-        }
-        ln.forward(&(x + projected)?, ctx)
+        let projected = ctx.dropout(&self.dense.forward(&context)?)?;
+        route.per_task(&[x, &projected], |task, r| {
+            let layer = task.and_then(|t| t.layer(application));
+            let projected = match layer.and_then(|l| l.attention_adapter.as_ref()) {
+                Some(a) => a.forward_residual(&r[1])?,
+                None => r[1].clone(),
+            };
+            let ln = layer
+                .and_then(|l| l.attention_layer_norm.as_ref())
+                .unwrap_or(&self.layer_norm);
+            ln.forward(&(&r[0] + projected)?, ctx)
+        })
     }
 }
 
@@ -230,25 +240,29 @@ impl AlbertLayer {
         &self,
         x: &Tensor,
         mask_bias: &Tensor,
-        task: Option<&TaskLayer>,
+        route: &Route,
+        application: usize,
         ctx: &Ctx,
     ) -> Result<Tensor> {
-        let a = self.attention.forward(x, mask_bias, task, ctx)?;
+        let a = self
+            .attention
+            .forward(x, mask_bias, route, application, ctx)?;
         let hidden = activate(&self.ffn.forward(&a)?, self.activation)?;
-        let mut out = ctx.dropout(&self.ffn_output.forward(&hidden)?)?;
-        let mut ln = &self.full_layer_layer_norm;
-        if let Some(t) = task {
-            if let Some(p) = &t.parallel_adapter {
-                out = (out + p.forward(&a)?)?;
+        let out = ctx.dropout(&self.ffn_output.forward(&hidden)?)?;
+        route.per_task(&[&a, &out], |task, r| {
+            let layer = task.and_then(|t| t.layer(application));
+            let mut out = r[1].clone();
+            if let Some(p) = layer.and_then(|l| l.parallel_adapter.as_ref()) {
+                out = (out + p.forward(&r[0])?)?;
             }
-            if let Some(o) = &t.output_adapter {
+            if let Some(o) = layer.and_then(|l| l.output_adapter.as_ref()) {
                 out = o.forward_residual(&out)?;
             }
-            if let Some(l) = &t.full_layer_layer_norm {
-                ln = l;
-            }
-        }
-        ln.forward(&(out + a)?, ctx)
+            let ln = layer
+                .and_then(|l| l.full_layer_layer_norm.as_ref())
+                .unwrap_or(&self.full_layer_layer_norm);
+            ln.forward(&(out + &r[0])?, ctx)
+        })
     }
 }
 
@@ -405,6 +419,7 @@ impl Backbone {
     }
 
     /// Runs the encoder. `attention_mask` is 1 for real tokens and 0 for padding, [B, S].
+    /// `task` adds one task's parameters to every row; `None` runs the bare backbone.
     pub fn forward(
         &self,
         input_ids: &Tensor,
@@ -413,12 +428,30 @@ impl Backbone {
         task: Option<&TaskParams>,
         ctx: &Ctx,
     ) -> Result<EncoderOutput> {
+        let route = match task {
+            Some(t) => Route::Task(t),
+            None => Route::Backbone,
+        };
+        self.forward_routed(input_ids, token_type_ids, attention_mask, &route, ctx)
+    }
+
+    /// Runs the encoder with task parameters chosen per row ([`Route::Rows`]): one batch can
+    /// mix tasks while the backbone's matrices are applied to the whole batch at once.
+    pub fn forward_routed(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        route: &Route,
+        ctx: &Ctx,
+    ) -> Result<EncoderOutput> {
         self.check_inputs(input_ids, token_type_ids)?;
+        route.check(input_ids.dims()[0])?;
         let c = &self.config;
         let mask_bias = mask_bias(attention_mask)?;
         let mut h = self
             .embeddings
-            .forward(input_ids, token_type_ids, task, ctx)?;
+            .forward(input_ids, token_type_ids, route, ctx)?;
         if let Some(m) = &self.encoder.embedding_hidden_mapping_in {
             h = m.forward(&h)?;
         }
@@ -427,17 +460,26 @@ impl Backbone {
             let group = &self.encoder.albert_layer_groups[i / per_group];
             for (j, layer) in group.albert_layers.iter().enumerate() {
                 let application = i * c.inner_group_num + j;
-                let task_layer = task.and_then(|t| t.layer(application));
-                h = layer.forward(&h, &mask_bias, task_layer, ctx)?;
+                h = layer.forward(&h, &mask_bias, route, application, ctx)?;
             }
         }
-        let pooler = task.and_then(|t| t.pooler.as_ref()).map(|dense| Pooler {
-            dense: dense.clone(),
-        });
-        let pooler = pooler.as_ref().or(self.pooler.as_ref());
-        let pooler_output = match pooler {
-            Some(p) => Some(p.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)?),
-            None => None,
+        let cls = h.narrow(1, 0, 1)?.squeeze(1)?;
+        let has_pooler = self.pooler.is_some() || route.any_task(|t| t.pooler.is_some());
+        let pooler_output = if has_pooler {
+            let pooled = route.per_task(&[&cls], |task, r| {
+                match task.and_then(|t| t.pooler.as_ref()) {
+                    Some(dense) => Ok(dense.forward(&r[0])?.tanh()?),
+                    None => match &self.pooler {
+                        Some(p) => p.forward(&r[0]),
+                        None => Err(ModelError::Input(
+                            "some rows need a pooler the backbone does not have".into(),
+                        )),
+                    },
+                }
+            })?;
+            Some(pooled)
+        } else {
+            None
         };
         Ok(EncoderOutput {
             last_hidden_state: h,
@@ -479,5 +521,76 @@ impl Backbone {
         let config = EncoderConfig::from_path(dir)?;
         let ck = Checkpoint::open(dir)?;
         Ok((Self::load(&ck, &config)?, ck))
+    }
+}
+
+/// Which task parameters each row of a batch uses.
+pub enum Route<'a> {
+    /// The bare backbone.
+    Backbone,
+    /// One task for every row.
+    Task(&'a TaskParams),
+    /// Consecutive row ranges `(start, len)`, each with its task; together they must cover
+    /// the batch exactly, in order.
+    Rows(Vec<(usize, usize, &'a TaskParams)>),
+}
+
+impl Route<'_> {
+    fn check(&self, batch: usize) -> Result<()> {
+        if let Route::Rows(parts) = self {
+            let mut next = 0;
+            for (start, len, _) in parts {
+                if *start != next || *len == 0 {
+                    return Err(ModelError::Input(format!(
+                        "row routing must cover the batch in order: range at {start} (len {len}) after row {next}"
+                    )));
+                }
+                next = start + len;
+            }
+            if next != batch {
+                return Err(ModelError::Input(format!(
+                    "row routing covers {next} rows, the batch has {batch}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn any_task(&self, pred: impl Fn(&TaskParams) -> bool) -> bool {
+        match self {
+            Route::Backbone => false,
+            Route::Task(t) => pred(t),
+            Route::Rows(parts) => parts.iter().any(|(_, _, t)| pred(t)),
+        }
+    }
+
+    fn any_layer(&self, application: usize, pred: impl Fn(&TaskLayer) -> bool) -> bool {
+        self.any_task(|t| t.layer(application).is_some_and(&pred))
+    }
+
+    /// Applies `f` to the rows of each task (all inputs narrowed to the same rows) and
+    /// stacks the results back in batch order.
+    fn per_task(
+        &self,
+        inputs: &[&Tensor],
+        f: impl Fn(Option<&TaskParams>, &[Tensor]) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let whole = || inputs.iter().map(|t| (*t).clone()).collect::<Vec<_>>();
+        match self {
+            Route::Backbone => f(None, &whole()),
+            Route::Task(t) => f(Some(t), &whole()),
+            Route::Rows(parts) if parts.len() == 1 => f(Some(parts[0].2), &whole()),
+            Route::Rows(parts) => {
+                let mut outs = Vec::with_capacity(parts.len());
+                for (start, len, task) in parts {
+                    let rows = inputs
+                        .iter()
+                        .map(|t| t.narrow(0, *start, *len))
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    outs.push(f(Some(task), &rows)?);
+                }
+                Ok(Tensor::cat(&outs, 0)?)
+            }
+        }
     }
 }

@@ -49,6 +49,11 @@ impl Checkpoint {
         self.tensors.contains_key(name)
     }
 
+    /// Every tensor as stored (names normalized), for training all weights.
+    pub fn tensors(&self) -> &HashMap<String, Tensor> {
+        &self.tensors
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }

@@ -7,17 +7,23 @@
 
 pub mod adapters;
 pub mod albert;
+pub mod bundle;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod head;
+pub mod multitask;
 pub mod nn;
 pub mod params;
+pub mod task_model;
 pub mod tokenizer;
 
-pub use adapters::{AdapterKind, AdapterSpec, Sharing, TaskLayout, TaskParams};
-pub use albert::{Backbone, EncoderOutput};
+pub use adapters::{AdapterKind, AdapterSpec, Pooling, Sharing, TaskLayout, TaskParams};
+pub use albert::{Backbone, EncoderOutput, Route};
+pub use bundle::{BundleMeta, TaskBundle, TrainMode};
 pub use checkpoint::Checkpoint;
 pub use config::{Activation, EncoderConfig, Family};
 pub use error::{ModelError, Result};
+pub use multitask::{MultiTask, Prediction};
 pub use nn::Ctx;
+pub use task_model::TaskModel;

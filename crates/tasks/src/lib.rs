@@ -9,6 +9,15 @@
 //! - the official metrics, matching scikit-learn/SciPy ([`evaluate`]);
 //! - GLUE leaderboard submission files ([`write_submission`]).
 //!
+//! Label orders (class index = position; they fix the classifier head's output order):
+//! - GLUE, as the HF `glue` dataset: CoLA `unacceptable, acceptable`; SST-2 `negative,
+//!   positive`; MRPC `not_equivalent, equivalent`; QQP `not_duplicate, duplicate`; MNLI and
+//!   AX `entailment, neutral, contradiction`; QNLI and RTE `entailment, not_entailment`;
+//!   WNLI `not_entailment, entailment`; STS-B is regression (0..5).
+//! - Offline suite: polarity tasks `negative, positive`; `tweet-sentiment` `negative,
+//!   neutral, positive`; `bbc-topic` `business, entertainment, politics, sports, tech`;
+//!   `derived-same-polarity` `different, same`; `movie-rating` is regression (-4..4).
+//!
 //! It is not for tokenization, batching or anything that touches tensors (that is the
 //! `model` and `train` crates' job), and it depends on no ML framework, so tools that only
 //! need data or metrics stay light.

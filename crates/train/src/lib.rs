@@ -1,1 +1,17 @@
-//! adalbert-train (under construction).
+//! Training and evaluation of task adapters and of the full fine-tuning and head-only
+//! baselines, on a frozen (or, for `full`, trainable) ALBERT/BERT backbone.
+//!
+//! What it is for: the loop (AdamW, warmup/decay schedule, clipping, dropout, dev evaluation,
+//! best-checkpoint selection, early stopping, resumable run state) and writing task bundles.
+//! What it is not for: model code (`model`), data and metrics (`tasks`).
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod optim;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use error::{Result, TrainError};
+pub use trainer::{train, EpochRecord, Mode, TrainJob, TrainOutcome};

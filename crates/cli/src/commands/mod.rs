@@ -2,5 +2,8 @@
 pub mod bench;
 pub mod dse;
 pub mod embed;
+pub mod eval;
 pub mod info;
+pub mod predict;
 pub mod simulate;
+pub mod train;

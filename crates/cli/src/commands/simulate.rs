@@ -103,7 +103,7 @@ pub fn run(args: Args) -> Result<()> {
                 h.model, h.sharing, h.n_tasks, h.vs_dram[0], h.vs_dram[1], h.vs_dram[2], h.vs_sram[0], h.vs_sram[1], h.vs_sram[2]
             );
         }
-        println!("wrote {}/hardware.{{md,csv,svg}}", dir.display());
+        println!("wrote {}", dir.join("hardware.{md,csv,svg}").display());
         return Ok(());
     }
     let adapter: AdapterSpec = args
@@ -123,6 +123,12 @@ pub fn run(args: Args) -> Result<()> {
         .requests_per_switch
         .unwrap_or(defaults.requests_per_switch.value);
     let store: TaskStore = args.task_store.parse()?;
+    anyhow::ensure!(
+        seq > 0 && labels > 0,
+        "--seq-len and --labels must be at least 1"
+    );
+    anyhow::ensure!(args.tasks > 0, "--tasks must be at least 1");
+    anyhow::ensure!(rps > 0.0, "--requests-per-switch must be > 0");
     let model = ModelConfig::resolve(&args.model)?;
     let scenario = Scenario::new(platform, model, adapter, sharing, plan, seq, labels);
     if args.compare {

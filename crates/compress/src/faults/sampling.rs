@@ -16,7 +16,7 @@ pub(crate) fn uniform01<R: Rng>(rng: &mut R) -> f64 {
 }
 
 /// Walks the positions of independent Bernoulli(`p`) events among `n` trials.
-pub(crate) struct GeometricSkip {
+pub struct GeometricSkip {
     ln_q: f64,
     p: f64,
     next: u64,
@@ -25,7 +25,7 @@ pub(crate) struct GeometricSkip {
 
 impl GeometricSkip {
     /// Starts a walk over `n` trials with event probability `p` (clamped to [0, 1]).
-    pub(crate) fn new(p: f64, n: u64) -> Self {
+    pub fn new(p: f64, n: u64) -> Self {
         let p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
         GeometricSkip {
             ln_q: (-p).ln_1p(),
@@ -36,7 +36,7 @@ impl GeometricSkip {
     }
 
     /// Index of the next event, or `None` when the trials are used up.
-    pub(crate) fn next_event<R: Rng>(&mut self, rng: &mut R) -> Option<u64> {
+    pub fn next_event<R: Rng>(&mut self, rng: &mut R) -> Option<u64> {
         if self.p <= 0.0 || self.next >= self.n {
             return None;
         }

@@ -1,0 +1,107 @@
+//! `adalbert eval`: official metrics of a bundle on a task split.
+
+use std::path::PathBuf;
+
+use adalbert_model::tokenizer::Tokenizer;
+use adalbert_model::{Backbone, TaskBundle, TaskModel, TrainMode};
+use adalbert_tasks::{evaluate, load_dataset, task_spec, write_submission, Label, Split};
+use adalbert_train::eval::predict;
+use anyhow::Context;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    bundle: PathBuf,
+    /// GLUE task folder, or the offline suite's data folder (default assets/data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value = "dev")]
+    split: Split,
+    #[arg(long, default_value_t = 0)]
+    split_seed: u64,
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    /// Evaluate on the first N examples only.
+    #[arg(long)]
+    max_examples: Option<usize>,
+    /// Write `id\tprediction` lines here.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
+    /// Write a GLUE submission file into this folder (GLUE tasks).
+    #[arg(long)]
+    submission: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let bundle = TaskBundle::load(&args.bundle)?;
+    let (backbone, ck) = Backbone::from_dir(&args.model)
+        .with_context(|| format!("loading model from {}", args.model.display()))?;
+    bundle.check_backbone(&adalbert_model::checkpoint::sha256_file(ck.path())?)?;
+    let spec = task_spec(&bundle.meta.task)?;
+    let mut data = load_dataset(
+        &bundle.meta.task,
+        args.data.as_deref(),
+        args.split,
+        args.split_seed,
+    )?;
+    if let Some(n) = args.max_examples {
+        data.examples.truncate(n);
+    }
+    let own;
+    let bb = if bundle.meta.mode == TrainMode::Full {
+        own = bundle.full_backbone(&backbone.config)?;
+        &own
+    } else {
+        &backbone
+    };
+    let params = bundle.task_params(&backbone.config)?;
+    let model = TaskModel {
+        backbone: bb,
+        task: &params,
+        layout: &bundle.meta.layout,
+    };
+    let tok = Tokenizer::from_dir(&args.model, args.max_len)?;
+    let preds = predict(&model, &tok, &spec, &data.examples, 64)?;
+    if let Some(path) = &args.predictions {
+        let mut text = String::from("id\tprediction\n");
+        for (e, p) in data.examples.iter().zip(&preds) {
+            let shown = match p {
+                Label::Class(c) => spec.labels().get(*c).cloned().unwrap_or_default(),
+                Label::Score(s) => format!("{s:.4}"),
+                Label::None => String::new(),
+            };
+            text.push_str(&format!("{}\t{shown}\n", e.id));
+        }
+        adalbert_model::bundle::write_atomic(path, text.as_bytes())?;
+        eprintln!("predictions written to {}", path.display());
+    }
+    if let Some(dir) = &args.submission {
+        let path = write_submission(dir, &spec, &data.examples, &preds)?;
+        eprintln!("GLUE submission written to {}", path.display());
+    }
+    let golds: Vec<Label> = data.examples.iter().map(|e| e.label).collect();
+    if golds.iter().any(|l| *l == Label::None) {
+        eprintln!(
+            "split `{}` has no labels: predictions only",
+            args.split.name()
+        );
+        return Ok(());
+    }
+    let metrics = evaluate(&spec, &preds, &golds)?;
+    if args.json {
+        let m: serde_json::Map<String, serde_json::Value> = metrics
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect();
+        println!("{}", serde_json::Value::Object(m));
+    } else {
+        for (name, value) in metrics {
+            println!("{name} {value:.4}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! `adalbert predict`: labels for texts, from one or more bundles sharing one backbone.
+
+use std::path::PathBuf;
+
+use adalbert_model::tokenizer::TextInput;
+use adalbert_model::MultiTask;
+use anyhow::Context;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    model: PathBuf,
+    /// Task bundle; repeat the flag for several tasks.
+    #[arg(long, required = true)]
+    bundle: Vec<PathBuf>,
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    /// Separator of the two texts of a pair input.
+    #[arg(long, default_value = " ||| ")]
+    pair_sep: String,
+    #[arg(long)]
+    json: bool,
+    /// Texts; for pair tasks write `first ||| second`.
+    #[arg(required = true)]
+    texts: Vec<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut mt = MultiTask::open(&args.model, args.max_len)
+        .with_context(|| format!("loading model from {}", args.model.display()))?;
+    let mut names = Vec::new();
+    for b in &args.bundle {
+        names.push(
+            mt.load_bundle(b)
+                .with_context(|| format!("loading bundle {}", b.display()))?,
+        );
+    }
+    let inputs: Vec<TextInput> = args
+        .texts
+        .iter()
+        .map(|t| match t.split_once(&args.pair_sep) {
+            Some((a, b)) => TextInput::Pair(a.to_string(), b.to_string()),
+            None => TextInput::Single(t.clone()),
+        })
+        .collect();
+    let mut all = serde_json::Map::new();
+    for name in &names {
+        let preds = mt.predict(name, &inputs)?;
+        if args.json {
+            all.insert(name.clone(), serde_json::to_value(&preds)?);
+            continue;
+        }
+        println!("[{name}]");
+        for (text, p) in args.texts.iter().zip(&preds) {
+            let scores: Vec<String> = p.scores.iter().map(|s| format!("{s:.3}")).collect();
+            println!(
+                "  {} <- {text} ({})",
+                p.label.as_deref().unwrap_or("value"),
+                scores.join(", ")
+            );
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Object(all));
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! `adalbert train`: one task's bundle from a frozen backbone (or a full fine-tune).
+
+use std::path::{Path, PathBuf};
+
+use adalbert_model::{AdapterSpec, Pooling, Sharing};
+use adalbert_tasks::{load_dataset, Split};
+use adalbert_train::{train, Mode, TrainConfig, TrainJob};
+use anyhow::{bail, Context};
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq)]
+pub enum ModeArg {
+    /// Adapters + LayerNorms + head on the frozen backbone (needs --adapter).
+    Adapter,
+    /// Only the classifier head.
+    Head,
+    /// Every weight (the fine-tuning baseline).
+    Full,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Backbone model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Task name: a GLUE task (with --data pointing at its folder) or an offline-suite task.
+    #[arg(long)]
+    pub task: String,
+    /// GLUE task folder, or the offline suite's data folder (default assets/data).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Adapter spec, e.g. houlsby:64, pfeiffer:64, parallel:64, lora:r=8.
+    #[arg(long)]
+    pub adapter: Option<String>,
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// per-application (one adapter set per layer application) or shared.
+    #[arg(long, default_value = "per-application")]
+    pub adapter_sharing: String,
+    /// pooler, mean or cls; default: mean for sentence-transformers models, else pooler.
+    #[arg(long)]
+    pub pooling: Option<String>,
+    /// Train a per-task copy of the pooler too.
+    #[arg(long)]
+    pub train_pooler: bool,
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// Peak learning rate (default: 1e-3 adapter/head, 3e-5 full).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Seed of the offline suite's train/dev/test split.
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    #[arg(long, default_value_t = 0.1)]
+    pub dropout: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    /// Stop after N epochs without dev improvement.
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Train on a seeded subset of at most N examples.
+    #[arg(long)]
+    pub max_train: Option<usize>,
+    /// Evaluate on at most N dev examples.
+    #[arg(long)]
+    pub max_eval: Option<usize>,
+    /// Continue an interrupted run from its last finished epoch.
+    #[arg(long)]
+    pub resume: bool,
+    /// Output bundle file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn mode_of(args: &Args) -> anyhow::Result<Mode> {
+    let mode = args.mode.unwrap_or(if args.adapter.is_some() {
+        ModeArg::Adapter
+    } else {
+        ModeArg::Adapter
+    });
+    Ok(match (mode, &args.adapter) {
+        (ModeArg::Adapter, Some(spec)) => Mode::Adapter {
+            spec: AdapterSpec::parse(spec)?,
+            sharing: Sharing::parse(&args.adapter_sharing)?,
+        },
+        (ModeArg::Adapter, None) => {
+            bail!("give --adapter SPEC (e.g. houlsby:64) or --mode full|head")
+        }
+        (ModeArg::Head, None) => Mode::Head,
+        (ModeArg::Full, None) => Mode::Full,
+        (_, Some(_)) => bail!("--adapter cannot be combined with --mode full or head"),
+    })
+}
+
+/// Mean pooling for sentence-transformers checkpoints (they were trained for it), else the
+/// pooler, as Hugging Face task models use.
+pub fn default_pooling(model: &Path) -> Pooling {
+    if model.join("sentence_bert_config.json").is_file() || model.join("modules.json").is_file() {
+        Pooling::Mean
+    } else {
+        Pooling::Pooler
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mode = mode_of(&args)?;
+    let pooling = match &args.pooling {
+        Some(p) => Pooling::parse(p)?,
+        None => default_pooling(&args.model),
+    };
+    let lr = args
+        .lr
+        .unwrap_or(if mode == Mode::Full { 3e-5 } else { 1e-3 });
+    let train_set = load_dataset(
+        &args.task,
+        args.data.as_deref(),
+        Split::Train,
+        args.split_seed,
+    )
+    .with_context(|| format!("loading the training split of `{}`", args.task))?;
+    let dev_set = load_dataset(
+        &args.task,
+        args.data.as_deref(),
+        Split::Dev,
+        args.split_seed,
+    )
+    .with_context(|| format!("loading the dev split of `{}`", args.task))?;
+    let config = TrainConfig {
+        epochs: args.epochs,
+        lr,
+        batch_size: args.batch,
+        max_len: args.max_len,
+        weight_decay: args.weight_decay,
+        warmup_ratio: args.warmup_ratio,
+        dropout: args.dropout,
+        seed: args.seed,
+        patience: args.patience,
+        max_train_examples: args.max_train,
+        max_eval_examples: args.max_eval,
+        ..TrainConfig::default()
+    };
+    eprintln!(
+        "training {} ({}) on {} train / {} dev examples",
+        args.task,
+        mode.train_mode().as_str(),
+        args.max_train.map_or(train_set.examples.len(), |m| m
+            .min(train_set.examples.len())),
+        args.max_eval
+            .map_or(dev_set.examples.len(), |m| m.min(dev_set.examples.len())),
+    );
+    let outcome = train(TrainJob {
+        model_dir: &args.model,
+        task: &train_set.task,
+        train: &train_set.examples,
+        dev: &dev_set.examples,
+        mode,
+        pooling,
+        train_pooler: args.train_pooler,
+        config,
+        out: args.out.clone(),
+        resume: args.resume,
+        progress: !args.json,
+        stop_after_epochs: None,
+    })?;
+    if args.json {
+        let v = serde_json::json!({"bundle": outcome.bundle, "meta": outcome.meta,
+            "train_seconds": outcome.train_seconds, "examples_per_second": outcome.examples_per_second});
+        println!("{v}");
+        return Ok(());
+    }
+    for r in &outcome.history {
+        let dev: Vec<String> = r.dev.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        println!(
+            "epoch {} train loss {:.4} | dev {} | {:.1}s",
+            r.epoch,
+            r.train_loss,
+            dev.join(", "),
+            r.seconds
+        );
+    }
+    println!(
+        "trainable parameters {} | {:.1} examples/s",
+        outcome.meta.trainable_params, outcome.examples_per_second
+    );
+    println!("bundle written to {}", outcome.bundle.display());
+    Ok(())
+}

@@ -1,0 +1,475 @@
+//! The training loop: one task, one mode (adapter, head-only or full fine-tuning).
+//!
+//! Each epoch is reproducible from `(seed, epoch)` alone: the example order and the dropout
+//! masks are drawn from generators seeded by both. After every epoch the full run state
+//! (weights, AdamW moments, best checkpoint, history) is written atomically next to the
+//! output, so `resume` continues an interrupted run from its last finished epoch and ends
+//! with exactly the bundle an uninterrupted run would have written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use adalbert_model::bundle::{load_tensors, save_tensors, BUNDLE_FORMAT};
+use adalbert_model::checkpoint::sha256_file;
+use adalbert_model::tokenizer::Tokenizer;
+use adalbert_model::{
+    AdapterSpec, Backbone, BundleMeta, Checkpoint, Ctx, EncoderConfig, Pooling, Sharing,
+    TaskBundle, TaskLayout, TaskModel, TaskParams, TrainMode,
+};
+use adalbert_tasks::{metric_value, Example, TaskKind, TaskSpec};
+use candle_core::{DType, Tensor, Var};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::TrainConfig;
+use crate::data::{check_examples, label_tensor, shuffled, text_inputs};
+use crate::error::{Result, TrainError};
+use crate::eval::evaluate_model;
+use crate::optim::{clip_scale, linear_schedule, AdamW};
+
+/// What to train.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Adapter { spec: AdapterSpec, sharing: Sharing },
+    Head,
+    Full,
+}
+
+impl Mode {
+    pub fn train_mode(&self) -> TrainMode {
+        match self {
+            Mode::Adapter { .. } => TrainMode::Adapter,
+            Mode::Head => TrainMode::Head,
+            Mode::Full => TrainMode::Full,
+        }
+    }
+}
+
+/// One training job.
+pub struct TrainJob<'a> {
+    pub model_dir: &'a Path,
+    pub task: &'a TaskSpec,
+    pub train: &'a [Example],
+    pub dev: &'a [Example],
+    pub mode: Mode,
+    pub pooling: Pooling,
+    /// Give the task its own trainable pooler copy (adapter and head modes).
+    pub train_pooler: bool,
+    pub config: TrainConfig,
+    /// Where the bundle goes.
+    pub out: PathBuf,
+    /// Continue from the run state next to `out` if there is one.
+    pub resume: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Stop after this many epochs of this invocation, keeping the run state as an
+    /// interrupted run would (time-boxed runs; tests of `resume`).
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// Per-epoch record, kept in the bundle's training metadata.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub dev: BTreeMap<String, f64>,
+    pub seconds: f64,
+}
+
+/// What a finished run produced.
+pub struct TrainOutcome {
+    pub bundle: PathBuf,
+    pub meta: BundleMeta,
+    pub history: Vec<EpochRecord>,
+    pub train_seconds: f64,
+    pub examples_per_second: f64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RunState {
+    fingerprint: String,
+    epochs_done: usize,
+    step: usize,
+    best_epoch: Option<usize>,
+    best_metric: Option<f64>,
+    history: Vec<EpochRecord>,
+    train_seconds: f64,
+    examples_seen: usize,
+}
+
+/// Trainable tensors and the model built over them.
+struct Setup {
+    backbone: Backbone,
+    task: TaskParams,
+    layout: TaskLayout,
+    vars: Vec<(String, Var)>,
+}
+
+pub fn run_state_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bundle".into());
+    out.with_file_name(format!("{name}.run-state.safetensors"))
+}
+
+pub fn train(job: TrainJob) -> Result<TrainOutcome> {
+    job.config.validate()?;
+    check_examples(job.task, job.train, "training")?;
+    check_examples(job.task, job.dev, "dev")?;
+    let cfg = &job.config;
+    let train_set = subset(job.train, cfg.max_train_examples, cfg.seed);
+    let dev_set: Vec<Example> = job
+        .dev
+        .iter()
+        .take(cfg.max_eval_examples.unwrap_or(usize::MAX))
+        .cloned()
+        .collect();
+    let config = EncoderConfig::from_path(job.model_dir)?;
+    let ck = Checkpoint::open(job.model_dir)?;
+    let backbone_sha = sha256_file(ck.path())?;
+    let tokenizer = Tokenizer::from_dir(job.model_dir, cfg.max_len)?;
+    let setup = build(&job, &config, &ck)?;
+    let fingerprint = fingerprint(&job, &setup.layout, &backbone_sha, train_set.len());
+    let mut opt = AdamW::new(setup.vars.clone(), cfg.weight_decay)?;
+    let state_path = run_state_path(&job.out);
+    let mut state = RunState {
+        fingerprint: fingerprint.clone(),
+        epochs_done: 0,
+        step: 0,
+        best_epoch: None,
+        best_metric: None,
+        history: vec![],
+        train_seconds: 0.0,
+        examples_seen: 0,
+    };
+    let mut best: HashMap<String, Tensor> = HashMap::new();
+    if job.resume && state_path.is_file() {
+        state = restore(&state_path, &fingerprint, &mut opt, &mut best)?;
+    }
+    let model = TaskModel {
+        backbone: &setup.backbone,
+        task: &setup.task,
+        layout: &setup.layout,
+    };
+    let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let warmup = (total_steps as f64 * cfg.warmup_ratio).round() as usize;
+    let bar = progress_bar(job.progress, total_steps as u64, state.step as u64);
+    let primary = job.task.primary;
+    let first_epoch = state.epochs_done;
+    for epoch in state.epochs_done..cfg.epochs {
+        if job
+            .stop_after_epochs
+            .is_some_and(|n| epoch - first_epoch >= n)
+        {
+            bar.finish_and_clear();
+            return Err(TrainError::Interrupted {
+                epochs_done: epoch,
+                state: state_path.display().to_string(),
+            });
+        }
+        let t0 = Instant::now();
+        let order = shuffled(train_set.len(), mix(cfg.seed, epoch as u64));
+        let ctx = Ctx::train(cfg.dropout as f32, mix(cfg.seed ^ 0xD0D0, epoch as u64));
+        let mut loss_sum = 0.0;
+        for chunk in order.chunks(cfg.batch_size) {
+            let batch_examples: Vec<&Example> = chunk.iter().map(|&i| &train_set[i]).collect();
+            let loss = step_loss(&model, &tokenizer, job.task, &batch_examples, &ctx)?;
+            let grads = loss.backward()?;
+            let scale = clip_scale(opt.grad_norm(&grads)?, cfg.max_grad_norm);
+            let lr = linear_schedule(opt.step, warmup, total_steps, cfg.lr);
+            opt.step(&grads, lr, scale)?;
+            let l = loss.to_scalar::<f32>()? as f64;
+            loss_sum += l * chunk.len() as f64;
+            state.examples_seen += chunk.len();
+            bar.inc(1);
+            bar.set_message(format!(
+                "epoch {}/{} loss {l:.4}{}",
+                epoch + 1,
+                cfg.epochs,
+                last_dev(&state.history, primary.name())
+            ));
+        }
+        state.train_seconds += t0.elapsed().as_secs_f64();
+        let dev = evaluate_model(&model, &tokenizer, job.task, &dev_set, 64)?;
+        let dev: BTreeMap<String, f64> = dev.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let value = metric_value(
+            &dev.iter().map(|(k, v)| (leak(k), *v)).collect::<Vec<_>>(),
+            primary,
+        );
+        if let Some(v) = value.filter(|v| !v.is_nan()) {
+            if state.best_metric.is_none_or(|b| v > b) {
+                state.best_metric = Some(v);
+                state.best_epoch = Some(epoch);
+                best = snapshot(&opt)?;
+            }
+        }
+        state.history.push(EpochRecord {
+            epoch: epoch + 1,
+            train_loss: loss_sum / train_set.len() as f64,
+            dev,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+        state.epochs_done = epoch + 1;
+        state.step = opt.step;
+        bar.set_message(format!(
+            "epoch {}/{} done{}",
+            epoch + 1,
+            cfg.epochs,
+            last_dev(&state.history, primary.name())
+        ));
+        save_state(&state_path, &state, &opt, &best)?;
+        if let (Some(p), Some(b)) = (cfg.patience, state.best_epoch) {
+            if epoch - b >= p {
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if best.is_empty() {
+        best = snapshot(&opt)?;
+    }
+    let outcome = write_bundle(&job, &setup, &state, best, backbone_sha, train_set.len())?;
+    std::fs::remove_file(&state_path).ok();
+    Ok(outcome)
+}
+
+fn step_loss(
+    model: &TaskModel,
+    tokenizer: &Tokenizer,
+    spec: &TaskSpec,
+    examples: &[&Example],
+    ctx: &Ctx,
+) -> Result<Tensor> {
+    let batch = tokenizer.encode(&text_inputs(examples))?;
+    let logits = model.logits(&batch, ctx)?;
+    let labels = label_tensor(spec, examples)?;
+    Ok(match spec.kind {
+        TaskKind::Classification { .. } => candle_nn::loss::cross_entropy(&logits, &labels)?,
+        TaskKind::Regression => candle_nn::loss::mse(&logits.squeeze(1)?, &labels)?,
+    })
+}
+
+fn build(job: &TrainJob, config: &EncoderConfig, ck: &Checkpoint) -> Result<Setup> {
+    let num_labels = job.task.num_outputs();
+    let (adapter, sharing, layer_norms, pooler) = match &job.mode {
+        Mode::Adapter { spec, sharing } => (Some(spec.clone()), *sharing, true, job.train_pooler),
+        Mode::Head => (None, Sharing::PerApplication, false, job.train_pooler),
+        Mode::Full => (None, Sharing::PerApplication, false, false),
+    };
+    let layout = TaskLayout {
+        adapter,
+        sharing,
+        layer_norms,
+        pooler,
+        num_labels,
+        pooling: job.pooling,
+    };
+    let mut vars = Vec::new();
+    let backbone = if job.mode == Mode::Full {
+        // Every backbone weight becomes a variable; the checkpoint view shares their storage.
+        let mut trainable = HashMap::new();
+        let mut names: Vec<&String> = ck.tensors().keys().collect();
+        names.sort();
+        for name in names {
+            let t = &ck.tensors()[name];
+            if t.dtype() != DType::F32 && t.dtype() != DType::F16 && t.dtype() != DType::BF16 {
+                continue;
+            }
+            let var = Var::from_tensor(&t.to_dtype(DType::F32)?.copy()?)?;
+            trainable.insert(name.clone(), var.as_tensor().clone());
+            vars.push((format!("backbone.{name}"), var));
+        }
+        Backbone::load(
+            &Checkpoint::from_tensors(trainable, ck.path().to_path_buf()),
+            config,
+        )?
+    } else {
+        Backbone::load(ck, config)?
+    };
+    let init = layout.init_tensors(&backbone, job.config.seed)?;
+    let mut names: Vec<&String> = init.keys().collect();
+    names.sort();
+    let mut task_tensors = HashMap::new();
+    for name in names {
+        let var = Var::from_tensor(&init[name])?;
+        task_tensors.insert(name.clone(), var.as_tensor().clone());
+        vars.push((name.clone(), var));
+    }
+    let task = TaskParams::from_tensors(config, &layout, &task_tensors)?;
+    Ok(Setup {
+        backbone,
+        task,
+        layout,
+        vars,
+    })
+}
+
+fn subset(examples: &[Example], limit: Option<usize>, seed: u64) -> Vec<Example> {
+    match limit {
+        Some(n) if n < examples.len() => shuffled(examples.len(), mix(seed, 0x5EB5E7))
+            .into_iter()
+            .take(n)
+            .map(|i| examples[i].clone())
+            .collect(),
+        _ => examples.to_vec(),
+    }
+}
+
+fn mix(seed: u64, salt: u64) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+}
+
+fn leak(s: &str) -> &'static str {
+    match s {
+        "accuracy" => "accuracy",
+        "f1" => "f1",
+        "mcc" => "mcc",
+        "pearson" => "pearson",
+        "spearmanr" => "spearmanr",
+        "combined_score" => "combined_score",
+        _ => "other",
+    }
+}
+
+fn last_dev(history: &[EpochRecord], metric: &str) -> String {
+    history
+        .last()
+        .and_then(|h| h.dev.get(metric))
+        .map(|v| format!(" | dev {metric} {v:.4}"))
+        .unwrap_or_default()
+}
+
+fn progress_bar(show: bool, total: u64, pos: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} step {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(pos);
+    bar
+}
+
+fn snapshot(opt: &AdamW) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    for (name, var) in &opt.vars {
+        out.insert(name.clone(), var.as_tensor().detach().copy()?);
+    }
+    Ok(out)
+}
+
+fn fingerprint(job: &TrainJob, layout: &TaskLayout, sha: &str, n_train: usize) -> String {
+    let v = serde_json::json!({
+        "task": job.task.name, "mode": job.mode.train_mode().as_str(), "layout": layout,
+        "config": job.config, "backbone": sha, "n_train": n_train, "n_dev": job.dev.len(),
+    });
+    v.to_string()
+}
+
+fn save_state(
+    path: &Path,
+    state: &RunState,
+    opt: &AdamW,
+    best: &HashMap<String, Tensor>,
+) -> Result<()> {
+    let mut tensors = opt.state();
+    for (name, var) in &opt.vars {
+        tensors.insert(format!("param.{name}"), var.as_tensor().clone());
+    }
+    for (name, t) in best {
+        tensors.insert(format!("best.{name}"), t.clone());
+    }
+    let json = serde_json::to_string(state).map_err(|e| TrainError::Data(e.to_string()))?;
+    save_tensors(
+        path,
+        &tensors,
+        HashMap::from([("run_state".to_string(), json)]),
+    )?;
+    Ok(())
+}
+
+fn restore(
+    path: &Path,
+    fingerprint: &str,
+    opt: &mut AdamW,
+    best: &mut HashMap<String, Tensor>,
+) -> Result<RunState> {
+    let bad = |reason: String| TrainError::Resume {
+        path: path.display().to_string(),
+        reason,
+    };
+    let (tensors, md) = load_tensors(path)?;
+    let json = md
+        .get("run_state")
+        .ok_or_else(|| bad("no run state metadata".into()))?;
+    let state: RunState =
+        serde_json::from_str(json).map_err(|e| bad(format!("malformed run state: {e}")))?;
+    if state.fingerprint != fingerprint {
+        return Err(bad(
+            "it was written by a run with other settings (task, mode, data or hyper-parameters); delete it or run without --resume".into(),
+        ));
+    }
+    for (name, var) in &opt.vars {
+        let t = tensors
+            .get(&format!("param.{name}"))
+            .ok_or_else(|| bad(format!("missing tensor param.{name}")))?;
+        var.set(t)?;
+        if let Some(b) = tensors.get(&format!("best.{name}")) {
+            best.insert(name.clone(), b.clone());
+        }
+    }
+    opt.restore(&tensors, state.step)?;
+    Ok(state)
+}
+
+fn write_bundle(
+    job: &TrainJob,
+    setup: &Setup,
+    state: &RunState,
+    best: HashMap<String, Tensor>,
+    backbone_sha256: String,
+    n_train: usize,
+) -> Result<TrainOutcome> {
+    let trainable_params = setup
+        .vars
+        .iter()
+        .map(|(_, v)| v.as_tensor().elem_count())
+        .sum();
+    let best_record = state
+        .best_epoch
+        .and_then(|e| state.history.get(e))
+        .or(state.history.last());
+    let metrics = best_record.map(|r| r.dev.clone()).unwrap_or_default();
+    let examples_per_second = state.examples_seen as f64 / state.train_seconds.max(1e-9);
+    let meta = BundleMeta {
+        format: BUNDLE_FORMAT,
+        task: job.task.name.clone(),
+        labels: job.task.labels().to_vec(),
+        mode: job.mode.train_mode(),
+        layout: setup.layout.clone(),
+        metrics,
+        training: serde_json::json!({
+            "config": job.config, "train_examples": n_train, "dev_examples": job.dev.len().min(job.config.max_eval_examples.unwrap_or(usize::MAX)),
+            "best_epoch": state.best_epoch.map(|e| e + 1), "history": state.history,
+            "train_seconds": state.train_seconds, "examples_per_second": examples_per_second,
+        }),
+        seed: job.config.seed,
+        backbone_sha256,
+        trainable_params,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    TaskBundle::save(&meta, &best, &job.out)?;
+    Ok(TrainOutcome {
+        bundle: job.out.clone(),
+        meta,
+        history: state.history.clone(),
+        train_seconds: state.train_seconds,
+        examples_per_second,
+    })
+}
