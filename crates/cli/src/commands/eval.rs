@@ -84,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("GLUE submission written to {}", path.display());
     }
     let golds: Vec<Label> = data.examples.iter().map(|e| e.label).collect();
-    if golds.iter().any(|l| *l == Label::None) {
+    if golds.contains(&Label::None) {
         eprintln!(
             "split `{}` has no labels: predictions only",
             args.split.name()

@@ -83,11 +83,7 @@ pub struct Args {
 }
 
 pub fn mode_of(args: &Args) -> anyhow::Result<Mode> {
-    let mode = args.mode.unwrap_or(if args.adapter.is_some() {
-        ModeArg::Adapter
-    } else {
-        ModeArg::Adapter
-    });
+    let mode = args.mode.unwrap_or(ModeArg::Adapter);
     Ok(match (mode, &args.adapter) {
         (ModeArg::Adapter, Some(spec)) => Mode::Adapter {
             spec: AdapterSpec::parse(spec)?,
