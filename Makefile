@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/adalbert
 MODEL := assets/minilm
 
-.PHONY: assets build test lint demo bench clean-assets
+.PHONY: assets build test lint demo bench bench-serve clean-assets results-adapters results-hardware results-compression
 
 assets:
 	scripts/fetch-assets
@@ -18,14 +18,40 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
+# The embedded default experiment: trains, compresses, simulates and writes runs/demo/report.
 demo: assets build
 	$(BIN) info --model $(MODEL)
-	$(BIN) embed --model $(MODEL) --similarity \
-		"A man is eating food." "Someone is having a meal." \
-		"The stock market fell sharply today." "Shares dropped at the close of trading."
+	$(BIN) run configs/demo.toml --out runs/demo --resume
+
+# Issue 3's study; the report is copied into results/ (adapters.md + CSVs + figure).
+results-adapters: assets build
+	$(BIN) run configs/adapters.toml --out runs/adapters --resume
+	cp runs/adapters/report/table1_tasks.csv results/adapters.csv
+	cp runs/adapters/report/sweep_adapter_size.csv results/adapters_sweep.csv
+	sed 's/fig_adapter_size.svg/adapters_size.svg/' runs/adapters/report/report.md > results/adapters.md
+	cp runs/adapters/report/fig_adapter_size.svg results/adapters_size.svg
+
+results-hardware: build
+	$(BIN) simulate --report results/
+
+# Issue 4's study: houlsby:64 bundles (trained here if missing, on subsets) evaluated on the
+# compressed all-MiniLM-L6-v2; sweep in configs/compression/minilm.toml.
+COMPRESSION_TASKS := movie-polarity tweet-sentiment bbc-topic
+results-compression: assets build
+	@mkdir -p runs/bundles
+	@for t in $(COMPRESSION_TASKS); do \
+		test -f runs/bundles/$$t.bundle.safetensors || \
+		$(BIN) train --model $(MODEL) --task $$t --adapter houlsby:64 --max-train 2000 \
+			--max-eval 500 --max-len 64 --epochs 2 --seed 42 \
+			--out runs/bundles/$$t.bundle.safetensors || exit 1; \
+	done
+	$(BIN) compress --sweep configs/compression/minilm.toml --resume
 
 bench: assets build
 	tools/bench/run.sh
+
+bench-serve: assets build
+	crates/serve/bench/bench-serve.sh
 
 clean-assets:
 	rm -rf assets

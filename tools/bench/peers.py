@@ -58,6 +58,13 @@ def inputs(shape: str):
     return ids, np.ones((b, s), dtype=np.int64), np.zeros((b, s), dtype=np.int64)
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this (child) process in MB (Linux ru_maxrss is in KB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
 def summarize(out, ref=None):
     import numpy as np
 
@@ -122,6 +129,7 @@ def child_torch(args):
         row = {"engine": "torch", "shape": shape, "ms": round(ms, 3), "ms_min": round(ms_min, 3), "iters": args.iters_for(shape)}
         row.update(summarize(out, out))
         row["version"] = torch.__version__.split("+")[0]
+        row["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(row), flush=True)
 
 
@@ -188,6 +196,7 @@ def child_ort(args):
         row = {"engine": "ort", "shape": shape, "ms": round(ms, 3), "ms_min": round(ms_min, 3), "iters": args.iters_for(shape)}
         row.update(summarize(np.asarray(out), load_ref(args.out, shape)))
         row["version"] = ort.__version__
+        row["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(row), flush=True)
 
 

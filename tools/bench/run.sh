@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# make bench: all-MiniLM-L6-v2, fp32, 2 threads, batch 1x32 and 8x128, same token ids everywhere.
-# Runs the Python peers (PyTorch + transformers, ONNX Runtime) from their own venv, then our
-# encoder (`adalbert bench`), checks that the outputs agree and prints ms/batch and ours/peer.
+# make bench: all-MiniLM-L6-v2, 2 threads, batch 1x32 and 8x128, same token ids everywhere.
+# Runs the Python peers (PyTorch + transformers, ONNX Runtime) from their own venv and our
+# encoder (`adalbert bench`) side by side, BENCH_ROUNDS times alternating (the report keeps each
+# row's best median, which filters out bursts of load from other processes), then:
+#   - ours fp32, ours with a houlsby:64 adapter attached, ours compressed (bf16) at both shapes;
+#   - adapter training steps (16x64, houlsby:64): ours vs PyTorch (tools/bench/train_peer.py);
+#   - a perf profile of ours at 8x128 with candle's ops (before) and adalbert's kernels (after);
+# and writes results/performance.md (tools/bench/report.py).
 #
 #   tools/bench/run.sh [--peers-only] [--no-build]
 #
 # Env: ADALBERT_VENV (default tools/.venv), ADALBERT_BIN (default target/release/adalbert),
-#      BENCH_THREADS (default 2).
-# Output: a table on stdout; JSON lines in target/bench/{peers,ours}.jsonl; target/bench/summary.json.
+#      BENCH_THREADS (default 2), BENCH_ROUNDS (default 2), BENCH_TRAIN (default 1),
+#      BENCH_PROFILE (default 1; needs `perf`), BENCH_OUT (default results/performance.md),
+#      BENCH_BUNDLE (a task bundle: also report its accuracy with candle / fp32 / bf16 kernels,
+#      e.g. one from `adalbert train --task movie-polarity --adapter houlsby:64 ...`).
+# Output: the table on stdout; JSON lines in target/bench/{peers,ours}.jsonl;
+#         target/bench/summary.json; results/performance.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -15,6 +24,10 @@ cd "$ROOT"
 VENV="${ADALBERT_VENV:-tools/.venv}"
 BIN="${ADALBERT_BIN:-target/release/adalbert}"
 THREADS="${BENCH_THREADS:-2}"
+ROUNDS="${BENCH_ROUNDS:-2}"
+TRAIN="${BENCH_TRAIN:-1}"
+PROFILE="${BENCH_PROFILE:-1}"
+REPORT="${BENCH_OUT:-results/performance.md}"
 MODEL="assets/minilm"
 OUTDIR="target/bench"
 PEERS_ONLY=0
@@ -23,7 +36,7 @@ for a in "$@"; do
   case "$a" in
     --peers-only) PEERS_ONLY=1 ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
 done
@@ -48,32 +61,82 @@ export ADALBERT_VENV="$VENV"
 mkdir -p "$OUTDIR"
 : > "$OUTDIR/peers.jsonl"
 : > "$OUTDIR/ours.jsonl"
+rm -f "$OUTDIR"/profile_*.txt
 
-# --- peers
-echo "bench: peers (torch, onnxruntime), $THREADS threads" >&2
-"$VENV/bin/python" tools/bench/peers.py --model "$MODEL" --out assets/bench --threads "$THREADS" \
-  | tee "$OUTDIR/peers.jsonl" >&2 || die "peer benchmark failed"
-
-# --- ours
 OURS_STATUS="ok"
 if [[ "$PEERS_ONLY" == 1 ]]; then
   OURS_STATUS="skipped (--peers-only)"
-else
-  if [[ "$BUILD" == 1 ]]; then
-    command -v cargo >/dev/null 2>&1 || die "cargo not found (use --no-build with ADALBERT_BIN, or --peers-only)"
-    echo "bench: cargo build --release --bin adalbert" >&2
-    cargo build --release --bin adalbert >&2 || die "cargo build --release --bin adalbert failed"
-  fi
+elif [[ "$BUILD" == 1 ]]; then
+  command -v cargo >/dev/null 2>&1 || die "cargo not found (use --no-build with ADALBERT_BIN, or --peers-only)"
+  echo "bench: cargo build --release --bin adalbert" >&2
+  cargo build --release --bin adalbert >&2 || die "cargo build --release --bin adalbert failed"
+fi
+if [[ "$PEERS_ONLY" == 0 ]]; then
   [[ -x "$BIN" ]] || die "$BIN not found (build it, or run with --peers-only)"
-  for spec in "1x32 100" "8x128 20"; do
-    set -- $spec
-    echo "bench: RAYON_NUM_THREADS=$THREADS $BIN bench --model $MODEL --shape $1 --iters $2 --json" >&2
-    line="$(RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" "$BIN" bench --model "$MODEL" --shape "$1" --iters "$2" --json | tail -n1)" \
-      || die "adalbert bench --shape $1 failed"
-    echo "$line" | tee -a "$OUTDIR/ours.jsonl" >&2
+fi
+
+ours() { # ours SHAPE ITERS [extra args...]
+  local shape="$1" iters="$2"; shift 2
+  echo "bench: $BIN bench --model $MODEL --shape $shape --iters $iters --threads $THREADS $* --json" >&2
+  local line
+  line="$("$BIN" bench --model "$MODEL" --shape "$shape" --iters "$iters" --threads "$THREADS" "$@" --json | tail -n1)" \
+    || die "adalbert bench --shape $shape $* failed"
+  echo "$line" | tee -a "$OUTDIR/ours.jsonl" >&2
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  echo "bench: round $round of $ROUNDS" >&2
+  # --- peers (torch first: it writes the reference outputs the others compare against)
+  OMP_NUM_THREADS="$THREADS" "$VENV/bin/python" tools/bench/peers.py --model "$MODEL" --out assets/bench --threads "$THREADS" \
+    | tee -a "$OUTDIR/peers.jsonl" >&2 || die "peer benchmark failed"
+  # --- ours
+  if [[ "$PEERS_ONLY" == 0 ]]; then
+    for spec in "1x32 100" "8x128 20"; do
+      set -- $spec
+      ours "$1" "$2"
+      ours "$1" "$2" --adapter houlsby:64
+      ours "$1" "$2" --precision bf16
+    done
+  fi
+  # --- training throughput
+  if [[ "$TRAIN" == 1 ]]; then
+    OMP_NUM_THREADS="$THREADS" "$VENV/bin/python" tools/bench/train_peer.py --model "$MODEL" --shape 16x64 --iters 5 \
+      --threads "$THREADS" 2>/dev/null | tee -a "$OUTDIR/peers.jsonl" >&2 || die "train_peer.py failed"
+    if [[ "$PEERS_ONLY" == 0 ]]; then
+      ours 16x64 5 --train --adapter houlsby:64
+      # candle's elementwise thread pool spin-waits; on a loaded machine one thread is faster.
+      CANDLE_NUM_THREADS=1 ours 16x64 5 --train --adapter houlsby:64
+    fi
+  fi
+done
+
+# --- accuracy of the compressed path: one task bundle evaluated with each inference path
+ACC="$OUTDIR/accuracy.jsonl"
+: > "$ACC"
+if [[ -n "${BENCH_BUNDLE:-}" && "$PEERS_ONLY" == 0 ]]; then
+  [[ -f "$BENCH_BUNDLE" ]] || die "BENCH_BUNDLE=$BENCH_BUNDLE not found"
+  for k in candle auto bf16; do
+    echo "bench: ADALBERT_KERNELS=$k $BIN eval --model $MODEL --bundle $BENCH_BUNDLE --max-len ${BENCH_MAX_LEN:-64} --json" >&2
+    line="$(ADALBERT_KERNELS=$k RAYON_NUM_THREADS="$THREADS" "$BIN" eval --model "$MODEL" --bundle "$BENCH_BUNDLE"       --max-len "${BENCH_MAX_LEN:-64}" --json --predictions "$OUTDIR/pred_$k.tsv" 2>/dev/null | tail -n1)"       || die "adalbert eval ($k) failed"
+    n="$(wc -l < "$OUTDIR/pred_$k.tsv")"
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); m,v=next(iter(d.items())); print(json.dumps({"kernels":sys.argv[2],"task":sys.argv[3],"metric":m,"value":v,"examples":int(sys.argv[4])}))'       "$line" "$k" "$(basename "$BENCH_BUNDLE")" "$n" | tee -a "$ACC" >&2
   done
 fi
 
-# --- table + summary.json (plain python3, no packages needed)
+# --- profile: where the time goes with candle's ops (before) and with adalbert's kernels (after)
+if [[ "$PROFILE" == 1 && "$PEERS_ONLY" == 0 ]] && command -v perf >/dev/null 2>&1; then
+  for k in candle auto; do
+    if perf record -F 499 -o "$OUTDIR/perf_$k.data" "$BIN" bench --model "$MODEL" --shape 8x128 --iters 5 \
+         --threads "$THREADS" --kernels "$k" >/dev/null 2>&1; then
+      perf report -i "$OUTDIR/perf_$k.data" --no-children --percent-limit 1 --stdio 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -12 > "$OUTDIR/profile_$k.txt" || true
+    else
+      echo "bench: perf record failed; no profile" >&2
+    fi
+  done
+fi
+
+# --- table, summary.json and results/performance.md (plain python3, no packages needed)
 python3 tools/bench/report.py --peers "$OUTDIR/peers.jsonl" --ours "$OUTDIR/ours.jsonl" \
-  --ours-status "$OURS_STATUS" --threads "$THREADS" --summary "$OUTDIR/summary.json"
+  --ours-status "$OURS_STATUS" --threads "$THREADS" --summary "$OUTDIR/summary.json" \
+  --profile-dir "$OUTDIR" --markdown "$REPORT" --accuracy "$ACC"

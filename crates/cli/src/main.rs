@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod experiment;
 
 /// Energy-efficient multi-task NLP at the edge: one frozen ALBERT/BERT backbone, per-task adapters.
 #[derive(Parser)]
@@ -19,14 +20,21 @@ enum Command {
     Info(commands::info::Args),
     /// Print one embedding vector per text.
     Embed(commands::embed::Args),
+    /// Run a whole experiment file: train, compress, simulate, report.
+    Run(experiment::Args),
     /// Train one task: adapters (--adapter SPEC), or the --mode full / head baselines.
     Train(commands::train::Args),
     /// Evaluate a task bundle with the official metrics; write predictions or GLUE files.
     Eval(commands::eval::Args),
     /// Predict labels for texts with one or more task bundles on one backbone.
     Predict(commands::predict::Args),
+    /// Serve many task bundles on one backbone over HTTP (dynamic mixed-task batching).
+    Serve(commands::serve::Args),
     /// Time the encoder forward pass on fixed token ids (used by `make bench`).
     Bench(commands::bench::Args),
+    /// Compress the shared backbone (formats, pruning, bit masks, eNVM faults) and measure
+    /// accuracy and bytes per task bundle; --sweep FILE.toml runs a whole grid.
+    Compress(commands::compress::Args),
     /// Simulate energy, latency and area on the SRAM/RRAM edge accelerator (or --compare, --report DIR).
     Simulate(Box<commands::simulate::Args>),
     /// Sweep a hardware design space and write its CSV, Pareto front and SVG.
@@ -40,8 +48,11 @@ fn main() -> anyhow::Result<()> {
         Command::Embed(a) => commands::embed::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Train(a) => commands::train::run(a),
+        Command::Run(a) => experiment::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Predict(a) => commands::predict::run(a),
+        Command::Serve(a) => commands::serve::run(a),
+        Command::Compress(a) => commands::compress::run(a),
         Command::Simulate(a) => commands::simulate::run(*a),
         Command::Dse(a) => commands::dse::run(a),
     }

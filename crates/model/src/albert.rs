@@ -10,12 +10,16 @@
 //! output (Houlsby, Pfeiffer), beside the FFN (parallel), on query/value (LoRA), and as
 //! per-task replacements of every LayerNorm.
 
+use std::sync::OnceLock;
+
 use candle_core::{DType, Tensor};
 
 use crate::adapters::{Lora, TaskLayer, TaskParams};
 use crate::checkpoint::Checkpoint;
 use crate::config::{Activation, EncoderConfig, Family};
 use crate::error::{ModelError, Result};
+use crate::kernels::encoder::{FastEncoder, Precision};
+use crate::kernels::{compressed_requested, fast_path_disabled, Isa};
 use crate::nn::{Ctx, LayerNorm, Linear};
 
 /// Checkpoint tensor names of each module, per family.
@@ -333,12 +337,33 @@ pub struct EncoderOutput {
     pub pooler_output: Option<Tensor>,
 }
 
+/// Which kernels run the inference (eval) forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    /// adalbert's kernels with the best instruction set of this CPU ([`Isa::detect`]), unless
+    /// `ADALBERT_KERNELS=candle` asks for candle's ops (or `ADALBERT_KERNELS=bf16` for the
+    /// compressed path, [`Kernels::Bf16`]).
+    Auto,
+    /// candle's ops, as in training (the reference the fast path is tested against).
+    Candle,
+    /// adalbert's kernels with this instruction set (falls back to portable when the CPU
+    /// lacks it).
+    Isa(Isa),
+    /// The compressed path: bf16 weights and bf16 products with fp32 accumulation on AMX
+    /// where the CPU has it; elsewhere adalbert's fp32 kernels on the bf16-rounded weights.
+    Bf16,
+}
+
 /// The frozen, shareable backbone: embeddings, transformer and (optional) pooler.
 pub struct Backbone {
     pub config: EncoderConfig,
     pub embeddings: AlbertEmbeddings,
     pub encoder: AlbertTransformer,
     pub pooler: Option<Pooler>,
+    kernels: Kernels,
+    /// Weights packed for [`crate::kernels`], built on the first eval forward (`None` when
+    /// the fast path is off or could not be built).
+    fast: OnceLock<Option<FastEncoder>>,
 }
 
 impl Backbone {
@@ -359,7 +384,45 @@ impl Backbone {
             embeddings: AlbertEmbeddings::load(ck, config)?,
             encoder: AlbertTransformer::load(ck, config)?,
             pooler,
+            kernels: Kernels::Auto,
+            fast: OnceLock::new(),
         })
+    }
+
+    /// Chooses the inference kernels (and drops any packed weights, so this is also the way
+    /// to make the fast path see weights changed after a forward pass).
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
+        self.fast = OnceLock::new();
+    }
+
+    /// The instruction set the eval forward runs on, or `None` for candle's ops.
+    pub fn inference_isa(&self) -> Option<Isa> {
+        self.fast_encoder().map(FastEncoder::isa)
+    }
+
+    /// What runs the eval forward's matrix multiplies (`candle`, `avx512`, `portable`,
+    /// `amx-bf16`, ...).
+    pub fn inference_kernels(&self) -> String {
+        self.fast_encoder()
+            .map_or_else(|| "candle".to_string(), FastEncoder::describe)
+    }
+
+    fn fast_encoder(&self) -> Option<&FastEncoder> {
+        self.fast
+            .get_or_init(|| {
+                let (isa, precision) = match self.kernels {
+                    Kernels::Candle => return None,
+                    Kernels::Auto if fast_path_disabled() => return None,
+                    Kernels::Auto if compressed_requested() => (Isa::detect(), Precision::Bf16),
+                    Kernels::Auto => (Isa::detect(), Precision::F32),
+                    Kernels::Isa(isa) if isa.available() => (isa, Precision::F32),
+                    Kernels::Isa(_) => (Isa::Portable, Precision::F32),
+                    Kernels::Bf16 => (Isa::detect(), Precision::Bf16),
+                };
+                FastEncoder::new(self, isa, precision).ok()
+            })
+            .as_ref()
     }
 
     /// Checks ids against the vocabulary and lengths against the position table, so bad input
@@ -447,6 +510,21 @@ impl Backbone {
     ) -> Result<EncoderOutput> {
         self.check_inputs(input_ids, token_type_ids)?;
         route.check(input_ids.dims()[0])?;
+        if attention_mask.dims() != input_ids.dims() {
+            return Err(ModelError::Input(format!(
+                "attention_mask shape {:?} differs from input_ids shape {:?}",
+                attention_mask.dims(),
+                input_ids.dims()
+            )));
+        }
+        if !ctx.train {
+            if let Some(fast) = self.fast_encoder() {
+                let s = input_ids.dims()[1];
+                let parts = route.token_parts(input_ids.dims()[0], s);
+                let h = fast.forward(self, input_ids, token_type_ids, attention_mask, &parts)?;
+                return self.finish(h, route);
+            }
+        }
         let c = &self.config;
         let mask_bias = mask_bias(attention_mask)?;
         let mut h = self
@@ -463,6 +541,11 @@ impl Backbone {
                 h = layer.forward(&h, &mask_bias, route, application, ctx)?;
             }
         }
+        self.finish(h, route)
+    }
+
+    /// Pooler outputs (per task) next to the last hidden state.
+    fn finish(&self, h: Tensor, route: &Route) -> Result<EncoderOutput> {
         let cls = h.narrow(1, 0, 1)?.squeeze(1)?;
         let has_pooler = self.pooler.is_some() || route.any_task(|t| t.pooler.is_some());
         let pooler_output = if has_pooler {
@@ -554,6 +637,19 @@ impl Route<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `(first token row, token rows, task)` per task, for a batch of `batch` sequences of
+    /// `seq` tokens.
+    fn token_parts(&self, batch: usize, seq: usize) -> Vec<(usize, usize, Option<&TaskParams>)> {
+        match self {
+            Route::Backbone => vec![(0, batch * seq, None)],
+            Route::Task(t) => vec![(0, batch * seq, Some(*t))],
+            Route::Rows(parts) => parts
+                .iter()
+                .map(|(start, len, t)| (start * seq, len * seq, Some(*t)))
+                .collect(),
+        }
     }
 
     fn any_task(&self, pred: impl Fn(&TaskParams) -> bool) -> bool {

@@ -4,9 +4,16 @@
 //! [`TaskParams`]. A batch may mix tasks: the backbone runs once over all rows
 //! ([`Route::Rows`]) and each row passes through its own task's adapters and head.
 //! Full fine-tuning bundles carry their own backbone and are kept beside, for comparison.
+//!
+//! Built for concurrent serving: the backbone and tokenizer sit behind [`Arc`]s, and the task
+//! set is a map of `Arc<LoadedTask>` behind a lock that is held only to look up or swap an
+//! entry, never while a model runs. A prediction takes a snapshot of the tasks it needs, so
+//! [`MultiTask::insert`] and [`MultiTask::remove`] (from any thread, through `&self`) neither
+//! wait for nor disturb requests in flight: those finish on the version they started with.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use candle_core::{Tensor, D};
 
@@ -35,13 +42,19 @@ pub struct Prediction {
     pub label: Option<String>,
     /// Class probabilities, or the single regression value.
     pub scores: Vec<f32>,
+    /// Whether the input was cut to the tokenizer's maximum length before the model saw it.
+    pub truncated: bool,
 }
 
+type TaskMap = BTreeMap<String, Arc<LoadedTask>>;
+/// Rows (indices into a request) of one task version.
+type Group<'a> = (&'a LoadedTask, Vec<usize>);
+
 pub struct MultiTask {
-    pub backbone: Backbone,
+    pub backbone: Arc<Backbone>,
     pub backbone_sha256: String,
-    pub tokenizer: Tokenizer,
-    tasks: BTreeMap<String, LoadedTask>,
+    pub tokenizer: Arc<Tokenizer>,
+    tasks: RwLock<TaskMap>,
 }
 
 impl MultiTask {
@@ -49,9 +62,9 @@ impl MultiTask {
         let (backbone, ck) = Backbone::from_dir(model_dir)?;
         Ok(Self {
             backbone_sha256: sha256_file(ck.path())?,
-            backbone,
-            tokenizer: Tokenizer::from_dir(model_dir, max_len)?,
-            tasks: BTreeMap::new(),
+            backbone: Arc::new(backbone),
+            tokenizer: Arc::new(Tokenizer::from_dir(model_dir, max_len)?),
+            tasks: RwLock::new(BTreeMap::new()),
         })
     }
 
@@ -73,33 +86,65 @@ impl MultiTask {
         })
     }
 
-    /// Adds or replaces the task named in the bundle; returns its name.
-    pub fn insert(&mut self, task: LoadedTask) -> String {
-        let name = task.meta.task.clone();
-        self.tasks.insert(name.clone(), task);
-        name
+    // A poisoned lock only means another thread panicked between two map operations, each of
+    // which leaves the map consistent: keep serving.
+    fn read(&self) -> RwLockReadGuard<'_, TaskMap> {
+        self.tasks.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn write(&self) -> RwLockWriteGuard<'_, TaskMap> {
+        self.tasks.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds or replaces the task named in the bundle's metadata; returns the version it
+    /// replaced, if any. Safe while predictions run: they keep the version they started with.
+    pub fn insert(&self, task: LoadedTask) -> Option<Arc<LoadedTask>> {
+        let name = task.meta.task.clone();
+        self.write().insert(name, Arc::new(task))
+    }
+
+    /// Loads, validates and adds a bundle file; returns the task's name.
     pub fn load_bundle(&mut self, path: &Path) -> Result<String> {
         let task = self.prepare(TaskBundle::load(path)?)?;
-        Ok(self.insert(task))
+        let name = task.meta.task.clone();
+        self.tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), Arc::new(task));
+        Ok(name)
     }
 
-    pub fn remove(&mut self, name: &str) -> Option<LoadedTask> {
-        self.tasks.remove(name)
+    /// Unloads a task; requests already holding it finish on it.
+    pub fn remove(&self, name: &str) -> Option<Arc<LoadedTask>> {
+        self.write().remove(name)
     }
 
-    pub fn task(&self, name: &str) -> Result<&LoadedTask> {
-        self.tasks.get(name).ok_or_else(|| {
-            ModelError::Input(format!(
-                "unknown task `{name}`; loaded: {}",
-                self.tasks.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })
+    pub fn task(&self, name: &str) -> Result<Arc<LoadedTask>> {
+        let tasks = self.read();
+        tasks
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unknown(name, &tasks))
     }
 
-    pub fn tasks(&self) -> impl Iterator<Item = (&String, &LoadedTask)> {
-        self.tasks.iter()
+    /// A snapshot of the loaded tasks, by name.
+    pub fn tasks(&self) -> Vec<(String, Arc<LoadedTask>)> {
+        self.read()
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.read().contains_key(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
     }
 
     /// Predictions for inputs of one task.
@@ -108,39 +153,79 @@ impl MultiTask {
         self.predict_mixed(&refs)
     }
 
-    /// Predictions for a batch mixing tasks, in input order. Rows are grouped by task, the
-    /// shared backbone runs once, and each group gets its task's adapters and head.
+    /// Predictions for a batch mixing tasks, in input order. Task names are resolved once,
+    /// from one snapshot, so a concurrent reload cannot split the batch across two versions.
     pub fn predict_mixed(&self, requests: &[(&str, TextInput)]) -> Result<Vec<Prediction>> {
-        let mut order: Vec<usize> = (0..requests.len()).collect();
-        order.sort_by(|&a, &b| requests[a].0.cmp(requests[b].0));
-        let mut out: Vec<Option<Prediction>> = vec![None; requests.len()];
-        // Adapter/head tasks share one backbone pass; full bundles run on their own model.
-        let (shared, own): (Vec<usize>, Vec<usize>) = order.into_iter().partition(|&i| {
-            self.task(requests[i].0)
-                .is_ok_and(|t| t.own_backbone.is_none())
-        });
-        for &i in &own {
-            let t = self.task(requests[i].0)?;
-            let batch = self
-                .tokenizer
-                .encode(std::slice::from_ref(&requests[i].1))?;
-            let bb = t.own_backbone.as_ref().unwrap_or(&self.backbone);
-            let preds = self.run(bb, &[(0, 1, t)], &batch)?;
-            out[i] = preds.into_iter().next();
-        }
-        if !shared.is_empty() {
-            let inputs: Vec<TextInput> = shared.iter().map(|&i| requests[i].1.clone()).collect();
-            let batch = self.tokenizer.encode(&inputs)?;
-            let mut parts: Vec<(usize, usize, &LoadedTask)> = Vec::new();
-            for (row, &i) in shared.iter().enumerate() {
-                let t = self.task(requests[i].0)?;
-                match parts.last_mut() {
-                    Some(p) if std::ptr::eq(p.2, t) => p.1 += 1,
-                    _ => parts.push((row, 1, t)),
+        let snapshot: BTreeMap<&str, Arc<LoadedTask>> = {
+            let tasks = self.read();
+            let mut snap = BTreeMap::new();
+            for (name, _) in requests {
+                if !snap.contains_key(name) {
+                    let t = tasks.get(*name).ok_or_else(|| unknown(name, &tasks))?;
+                    snap.insert(*name, Arc::clone(t));
                 }
             }
-            let preds = self.run(&self.backbone, &parts, &batch)?;
-            for (p, &i) in preds.into_iter().zip(&shared) {
+            snap
+        };
+        let rows: Vec<(&LoadedTask, TextInput)> = requests
+            .iter()
+            .map(|(name, input)| (&*snapshot[name], input.clone()))
+            .collect();
+        self.predict_loaded(&rows)
+    }
+
+    /// Predictions for rows that already hold their task (e.g. resolved when a request was
+    /// admitted, so a task replaced or removed meanwhile still answers on the version the
+    /// request saw). Rows are grouped by task version; the shared backbone runs once over all
+    /// adapter/head rows, each group gets its task's adapters and head, and each full
+    /// fine-tuning task runs its rows, batched, on its own model. Output is in input order.
+    pub fn predict_loaded(&self, rows: &[(&LoadedTask, TextInput)]) -> Result<Vec<Prediction>> {
+        if rows.is_empty() {
+            return Err(ModelError::Input("no inputs".into()));
+        }
+        let key = |i: usize| {
+            let t = rows[i].0;
+            (t.meta.task.as_str(), t as *const LoadedTask as usize)
+        };
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| key(i));
+        // Rows of one task version are now consecutive: one group each.
+        let mut groups: Vec<Group> = Vec::new();
+        for i in order {
+            let t = rows[i].0;
+            match groups.last_mut() {
+                Some((g, members)) if std::ptr::eq(*g, t) => members.push(i),
+                _ => groups.push((t, vec![i])),
+            }
+        }
+        let mut out: Vec<Option<Prediction>> = vec![None; rows.len()];
+        let (shared, own): (Vec<_>, Vec<_>) = groups
+            .into_iter()
+            .partition(|(t, _)| t.own_backbone.is_none());
+        let mut jobs: Vec<(&Backbone, Vec<Group>)> = own
+            .into_iter()
+            .map(|(t, m)| {
+                (
+                    t.own_backbone.as_ref().unwrap_or(&self.backbone),
+                    vec![(t, m)],
+                )
+            })
+            .collect();
+        if !shared.is_empty() {
+            jobs.push((&self.backbone, shared));
+        }
+        for (backbone, groups) in jobs {
+            let members: Vec<usize> = groups.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+            let inputs: Vec<TextInput> = members.iter().map(|&i| rows[i].1.clone()).collect();
+            let batch = self.tokenizer.encode(&inputs)?;
+            let mut parts: Vec<(usize, usize, &LoadedTask)> = Vec::with_capacity(groups.len());
+            let mut start = 0;
+            for (task, m) in &groups {
+                parts.push((start, m.len(), *task));
+                start += m.len();
+            }
+            let preds = run(backbone, &parts, &batch)?;
+            for (p, i) in preds.into_iter().zip(members) {
                 out[i] = Some(p);
             }
         }
@@ -148,57 +233,72 @@ impl MultiTask {
             .map(|p| p.ok_or_else(|| ModelError::Input("a request produced no prediction".into())))
             .collect()
     }
-
-    fn run(
-        &self,
-        backbone: &Backbone,
-        parts: &[(usize, usize, &LoadedTask)],
-        batch: &Batch,
-    ) -> Result<Vec<Prediction>> {
-        let route = Route::Rows(parts.iter().map(|(s, l, t)| (*s, *l, &t.params)).collect());
-        let ctx = Ctx::eval();
-        let enc = backbone.forward_routed(
-            &batch.input_ids,
-            &batch.token_type_ids,
-            &batch.attention_mask,
-            &route,
-            &ctx,
-        )?;
-        let mut preds = Vec::new();
-        for (start, len, task) in parts {
-            let mask = batch.attention_mask.narrow(0, *start, *len)?;
-            let hidden = enc.last_hidden_state.narrow(0, *start, *len)?;
-            let pooled = match task.meta.layout.pooling {
-                Pooling::Mean => mean_pool(&hidden, &mask)?,
-                Pooling::Cls => cls_pool(&hidden)?,
-                Pooling::Pooler => enc
-                    .pooler_output
-                    .as_ref()
-                    .ok_or_else(|| ModelError::Input("no pooler output".into()))?
-                    .narrow(0, *start, *len)?,
-            };
-            let logits = task.params.classifier.forward(&pooled)?;
-            preds.extend(to_predictions(&logits, &task.meta.labels)?);
-        }
-        Ok(preds)
-    }
 }
 
-fn to_predictions(logits: &Tensor, labels: &[String]) -> Result<Vec<Prediction>> {
+fn unknown(name: &str, tasks: &TaskMap) -> ModelError {
+    ModelError::Input(format!(
+        "unknown task `{name}`; loaded: {}",
+        tasks.keys().cloned().collect::<Vec<_>>().join(", ")
+    ))
+}
+
+/// One encoder pass over `batch`, rows routed to `parts` (consecutive `(start, len, task)`).
+fn run(
+    backbone: &Backbone,
+    parts: &[(usize, usize, &LoadedTask)],
+    batch: &Batch,
+) -> Result<Vec<Prediction>> {
+    let route = Route::Rows(parts.iter().map(|(s, l, t)| (*s, *l, &t.params)).collect());
+    let ctx = Ctx::eval();
+    let enc = backbone.forward_routed(
+        &batch.input_ids,
+        &batch.token_type_ids,
+        &batch.attention_mask,
+        &route,
+        &ctx,
+    )?;
+    let mut preds = Vec::new();
+    for (start, len, task) in parts {
+        let mask = batch.attention_mask.narrow(0, *start, *len)?;
+        let hidden = enc.last_hidden_state.narrow(0, *start, *len)?;
+        let pooled = match task.meta.layout.pooling {
+            Pooling::Mean => mean_pool(&hidden, &mask)?,
+            Pooling::Cls => cls_pool(&hidden)?,
+            Pooling::Pooler => enc
+                .pooler_output
+                .as_ref()
+                .ok_or_else(|| ModelError::Input("no pooler output".into()))?
+                .narrow(0, *start, *len)?,
+        };
+        let logits = task.params.classifier.forward(&pooled)?;
+        let truncated = &batch.truncated[*start..*start + *len];
+        preds.extend(to_predictions(&logits, &task.meta.labels, truncated)?);
+    }
+    Ok(preds)
+}
+
+fn to_predictions(
+    logits: &Tensor,
+    labels: &[String],
+    truncated: &[bool],
+) -> Result<Vec<Prediction>> {
     if labels.is_empty() {
         let v: Vec<f32> = logits.squeeze(1)?.to_vec1()?;
         return Ok(v
             .into_iter()
-            .map(|x| Prediction {
+            .zip(truncated)
+            .map(|(x, &truncated)| Prediction {
                 label: None,
                 scores: vec![x],
+                truncated,
             })
             .collect());
     }
     let probs: Vec<Vec<f32>> = candle_nn::ops::softmax(logits, D::Minus1)?.to_vec2()?;
     Ok(probs
         .into_iter()
-        .map(|p| {
+        .zip(truncated)
+        .map(|(p, &truncated)| {
             let best = p
                 .iter()
                 .enumerate()
@@ -207,7 +307,20 @@ fn to_predictions(logits: &Tensor, labels: &[String]) -> Result<Vec<Prediction>>
             Prediction {
                 label: labels.get(best).cloned(),
                 scores: p,
+                truncated,
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multitask_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<MultiTask>();
+        assert_send_sync::<LoadedTask>();
+    }
 }

@@ -14,4 +14,6 @@ pub mod trainer;
 
 pub use config::TrainConfig;
 pub use error::{Result, TrainError};
-pub use trainer::{train, EpochRecord, Mode, TrainJob, TrainOutcome};
+pub use trainer::{
+    train, train_from, EpochRecord, Mode, Start, StartBackbone, TrainJob, TrainOutcome,
+};

@@ -113,7 +113,35 @@ pub fn run_state_path(out: &Path) -> PathBuf {
     out.with_file_name(format!("{name}.run-state.safetensors"))
 }
 
+/// What replaces the weights [`train`] reads from `job.model_dir`, and the task tensors it
+/// starts from: recovery training on a compressed backbone. `Start::default()` changes nothing.
+#[derive(Default)]
+pub struct Start<'a> {
+    /// Backbone weights used instead of the checkpoint file in `model_dir` (whose config and
+    /// tokenizer are still used).
+    pub backbone: Option<StartBackbone<'a>>,
+    /// Task tensors to start from (e.g. an existing bundle's) instead of fresh initial values;
+    /// must hold exactly the tensors of the job's layout, with their shapes.
+    pub init: Option<&'a HashMap<String, Tensor>>,
+}
+
+/// In-memory backbone weights for [`Start`].
+pub struct StartBackbone<'a> {
+    pub checkpoint: &'a Checkpoint,
+    /// Recorded as the bundle's `backbone_sha256` (and in the run-state fingerprint) in place of
+    /// the weights file's sha256; for compressed weights,
+    /// `adalbert_model::compression::weights_sha256` of the decoded tensors.
+    pub sha256: String,
+    /// Recorded in the bundle's training metadata under `backbone` (e.g. plan, faults, seed).
+    pub note: serde_json::Value,
+}
+
 pub fn train(job: TrainJob) -> Result<TrainOutcome> {
+    train_from(job, Start::default())
+}
+
+/// [`train`] with the backbone weights and/or the initial task tensors replaced.
+pub fn train_from(job: TrainJob, start: Start) -> Result<TrainOutcome> {
     job.config.validate()?;
     check_examples(job.task, job.train, "training")?;
     check_examples(job.task, job.dev, "dev")?;
@@ -126,10 +154,17 @@ pub fn train(job: TrainJob) -> Result<TrainOutcome> {
         .cloned()
         .collect();
     let config = EncoderConfig::from_path(job.model_dir)?;
-    let ck = Checkpoint::open(job.model_dir)?;
-    let backbone_sha = sha256_file(ck.path())?;
+    let opened;
+    let (ck, backbone_sha) = match &start.backbone {
+        Some(b) => (b.checkpoint, b.sha256.clone()),
+        None => {
+            opened = Checkpoint::open(job.model_dir)?;
+            let sha = sha256_file(opened.path())?;
+            (&opened, sha)
+        }
+    };
     let tokenizer = Tokenizer::from_dir(job.model_dir, cfg.max_len)?;
-    let setup = build(&job, &config, &ck)?;
+    let setup = build(&job, &config, ck, start.init)?;
     let fingerprint = fingerprint(&job, &setup.layout, &backbone_sha, train_set.len());
     let mut opt = AdamW::new(setup.vars.clone(), cfg.weight_decay)?;
     let state_path = run_state_path(&job.out);
@@ -230,7 +265,15 @@ pub fn train(job: TrainJob) -> Result<TrainOutcome> {
     if best.is_empty() {
         best = snapshot(&opt)?;
     }
-    let outcome = write_bundle(&job, &setup, &state, best, backbone_sha, train_set.len())?;
+    let note = start.backbone.as_ref().map(|b| &b.note);
+    let outcome = write_bundle(
+        &job,
+        &setup,
+        &state,
+        best,
+        (backbone_sha, note),
+        train_set.len(),
+    )?;
     std::fs::remove_file(&state_path).ok();
     Ok(outcome)
 }
@@ -251,7 +294,12 @@ fn step_loss(
     })
 }
 
-fn build(job: &TrainJob, config: &EncoderConfig, ck: &Checkpoint) -> Result<Setup> {
+fn build(
+    job: &TrainJob,
+    config: &EncoderConfig,
+    ck: &Checkpoint,
+    warm: Option<&HashMap<String, Tensor>>,
+) -> Result<Setup> {
     let num_labels = job.task.num_outputs();
     let (adapter, sharing, layer_norms, pooler) = match &job.mode {
         Mode::Adapter { spec, sharing } => (Some(spec.clone()), *sharing, true, job.train_pooler),
@@ -288,7 +336,10 @@ fn build(job: &TrainJob, config: &EncoderConfig, ck: &Checkpoint) -> Result<Setu
     } else {
         Backbone::load(ck, config)?
     };
-    let init = layout.init_tensors(&backbone, job.config.seed)?;
+    let mut init = layout.init_tensors(&backbone, job.config.seed)?;
+    if let Some(warm) = warm {
+        warm_start(&mut init, warm)?;
+    }
     let mut names: Vec<&String> = init.keys().collect();
     names.sort();
     let mut task_tensors = HashMap::new();
@@ -304,6 +355,34 @@ fn build(job: &TrainJob, config: &EncoderConfig, ck: &Checkpoint) -> Result<Setu
         layout,
         vars,
     })
+}
+
+/// Replaces every initial task tensor by the one of the same name in `warm`, which must hold
+/// exactly those names with the same shapes.
+fn warm_start(init: &mut HashMap<String, Tensor>, warm: &HashMap<String, Tensor>) -> Result<()> {
+    let bad = |reason: String| TrainError::Config {
+        field: "init",
+        reason,
+    };
+    if let Some(extra) = warm.keys().find(|k| !init.contains_key(*k)) {
+        return Err(bad(format!(
+            "tensor `{extra}` is not part of this task layout"
+        )));
+    }
+    for (name, t) in init.iter_mut() {
+        let w = warm
+            .get(name)
+            .ok_or_else(|| bad(format!("tensor `{name}` is missing")))?;
+        if w.dims() != t.dims() {
+            return Err(bad(format!(
+                "tensor `{name}` has shape {:?}, the layout needs {:?}",
+                w.dims(),
+                t.dims()
+            )));
+        }
+        *t = w.to_dtype(DType::F32)?.copy()?;
+    }
+    Ok(())
 }
 
 fn subset(examples: &[Example], limit: Option<usize>, seed: u64) -> Vec<Example> {
@@ -433,7 +512,7 @@ fn write_bundle(
     setup: &Setup,
     state: &RunState,
     best: HashMap<String, Tensor>,
-    backbone_sha256: String,
+    (backbone_sha256, backbone_note): (String, Option<&serde_json::Value>),
     n_train: usize,
 ) -> Result<TrainOutcome> {
     let trainable_params = setup
@@ -447,6 +526,14 @@ fn write_bundle(
         .or(state.history.last());
     let metrics = best_record.map(|r| r.dev.clone()).unwrap_or_default();
     let examples_per_second = state.examples_seen as f64 / state.train_seconds.max(1e-9);
+    let mut training = serde_json::json!({
+        "config": job.config, "train_examples": n_train, "dev_examples": job.dev.len().min(job.config.max_eval_examples.unwrap_or(usize::MAX)),
+        "best_epoch": state.best_epoch.map(|e| e + 1), "history": state.history,
+        "train_seconds": state.train_seconds, "examples_per_second": examples_per_second,
+    });
+    if let Some(note) = backbone_note {
+        training["backbone"] = note.clone();
+    }
     let meta = BundleMeta {
         format: BUNDLE_FORMAT,
         task: job.task.name.clone(),
@@ -454,11 +541,7 @@ fn write_bundle(
         mode: job.mode.train_mode(),
         layout: setup.layout.clone(),
         metrics,
-        training: serde_json::json!({
-            "config": job.config, "train_examples": n_train, "dev_examples": job.dev.len().min(job.config.max_eval_examples.unwrap_or(usize::MAX)),
-            "best_epoch": state.best_epoch.map(|e| e + 1), "history": state.history,
-            "train_seconds": state.train_seconds, "examples_per_second": examples_per_second,
-        }),
+        training,
         seed: job.config.seed,
         backbone_sha256,
         trainable_params,

@@ -1,0 +1,571 @@
+//! The inference forward pass of a [`Backbone`] on adalbert's kernels.
+//!
+//! Built once per backbone (on its first eval forward): every linear layer's weight is
+//! packed for [`gemm`], the query/key/value projections are fused into one `[H, 3H]` matrix
+//! with one bias, and LayerNorm parameters are copied to plain vectors. Task parameters
+//! (adapters, LoRA, per-task LayerNorms) are applied per row range exactly where the candle
+//! path applies them; their (small) weights are packed per call because they may be
+//! trainable variables that change between calls.
+//!
+//! Activations live in flat row-major `[tokens, width]` buffers; the candle tensor is built
+//! only for the final hidden state.
+
+use std::cell::RefCell;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Storage, Tensor};
+
+use super::attention::{attention, AttentionShape};
+use super::bf16::{self, PackedBf16};
+use super::gemm::{gemm, Epilogue, PackedB};
+use super::norm::{add_layer_norm, Norm};
+use super::{act, Isa};
+use crate::adapters::{Bottleneck, Lora, TaskParams};
+use crate::albert::{AlbertLayer, Backbone};
+use crate::config::Activation;
+use crate::error::{ModelError, Result};
+use crate::nn::{LayerNorm, Linear};
+
+/// Runs `f` on a tensor's f32 values without copying them when it is a contiguous f32 CPU
+/// tensor (copying otherwise).
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    if t.dtype() == DType::F32 {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((lo, hi))) = (&*storage, layout.contiguous_offsets()) {
+            let all = cpu.as_slice::<f32>()?;
+            return Ok(f(&all[lo..hi]));
+        }
+    }
+    let v = t
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
+    Ok(f(&v))
+}
+
+fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+    with_f32(t, |s| s.to_vec())
+}
+
+fn norm(ln: &LayerNorm) -> Result<Norm> {
+    Ok(Norm {
+        gamma: to_vec(&ln.weight)?,
+        beta: to_vec(&ln.bias)?,
+        eps: ln.eps as f32,
+    })
+}
+
+/// Number format of the packed backbone weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// bf16 weights and products (AMX where available), fp32 accumulation.
+    Bf16,
+}
+
+enum Weights {
+    F32(PackedB),
+    Bf16(PackedBf16),
+}
+
+/// A linear layer packed for [`gemm`] (or [`bf16::gemm`]).
+struct PackedLinear {
+    w: Weights,
+    bias: Option<Vec<f32>>,
+}
+
+impl PackedLinear {
+    fn new(lin: &Linear, isa: Isa, precision: Precision) -> Result<Self> {
+        let (n, k) = lin.weight.dims2()?;
+        let w = with_f32(&lin.weight, |w| Self::pack(w, n, k, isa, precision))?;
+        Ok(Self {
+            w,
+            bias: lin.bias.as_ref().map(to_vec).transpose()?,
+        })
+    }
+
+    fn pack(w: &[f32], n: usize, k: usize, isa: Isa, precision: Precision) -> Weights {
+        match precision {
+            Precision::F32 => Weights::F32(PackedB::from_weight(w, n, k)),
+            Precision::Bf16 => Weights::Bf16(PackedBf16::from_weight(w, n, k, isa)),
+        }
+    }
+
+    fn n(&self) -> usize {
+        match &self.w {
+            Weights::F32(p) => p.n(),
+            Weights::Bf16(p) => p.n(),
+        }
+    }
+
+    /// `out = act(x W^T + b)` for `m` rows.
+    fn forward(&self, isa: Isa, m: usize, x: &[f32], out: &mut [f32], act: Option<Activation>) {
+        let ep = Epilogue {
+            bias: self.bias.as_deref(),
+            act,
+            ..Epilogue::default()
+        };
+        match &self.w {
+            Weights::F32(p) => gemm(isa, m, x, p.k(), p, out, p.n(), &ep),
+            Weights::Bf16(p) => bf16::gemm(isa, m, x, p.k(), p, out, p.n(), &ep),
+        }
+    }
+}
+
+struct FastLayer {
+    qkv: PackedLinear,
+    dense: PackedLinear,
+    ln_attention: Norm,
+    ffn: PackedLinear,
+    ffn_output: PackedLinear,
+    ln_output: Norm,
+    activation: Activation,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl FastLayer {
+    fn new(l: &AlbertLayer, isa: Isa, precision: Precision) -> Result<Self> {
+        let at = &l.attention;
+        let (h, k) = at.query.weight.dims2()?;
+        // Fused QKV: rows [q; k; v] of a [3H, H] weight.
+        let mut w = Vec::with_capacity(3 * h * k);
+        let mut bias = Vec::with_capacity(3 * h);
+        for lin in [&at.query, &at.key, &at.value] {
+            w.extend(to_vec(&lin.weight)?);
+            match &lin.bias {
+                Some(b) => bias.extend(to_vec(b)?),
+                None => bias.extend(std::iter::repeat_n(0.0, h)),
+            }
+        }
+        Ok(Self {
+            qkv: PackedLinear {
+                w: PackedLinear::pack(&w, 3 * h, k, isa, precision),
+                bias: Some(bias),
+            },
+            dense: PackedLinear::new(&at.dense, isa, precision)?,
+            ln_attention: norm(&at.layer_norm)?,
+            ffn: PackedLinear::new(&l.ffn, isa, precision)?,
+            ffn_output: PackedLinear::new(&l.ffn_output, isa, precision)?,
+            ln_output: norm(&l.full_layer_layer_norm)?,
+            activation: l.activation,
+            heads: at.num_attention_heads,
+            head_dim: at.attention_head_size,
+        })
+    }
+}
+
+/// Reusable activation buffers (taken for one forward, then returned).
+#[derive(Default)]
+struct Buffers {
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    attn: Vec<f32>,
+    inter: Vec<f32>,
+    small: Vec<f32>,
+}
+
+fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+/// The backbone, packed for the eval kernels.
+pub(crate) struct FastEncoder {
+    isa: Isa,
+    precision: Precision,
+    embedding_ln: Norm,
+    projection: Option<PackedLinear>,
+    groups: Vec<Vec<FastLayer>>,
+    buffers: Mutex<Option<Buffers>>,
+}
+
+thread_local! {
+    static TASK_PACK: RefCell<PackedB> = RefCell::new(PackedB::default());
+}
+
+/// One task's rows: `(first token row, token rows, task)`.
+type Part<'a> = (usize, usize, Option<&'a TaskParams>);
+
+impl FastEncoder {
+    /// Packs `bb`'s weights. Refuses a backbone whose weights are trainable variables (full
+    /// fine-tuning): a packed copy would go stale at the next optimizer step.
+    pub(crate) fn new(bb: &Backbone, isa: Isa, precision: Precision) -> Result<Self> {
+        let mut variable = bb.embeddings.word_embeddings.is_variable();
+        for g in &bb.encoder.albert_layer_groups {
+            for l in &g.albert_layers {
+                let a = &l.attention;
+                for lin in [&a.query, &a.key, &a.value, &a.dense, &l.ffn, &l.ffn_output] {
+                    variable |= lin.weight.is_variable();
+                }
+                variable |= a.layer_norm.weight.is_variable();
+            }
+        }
+        if variable {
+            return Err(ModelError::Input(
+                "backbone weights are trainable variables: not packing them".into(),
+            ));
+        }
+        let projection = bb
+            .encoder
+            .embedding_hidden_mapping_in
+            .as_ref()
+            .map(|p| PackedLinear::new(p, isa, precision))
+            .transpose()?;
+        let groups = bb
+            .encoder
+            .albert_layer_groups
+            .iter()
+            .map(|g| {
+                g.albert_layers
+                    .iter()
+                    .map(|l| FastLayer::new(l, isa, precision))
+                    .collect()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            isa,
+            precision,
+            embedding_ln: norm(&bb.embeddings.layer_norm)?,
+            projection,
+            groups,
+            buffers: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// What runs the matrix multiplies, e.g. `avx512`, `amx-bf16` or `bf16 weights (avx512)`.
+    pub(crate) fn describe(&self) -> String {
+        match self.precision {
+            Precision::F32 => self.isa.name().to_string(),
+            Precision::Bf16 if bf16::amx_available() => "amx-bf16".to_string(),
+            Precision::Bf16 => format!("bf16 weights on {}", self.isa.name()),
+        }
+    }
+
+    /// The last hidden state `[B, S, H]` (the caller has validated the inputs).
+    pub(crate) fn forward(
+        &self,
+        bb: &Backbone,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        parts: &[Part],
+    ) -> Result<Tensor> {
+        let mut bufs = self
+            .buffers
+            .lock()
+            .ok()
+            .and_then(|mut b| b.take())
+            .unwrap_or_default();
+        // Run on the rayon pool so the parallel kernels split work with a warm worker.
+        let out = rayon::scope(|_| {
+            self.forward_inner(
+                bb,
+                input_ids,
+                token_type_ids,
+                attention_mask,
+                parts,
+                &mut bufs,
+            )
+        });
+        if let Ok(mut b) = self.buffers.lock() {
+            *b = Some(bufs);
+        }
+        out
+    }
+
+    fn forward_inner(
+        &self,
+        bb: &Backbone,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        parts: &[Part],
+        bufs: &mut Buffers,
+    ) -> Result<Tensor> {
+        let isa = self.isa;
+        let c = &bb.config;
+        let (batch, seq) = input_ids.dims2()?;
+        let tokens = batch * seq;
+        let (e, h) = (c.embedding_size, c.hidden_size);
+        let ids = input_ids
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .to_vec1::<i64>()?;
+        let types = token_type_ids
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .to_vec1::<i64>()?;
+        let mask: Vec<f32> = attention_mask
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(|m| (1.0 - m) * f32::MIN)
+            .collect();
+
+        // Embeddings: word + token type + position, then LayerNorm (per task).
+        let mut emb = vec![0.0f32; tokens * e];
+        let emb_ref = &bb.embeddings;
+        with_f32(&emb_ref.word_embeddings, |word| {
+            with_f32(&emb_ref.token_type_embeddings, |tt| {
+                with_f32(&emb_ref.position_embeddings, |pos| {
+                    for (t, row) in emb.chunks_exact_mut(e).enumerate() {
+                        let (w0, t0, p0) =
+                            (ids[t] as usize * e, types[t] as usize * e, (t % seq) * e);
+                        for (j, o) in row.iter_mut().enumerate() {
+                            *o = word[w0 + j] + tt[t0 + j] + pos[p0 + j];
+                        }
+                    }
+                })
+            })
+        })???;
+        for &(r0, n, task) in parts {
+            let ln = match task.and_then(|t| t.embeddings_layer_norm.as_ref()) {
+                Some(l) => &norm(l)?,
+                None => &self.embedding_ln,
+            };
+            add_layer_norm(isa, &mut emb[r0 * e..(r0 + n) * e], None, ln);
+        }
+        let mut x = match &self.projection {
+            Some(p) => {
+                let mut out = vec![0.0f32; tokens * h];
+                p.forward(isa, tokens, &emb, &mut out, None);
+                out
+            }
+            None => emb,
+        };
+
+        let per_group = c.layers_per_group();
+        for i in 0..c.num_hidden_layers {
+            for (j, layer) in self.groups[i / per_group].iter().enumerate() {
+                let application = i * c.inner_group_num + j;
+                self.layer(layer, &mut x, &mask, batch, seq, parts, application, bufs)?;
+            }
+        }
+        Ok(Tensor::from_vec(x, (batch, seq, h), &Device::Cpu)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layer<'a>(
+        &self,
+        l: &FastLayer,
+        x: &mut [f32],
+        mask: &[f32],
+        batch: usize,
+        seq: usize,
+        parts: &[Part<'a>],
+        application: usize,
+        bufs: &mut Buffers,
+    ) -> Result<()> {
+        let isa = self.isa;
+        let tokens = batch * seq;
+        let h = l.heads * l.head_dim;
+        let f = l.ffn.n();
+        let layer_of = |task: Option<&'a TaskParams>| task.and_then(|t| t.layer(application));
+
+        // Attention.
+        let qkv = sized(&mut bufs.qkv, tokens * 3 * h);
+        l.qkv.forward(isa, tokens, x, qkv, None);
+        for &(r0, n, task) in parts {
+            if let Some(tl) = layer_of(task) {
+                let rows = r0 * h..(r0 + n) * h;
+                let qkv_rows = &mut qkv[r0 * 3 * h..(r0 + n) * 3 * h];
+                if let Some(lora) = &tl.lora_query {
+                    self.lora(
+                        lora,
+                        n,
+                        &x[rows.clone()],
+                        h,
+                        qkv_rows,
+                        0,
+                        3 * h,
+                        &mut bufs.small,
+                    )?;
+                }
+                if let Some(lora) = &tl.lora_value {
+                    self.lora(
+                        lora,
+                        n,
+                        &x[rows],
+                        h,
+                        qkv_rows,
+                        2 * h,
+                        3 * h,
+                        &mut bufs.small,
+                    )?;
+                }
+            }
+        }
+        let context = sized(&mut bufs.context, tokens * h);
+        let shape = AttentionShape {
+            batch,
+            seq,
+            heads: l.heads,
+            head_dim: l.head_dim,
+        };
+        attention(isa, qkv, mask, shape, context);
+        let a = sized(&mut bufs.attn, tokens * h);
+        l.dense.forward(isa, tokens, context, a, None);
+        for &(r0, n, task) in parts {
+            let tl = layer_of(task);
+            let rows = r0 * h..(r0 + n) * h;
+            if let Some(ad) = tl.and_then(|t| t.attention_adapter.as_ref()) {
+                self.bottleneck_residual(ad, n, &mut a[rows.clone()], &mut bufs.small)?;
+            }
+            let ln = match tl.and_then(|t| t.attention_layer_norm.as_ref()) {
+                Some(ln) => &norm(ln)?,
+                None => &l.ln_attention,
+            };
+            add_layer_norm(isa, &mut a[rows.clone()], Some(&x[rows]), ln);
+        }
+
+        // Feed-forward: the output overwrites x (no longer needed), then x = LN(x + a).
+        let inter = sized(&mut bufs.inter, tokens * f);
+        l.ffn.forward(isa, tokens, a, inter, Some(l.activation));
+        l.ffn_output.forward(isa, tokens, inter, x, None);
+        for &(r0, n, task) in parts {
+            let tl = layer_of(task);
+            let rows = r0 * h..(r0 + n) * h;
+            if let Some(ad) = tl.and_then(|t| t.parallel_adapter.as_ref()) {
+                self.bottleneck_into(
+                    ad,
+                    n,
+                    &a[rows.clone()],
+                    &mut x[rows.clone()],
+                    &mut bufs.small,
+                )?;
+            }
+            if let Some(ad) = tl.and_then(|t| t.output_adapter.as_ref()) {
+                self.bottleneck_residual(ad, n, &mut x[rows.clone()], &mut bufs.small)?;
+            }
+            let ln = match tl.and_then(|t| t.full_layer_layer_norm.as_ref()) {
+                Some(ln) => &norm(ln)?,
+                None => &l.ln_output,
+            };
+            add_layer_norm(isa, &mut x[rows.clone()], Some(&a[rows]), ln);
+        }
+        Ok(())
+    }
+
+    /// `out (+)= alpha * act(x W^T + b)` with a per-call packed weight.
+    #[allow(clippy::too_many_arguments)]
+    fn task_matmul(
+        &self,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        m: usize,
+        x: &[f32],
+        lda: usize,
+        out: &mut [f32],
+        ldc: usize,
+        ep: Epilogue,
+    ) -> Result<()> {
+        let (n, k) = w.dims2()?;
+        let bias = bias.map(to_vec).transpose()?;
+        TASK_PACK.with(|p| {
+            let mut p = p.borrow_mut();
+            with_f32(w, |ws| p.pack_nk(ws, k, n, k))?;
+            let ep = Epilogue {
+                bias: bias.as_deref(),
+                ..ep
+            };
+            gemm(self.isa, m, x, lda, &p, out, ldc, &ep);
+            Ok(())
+        })
+    }
+
+    /// `out += up(act(down(x)))`.
+    fn bottleneck_into(
+        &self,
+        ad: &Bottleneck,
+        m: usize,
+        x: &[f32],
+        out: &mut [f32],
+        tmp: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (width, h) = ad.down.weight.dims2()?;
+        if out.len() != m * h || x.len() != m * h {
+            return Err(ModelError::Input("adapter width mismatch".into()));
+        }
+        let t = sized(tmp, m * width);
+        self.task_matmul(
+            &ad.down.weight,
+            ad.down.bias.as_ref(),
+            m,
+            x,
+            h,
+            t,
+            width,
+            Epilogue::default(),
+        )?;
+        act::apply(self.isa, ad.activation, t);
+        let ep = Epilogue {
+            accumulate: true,
+            ..Epilogue::default()
+        };
+        self.task_matmul(&ad.up.weight, ad.up.bias.as_ref(), m, t, width, out, h, ep)
+    }
+
+    /// `x += up(act(down(x)))`.
+    fn bottleneck_residual(
+        &self,
+        ad: &Bottleneck,
+        m: usize,
+        x: &mut [f32],
+        tmp: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (width, h) = ad.down.weight.dims2()?;
+        if x.len() != m * h {
+            return Err(ModelError::Input("adapter width mismatch".into()));
+        }
+        let t = sized(tmp, m * width);
+        self.task_matmul(
+            &ad.down.weight,
+            ad.down.bias.as_ref(),
+            m,
+            x,
+            h,
+            t,
+            width,
+            Epilogue::default(),
+        )?;
+        act::apply(self.isa, ad.activation, t);
+        let ep = Epilogue {
+            accumulate: true,
+            ..Epilogue::default()
+        };
+        self.task_matmul(&ad.up.weight, ad.up.bias.as_ref(), m, t, width, x, h, ep)
+    }
+
+    /// `qkv[:, col0..col0+H] += scale * (x A^T) B^T`.
+    #[allow(clippy::too_many_arguments)]
+    fn lora(
+        &self,
+        lora: &Lora,
+        m: usize,
+        x: &[f32],
+        h: usize,
+        qkv: &mut [f32],
+        col0: usize,
+        ldc: usize,
+        tmp: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (r, _) = lora.a.dims2()?;
+        let t = sized(tmp, m * r);
+        self.task_matmul(&lora.a, None, m, x, h, t, r, Epilogue::default())?;
+        let ep = Epilogue {
+            alpha: lora.scale as f32,
+            accumulate: true,
+            ..Epilogue::default()
+        };
+        self.task_matmul(&lora.b, None, m, t, r, &mut qkv[col0..], ldc, ep)
+    }
+}

@@ -1,0 +1,496 @@
+//! Single-precision matrix multiply on pre-packed right-hand sides.
+//!
+//! `C[m, n] = act(alpha * sum_k A[m, k] * B[k, n] + bias[n]) (+ C[m, n] when accumulating)`.
+//!
+//! `B` is packed once ([`PackedB`]): column panels of [`NR`] = 32 columns, each stored K-major
+//! (`panel[k][0..32]`), zero-padded past `n`. A linear layer's weight `W[n, k]` is packed at
+//! load, so the forward pass never transposes or copies weights. `A` is read in place
+//! through its row stride, so views such as one head's columns of the fused QKV projection
+//! need no copy.
+//!
+//! The register tile is [`MR`] x [`NR`] = 12 x 32: 24 AVX-512 accumulators, two panel
+//! loads and twelve broadcasts of `A` per `k`. Work is split over the rayon pool in blocks
+//! of [`MC`] rows times groups of panels; inside a block the panel loop is outermost so
+//! each 32-column panel is reused by every row tile while it sits in L1/L2.
+
+use super::{act, par_for, Isa, SendPtr};
+use crate::config::Activation;
+
+/// Columns per packed panel (two 16-lane vectors).
+pub const NR: usize = 32;
+/// Rows per register tile.
+pub const MR: usize = 12;
+/// Rows per parallel work block.
+pub const MC: usize = 96;
+
+/// The right-hand side `B[k, n]`, packed in 32-column K-major panels.
+#[derive(Clone, Debug, Default)]
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl PackedB {
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+
+    fn reset(&mut self, k: usize, n: usize) {
+        self.k = k;
+        self.n = n;
+        let len = n.div_ceil(NR) * k * NR;
+        self.data.clear();
+        self.data.resize(len, 0.0);
+    }
+
+    /// Packs `B = W^T` for a weight `W[n, k]` (PyTorch's `[out, in]`) with row stride `ldw`.
+    pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
+        let mut p = Self::default();
+        p.pack_nk(w, k, n, k);
+        p
+    }
+
+    /// Packs `B = W^T` for `W[n, k]` with row stride `ldw`, reusing this buffer.
+    pub fn pack_nk(&mut self, w: &[f32], ldw: usize, n: usize, k: usize) {
+        assert!(
+            n == 0 || k == 0 || w.len() >= (n - 1) * ldw + k,
+            "pack_nk: source too short"
+        );
+        self.reset(k, n);
+        for col in 0..n {
+            let (panel, j) = (col / NR, col % NR);
+            let dst = &mut self.data[panel * k * NR..(panel + 1) * k * NR];
+            let src = &w[col * ldw..col * ldw + k];
+            for (kk, &v) in src.iter().enumerate() {
+                dst[kk * NR + j] = v;
+            }
+        }
+    }
+
+    /// Packs `B[k, n]` given row-major with row stride `ldb`, reusing this buffer.
+    pub fn pack_kn(&mut self, b: &[f32], ldb: usize, k: usize, n: usize) {
+        assert!(
+            n == 0 || k == 0 || b.len() >= (k - 1) * ldb + n,
+            "pack_kn: source too short"
+        );
+        self.reset(k, n);
+        for panel in 0..self.panels() {
+            let c0 = panel * NR;
+            let w = NR.min(n - c0);
+            let dst = &mut self.data[panel * k * NR..(panel + 1) * k * NR];
+            for kk in 0..k {
+                dst[kk * NR..kk * NR + w].copy_from_slice(&b[kk * ldb + c0..kk * ldb + c0 + w]);
+            }
+        }
+    }
+}
+
+/// What happens to each output tile after the multiply.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    /// Multiplies the product (before the bias).
+    pub alpha: f32,
+    /// Added per column; length >= n.
+    pub bias: Option<&'a [f32]>,
+    /// Applied after the bias.
+    pub act: Option<Activation>,
+    /// Add the result to C instead of overwriting it.
+    pub accumulate: bool,
+}
+
+impl Default for Epilogue<'_> {
+    fn default() -> Self {
+        Self {
+            alpha: 1.0,
+            bias: None,
+            act: None,
+            accumulate: false,
+        }
+    }
+}
+
+impl<'a> Epilogue<'a> {
+    pub fn bias(bias: &'a [f32]) -> Self {
+        Self {
+            bias: Some(bias),
+            ..Self::default()
+        }
+    }
+}
+
+fn check(m: usize, a: &[f32], lda: usize, b: &PackedB, c: &[f32], ldc: usize, ep: &Epilogue) {
+    let (k, n) = (b.k, b.n);
+    assert!(lda >= k && ldc >= n, "gemm: stride shorter than a row");
+    if m > 0 {
+        assert!(a.len() >= (m - 1) * lda + k, "gemm: A too short");
+        assert!(c.len() >= (m - 1) * ldc + n, "gemm: C too short");
+    }
+    if let Some(bias) = ep.bias {
+        assert!(bias.len() >= n, "gemm: bias too short");
+    }
+}
+
+/// `C = epilogue(A * B)`, split over the rayon pool.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    isa: Isa,
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    ep: &Epilogue,
+) {
+    check(m, a, lda, b, c, ldc, ep);
+    if m == 0 || b.n == 0 {
+        return;
+    }
+    let panels = b.panels();
+    let blocks = m.div_ceil(MC);
+    let threads = rayon::current_num_threads();
+    let flops = 2 * m * b.n * b.k;
+    // Enough tasks for the pool to balance (4 per thread), never more panel groups than
+    // panels; tiny products stay on this thread.
+    let groups = if threads <= 1 || flops < 1 << 18 {
+        1
+    } else {
+        (4 * threads).div_ceil(blocks).clamp(1, panels)
+    };
+    let per_group = panels.div_ceil(groups);
+    let groups = panels.div_ceil(per_group);
+    let cp = SendPtr(c.as_mut_ptr());
+    let (ap, alen, clen) = (a.as_ptr() as usize, a.len(), c.len());
+    par_for(blocks * groups, |t| {
+        let (blk, g) = (t / groups, t % groups);
+        let rows = blk * MC..((blk + 1) * MC).min(m);
+        let pans = g * per_group..((g + 1) * per_group).min(panels);
+        // SAFETY: `check` bounded A and C for all m rows; tasks write disjoint
+        // (row block, panel group) rectangles of C.
+        unsafe {
+            let a = std::slice::from_raw_parts(ap as *const f32, alen);
+            let c = cp;
+            block(isa, rows, pans, a, lda, b, c.0, clen, ldc, ep);
+        }
+    });
+}
+
+/// `C = epilogue(A * B)` on the calling thread only (for use inside parallel tasks).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_serial(
+    isa: Isa,
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    ep: &Epilogue,
+) {
+    check(m, a, lda, b, c, ldc, ep);
+    if m == 0 || b.n == 0 {
+        return;
+    }
+    let (clen, cp) = (c.len(), c.as_mut_ptr());
+    // SAFETY: bounds checked above; this thread owns all of C.
+    unsafe { block(isa, 0..m, 0..b.panels(), a, lda, b, cp, clen, ldc, ep) }
+}
+
+/// One rectangle of C: rows `rows`, column panels `pans`.
+///
+/// # Safety
+/// `c` points to `clen` floats that hold all rows of C at stride `ldc`, and no other thread
+/// writes this rectangle.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(
+    isa: Isa,
+    rows: std::ops::Range<usize>,
+    pans: std::ops::Range<usize>,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    c: *mut f32,
+    clen: usize,
+    ldc: usize,
+    ep: &Epilogue,
+) {
+    let k = b.k;
+    let first_col = pans.start * NR;
+    let last_col = (pans.end * NR).min(b.n);
+    for p in pans {
+        let c0 = p * NR;
+        let ncols = NR.min(b.n - c0);
+        let panel = &b.data[p * k * NR..(p + 1) * k * NR];
+        let bias = ep.bias.map(|bias| &bias[c0..c0 + ncols]);
+        let mut r = rows.start;
+        while r < rows.end {
+            let mr = MR.min(rows.end - r);
+            let a_tile = &a[r * lda..];
+            let c_off = r * ldc + c0;
+            debug_assert!(c_off + (mr - 1) * ldc + ncols <= clen);
+            let tile = Tile {
+                k,
+                a: a_tile.as_ptr(),
+                lda,
+                b: panel.as_ptr(),
+                c: c.add(c_off),
+                ldc,
+                ncols,
+                bias,
+                alpha: ep.alpha,
+                accumulate: ep.accumulate,
+            };
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => avx512::tile(mr, &tile),
+                _ => portable_tile(mr, &tile),
+            }
+            r += mr;
+        }
+    }
+    // The activation runs once per row over this block's columns (long contiguous spans
+    // vectorize well), while the block is still in cache.
+    if let Some(act_fn) = ep.act {
+        let span = last_col - first_col;
+        for r in rows {
+            let out = std::slice::from_raw_parts_mut(c.add(r * ldc + first_col), span);
+            act::apply(isa, act_fn, out);
+        }
+    }
+}
+
+/// One register tile's operands.
+struct Tile<'a> {
+    k: usize,
+    /// First row of A (row stride `lda`).
+    a: *const f32,
+    lda: usize,
+    /// The packed panel, `k * NR` floats.
+    b: *const f32,
+    /// Top-left of the C tile (row stride `ldc`).
+    c: *mut f32,
+    ldc: usize,
+    /// Valid columns in this panel (1..=NR).
+    ncols: usize,
+    bias: Option<&'a [f32]>,
+    alpha: f32,
+    accumulate: bool,
+}
+
+/// Plain-Rust tile for any CPU.
+unsafe fn portable_tile(mr: usize, t: &Tile) {
+    let mut acc = [[0.0f32; NR]; MR];
+    for kk in 0..t.k {
+        let bk = std::slice::from_raw_parts(t.b.add(kk * NR), NR);
+        for (i, row) in acc.iter_mut().enumerate().take(mr) {
+            let av = *t.a.add(i * t.lda + kk);
+            for (acc_j, &b_j) in row.iter_mut().zip(bk) {
+                *acc_j += av * b_j;
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate().take(mr) {
+        let out = std::slice::from_raw_parts_mut(t.c.add(i * t.ldc), t.ncols);
+        for (j, o) in out.iter_mut().enumerate() {
+            let mut v = t.alpha * row[j];
+            if let Some(bias) = t.bias {
+                v += bias[j];
+            }
+            *o = if t.accumulate { *o + v } else { v };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Tile, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// Dispatches to the tile specialized for `mr` rows (1..=12).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `t` describes valid memory.
+    pub(super) unsafe fn tile(mr: usize, t: &Tile) {
+        debug_assert!((1..=MR).contains(&mr));
+        match mr {
+            12 => kernel::<12>(t),
+            11 => kernel::<11>(t),
+            10 => kernel::<10>(t),
+            9 => kernel::<9>(t),
+            8 => kernel::<8>(t),
+            7 => kernel::<7>(t),
+            6 => kernel::<6>(t),
+            5 => kernel::<5>(t),
+            4 => kernel::<4>(t),
+            3 => kernel::<3>(t),
+            2 => kernel::<2>(t),
+            _ => kernel::<1>(t),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn kernel<const R: usize>(t: &Tile) {
+        let mut lo = [_mm512_setzero_ps(); R];
+        let mut hi = [_mm512_setzero_ps(); R];
+        let mut rows = [t.a; R];
+        for (i, r) in rows.iter_mut().enumerate() {
+            *r = t.a.add(i * t.lda);
+        }
+        let mut b = t.b;
+        for _ in 0..t.k {
+            let b0 = _mm512_loadu_ps(b);
+            let b1 = _mm512_loadu_ps(b.add(16));
+            for i in 0..R {
+                let av = _mm512_set1_ps(*rows[i]);
+                lo[i] = _mm512_fmadd_ps(av, b0, lo[i]);
+                hi[i] = _mm512_fmadd_ps(av, b1, hi[i]);
+                rows[i] = rows[i].add(1);
+            }
+            b = b.add(NR);
+        }
+        // Column masks for a partial last panel.
+        let n = t.ncols;
+        let m_lo: __mmask16 = if n >= 16 {
+            0xFFFF
+        } else {
+            (1u32 << n) as u16 - 1
+        };
+        let m_hi: __mmask16 = if n >= 32 {
+            0xFFFF
+        } else if n > 16 {
+            (1u32 << (n - 16)) as u16 - 1
+        } else {
+            0
+        };
+        let alpha = _mm512_set1_ps(t.alpha);
+        let (bias_lo, bias_hi) = match t.bias {
+            Some(bias) => (
+                _mm512_maskz_loadu_ps(m_lo, bias.as_ptr()),
+                _mm512_maskz_loadu_ps(m_hi, bias.as_ptr().add(16)),
+            ),
+            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+        };
+        for i in 0..R {
+            let c = t.c.add(i * t.ldc);
+            let mut v0 = _mm512_fmadd_ps(lo[i], alpha, bias_lo);
+            let mut v1 = _mm512_fmadd_ps(hi[i], alpha, bias_hi);
+            if t.accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m_lo, c));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m_hi, c.add(16)));
+            }
+            _mm512_mask_storeu_ps(c, m_lo, v0);
+            _mm512_mask_storeu_ps(c.add(16), m_hi, v1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(m: usize, k: usize, n: usize, a: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
+        let mut c = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0f64;
+                for kk in 0..k {
+                    s += a[i * k + kk] as f64 * w[j * k + kk] as f64;
+                }
+                c[i * n + j] = (0.5 * s) as f32 + bias[j];
+            }
+        }
+        c
+    }
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32
+                    / (1u32 << 24) as f32
+                    - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_reference_for_odd_shapes_on_every_isa() {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (13, 7, 33),
+            (100, 65, 70),
+            (5, 384, 64),
+            (200, 16, 96),
+        ] {
+            let a = data(m * k, 1);
+            let w = data(n * k, 2);
+            let bias = data(n, 3);
+            let want = reference(m, k, n, &a, &w, &bias);
+            let packed = PackedB::from_weight(&w, n, k);
+            for isa in [Isa::Portable, Isa::Avx512] {
+                if !isa.available() {
+                    continue;
+                }
+                let mut c = vec![1.0f32; m * n];
+                let ep = Epilogue {
+                    alpha: 0.5,
+                    bias: Some(&bias),
+                    ..Epilogue::default()
+                };
+                gemm(isa, m, &a, k, &packed, &mut c, n, &ep);
+                for (x, y) in c.iter().zip(&want) {
+                    assert!((x - y).abs() < 1e-4, "{isa:?} {m}x{k}x{n}: {x} vs {y}");
+                }
+                // Accumulate into a strided C with spare columns left untouched.
+                let ldc = n + 3;
+                let mut c2 = vec![1.0f32; m * ldc];
+                gemm_serial(
+                    isa,
+                    m,
+                    &a,
+                    k,
+                    &packed,
+                    &mut c2,
+                    ldc,
+                    &Epilogue {
+                        accumulate: true,
+                        ..ep
+                    },
+                );
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let got = c2[i * ldc + j];
+                        let exp = if j < n { want[i * n + j] + 1.0 } else { 1.0 };
+                        assert!(
+                            (got - exp).abs() < 1e-4,
+                            "{isa:?} acc {i},{j}: {got} vs {exp}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pack_kn_equals_pack_nk_of_the_transpose() {
+        let (k, n) = (9, 40);
+        let b = data(k * n, 5);
+        let mut wt = vec![0.0; n * k];
+        for kk in 0..k {
+            for j in 0..n {
+                wt[j * k + kk] = b[kk * n + j];
+            }
+        }
+        let mut p = PackedB::default();
+        p.pack_kn(&b, n, k, n);
+        assert_eq!(p.data, PackedB::from_weight(&wt, n, k).data);
+    }
+}

@@ -1,0 +1,169 @@
+//! adalbert's inference kernels against candle's ops (the training path, itself checked
+//! against Hugging Face in parity.rs): every fixture family, every adapter kind, row routing
+//! with mixed tasks and padding, on the portable kernels and (where the CPU has it) AVX-512,
+//! plus the compressed bf16 path within bf16 error.
+
+use std::path::Path;
+
+use adalbert_model::kernels::Isa;
+use adalbert_model::{
+    AdapterSpec, Backbone, Ctx, Kernels, Pooling, Route, Sharing, TaskLayout, TaskParams,
+};
+use candle_core::{DType, Device, Tensor};
+
+fn load(name: &str, kernels: Kernels) -> Backbone {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let (mut b, _) = Backbone::from_dir(&dir).unwrap();
+    b.set_kernels(kernels);
+    b
+}
+
+/// A task whose every tensor is perturbed, so adapters, LoRA and LayerNorm copies all matter.
+fn task(backbone: &Backbone, spec: &str, seed: u64) -> TaskParams {
+    let layout = TaskLayout {
+        adapter: Some(AdapterSpec::parse(spec).unwrap()),
+        sharing: Sharing::PerApplication,
+        layer_norms: true,
+        pooler: seed.is_multiple_of(2),
+        num_labels: 2,
+        pooling: Pooling::Pooler,
+    };
+    let mut t = layout.init_tensors(backbone, seed).unwrap();
+    for v in t.values_mut() {
+        let noise = Tensor::randn(0f32, 0.1, v.dims(), &Device::Cpu).unwrap();
+        *v = (&*v + noise).unwrap();
+    }
+    TaskParams::from_tensors(&backbone.config, &layout, &t).unwrap()
+}
+
+fn inputs(vocab: usize) -> (Tensor, Tensor, Tensor) {
+    let (b, s) = (3usize, 11usize);
+    let ids: Vec<u32> = (0..b * s)
+        .map(|i| ((i * 7919 + 13) % vocab) as u32)
+        .collect();
+    let types: Vec<u32> = (0..b * s).map(|i| ((i / 5) % 2) as u32).collect();
+    // Row 1 has four padding positions, row 2 one.
+    let mask: Vec<u32> = (0..b * s)
+        .map(|i| match (i / s, i % s) {
+            (1, p) if p >= 7 => 0,
+            (2, 10) => 0,
+            _ => 1,
+        })
+        .collect();
+    let t = |v: Vec<u32>| Tensor::from_vec(v, (b, s), &Device::Cpu).unwrap();
+    (t(ids), t(types), t(mask))
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+fn run(bb: &Backbone, route: &Route) -> (Tensor, Option<Tensor>) {
+    let (ids, types, mask) = inputs(bb.config.vocab_size);
+    let out = bb
+        .forward_routed(&ids, &types, &mask, route, &Ctx::eval())
+        .unwrap();
+    (out.last_hidden_state, out.pooler_output)
+}
+
+const FIXTURES: [&str; 4] = [
+    "albert_groups",
+    "albert_shared",
+    "bert",
+    "bert_noprefix_relu",
+];
+
+#[test]
+fn fast_kernels_match_candle_with_and_without_adapters() {
+    let mut isas = vec![Isa::Portable];
+    if Isa::Avx512.available() {
+        isas.push(Isa::Avx512);
+    }
+    for name in FIXTURES {
+        let reference = load(name, Kernels::Candle);
+        assert_eq!(reference.inference_kernels(), "candle");
+        let tasks = [
+            task(&reference, "houlsby:4", 1),
+            task(&reference, "pfeiffer:3", 2),
+            task(&reference, "parallel:5", 3),
+            task(&reference, "lora:r=2,alpha=4", 4),
+        ];
+        let mut routes = vec![Route::Backbone];
+        routes.extend(tasks.iter().map(Route::Task));
+        routes.push(Route::Rows(vec![(0, 1, &tasks[0]), (1, 2, &tasks[3])]));
+        for isa in &isas {
+            let fast = load(name, Kernels::Isa(*isa));
+            assert_eq!(fast.inference_isa(), Some(*isa));
+            for (i, route) in routes.iter().enumerate() {
+                let (h_ref, p_ref) = run(&reference, route);
+                let (h, p) = run(&fast, route);
+                let d = max_diff(&h, &h_ref);
+                assert!(d < 2e-5, "{name} {isa:?} route {i}: hidden max diff {d}");
+                if let (Some(p), Some(p_ref)) = (p, p_ref) {
+                    let d = max_diff(&p, &p_ref);
+                    assert!(d < 2e-5, "{name} {isa:?} route {i}: pooler max diff {d}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn compressed_path_stays_within_bf16_error() {
+    for name in FIXTURES {
+        let reference = load(name, Kernels::Candle);
+        let bf16 = load(name, Kernels::Bf16);
+        let (h_ref, _) = run(&reference, &Route::Backbone);
+        let (h, _) = run(&bf16, &Route::Backbone);
+        let scale = h_ref
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let d = max_diff(&h, &h_ref);
+        assert!(
+            d < 0.05 * scale.max(1.0),
+            "{name} ({}): max diff {d}, scale {scale}",
+            bf16.inference_kernels()
+        );
+        assert_eq!(h.dtype(), DType::F32);
+    }
+}
+
+#[test]
+fn trainable_backbones_keep_candle_ops() {
+    // A backbone built from variables (full fine-tuning) must not be packed: the packed copy
+    // would go stale after an optimizer step.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert");
+    let ck = adalbert_model::Checkpoint::open(&dir).unwrap();
+    let vars: std::collections::HashMap<String, Tensor> = ck
+        .tensors()
+        .iter()
+        .map(|(k, v)| {
+            let var = candle_core::Var::from_tensor(&v.to_dtype(DType::F32).unwrap()).unwrap();
+            (k.clone(), var.as_tensor().clone())
+        })
+        .collect();
+    let config = adalbert_model::EncoderConfig::from_path(&dir).unwrap();
+    let bb = Backbone::load(
+        &adalbert_model::Checkpoint::from_tensors(vars, dir.clone()),
+        &config,
+    )
+    .unwrap();
+    assert_eq!(bb.inference_kernels(), "candle");
+}

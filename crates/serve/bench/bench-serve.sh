@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `make bench-serve`: train small bundles once (cached in target/bench-serve), then load-test
+# `adalbert serve` on 127.0.0.1 with 1, 4 and 8 tasks, adapters vs full fine-tuned models.
+# Writes results/serving.md. Bounded: a few hundred requests per configuration.
+set -euo pipefail
+BIN=${BIN:-target/release/adalbert}
+MODEL=${MODEL:-assets/minilm}
+DIR=${BENCH_SERVE_DIR:-target/bench-serve}
+REQUESTS=${REQUESTS:-240}
+CONCURRENCY=${CONCURRENCY:-8}
+TASKS="movie-polarity movie-rating tweet-sentiment amazon-polarity nyt-polarity bbc-topic"
+COMMON=(--model "$MODEL" --max-train 300 --max-eval 100 --max-len 64 --epochs 1)
+mkdir -p "$DIR"
+adapters=()
+for t in $TASKS; do
+  f="$DIR/adapter-$t.safetensors"
+  [ -f "$f" ] || "$BIN" train "${COMMON[@]}" --task "$t" --adapter houlsby:64 --out "$f"
+  adapters+=("$f")
+done
+full="$DIR/full-movie-polarity.safetensors"
+[ -f "$full" ] || "$BIN" train "${COMMON[@]}" --task movie-polarity --mode full --out "$full"
+cargo run --release -q -p adalbert-serve --example loadgen -- \
+  --bin "$BIN" --model "$MODEL" --adapters "${adapters[@]}" --full "$full" \
+  --tasks 1,4,8 --requests "$REQUESTS" --concurrency "$CONCURRENCY" \
+  --work "$DIR/run" --out results/serving.md

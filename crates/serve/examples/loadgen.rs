@@ -1,0 +1,431 @@
+//! Load generator for `make bench-serve`: starts `adalbert serve` as a child process on
+//! loopback, sends a bounded number of prediction requests from concurrent clients, and
+//! reports throughput, p50/p99 latency and the server's resident memory (VmRSS, VmHWM),
+//! for N tasks served as adapter bundles on one backbone and as N full fine-tuned models.
+//!
+//! Only 127.0.0.1 is ever contacted; every run is bounded in requests and seconds.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adalbert_model::TaskBundle;
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde_json::json;
+
+#[derive(Parser)]
+struct Args {
+    /// The `adalbert` binary.
+    #[arg(long, default_value = "target/release/adalbert")]
+    bin: PathBuf,
+    #[arg(long, default_value = "assets/minilm")]
+    model: PathBuf,
+    /// Trained adapter bundles; reused under new task names when fewer than the task count.
+    #[arg(long, num_args = 1.., required = true)]
+    adapters: Vec<PathBuf>,
+    /// A trained full fine-tuning bundle, copied under N task names for the baseline.
+    #[arg(long)]
+    full: PathBuf,
+    /// Task counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+    tasks: Vec<usize>,
+    /// Measured requests per configuration (after a warm-up).
+    #[arg(long, default_value_t = 240)]
+    requests: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Upper bound on one configuration's measurement, seconds.
+    #[arg(long, default_value_t = 60)]
+    max_seconds: u64,
+    #[arg(long, default_value_t = 64)]
+    max_len: usize,
+    #[arg(long, default_value_t = 5)]
+    batch_window_ms: u64,
+    /// Working directory for renamed bundles and server logs.
+    #[arg(long, default_value = "target/bench-serve/run")]
+    work: PathBuf,
+    /// Markdown report.
+    #[arg(long, default_value = "results/serving.md")]
+    out: PathBuf,
+}
+
+const TEXTS: [&str; 8] = [
+    "a gripping, beautifully shot film with a superb cast",
+    "the plot was thin and the acting wooden; I left early",
+    "shares fell sharply after the company cut its forecast",
+    "the striker scored twice in the second half to win the cup",
+    "a new phone with a faster chip and a better camera",
+    "customer service never answered and the parcel arrived broken",
+    "an uneven but often moving portrait of a small town",
+    "parliament passed the budget after a long night of debate",
+];
+
+struct Row {
+    kind: &'static str,
+    tasks: usize,
+    requests: usize,
+    errors: usize,
+    seconds: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    rss_idle_mib: f64,
+    rss_mib: f64,
+    hwm_mib: f64,
+    bundle_mib: f64,
+    batch_mean: f64,
+}
+
+/// Writes `n` bundles named `{kind}-{i}-{original task}`; returns paths and task names.
+fn bundles(
+    src: &[PathBuf],
+    n: usize,
+    kind: &str,
+    dir: &Path,
+) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    std::fs::create_dir_all(dir)?;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let path = &src[i % src.len()];
+        let mut b =
+            TaskBundle::load(path).with_context(|| format!("loading {}", path.display()))?;
+        let name = format!("{kind}{i}-{}", b.meta.task);
+        b.meta.task = name.clone();
+        let dst = dir.join(format!("{name}.safetensors"));
+        TaskBundle::save(&b.meta, &b.tensors, &dst)?;
+        out.push((dst, name));
+    }
+    Ok(out)
+}
+
+fn status_kib(pid: u32, key: &str) -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(key))
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))?;
+    let kib: f64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("malformed status line")?
+        .parse()?;
+    Ok(kib)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+async fn measure(args: &Args, kind: &'static str, n: usize) -> anyhow::Result<Row> {
+    let src: Vec<PathBuf> = if kind == "adapter" {
+        args.adapters.clone()
+    } else {
+        vec![args.full.clone()]
+    };
+    let dir = args.work.join(format!("{kind}-{n}"));
+    let made = bundles(&src, n, kind, &dir)?;
+    let bundle_bytes: u64 = made
+        .iter()
+        .map(|(p, _)| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("server.log"))?;
+    let mut cmd = Command::new(&args.bin);
+    cmd.arg("serve")
+        .arg("--model")
+        .arg(&args.model)
+        .arg("--addr")
+        .arg(&addr)
+        .arg("--max-len")
+        .arg(args.max_len.to_string())
+        .arg("--batch-window-ms")
+        .arg(args.batch_window_ms.to_string())
+        .arg("--bundles");
+    for (p, _) in &made {
+        cmd.arg(p);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .with_context(|| format!("starting {}", args.bin.display()))?;
+    let server = Guard(child);
+    let pid = server.0.id();
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let ready_by = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        if Instant::now() > ready_by {
+            bail!(
+                "server did not become ready; see {}",
+                dir.join("server.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rss_idle = status_kib(pid, "VmRSS:")?;
+    let made_paths: Vec<PathBuf> = made.iter().map(|(p, _)| p.clone()).collect();
+    let names: Arc<Vec<String>> = Arc::new(made.into_iter().map(|(_, n)| n).collect());
+    let send = {
+        let (http, base, names) = (http.clone(), base.clone(), Arc::clone(&names));
+        move |i: usize| {
+            let http = http.clone();
+            let url = format!("{base}/v1/tasks/{}/predict", names[i % names.len()]);
+            async move {
+                let t = Instant::now();
+                let ok = match http
+                    .post(url)
+                    .json(&json!({"inputs": [TEXTS[i % TEXTS.len()]]}))
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                (ok, t.elapsed().as_secs_f64() * 1e3)
+            }
+        }
+    };
+    for i in 0..names.len().max(4) {
+        send(i).await; // warm-up: every task once
+    }
+    let batches_before = metric_value(
+        &http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?,
+        "adalbert_batch_size_count",
+    );
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..args.concurrency {
+        let next = Arc::clone(&next);
+        let send = send.clone();
+        let total = args.requests;
+        clients.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= total || Instant::now() > deadline {
+                    break;
+                }
+                let (ok, ms) = send(i).await;
+                if ok {
+                    lat.push(ms);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for c in clients {
+        let (l, e) = c.await?;
+        lat.extend(l);
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let batches = metric_value(&metrics, "adalbert_batch_size_count") - batches_before;
+    let rss = status_kib(pid, "VmRSS:")?;
+    let hwm = status_kib(pid, "VmHWM:")?;
+    drop(server);
+    // The renamed copies are large (a full model each); keep only the server log.
+    for p in made_paths {
+        let _ = std::fs::remove_file(p);
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(Row {
+        kind,
+        tasks: n,
+        requests: lat.len(),
+        errors,
+        seconds,
+        p50_ms: percentile(&lat, 0.50),
+        p99_ms: percentile(&lat, 0.99),
+        rss_idle_mib: rss_idle / 1024.0,
+        rss_mib: rss / 1024.0,
+        hwm_mib: hwm / 1024.0,
+        bundle_mib: bundle_bytes as f64 / (1 << 20) as f64,
+        batch_mean: lat.len() as f64 / batches.max(1.0),
+    })
+}
+
+fn report(args: &Args, rows: &[Row], trained: &[String]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Serving: one backbone + N adapter bundles vs N full fine-tuned models\n"
+    );
+    let _ = writeln!(
+        s,
+        "Measured by `make bench-serve` ({}): `adalbert serve` started as its own process on \
+         127.0.0.1 with N tasks, then {} single-input requests (`POST /v1/tasks/{{task}}/predict`, \
+         tasks round-robin) from {} concurrent HTTP clients, after one warm-up request per task. \
+         Backbone `{}` (all-MiniLM-L6-v2, 22.7 M parameters), `--max-len {}`, \
+         `--batch-window-ms {}`, default `--max-batch`. Memory is the server process's \
+         `VmRSS` (idle after loading, and after the load) and `VmHWM` (peak) from `/proc`.\n",
+        hostname_note(),
+        args.requests,
+        args.concurrency,
+        args.model.display(),
+        args.max_len,
+        args.batch_window_ms
+    );
+    let _ = writeln!(
+        s,
+        "| mode | tasks | requests ok | errors | throughput (req/s) | p50 (ms) | p99 (ms) | mean inputs/batch | RSS idle (MiB) | RSS after load (MiB) | peak RSS (MiB) | bundle files (MiB) |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        let mode = if r.kind == "adapter" {
+            "adapters, one backbone"
+        } else {
+            "full models"
+        };
+        let _ = writeln!(
+            s,
+            "| {mode} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} |",
+            r.tasks,
+            r.requests,
+            r.errors,
+            r.requests as f64 / r.seconds,
+            r.p50_ms,
+            r.p99_ms,
+            r.batch_mean,
+            r.rss_idle_mib,
+            r.rss_mib,
+            r.hwm_mib,
+            r.bundle_mib
+        );
+    }
+    let _ = writeln!(s);
+    let mem = |kind: &str, n: usize| {
+        rows.iter()
+            .find(|r| r.kind == kind && r.tasks == n)
+            .map(|r| r.rss_mib)
+    };
+    for n in &args.tasks {
+        if let (Some(a), Some(f)) = (mem("adapter", *n), mem("full", *n)) {
+            let _ = writeln!(
+                s,
+                "- {n} task(s): adapters {a:.0} MiB vs full models {f:.0} MiB resident ({:.1}x).",
+                f / a
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nBundles: {}. Tasks beyond the trained ones reuse a trained bundle under a new task \
+         name (its metadata `task` rewritten), and the N full models are one trained full \
+         fine-tuning bundle loaded N times under N names: each is a separate copy in memory, \
+         which is what the memory comparison measures; accuracy is not the point here \
+         (1 epoch on 300 examples).",
+        trained.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "\nCaveats: a shared 2-core machine with other jobs running, so absolute throughput \
+         and latency are noisy; full models are batched per task (each has its own weights), \
+         adapters share one backbone pass across tasks. The full-model server \
+         also holds the shared backbone it was started with (`--model`, unused by full \
+         bundles, about 86 MiB), as `adalbert serve` always does."
+    );
+    s
+}
+
+fn hostname_note() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} CPU cores")
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    for kind in ["adapter", "full"] {
+        for &n in &args.tasks {
+            let row = rt.block_on(measure(&args, kind, n))?;
+            eprintln!(
+                "{kind} x{n}: {} ok, {} errors, {:.1} req/s, p50 {:.1} ms, p99 {:.1} ms, RSS {:.0} MiB (peak {:.0})",
+                row.requests,
+                row.errors,
+                row.requests as f64 / row.seconds,
+                row.p50_ms,
+                row.p99_ms,
+                row.rss_mib,
+                row.hwm_mib
+            );
+            rows.push(row);
+        }
+    }
+    let trained: Vec<String> = args
+        .adapters
+        .iter()
+        .chain(std::iter::once(&args.full))
+        .map(|p| {
+            TaskBundle::load(p)
+                .map(|b| format!("{} ({})", b.meta.task, b.meta.mode.as_str()))
+                .unwrap_or_else(|_| p.display().to_string())
+        })
+        .collect();
+    let md = report(&args, &rows, &trained);
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, &md)?;
+    print!("{md}");
+    Ok(())
+}
