@@ -122,6 +122,14 @@ def main():
               "Times are medians in ms per batch; each engine ran in every round (alternating) and the best "
               "median is kept. Ratios below 1 mean adalbert is faster. The machine is shared with other jobs, "
               "so absolute times are noisy; compare within a table.\n")
+    try:
+        load = os.getloadavg()
+        md.append(f"Load average when the report was written: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+                  f"(1 / 5 / 15 min) on {os.cpu_count()} CPUs. Above the CPU count, engines whose thread pools "
+                  "spin-wait (ONNX Runtime, PyTorch/OpenMP, candle) lose more than ones that park, so ratios "
+                  "measured under load can flatter adalbert; rerun on an idle machine for the record.\n")
+    except OSError:
+        pass
     md.append("## Inference (fp32)\n")
     md.append("| shape | adalbert ms | ONNX Runtime ms | PyTorch ms | ours/ORT | ours/PyTorch | max abs diff vs PyTorch | peak RSS MB (ours / ORT / PyTorch) |")
     md.append("|---|---|---|---|---|---|---|---|")
@@ -198,7 +206,9 @@ def main():
     md.append("- adalbert fp32 (`--kernels auto`): adalbert's own kernels in `crates/model/src/kernels/`: "
               "AVX-512 12x32 GEMM tile on weights packed once at load (fused QKV), fused per-head attention "
               "(QK^T, scale, mask, softmax, PV), bias+GELU in the GEMM epilogue, residual+LayerNorm in one pass; "
-              "a portable version of each for CPUs without AVX-512. candle loads the weights and runs training.")
+              "without AVX-512 the default is candle's ops (its AVX2 matrix multiply beats our portable tile), and the "
+              "portable kernels run with `--kernels portable` / `ADALBERT_KERNELS=portable`. candle loads the weights and "
+              "runs training.")
     md.append("- adalbert bf16 (`--precision bf16`, `ADALBERT_KERNELS=bf16`): weights rounded to bf16 and packed into "
               "AMX tiles, `tdpbf16ps` products with fp32 accumulation; attention, LayerNorm, softmax and GELU stay "
               "fp32. Without AMX: fp32 kernels on the bf16-rounded weights.")

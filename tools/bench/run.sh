@@ -118,7 +118,7 @@ if [[ -n "${BENCH_BUNDLE:-}" && "$PEERS_ONLY" == 0 ]]; then
   for k in candle auto bf16; do
     echo "bench: ADALBERT_KERNELS=$k $BIN eval --model $MODEL --bundle $BENCH_BUNDLE --max-len ${BENCH_MAX_LEN:-64} --json" >&2
     line="$(ADALBERT_KERNELS=$k RAYON_NUM_THREADS="$THREADS" "$BIN" eval --model "$MODEL" --bundle "$BENCH_BUNDLE"       --max-len "${BENCH_MAX_LEN:-64}" --json --predictions "$OUTDIR/pred_$k.tsv" 2>/dev/null | tail -n1)"       || die "adalbert eval ($k) failed"
-    n="$(wc -l < "$OUTDIR/pred_$k.tsv")"
+    n="$(( $(wc -l < "$OUTDIR/pred_$k.tsv") - 1 ))"  # minus the header line
     python3 -c 'import json,sys; d=json.loads(sys.argv[1]); m,v=next(iter(d.items())); print(json.dumps({"kernels":sys.argv[2],"task":sys.argv[3],"metric":m,"value":v,"examples":int(sys.argv[4])}))'       "$line" "$k" "$(basename "$BENCH_BUNDLE")" "$n" | tee -a "$ACC" >&2
   done
 fi

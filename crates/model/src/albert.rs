@@ -19,7 +19,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::{Activation, EncoderConfig, Family};
 use crate::error::{ModelError, Result};
 use crate::kernels::encoder::{FastEncoder, Precision};
-use crate::kernels::{compressed_requested, fast_path_disabled, Isa};
+use crate::kernels::{compressed_requested, fast_path_disabled, portable_requested, Isa};
 use crate::nn::{Ctx, LayerNorm, Linear};
 
 /// Checkpoint tensor names of each module, per family.
@@ -340,9 +340,9 @@ pub struct EncoderOutput {
 /// Which kernels run the inference (eval) forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernels {
-    /// adalbert's kernels with the best instruction set of this CPU ([`Isa::detect`]), unless
-    /// `ADALBERT_KERNELS=candle` asks for candle's ops (or `ADALBERT_KERNELS=bf16` for the
-    /// compressed path, [`Kernels::Bf16`]).
+    /// adalbert's kernels with the best instruction set of this CPU ([`Isa::detect`]) when it
+    /// has AVX-512, else candle's ops; `ADALBERT_KERNELS=candle|portable|bf16` overrides
+    /// (candle's ops, the portable kernels, or the compressed path [`Kernels::Bf16`]).
     Auto,
     /// candle's ops, as in training (the reference the fast path is tested against).
     Candle,
@@ -415,6 +415,10 @@ impl Backbone {
                     Kernels::Candle => return None,
                     Kernels::Auto if fast_path_disabled() => return None,
                     Kernels::Auto if compressed_requested() => (Isa::detect(), Precision::Bf16),
+                    // Without AVX-512, candle's AVX2 matrix multiply beats our portable tile.
+                    Kernels::Auto if Isa::detect() == Isa::Portable && !portable_requested() => {
+                        return None
+                    }
                     Kernels::Auto => (Isa::detect(), Precision::F32),
                     Kernels::Isa(isa) if isa.available() => (isa, Precision::F32),
                     Kernels::Isa(_) => (Isa::Portable, Precision::F32),

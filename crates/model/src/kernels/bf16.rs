@@ -136,8 +136,25 @@ pub fn gemm(
     // buffer reused across calls (a fresh one if this thread's is in use by an outer call).
     let mp = m.div_ceil(32) * 32;
     A16.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => run_amx(isa, m, k, n, mp, kp, np, a, lda, tiles, c, ldc, ep, &mut buf),
-        Err(_) => run_amx(isa, m, k, n, mp, kp, np, a, lda, tiles, c, ldc, ep, &mut Vec::new()),
+        Ok(mut buf) => run_amx(
+            isa, m, k, n, mp, kp, np, a, lda, tiles, c, ldc, ep, &mut buf,
+        ),
+        Err(_) => run_amx(
+            isa,
+            m,
+            k,
+            n,
+            mp,
+            kp,
+            np,
+            a,
+            lda,
+            tiles,
+            c,
+            ldc,
+            ep,
+            &mut Vec::new(),
+        ),
     })
 }
 

@@ -22,9 +22,11 @@
 //! None of these kernels has a backward pass, so they only run when no gradient is needed.
 //!
 //! CPU dispatch happens at run time ([`Isa::detect`]): AVX-512F machines get the
-//! hand-written AVX-512 tile and AVX-512-compiled elementwise kernels; every other CPU gets
-//! the portable versions of the same kernels (same results up to float rounding; the tests
-//! run both). `ADALBERT_KERNELS=portable` forces the portable kernels,
+//! hand-written AVX-512 tile and AVX-512-compiled elementwise kernels. On other CPUs the
+//! default ([`crate::Kernels::Auto`]) keeps candle's ops, whose matrix multiply has its own
+//! AVX2/NEON dispatch and beats our plain-Rust tile there; the portable versions of our
+//! kernels (same results up to float rounding; the tests run both) are used when asked for
+//! and by the bf16 path's fallback. `ADALBERT_KERNELS=portable` forces the portable kernels,
 //! `ADALBERT_KERNELS=candle` turns the fast path off (candle ops everywhere) and
 //! `ADALBERT_KERNELS=bf16` selects the compressed path ([`bf16`]) for every eval forward.
 
@@ -51,7 +53,7 @@ impl Isa {
     pub fn detect() -> Isa {
         static ISA: OnceLock<Isa> = OnceLock::new();
         *ISA.get_or_init(|| {
-            if std::env::var("ADALBERT_KERNELS").is_ok_and(|v| v == "portable") {
+            if portable_requested() {
                 return Isa::Portable;
             }
             if Isa::Avx512.available() {
@@ -96,6 +98,11 @@ fn avx512_available() -> bool {
 /// Whether `ADALBERT_KERNELS=candle` turned the fast path off.
 pub fn fast_path_disabled() -> bool {
     std::env::var("ADALBERT_KERNELS").is_ok_and(|v| v == "candle")
+}
+
+/// Whether `ADALBERT_KERNELS=portable` asked for the portable kernels.
+pub fn portable_requested() -> bool {
+    std::env::var("ADALBERT_KERNELS").is_ok_and(|v| v == "portable")
 }
 
 /// Whether `ADALBERT_KERNELS=bf16` asked for the compressed (bf16) inference path.

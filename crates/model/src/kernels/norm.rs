@@ -56,7 +56,10 @@ fn rows(isa: Isa, x: &mut [f32], residual: Option<&[f32]>, norm: &Norm) {
 /// for large inputs.
 pub fn add_layer_norm(isa: Isa, x: &mut [f32], residual: Option<&[f32]>, norm: &Norm) {
     let h = norm.gamma.len();
-    assert!(h > 0 && x.len().is_multiple_of(h), "layer norm: width mismatch");
+    assert!(
+        h > 0 && x.len().is_multiple_of(h),
+        "layer norm: width mismatch"
+    );
     if let Some(r) = residual {
         assert_eq!(r.len(), x.len(), "layer norm: residual shape");
     }
