@@ -226,19 +226,13 @@ impl Accelerator {
 
     /// Load an architecture file.
     pub fn from_path(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| HwError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::error::read_text(path)?;
         Self::from_toml_str(&text, &path.display().to_string())
     }
 
     /// Parse, validate and derive; `origin` names the document in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
-        let spec: ArchSpec = toml::from_str(text).map_err(|e| HwError::Parse {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        let spec: ArchSpec = crate::error::parse_toml(text, origin)?;
         Self::derive(spec, origin)
     }
 

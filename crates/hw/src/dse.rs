@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Accelerator, Capacity, CapacityField};
-use crate::error::{field_err, HwError, Result};
+use crate::error::{field_err, Result};
 use crate::mapping::{Mapping, Platform};
 use crate::memory::MemoryTable;
 use crate::model_config::ModelConfig;
@@ -84,10 +84,7 @@ pub struct Space {
 impl Space {
     /// Parse a space file.
     pub fn from_path(path: &Path, arch: &Accelerator, tech: &MemoryTable) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| HwError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::error::read_text(path)?;
         Self::from_toml_str(&text, &path.display().to_string(), arch, tech)
     }
 
@@ -98,10 +95,7 @@ impl Space {
         arch: &Accelerator,
         tech: &MemoryTable,
     ) -> Result<Self> {
-        let file: SpaceFile = toml::from_str(text).map_err(|e| HwError::Parse {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        let file: SpaceFile = crate::error::parse_toml(text, origin)?;
         let model = ModelConfig::resolve(&file.model)?;
         let sharing: Sharing = file.sharing.parse()?;
         let task_store: TaskStore = file.task_store.parse()?;

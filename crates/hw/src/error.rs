@@ -64,3 +64,19 @@ pub(crate) fn field_err(origin: &str, field: &str, expected: impl Into<String>) 
         expected: expected.into(),
     }
 }
+
+/// Reads a data file, naming it in the error.
+pub(crate) fn read_text(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| HwError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Parses a TOML document; `origin` names it in the error.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| HwError::Parse {
+        origin: origin.to_string(),
+        message: e.to_string(),
+    })
+}

@@ -126,19 +126,13 @@ impl MemoryTable {
 
     /// Load a user table from a file.
     pub fn from_path(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| HwError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::error::read_text(path)?;
         Self::from_toml_str(&text, &path.display().to_string())
     }
 
     /// Parse and validate a table; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
-        let table: MemoryTable = toml::from_str(text).map_err(|e| HwError::Parse {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        let table: MemoryTable = crate::error::parse_toml(text, origin)?;
         table.validate(origin)?;
         Ok(table)
     }

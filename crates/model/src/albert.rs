@@ -450,32 +450,14 @@ impl Backbone {
                 input_ids.dims()
             )));
         }
-        let max_id = input_ids
-            .to_dtype(DType::I64)?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<i64>()?;
-        let min_id = input_ids
-            .to_dtype(DType::I64)?
-            .flatten_all()?
-            .min(0)?
-            .to_scalar::<i64>()?;
+        let (min_id, max_id) = id_range(input_ids)?;
         if min_id < 0 || max_id as usize >= c.vocab_size {
             return Err(ModelError::Input(format!(
                 "token id out of range [0, {}): found {min_id}..={max_id}",
                 c.vocab_size
             )));
         }
-        let max_t = token_type_ids
-            .to_dtype(DType::I64)?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<i64>()?;
-        let min_t = token_type_ids
-            .to_dtype(DType::I64)?
-            .flatten_all()?
-            .min(0)?
-            .to_scalar::<i64>()?;
+        let (min_t, max_t) = id_range(token_type_ids)?;
         if min_t < 0 || max_t as usize >= c.type_vocab_size {
             return Err(ModelError::Input(format!(
                 "token type id out of range [0, {})",
@@ -578,6 +560,15 @@ impl Backbone {
     pub fn num_applications(&self) -> usize {
         self.config.num_hidden_layers * self.config.inner_group_num
     }
+}
+
+/// Smallest and largest value of an integer id tensor (one conversion, two reductions).
+fn id_range(ids: &Tensor) -> Result<(i64, i64)> {
+    let flat = ids.to_dtype(DType::I64)?.flatten_all()?;
+    Ok((
+        flat.min(0)?.to_scalar::<i64>()?,
+        flat.max(0)?.to_scalar::<i64>()?,
+    ))
 }
 
 /// Additive attention bias [B, 1, 1, S]: 0 for real tokens and the most negative f32 for

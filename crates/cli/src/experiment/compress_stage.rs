@@ -78,6 +78,20 @@ pub fn run(
     let ck = Checkpoint::open(&exp.model)?;
     let tok = Tokenizer::from_dir(&exp.model, exp.train.max_len)?;
     let max_eval = sec.max_eval.or(exp.train.max_eval);
+    // Bundles and dev sets are read once, not once per compression point.
+    let mut loaded = Vec::with_capacity(bundles.len());
+    for b in &bundles {
+        let bundle = TaskBundle::load(&b.bundle)?;
+        let params = bundle.task_params(&config)?;
+        let mut dev = load_dataset(
+            &b.task,
+            Some(&exp.data_for(&b.task)),
+            Split::Dev,
+            exp.split_seed,
+        )?;
+        dev.examples.truncate(max_eval.unwrap_or(usize::MAX));
+        loaded.push((bundle, params, dev));
+    }
     let mut out = Vec::new();
     for plan_s in &sec.plans {
         let plan: Plan = plan_s.parse()?;
@@ -130,23 +144,13 @@ pub fn run(
                         )
                     })
                     .collect();
-                for (i, b) in bundles.iter().enumerate() {
-                    let bundle = TaskBundle::load(&b.bundle)?;
-                    let params = bundle.task_params(&config)?;
+                for (i, (b, (bundle, params, dev))) in bundles.iter().zip(&loaded).enumerate() {
                     let model = TaskModel {
                         backbone: &backbone,
-                        task: &params,
+                        task: params,
                         layout: &bundle.meta.layout,
                     };
-                    let dev = load_dataset(
-                        &b.task,
-                        Some(&exp.data_for(&b.task)),
-                        Split::Dev,
-                        exp.split_seed,
-                    )?;
-                    let examples =
-                        &dev.examples[..dev.examples.len().min(max_eval.unwrap_or(usize::MAX))];
-                    let metrics = evaluate_model(&model, &tok, &dev.task, examples, 64)?;
+                    let metrics = evaluate_model(&model, &tok, &dev.task, &dev.examples, 64)?;
                     let value = metrics
                         .iter()
                         .find(|(k, _)| *k == b.primary)

@@ -57,13 +57,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let sha = sha256_file(&weights)?;
     let config = EncoderConfig::from_path(&exp.model)?;
     let backbone_params = ParamCounts::of(&config).total();
-    eprintln!("[1/4] train: {} item(s)", train_stage::items(&exp).len());
+    let items = train_stage::items(&exp);
+    eprintln!("[1/4] train: {} item(s)", items.len());
     let mut train_records = Vec::new();
-    for (i, item) in train_stage::items(&exp).iter().enumerate() {
+    for (i, item) in items.iter().enumerate() {
         eprintln!(
             "  ({}/{}) {} / {} / seed {}",
             i + 1,
-            train_stage::items(&exp).len(),
+            items.len(),
             item.task,
             item.method,
             item.seed
