@@ -10,23 +10,10 @@ fn root() -> PathBuf {
 }
 
 fn tiny_model(dir: &Path) {
-    let fixture = root().join("crates/model/tests/fixtures/albert_shared");
-    std::fs::create_dir_all(dir).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fixture.join(f), dir.join(f)).unwrap();
-    }
-    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        .map(String::from)
-        .to_vec();
-    for w in [
+    let words = [
         "the", "a", "good", "bad", "film", "movie", "is", "was", "not", "great", "awful", "fun",
-    ] {
-        vocab.push(w.into());
-    }
-    while vocab.len() < 99 {
-        vocab.push(format!("w{}", vocab.len()));
-    }
-    std::fs::write(dir.join("vocab.txt"), vocab.join("\n")).unwrap();
+    ];
+    adalbert_model::testing::write_tiny_albert(dir, &words).unwrap();
 }
 
 fn experiment(dir: &Path) -> PathBuf {

@@ -18,6 +18,7 @@ pub mod multitask;
 pub mod nn;
 pub mod params;
 pub mod task_model;
+pub mod testing;
 pub mod tokenizer;
 
 pub use adapters::{AdapterKind, AdapterSpec, Pooling, Sharing, TaskLayout, TaskParams};

@@ -30,19 +30,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let src =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/albert_shared");
-        for f in ["config.json", "model.safetensors"] {
-            std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
-        }
-        let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-            .map(String::from)
-            .to_vec();
-        vocab.extend(WORDS.iter().map(|w| w.to_string()));
-        while vocab.len() < 99 {
-            vocab.push(format!("w{}", vocab.len()));
-        }
-        std::fs::write(dir.path().join("vocab.txt"), vocab.join("\n")).unwrap();
+        adalbert_model::testing::write_tiny_albert(dir.path(), &WORDS).unwrap();
         let sha = sha256_file(&dir.path().join("model.safetensors")).unwrap();
         Self { dir, sha }
     }

@@ -1,8 +1,6 @@
 //! Recovery training: re-training a bundle's adapters on compressed backbone weights held in
 //! memory (`train_from` with `Start`), on the tiny albert_shared fixture.
 
-use std::path::Path;
-
 use adalbert_model::checkpoint::sha256_file;
 use adalbert_model::compression::compress_checkpoint;
 use adalbert_model::{AdapterSpec, Checkpoint, Pooling, Sharing, TaskBundle};
@@ -17,19 +15,7 @@ const WORDS: [&str; 8] = [
 
 fn tiny_model() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/albert_shared");
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
-    }
-    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        .map(String::from)
-        .to_vec();
-    vocab.extend(WORDS.iter().map(|w| w.to_string()));
-    while vocab.len() < 99 {
-        vocab.push(format!("w{}", vocab.len()));
-    }
-    std::fs::write(dir.path().join("vocab.txt"), vocab.join("\n")).unwrap();
+    adalbert_model::testing::write_tiny_albert(dir.path(), &WORDS).unwrap();
     dir
 }
 

@@ -21,19 +21,7 @@ const WORDS: [&str; 12] = [
 /// The albert_shared parity fixture plus a WordPiece vocabulary of its 99 ids.
 fn tiny_model() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/albert_shared");
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
-    }
-    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        .map(String::from)
-        .to_vec();
-    vocab.extend(WORDS.iter().map(|w| w.to_string()));
-    while vocab.len() < 99 {
-        vocab.push(format!("w{}", vocab.len()));
-    }
-    std::fs::write(dir.path().join("vocab.txt"), vocab.join("\n")).unwrap();
+    adalbert_model::testing::write_tiny_albert(dir.path(), &WORDS).unwrap();
     dir
 }
 

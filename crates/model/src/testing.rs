@@ -1,0 +1,26 @@
+//! Test support shared by the workspace's crates: a tiny ALBERT model directory (the committed
+//! `albert_shared` parity fixture: vocab 99, H 32, one shared layer applied 4 times, E 16) with a
+//! WordPiece vocabulary, so training, serving and pipeline tests can tokenize text.
+
+use std::path::Path;
+
+/// Copies the tiny ALBERT into `dir` and writes a 99-token `vocab.txt`: the special tokens, then
+/// `words`, then filler tokens `w<N>`.
+pub fn write_tiny_albert(dir: &Path, words: &[&str]) -> std::io::Result<()> {
+    let fixture = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/albert_shared"
+    ));
+    std::fs::create_dir_all(dir)?;
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(f), dir.join(f))?;
+    }
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .map(String::from)
+        .to_vec();
+    vocab.extend(words.iter().map(|w| w.to_string()));
+    while vocab.len() < 99 {
+        vocab.push(format!("w{}", vocab.len()));
+    }
+    std::fs::write(dir.join("vocab.txt"), vocab.join("\n"))
+}
