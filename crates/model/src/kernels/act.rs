@@ -1,11 +1,13 @@
-//! Elementwise activations as branch-free polynomials, so the AVX-512 build of each loop
-//! auto-vectorizes (see [`super::multiversion`]).
+//! Elementwise activations as branch-free polynomials: scalar forms for the portable path,
+//! and explicit AVX-512 forms ([`avx512`]) that use fused multiply-adds, `vscalefps` for 2^n
+//! and a refined `vrcp14ps` instead of a division (Rust never contracts `a * b + c` into an
+//! FMA on its own, and `vdivps` alone made the auto-vectorized GELU four times slower).
 //!
 //! Accuracy (checked in the tests against libm): `exp` within 2 ulp on [-87, 88];
 //! `erf` within 6e-7 absolute (Abramowitz & Stegun 7.1.26 with our `exp`); `tanh` within
 //! 3e-7 absolute.
 
-use super::{multiversion, Isa};
+use super::Isa;
 use crate::config::Activation;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -67,21 +69,154 @@ pub fn gelu_tanh(x: f32) -> f32 {
 
 /// Applies `act` to every element of `x` in place.
 pub fn apply(isa: Isa, act: Activation, x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: `Isa::Avx512` is only selected when the CPU reports AVX-512F.
+        unsafe { avx512::apply(act, x) };
+        return;
+    }
+    let _ = isa;
     match act {
-        Activation::Gelu => multiversion!(isa, gelu_erf_avx512, (x: &mut [f32]) {
-            for v in x.iter_mut() {
-                *v = gelu_erf(*v);
-            }
-        }),
-        Activation::GeluNew => multiversion!(isa, gelu_tanh_avx512, (x: &mut [f32]) {
-            for v in x.iter_mut() {
-                *v = gelu_tanh(*v);
-            }
-        }),
-        Activation::Relu => {
-            for v in x.iter_mut() {
-                *v = v.max(0.0);
-            }
+        Activation::Gelu => x.iter_mut().for_each(|v| *v = gelu_erf(*v)),
+        Activation::GeluNew => x.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
+        Activation::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+    }
+}
+
+/// The same functions on 16 lanes. Each matches its scalar form above to a few ulp (tested).
+#[cfg(target_arch = "x86_64")]
+pub mod avx512 {
+    use super::{LN2_HI, LN2_LO, LOG2E};
+    use crate::config::Activation;
+    use std::arch::x86_64::*;
+
+    /// `e^x` per lane, clamped to [-87, 88] like [`super::exp`].
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F and AVX-512DQ.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub fn exp(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
+            _mm512_set1_ps(88.0),
+        );
+        // n = round(x / ln2), r = x - n ln2 (in two parts), e^x = 2^n e^r.
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let p = _mm512_fmadd_ps(
+            p,
+            _mm512_mul_ps(r, r),
+            _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+        );
+        _mm512_scalef_ps(p, n)
+    }
+
+    /// `1 / d` per lane: `vrcp14ps` plus one Newton step (relative error ~1e-8).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    fn recip(d: __m512) -> __m512 {
+        let r = _mm512_rcp14_ps(d);
+        _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0)))
+    }
+
+    /// erf, Abramowitz & Stegun 7.1.26 (as [`super::erf`]).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F and AVX-512DQ.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub fn erf(x: __m512) -> __m512 {
+        let sign = _mm512_set1_ps(-0.0);
+        let a = _mm512_andnot_ps(sign, x);
+        let t = recip(_mm512_fmadd_ps(
+            a,
+            _mm512_set1_ps(0.327_591_1),
+            _mm512_set1_ps(1.0),
+        ));
+        let mut p = _mm512_set1_ps(1.061_405_4);
+        for c in [-1.453_152_1, 1.421_413_8, -0.284_496_72, 0.254_829_6] {
+            p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c));
+        }
+        let p = _mm512_mul_ps(p, t);
+        let e = exp(_mm512_mul_ps(_mm512_xor_ps(a, sign), a));
+        let y = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.0));
+        _mm512_or_ps(y, _mm512_and_ps(x, sign))
+    }
+
+    /// GELU, exact (erf) form.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F and AVX-512DQ.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub fn gelu_erf(x: __m512) -> __m512 {
+        let half_x = _mm512_mul_ps(x, _mm512_set1_ps(0.5));
+        let e = erf(_mm512_mul_ps(
+            x,
+            _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
+        ));
+        _mm512_fmadd_ps(half_x, e, half_x)
+    }
+
+    /// GELU, tanh form: `0.5 x (1 + tanh(u)) = x - x / (e^{2u} + 1)`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F and AVX-512DQ.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub fn gelu_tanh(x: __m512) -> __m512 {
+        const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+        let x2 = _mm512_mul_ps(x, x);
+        let u = _mm512_mul_ps(
+            _mm512_mul_ps(x, _mm512_set1_ps(C)),
+            _mm512_fmadd_ps(x2, _mm512_set1_ps(0.044_715), _mm512_set1_ps(1.0)),
+        );
+        let d = _mm512_add_ps(exp(_mm512_add_ps(u, u)), _mm512_set1_ps(1.0));
+        _mm512_fnmadd_ps(x, recip(d), x)
+    }
+
+    /// Applies `act` to every element of `x` in place.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F and AVX-512DQ.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub unsafe fn apply(act: Activation, x: &mut [f32]) {
+        // Closures inherit the enclosing target features, so each body inlines into `map`.
+        match act {
+            Activation::Gelu => map(x, |v| gelu_erf(v)),
+            Activation::GeluNew => map(x, |v| gelu_tanh(v)),
+            Activation::Relu => map(x, |v| _mm512_max_ps(v, _mm512_setzero_ps())),
+        }
+    }
+
+    /// `x[i] = f(x[i])`, 16 lanes at a time, the tail under a mask.
+    #[inline(always)]
+    unsafe fn map(x: &mut [f32], f: impl Fn(__m512) -> __m512) {
+        let n = x.len();
+        let p = x.as_mut_ptr();
+        let mut i = 0;
+        while i + 16 <= n {
+            _mm512_storeu_ps(p.add(i), f(_mm512_loadu_ps(p.add(i))));
+            i += 16;
+        }
+        if i < n {
+            let m: __mmask16 = (1u32 << (n - i)) as u16 - 1;
+            let v = _mm512_maskz_loadu_ps(m, p.add(i));
+            _mm512_mask_storeu_ps(p.add(i), m, f(v));
         }
     }
 }
@@ -144,5 +279,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_lanes_match_scalar_forms() {
+        use std::arch::x86_64::*;
+        if !Isa::Avx512.available() {
+            return;
+        }
+        let mut x = -100.0f32;
+        let mut worst = [0.0f32; 4];
+        while x < 100.0 {
+            let xs: [f32; 16] = std::array::from_fn(|i| x + i as f32 * 0.0007);
+            let mut got = [[0.0f32; 16]; 4];
+            // SAFETY: AVX-512F/DQ checked above.
+            unsafe {
+                let v = _mm512_loadu_ps(xs.as_ptr());
+                _mm512_storeu_ps(got[0].as_mut_ptr(), avx512::exp(v));
+                _mm512_storeu_ps(got[1].as_mut_ptr(), avx512::erf(v));
+                _mm512_storeu_ps(got[2].as_mut_ptr(), avx512::gelu_erf(v));
+                _mm512_storeu_ps(got[3].as_mut_ptr(), avx512::gelu_tanh(v));
+            }
+            for (l, &xl) in xs.iter().enumerate() {
+                let want = [exp(xl), erf(xl), gelu_erf(xl), gelu_tanh(xl)];
+                for f in 0..4 {
+                    let err = (got[f][l] - want[f]).abs() / want[f].abs().max(1.0);
+                    worst[f] = worst[f].max(err);
+                }
+            }
+            x += 0.0113;
+        }
+        // exp relative; erf absolute; GELU relative to max(|y|, 1).
+        assert!(worst[0] < 4e-7, "exp {}", worst[0]);
+        assert!(worst[1] < 8e-7, "erf {}", worst[1]);
+        assert!(worst[2] < 4e-7, "gelu {}", worst[2]);
+        assert!(worst[3] < 6e-7, "gelu_new {}", worst[3]);
+        // Tails stay finite and exact where GELU saturates.
+        let mut t = vec![-1e30f32, -100.0, 100.0, 1e30, 0.0, -0.0];
+        apply(Isa::Avx512, Activation::GeluNew, &mut t);
+        assert_eq!(&t[..5], &[-0.0, -0.0, 100.0, 1e30, 0.0][..]);
+        let mut t = vec![-1e30f32, -100.0, 100.0, 1e30];
+        apply(Isa::Avx512, Activation::Gelu, &mut t);
+        assert_eq!(t, vec![-0.0, -0.0, 100.0, 1e30]);
     }
 }

@@ -9,8 +9,9 @@
 
 use std::cell::RefCell;
 
+use super::bf16::{self, gemm_amx_serial, AmxB};
 use super::gemm::{gemm_serial, Epilogue, PackedB};
-use super::{act, multiversion, par_for, Isa, SendPtr};
+use super::{act, par_for, Isa, SendPtr};
 
 /// Shapes of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -21,42 +22,42 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
+#[derive(Default)]
 struct Scratch {
     k: PackedB,
     v: PackedB,
+    k16: AmxB,
+    v16: AmxB,
     scores: Vec<f32>,
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
-        k: PackedB::default(),
-        v: PackedB::default(),
-        scores: Vec::new(),
-    });
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// `row = softmax(scale * row + mask)`, in 16-lane chunks so each pass vectorizes
-/// (the max and the sum keep 16 partial results instead of one serial chain).
-#[inline(always)]
-fn softmax_row_generic(row: &mut [f32], mask: &[f32], scale: f32) {
+/// Which arithmetic the two products use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Products {
+    F32,
+    /// bf16 operands on AMX, fp32 accumulation (softmax stays fp32).
+    Amx,
+}
+
+/// `row = softmax(row)`, in 16-lane chunks so each pass vectorizes (the max and the sum
+/// keep 16 partial results instead of one serial chain).
+fn softmax_row_portable(row: &mut [f32]) {
     const L: usize = 16;
-    let n = row.len();
-    let full = n - n % L;
+    let full = row.len() - row.len() % L;
     let mut max = [f32::NEG_INFINITY; L];
-    for (ch, mk) in row[..full]
-        .chunks_exact_mut(L)
-        .zip(mask[..full].chunks_exact(L))
-    {
+    for ch in row[..full].chunks_exact(L) {
         for l in 0..L {
-            ch[l] = ch[l] * scale + mk[l];
             max[l] = max[l].max(ch[l]);
         }
     }
-    let mut m = max.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    for (v, &mk) in row[full..].iter_mut().zip(&mask[full..]) {
-        *v = *v * scale + mk;
-        m = m.max(*v);
-    }
+    let m = row[full..]
+        .iter()
+        .chain(&max)
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     let mut sum = [0.0f32; L];
     for ch in row[..full].chunks_exact_mut(L) {
         for l in 0..L {
@@ -75,12 +76,70 @@ fn softmax_row_generic(row: &mut [f32], mask: &[f32], scale: f32) {
     }
 }
 
-fn softmax_rows(isa: Isa, scores: &mut [f32], seq: usize, mask: &[f32], scale: f32) {
-    multiversion!(isa, softmax_avx512, (scores: &mut [f32], seq: usize, mask: &[f32], scale: f32) {
+/// Softmax of each `seq`-long row of `scores` (already scaled and masked by the `Q K^T`
+/// epilogue).
+fn softmax_rows(isa: Isa, scores: &mut [f32], seq: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
         for row in scores.chunks_exact_mut(seq) {
-            softmax_row_generic(row, mask, scale);
+            // SAFETY: `Isa::Avx512` is only selected when the CPU reports AVX-512F/DQ.
+            unsafe { softmax_row_avx512(row) };
         }
-    })
+        return;
+    }
+    let _ = isa;
+    scores.chunks_exact_mut(seq).for_each(softmax_row_portable);
+}
+
+/// [`softmax_row_portable`] with explicit AVX-512: max, `exp(x - max)` with the sum, scale.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn softmax_row_avx512(row: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = row.len();
+    let p = row.as_mut_ptr();
+    let tail = n % 16;
+    let full = n - tail;
+    let tail_mask: __mmask16 = ((1u32 << tail) - 1) as u16;
+    let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i < full {
+        mx = _mm512_max_ps(mx, _mm512_loadu_ps(p.add(i)));
+        i += 16;
+    }
+    if tail > 0 {
+        mx = _mm512_mask_max_ps(
+            mx,
+            tail_mask,
+            mx,
+            _mm512_maskz_loadu_ps(tail_mask, p.add(full)),
+        );
+    }
+    let m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    let mut sum = _mm512_setzero_ps();
+    i = 0;
+    while i < full {
+        let e = act::avx512::exp(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), m));
+        _mm512_storeu_ps(p.add(i), e);
+        sum = _mm512_add_ps(sum, e);
+        i += 16;
+    }
+    if tail > 0 {
+        let v = _mm512_maskz_loadu_ps(tail_mask, p.add(full));
+        let e = _mm512_maskz_mov_ps(tail_mask, act::avx512::exp(_mm512_sub_ps(v, m)));
+        _mm512_mask_storeu_ps(p.add(full), tail_mask, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+    i = 0;
+    while i < full {
+        _mm512_storeu_ps(p.add(i), _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), inv));
+        i += 16;
+    }
+    if tail > 0 {
+        let v = _mm512_maskz_loadu_ps(tail_mask, p.add(full));
+        _mm512_mask_storeu_ps(p.add(full), tail_mask, _mm512_mul_ps(v, inv));
+    }
 }
 
 /// `out[b*S + s, h*d..(h+1)*d] = softmax(Q K^T / sqrt(d) + mask) V` for every sequence `b`
@@ -88,6 +147,34 @@ fn softmax_rows(isa: Isa, scores: &mut [f32], seq: usize, mask: &[f32], scale: f
 /// `mask_bias` is `[B, S]` (0 for tokens, a large negative number for padding), `out` is
 /// `[B*S, H]`.
 pub fn attention(isa: Isa, qkv: &[f32], mask_bias: &[f32], shape: AttentionShape, out: &mut [f32]) {
+    run(isa, qkv, mask_bias, shape, out, Products::F32)
+}
+
+/// [`attention`] for the compressed path: `Q K^T` and `P V` with bf16 operands on AMX
+/// (fp32 where AMX is missing).
+pub fn attention_bf16(
+    isa: Isa,
+    qkv: &[f32],
+    mask_bias: &[f32],
+    shape: AttentionShape,
+    out: &mut [f32],
+) {
+    let products = if bf16::amx_available() {
+        Products::Amx
+    } else {
+        Products::F32
+    };
+    run(isa, qkv, mask_bias, shape, out, products)
+}
+
+fn run(
+    isa: Isa,
+    qkv: &[f32],
+    mask_bias: &[f32],
+    shape: AttentionShape,
+    out: &mut [f32],
+    products: Products,
+) {
     let AttentionShape {
         batch,
         seq,
@@ -114,22 +201,105 @@ pub fn attention(isa: Isa, qkv: &[f32], mask_bias: &[f32], shape: AttentionShape
         let o = unsafe { std::slice::from_raw_parts_mut(p.0.add(o0), olen - o0) };
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
-            s.k.pack_nk(k, 3 * h, seq, d);
             s.scores.clear();
             s.scores.resize(seq * seq, 0.0);
-            gemm_serial(
-                isa,
-                seq,
-                q,
-                3 * h,
-                &s.k,
-                &mut s.scores,
-                seq,
-                &Epilogue::default(),
-            );
-            softmax_rows(isa, &mut s.scores, seq, mask, scale);
-            s.v.pack_kn(v, 3 * h, seq, d);
-            gemm_serial(isa, seq, &s.scores, seq, &s.v, o, h, &Epilogue::default());
+            // Scale and additive mask (one value per key = per column) in the epilogue.
+            let ep = Epilogue {
+                alpha: scale,
+                bias: Some(mask),
+                ..Epilogue::default()
+            };
+            let none = Epilogue::default();
+            match products {
+                Products::F32 => {
+                    s.k.pack_nk(k, 3 * h, seq, d);
+                    gemm_serial(isa, seq, q, 3 * h, &s.k, &mut s.scores, seq, &ep);
+                    softmax_rows(isa, &mut s.scores, seq);
+                    s.v.pack_kn(v, 3 * h, seq, d);
+                    gemm_serial(isa, seq, &s.scores, seq, &s.v, o, h, &none);
+                }
+                Products::Amx => {
+                    s.k16.pack_nk(k, 3 * h, seq, d);
+                    gemm_amx_serial(isa, seq, q, 3 * h, &s.k16, &mut s.scores, seq, &ep);
+                    softmax_rows(isa, &mut s.scores, seq);
+                    s.v16.pack_kn(v, 3 * h, seq, d);
+                    gemm_amx_serial(isa, seq, &s.scores, seq, &s.v16, o, h, &none);
+                }
+            }
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attention in f64, straight from the definition.
+    fn reference(qkv: &[f32], mask: &[f32], sh: AttentionShape) -> Vec<f32> {
+        let (s, d, h) = (sh.seq, sh.head_dim, sh.heads * sh.head_dim);
+        let mut out = vec![0.0f32; sh.batch * s * h];
+        for b in 0..sh.batch {
+            for head in 0..sh.heads {
+                let at = |t: usize, part: usize, j: usize| {
+                    qkv[(b * s + t) * 3 * h + part * h + head * d + j] as f64
+                };
+                for i in 0..s {
+                    let scores: Vec<f64> = (0..s)
+                        .map(|t| {
+                            (0..d).map(|j| at(i, 0, j) * at(t, 1, j)).sum::<f64>()
+                                / (d as f64).sqrt()
+                                + mask[b * s + t] as f64
+                        })
+                        .collect();
+                    let mx = scores.iter().cloned().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|v| (v - mx).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for j in 0..d {
+                        let v: f64 = (0..s).map(|t| e[t] / z * at(t, 2, j)).sum();
+                        out[(b * s + i) * h + head * d + j] = v as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_definition_with_padding_on_every_isa() {
+        // seq 19: a 16-lane chunk plus a masked tail; the second sequence has 5 pad tokens.
+        let sh = AttentionShape {
+            batch: 2,
+            seq: 19,
+            heads: 3,
+            head_dim: 8,
+        };
+        let h = sh.heads * sh.head_dim;
+        let tokens = sh.batch * sh.seq;
+        let qkv: Vec<f32> = (0..tokens * 3 * h)
+            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0)
+            .collect();
+        let mask: Vec<f32> = (0..tokens)
+            .map(|t| if t >= sh.seq + 14 { f32::MIN } else { 0.0 })
+            .collect();
+        let want = reference(&qkv, &mask, sh);
+        for isa in [Isa::Portable, Isa::Avx512] {
+            if !isa.available() {
+                continue;
+            }
+            let mut out = vec![f32::NAN; tokens * h];
+            attention(isa, &qkv, &mask, sh, &mut out);
+            for (i, (x, y)) in out.iter().zip(&want).enumerate() {
+                assert!((x - y).abs() < 1e-5, "{isa:?} [{i}]: {x} vs {y}");
+            }
+        }
+        // bf16 operands: within a few bf16 roundings of the values (|v| <= 1.5).
+        let mut out = vec![f32::NAN; tokens * h];
+        attention_bf16(Isa::detect(), &qkv, &mask, sh, &mut out);
+        let worst = out
+            .iter()
+            .zip(&want)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 0.05, "bf16 attention off by {worst}");
+    }
 }

@@ -50,12 +50,7 @@ pub struct PackedBf16 {
 }
 
 enum Repr {
-    /// AMX tiles: `[n / 32 * 2 col blocks][k / 32 chunks][16 rows][16 cols][2]`.
-    Amx {
-        tiles: Vec<u16>,
-        kp: usize,
-        np: usize,
-    },
+    Amx(AmxB),
     /// bf16-rounded weights widened to fp32 for the fp32 kernels (CPUs without AMX).
     Widened(PackedB),
 }
@@ -72,23 +67,12 @@ impl PackedBf16 {
                 repr: Repr::Widened(PackedB::from_weight(&rounded, n, k)),
             };
         }
-        let kp = k.div_ceil(32) * 32;
-        let np = n.div_ceil(32) * 32;
-        let kchunks = kp / 32;
-        let mut tiles = vec![0u16; np * kp];
-        for col in 0..n {
-            let (nb, j) = (col / 16, col % 16);
-            for kk in 0..k {
-                let (kc, within) = (kk / 32, kk % 32);
-                let (p, half) = (within / 2, within % 2);
-                tiles[((nb * kchunks + kc) * 16 + p) * 32 + j * 2 + half] =
-                    to_bf16(w[col * k + kk]);
-            }
-        }
+        let mut b = AmxB::default();
+        b.pack_nk(w, k, n, k);
         Self {
             k,
             n,
-            repr: Repr::Amx { tiles, kp, np },
+            repr: Repr::Amx(b),
         }
     }
 
@@ -102,8 +86,248 @@ impl PackedBf16 {
 
     /// Whether this matrix runs on AMX.
     pub fn is_amx(&self) -> bool {
-        matches!(self.repr, Repr::Amx { .. })
+        matches!(self.repr, Repr::Amx(_))
     }
+}
+
+/// A right-hand side `B[k, n]` in AMX tiles: per 16 columns (`nb`) and 32 rows of B (`kc`),
+/// one 16 x 64-byte tile whose row `p` holds, for each column `j`, the pair
+/// `(B[32 kc + 2p][16 nb + j], B[32 kc + 2p + 1][16 nb + j])` (the layout `tdpbf16ps` reads).
+/// Tiles are stored `[nb][kc]`, so one 16-column block's tiles are contiguous; `k` and `n` are
+/// zero-padded to multiples of 32.
+#[derive(Clone, Debug, Default)]
+pub struct AmxB {
+    k: usize,
+    n: usize,
+    kp: usize,
+    np: usize,
+    tiles: Vec<u16>,
+}
+
+impl AmxB {
+    fn reset(&mut self, k: usize, n: usize) {
+        self.k = k;
+        self.n = n;
+        self.kp = k.div_ceil(32) * 32;
+        self.np = n.div_ceil(32) * 32;
+        self.tiles.clear();
+        self.tiles.resize(self.kp * self.np, 0);
+    }
+
+    fn tile_mut(&mut self, nb: usize, kc: usize) -> &mut [u16] {
+        let at = (nb * (self.kp / 32) + kc) * 512;
+        &mut self.tiles[at..at + 512]
+    }
+
+    /// `B = W^T` for `W[n, k]` with row stride `ldw` (a weight, or the keys of attention).
+    pub fn pack_nk(&mut self, w: &[f32], ldw: usize, n: usize, k: usize) {
+        assert!(
+            n == 0 || k == 0 || w.len() >= (n - 1) * ldw + k,
+            "bf16 pack_nk: source too short"
+        );
+        self.reset(k, n);
+        for nb in 0..self.np / 16 {
+            for kc in 0..self.kp / 32 {
+                let full = (nb + 1) * 16 <= n && (kc + 1) * 32 <= k;
+                let tile = self.tile_mut(nb, kc);
+                #[cfg(target_arch = "x86_64")]
+                if full && avx512bf16_available() {
+                    // SAFETY: AVX-512 BF16 reported; the tile's 16 rows x 32 values are in
+                    // bounds (`full`, and the length assert above).
+                    unsafe {
+                        transpose_tile_avx512(w.as_ptr().add(nb * 16 * ldw + kc * 32), ldw, tile)
+                    };
+                    continue;
+                }
+                let _ = full;
+                for p in 0..16 {
+                    for j in 0..16 {
+                        for half in 0..2 {
+                            let (col, kk) = (nb * 16 + j, kc * 32 + 2 * p + half);
+                            tile[p * 32 + j * 2 + half] = if col < n && kk < k {
+                                to_bf16(w[col * ldw + kk])
+                            } else {
+                                0
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `B[k, n]` given row-major with row stride `ldb` (the values of attention).
+    pub fn pack_kn(&mut self, b: &[f32], ldb: usize, k: usize, n: usize) {
+        assert!(
+            n == 0 || k == 0 || b.len() >= (k - 1) * ldb + n,
+            "bf16 pack_kn: source too short"
+        );
+        self.reset(k, n);
+        for nb in 0..self.np / 16 {
+            for kc in 0..self.kp / 32 {
+                let full = (nb + 1) * 16 <= n && (kc + 1) * 32 <= k;
+                let tile = self.tile_mut(nb, kc);
+                #[cfg(target_arch = "x86_64")]
+                if full && avx512bf16_available() {
+                    // SAFETY: as in `pack_nk`.
+                    unsafe {
+                        interleave_tile_avx512(b.as_ptr().add(kc * 32 * ldb + nb * 16), ldb, tile)
+                    };
+                    continue;
+                }
+                let _ = full;
+                for p in 0..16 {
+                    for j in 0..16 {
+                        for half in 0..2 {
+                            let (col, kk) = (nb * 16 + j, kc * 32 + 2 * p + half);
+                            tile[p * 32 + j * 2 + half] = if col < n && kk < k {
+                                to_bf16(b[kk * ldb + col])
+                            } else {
+                                0
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One tile of [`AmxB::pack_nk`]: 16 rows of 32 floats at `src` (stride `ld`) become 16
+/// rows of 16 bf16 pairs, then a 16 x 16 transpose of those 32-bit pairs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn transpose_tile_avx512(src: *const f32, ld: usize, tile: &mut [u16]) {
+    use std::arch::x86_64::*;
+    debug_assert!(tile.len() >= 512);
+    let mut r = [_mm512_setzero_si512(); 16];
+    for (j, row) in r.iter_mut().enumerate() {
+        let p = src.add(j * ld);
+        *row = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(
+            _mm512_loadu_ps(p.add(16)),
+            _mm512_loadu_ps(p),
+        ));
+    }
+    // 32-bit, then 64-bit interleaves inside 128-bit lanes: u[4g + q] holds, in lane L,
+    // element 4L + q of rows 4g..4g + 4.
+    let mut t = [_mm512_setzero_si512(); 16];
+    for g in 0..8 {
+        t[2 * g] = _mm512_unpacklo_epi32(r[2 * g], r[2 * g + 1]);
+        t[2 * g + 1] = _mm512_unpackhi_epi32(r[2 * g], r[2 * g + 1]);
+    }
+    let mut u = [_mm512_setzero_si512(); 16];
+    for g in 0..4 {
+        let (a, b, c, d) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+        u[4 * g] = _mm512_unpacklo_epi64(a, c);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(a, c);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(b, d);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(b, d);
+    }
+    // Gather lane L of u[q], u[4 + q], u[8 + q], u[12 + q] into output row 4L + q.
+    let out = tile.as_mut_ptr() as *mut __m512i;
+    for q in 0..4 {
+        let va = _mm512_shuffle_i32x4::<0x88>(u[q], u[4 + q]);
+        let vb = _mm512_shuffle_i32x4::<0xDD>(u[q], u[4 + q]);
+        let wa = _mm512_shuffle_i32x4::<0x88>(u[8 + q], u[12 + q]);
+        let wb = _mm512_shuffle_i32x4::<0xDD>(u[8 + q], u[12 + q]);
+        _mm512_storeu_si512(out.add(q), _mm512_shuffle_i32x4::<0x88>(va, wa));
+        _mm512_storeu_si512(out.add(4 + q), _mm512_shuffle_i32x4::<0x88>(vb, wb));
+        _mm512_storeu_si512(out.add(8 + q), _mm512_shuffle_i32x4::<0xDD>(va, wa));
+        _mm512_storeu_si512(out.add(12 + q), _mm512_shuffle_i32x4::<0xDD>(vb, wb));
+    }
+}
+
+/// One tile of [`AmxB::pack_kn`]: tile row `p` interleaves rows `2p` and `2p + 1` of the
+/// 32 x 16 block at `src` (stride `ld`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn interleave_tile_avx512(src: *const f32, ld: usize, tile: &mut [u16]) {
+    use std::arch::x86_64::*;
+    debug_assert!(tile.len() >= 512);
+    // [a0..a15, b0..b15] -> [a0, b0, a1, b1, ...]
+    let idx = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4,
+        19, 3, 18, 2, 17, 1, 16, 0,
+    );
+    let out = tile.as_mut_ptr() as *mut __m512i;
+    for p in 0..16 {
+        let a = _mm512_loadu_ps(src.add(2 * p * ld));
+        let b = _mm512_loadu_ps(src.add((2 * p + 1) * ld));
+        let ab = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(b, a));
+        _mm512_storeu_si512(out.add(p), _mm512_permutexvar_epi16(idx, ab));
+    }
+}
+
+/// `C = epilogue(A * B)` on AMX, on the calling thread only (inside parallel tasks such as
+/// attention's per-head work). The caller has checked [`amx_available`].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_amx_serial(
+    isa: Isa,
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &AmxB,
+    c: &mut [f32],
+    ldc: usize,
+    ep: &Epilogue,
+) {
+    assert!(amx_available(), "gemm_amx_serial: AMX not available");
+    let (k, n) = (b.k, b.n);
+    assert!(lda >= k && ldc >= n, "bf16 gemm: stride shorter than a row");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(a.len() >= (m - 1) * lda + k, "bf16 gemm: A too short");
+    assert!(c.len() >= (m - 1) * ldc + n, "bf16 gemm: C too short");
+    if let Some(bias) = ep.bias {
+        assert!(bias.len() >= n, "bf16 gemm: bias too short");
+    }
+    let sh = AmxShape {
+        m,
+        k,
+        n,
+        kp: b.kp,
+        np: b.np,
+    };
+    let mp = m.div_ceil(32) * 32;
+    let mut run = |a16: &mut Vec<u16>| {
+        if a16.len() < mp * sh.kp {
+            a16.resize(mp * sh.kp, 0);
+        }
+        for rb in 0..mp / 16 {
+            convert_block(
+                rb * 16,
+                sh,
+                a,
+                lda,
+                &mut a16[rb * 16 * sh.kp..(rb + 1) * 16 * sh.kp],
+            );
+        }
+        let clen = c.len();
+        // SAFETY: AMX available (asserted); bounds checked above; this thread owns C.
+        unsafe {
+            amx::block(
+                0..mp,
+                0..sh.np / 32,
+                sh,
+                a16,
+                &b.tiles,
+                c.as_mut_ptr(),
+                clen,
+                ldc,
+                ep,
+            )
+        };
+        if let Some(act_fn) = ep.act {
+            for row in c.chunks_mut(ldc).take(m) {
+                act::apply(isa, act_fn, &mut row[..n]);
+            }
+        }
+    };
+    A16.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => run(&mut buf),
+        Err(_) => run(&mut Vec::new()),
+    })
 }
 
 /// `C = epilogue(A * B)` with bf16 products, split over the rayon pool.
@@ -120,7 +344,7 @@ pub fn gemm(
 ) {
     let (tiles, kp, np) = match &b.repr {
         Repr::Widened(p) => return gemm::gemm(isa, m, a, lda, p, c, ldc, ep),
-        Repr::Amx { tiles, kp, np } => (tiles, *kp, *np),
+        Repr::Amx(b) => (&b.tiles, b.kp, b.np),
     };
     let (k, n) = (b.k, b.n);
     assert!(lda >= k && ldc >= n, "bf16 gemm: stride shorter than a row");
@@ -132,29 +356,12 @@ pub fn gemm(
     if let Some(bias) = ep.bias {
         assert!(bias.len() >= n, "bf16 gemm: bias too short");
     }
-    // A in bf16, rows padded to a multiple of 32 and columns to kp (zeros), in a per-thread
-    // buffer reused across calls (a fresh one if this thread's is in use by an outer call).
-    let mp = m.div_ceil(32) * 32;
+    let shape = AmxShape { m, k, n, kp, np };
+    // A in bf16 AMX tiles, in a per-thread buffer reused across calls (a fresh one if this
+    // thread's is in use by an outer call).
     A16.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => run_amx(
-            isa, m, k, n, mp, kp, np, a, lda, tiles, c, ldc, ep, &mut buf,
-        ),
-        Err(_) => run_amx(
-            isa,
-            m,
-            k,
-            n,
-            mp,
-            kp,
-            np,
-            a,
-            lda,
-            tiles,
-            c,
-            ldc,
-            ep,
-            &mut Vec::new(),
-        ),
+        Ok(mut buf) => run_amx(isa, shape, a, lda, tiles, c, ldc, ep, &mut buf),
+        Err(_) => run_amx(isa, shape, a, lda, tiles, c, ldc, ep, &mut Vec::new()),
     })
 }
 
@@ -162,15 +369,23 @@ thread_local! {
     static A16: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_amx(
-    isa: Isa,
+/// Sizes of one AMX product: `m x k` times `k x n`, with `k` and `n` padded to 32.
+#[derive(Clone, Copy)]
+struct AmxShape {
     m: usize,
     k: usize,
     n: usize,
-    mp: usize,
     kp: usize,
     np: usize,
+}
+
+/// Rows of A per parallel task (a multiple of 32, the register block's height).
+const ROWS_PER_TASK: usize = 128;
+
+#[allow(clippy::too_many_arguments)]
+fn run_amx(
+    isa: Isa,
+    sh: AmxShape,
     a: &[f32],
     lda: usize,
     tiles: &[u16],
@@ -179,46 +394,53 @@ fn run_amx(
     ep: &Epilogue,
     a16: &mut Vec<u16>,
 ) {
-    if a16.len() < mp * kp {
-        a16.resize(mp * kp, 0);
+    let mp = sh.m.div_ceil(32) * 32;
+    if a16.len() < mp * sh.kp {
+        a16.resize(mp * sh.kp, 0);
     }
-    let a16 = &mut a16[..mp * kp];
-    // Zero the padding (the buffer may hold an earlier call's values).
-    if kp > k {
-        for row in a16[..m * kp].chunks_exact_mut(kp) {
-            row[k..].fill(0);
-        }
-    }
-    a16[m * kp..].fill(0);
-    convert_rows(m, k, a, lda, a16, kp);
+    let a16 = &mut a16[..mp * sh.kp];
+    // A -> bf16 tiles, one 16-row block per task.
+    let tile_rows = mp / 16;
+    let ap = SendPtr16(a16.as_mut_ptr());
+    par_for(tile_rows, |rb| {
+        let dst = ap;
+        // SAFETY: each task writes its own 16-row block of the buffer.
+        let block =
+            unsafe { std::slice::from_raw_parts_mut(dst.0.add(rb * 16 * sh.kp), 16 * sh.kp) };
+        convert_block(rb * 16, sh, a, lda, block);
+    });
 
-    const ROWS_PER_TASK: usize = 96;
     let row_tasks = mp.div_ceil(ROWS_PER_TASK);
-    let col_blocks = np / 32;
+    let col_blocks = sh.np / 32;
     let threads = rayon::current_num_threads();
-    let groups = if threads <= 1 {
+    // Column groups: enough tasks to balance the pool, and each group's B tiles within
+    // half of L2 so that every row task's pass finds them cached.
+    let for_balance = if threads <= 1 {
         1
     } else {
-        (4 * threads).div_ceil(row_tasks).clamp(1, col_blocks)
+        (4 * threads).div_ceil(row_tasks)
     };
+    let for_cache = (col_blocks * sh.kp * 64).div_ceil(1 << 20);
+    let groups = for_balance.max(for_cache).clamp(1, col_blocks);
     let per_group = col_blocks.div_ceil(groups);
     let groups = col_blocks.div_ceil(per_group);
     let cp = SendPtr(c.as_mut_ptr());
     let clen = c.len();
     let a16 = &*a16;
+    // Group-major task order: a thread's consecutive tasks share one group of B tiles.
     par_for(row_tasks * groups, |t| {
-        let (rt, g) = (t / groups, t % groups);
+        let (g, rt) = (t / row_tasks, t % row_tasks);
         let rows = rt * ROWS_PER_TASK..((rt + 1) * ROWS_PER_TASK).min(mp);
         let cols = g * per_group..((g + 1) * per_group).min(col_blocks);
         let c = cp;
         // SAFETY: AMX is available (checked when packing); tasks write disjoint rectangles
         // of C inside the bounds checked above.
         unsafe {
-            amx::block(rows, cols, m, n, kp, a16, tiles, c.0, clen, ldc, ep);
+            amx::block(rows, cols.clone(), sh, a16, tiles, c.0, clen, ldc, ep);
         }
         if let Some(act_fn) = ep.act {
-            let (r0, r1) = (rt * ROWS_PER_TASK, ((rt + 1) * ROWS_PER_TASK).min(m));
-            let (c0, c1) = (g * per_group * 32, ((g + 1) * per_group * 32).min(n));
+            let (r0, r1) = (rt * ROWS_PER_TASK, ((rt + 1) * ROWS_PER_TASK).min(sh.m));
+            let (c0, c1) = (cols.start * 32, (cols.end * 32).min(sh.n));
             for r in r0..r1 {
                 // SAFETY: row r, columns c0..c1 belong to this task.
                 let row = unsafe { std::slice::from_raw_parts_mut(c.0.add(r * ldc + c0), c1 - c0) };
@@ -228,20 +450,111 @@ fn run_amx(
     });
 }
 
-/// `dst[r][0..k] = bf16(src[r][0..k])` for `m` rows (the padding stays zero).
-fn convert_rows(m: usize, k: usize, src: &[f32], lda: usize, dst: &mut [u16], kp: usize) {
-    super::multiversion!(Isa::detect(), convert_avx512, (m: usize, k: usize, src: &[f32], lda: usize, dst: &mut [u16], kp: usize) {
-        for r in 0..m {
-            for (d, &s) in dst[r * kp..r * kp + k].iter_mut().zip(&src[r * lda..r * lda + k]) {
-                *d = to_bf16(s);
+#[derive(Clone, Copy)]
+struct SendPtr16(*mut u16);
+// SAFETY: tasks write disjoint blocks (see `run_amx`).
+unsafe impl Send for SendPtr16 {}
+unsafe impl Sync for SendPtr16 {}
+
+/// Rows `r0..r0 + 16` of A as AMX tiles: `block[kc][row][0..32] = bf16(A[r0 + row][32 kc..])`,
+/// zeros past `k` and past `m`.
+fn convert_block(r0: usize, sh: AmxShape, a: &[f32], lda: usize, block: &mut [u16]) {
+    let rows = 16.min(sh.m.saturating_sub(r0));
+    assert!(block.len() >= 16 * sh.kp, "bf16 convert: block too short");
+    assert!(
+        rows == 0 || a.len() >= (r0 + rows - 1) * lda + sh.k,
+        "bf16 convert: A too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512bf16_available() {
+        // SAFETY: the CPU reports AVX-512 BF16/BW; bounds asserted above.
+        unsafe { convert_block_avx512(r0, rows, sh, a, lda, block) };
+        return;
+    }
+    let kchunks = sh.kp / 32;
+    for row in 0..16 {
+        for kc in 0..kchunks {
+            let dst = &mut block[(kc * 16 + row) * 32..(kc * 16 + row + 1) * 32];
+            for (j, d) in dst.iter_mut().enumerate() {
+                let col = kc * 32 + j;
+                *d = if row < rows && col < sh.k {
+                    to_bf16(a[(r0 + row) * lda + col])
+                } else {
+                    0
+                };
             }
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512bf16_available() -> bool {
+    static BF16: OnceLock<bool> = OnceLock::new();
+    *BF16.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx512bw")
     })
+}
+
+/// [`convert_block`] with `vcvtne2ps2bf16` (32 floats to bf16, round to nearest even, per
+/// instruction); the last chunk of each row loads under a mask.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn convert_block_avx512(
+    r0: usize,
+    rows: usize,
+    sh: AmxShape,
+    a: &[f32],
+    lda: usize,
+    block: &mut [u16],
+) {
+    use std::arch::x86_64::*;
+    let kchunks = sh.kp / 32;
+    let dst = block.as_mut_ptr();
+    for row in 0..16 {
+        if row >= rows {
+            for kc in 0..kchunks {
+                _mm512_storeu_si512(
+                    dst.add((kc * 16 + row) * 32) as *mut __m512i,
+                    _mm512_setzero_si512(),
+                );
+            }
+            continue;
+        }
+        let src = a.as_ptr().add((r0 + row) * lda);
+        for kc in 0..kchunks {
+            let left = sh.k - kc * 32;
+            let (lo, hi) = if left >= 32 {
+                (
+                    _mm512_loadu_ps(src.add(kc * 32)),
+                    _mm512_loadu_ps(src.add(kc * 32 + 16)),
+                )
+            } else {
+                let m_lo: __mmask16 = if left >= 16 {
+                    0xFFFF
+                } else {
+                    ((1u32 << left) - 1) as u16
+                };
+                let m_hi: __mmask16 = if left > 16 {
+                    ((1u32 << (left - 16)) - 1) as u16
+                } else {
+                    0
+                };
+                (
+                    _mm512_maskz_loadu_ps(m_lo, src.add(kc * 32)),
+                    _mm512_maskz_loadu_ps(m_hi, src.wrapping_add(kc * 32 + 16)),
+                )
+            };
+            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(dst.add((kc * 16 + row) * 32) as *mut __m512i, packed);
+        }
+    }
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx {
     use super::super::gemm::Epilogue;
+    use super::AmxShape;
     use std::arch::asm;
 
     /// CPUID bits for AMX-BF16 and AMX-TILE, then Linux's permission for tile data.
@@ -279,18 +592,19 @@ mod amx {
 
     /// Rows `rows` (multiples of 32 within the padded A) and 32-column blocks `cols` of C.
     ///
+    /// Loop order: each 32-row slice of A (two tile rows, `2 * kp * 32` bytes: 48 KiB at
+    /// k = 384) stays in L1 while the column blocks of B stream past it sequentially from L2.
+    ///
     /// # Safety
-    /// AMX is enabled for this process; `a16` is `[mp, kp]` bf16, `tiles` the packed weights,
-    /// `c` holds `m` rows of `n` valid columns at stride `ldc`, and no one else writes this
-    /// rectangle.
+    /// AMX is enabled for this process; `a16` is A in tiles (see `convert_block`), `tiles`
+    /// the packed weights, `c` holds `m` rows of `n` valid columns at stride `ldc`, and no one
+    /// else writes this rectangle.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn block(
         rows: std::ops::Range<usize>,
         cols: std::ops::Range<usize>,
-        m: usize,
-        n: usize,
-        kp: usize,
+        sh: AmxShape,
         a16: &[u16],
         tiles: &[u16],
         c: *mut f32,
@@ -300,83 +614,155 @@ mod amx {
     ) {
         let cfg = config();
         asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack));
-        let kchunks = kp / 32;
-        let a_stride = kp * 2;
-        let mut tmp = [0f32; 32 * 32];
-        for cb in cols {
-            let b0 = tiles.as_ptr().add((2 * cb) * kchunks * 512);
-            let b1 = tiles.as_ptr().add((2 * cb + 1) * kchunks * 512);
+        let kchunks = sh.kp / 32;
+        let mut tmp = Accumulators([0f32; 32 * 32]);
+        // Column blocks per pass: their B tiles (kp * 64 bytes each) fit in a quarter of L2,
+        // so every 32-row slice of A multiplies them while they stay cached.
+        let chunk = (L2_B_BYTES / (sh.kp * 64)).max(1);
+        let mut first = cols.start;
+        while first < cols.end {
+            let pass = first..(first + chunk).min(cols.end);
+            first = pass.end;
             let mut r0 = rows.start;
             while r0 < rows.end {
-                let a0 = a16.as_ptr().add(r0 * kp);
-                let a1 = a16.as_ptr().add((r0 + 16) * kp);
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nostack)
-                );
-                for kc in 0..kchunks {
+                // Tiles of the two 16-row blocks: contiguous 1 KiB each, one per k chunk.
+                let a0 = a16.as_ptr().add(r0 * sh.kp);
+                let a1 = a16.as_ptr().add((r0 + 16) * sh.kp);
+                for cb in pass.clone() {
+                    let b0 = tiles.as_ptr().add((2 * cb) * kchunks * 512);
+                    let b1 = tiles.as_ptr().add((2 * cb + 1) * kchunks * 512);
                     asm!(
-                        "tileloadd tmm4, [{a0} + {s}*1]",
-                        "tileloadd tmm5, [{a1} + {s}*1]",
-                        "tileloadd tmm6, [{b0} + {bs}*1]",
-                        "tileloadd tmm7, [{b1} + {bs}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0.add(kc * 32),
-                        a1 = in(reg) a1.add(kc * 32),
-                        b0 = in(reg) b0.add(kc * 512),
-                        b1 = in(reg) b1.add(kc * 512),
-                        s = in(reg) a_stride,
-                        bs = in(reg) 64usize,
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack)
+                    );
+                    for kc in 0..kchunks {
+                        // The next chunk's B tiles (2 KiB) into L1 while this chunk multiplies:
+                        // without it every B tile load waits on L2.
+                        prefetch_tile(b0.add((kc + 1) * 512));
+                        prefetch_tile(b1.add((kc + 1) * 512));
+                        prefetch_tile(a0.add((kc + 1) * 512));
+                        prefetch_tile(a1.add((kc + 1) * 512));
+                        asm!(
+                            "tileloadd tmm4, [{a0} + {s}*1]",
+                            "tileloadd tmm6, [{b0} + {s}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tileloadd tmm7, [{b1} + {s}*1]",
+                            "tdpbf16ps tmm1, tmm4, tmm7",
+                            "tileloadd tmm5, [{a1} + {s}*1]",
+                            "tdpbf16ps tmm2, tmm5, tmm6",
+                            "tdpbf16ps tmm3, tmm5, tmm7",
+                            a0 = in(reg) a0.add(kc * 512),
+                            a1 = in(reg) a1.add(kc * 512),
+                            b0 = in(reg) b0.add(kc * 512),
+                            b1 = in(reg) b1.add(kc * 512),
+                            s = in(reg) 64usize,
+                            options(nostack),
+                        );
+                    }
+                    let t = tmp.0.as_mut_ptr();
+                    asm!(
+                        "tilestored [{t0} + {s}*1], tmm0",
+                        "tilestored [{t1} + {s}*1], tmm1",
+                        "tilestored [{t2} + {s}*1], tmm2",
+                        "tilestored [{t3} + {s}*1], tmm3",
+                        t0 = in(reg) t,
+                        t1 = in(reg) t.add(16),
+                        t2 = in(reg) t.add(16 * 32),
+                        t3 = in(reg) t.add(16 * 32 + 16),
+                        s = in(reg) 128usize,
                         options(nostack),
                     );
-                }
-                let t = tmp.as_mut_ptr();
-                asm!(
-                    "tilestored [{t0} + {s}*1], tmm0",
-                    "tilestored [{t1} + {s}*1], tmm1",
-                    "tilestored [{t2} + {s}*1], tmm2",
-                    "tilestored [{t3} + {s}*1], tmm3",
-                    t0 = in(reg) t,
-                    t1 = in(reg) t.add(16),
-                    t2 = in(reg) t.add(16 * 32),
-                    t3 = in(reg) t.add(16 * 32 + 16),
-                    s = in(reg) 128usize,
-                    options(nostack),
-                );
-                // Epilogue on the valid rows and columns of this 32 x 32 block.
-                let c0 = cb * 32;
-                let ncols = 32.min(n.saturating_sub(c0));
-                for i in 0..32.min(m.saturating_sub(r0)) {
-                    let off = (r0 + i) * ldc + c0;
-                    debug_assert!(off + ncols <= clen);
-                    let out = std::slice::from_raw_parts_mut(c.add(off), ncols);
-                    let acc = &tmp[i * 32..i * 32 + ncols];
-                    match ep.bias {
-                        Some(bias) => {
-                            for ((o, &v), &bj) in out.iter_mut().zip(acc).zip(&bias[c0..c0 + ncols])
-                            {
-                                let y = ep.alpha * v + bj;
-                                *o = if ep.accumulate { *o + y } else { y };
-                            }
-                        }
-                        None => {
-                            for (o, &v) in out.iter_mut().zip(acc) {
-                                let y = ep.alpha * v;
-                                *o = if ep.accumulate { *o + y } else { y };
-                            }
-                        }
-                    }
+                    let c0 = cb * 32;
+                    let valid_rows = 32.min(sh.m.saturating_sub(r0));
+                    epilogue(
+                        &tmp.0,
+                        valid_rows,
+                        c0,
+                        sh.n,
+                        c.add(r0 * ldc),
+                        clen - r0 * ldc,
+                        ldc,
+                        ep,
+                    );
                 }
                 r0 += 32;
             }
         }
         asm!("tilerelease", options(nostack));
+    }
+
+    /// Bytes of packed B one pass keeps hot (a quarter of a 2 MiB L2).
+    const L2_B_BYTES: usize = 512 * 1024;
+
+    #[repr(C, align(64))]
+    struct Accumulators([f32; 32 * 32]);
+
+    /// Prefetches the 16 cache lines of one 1 KiB tile into L1 (a hint: never faults, so it
+    /// may run past the end of the packed weights).
+    #[inline(always)]
+    unsafe fn prefetch_tile(p: *const u16) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = p as *const i8;
+        for line in 0..16 {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line * 64));
+        }
+    }
+
+    /// `C[i][c0..c0 + 32] (+)= alpha * acc[i] + bias` for the valid rows and columns.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn epilogue(
+        acc: &[f32; 32 * 32],
+        rows: usize,
+        c0: usize,
+        n: usize,
+        c: *mut f32,
+        clen: usize,
+        ldc: usize,
+        ep: &Epilogue,
+    ) {
+        use std::arch::x86_64::*;
+        let ncols = 32.min(n.saturating_sub(c0));
+        let m_lo: __mmask16 = if ncols >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << ncols) - 1) as u16
+        };
+        let m_hi: __mmask16 = if ncols >= 32 {
+            0xFFFF
+        } else if ncols > 16 {
+            ((1u32 << (ncols - 16)) - 1) as u16
+        } else {
+            0
+        };
+        let (bias_lo, bias_hi) = match ep.bias {
+            Some(bias) => (
+                _mm512_maskz_loadu_ps(m_lo, bias.as_ptr().add(c0)),
+                _mm512_maskz_loadu_ps(m_hi, bias.as_ptr().add(c0 + 16)),
+            ),
+            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+        };
+        let alpha = _mm512_set1_ps(ep.alpha);
+        for i in 0..rows {
+            let out = c.add(i * ldc + c0);
+            debug_assert!(i * ldc + c0 + ncols <= clen);
+            let mut v0 = _mm512_fmadd_ps(_mm512_loadu_ps(acc.as_ptr().add(i * 32)), alpha, bias_lo);
+            let mut v1 = _mm512_fmadd_ps(
+                _mm512_loadu_ps(acc.as_ptr().add(i * 32 + 16)),
+                alpha,
+                bias_hi,
+            );
+            if ep.accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m_lo, out));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m_hi, out.add(16)));
+            }
+            _mm512_mask_storeu_ps(out, m_lo, v0);
+            _mm512_mask_storeu_ps(out.add(16), m_hi, v1);
+        }
     }
 }
 
@@ -392,9 +778,7 @@ mod amx {
     pub(super) unsafe fn block(
         _rows: std::ops::Range<usize>,
         _cols: std::ops::Range<usize>,
-        _m: usize,
-        _n: usize,
-        _kp: usize,
+        _sh: super::AmxShape,
         _a16: &[u16],
         _tiles: &[u16],
         _c: *mut f32,
@@ -420,7 +804,8 @@ mod tests {
 
     #[test]
     fn bf16_gemm_matches_fp32_within_bf16_error() {
-        for &(m, k, n) in &[(1, 5, 3), (33, 70, 40), (100, 384, 96)] {
+        // The last shape spans two row tasks and two column passes (see `L2_B_BYTES`).
+        for &(m, k, n) in &[(1, 5, 3), (33, 70, 40), (100, 384, 96), (300, 1536, 200)] {
             let a: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
                 .collect();
@@ -452,6 +837,71 @@ mod tests {
                     packed.is_amx()
                 );
             }
+        }
+    }
+
+    /// The tile layout straight from its definition.
+    fn reference_tiles(k: usize, n: usize, get: impl Fn(usize, usize) -> f32) -> Vec<u16> {
+        let (kp, np) = (k.div_ceil(32) * 32, n.div_ceil(32) * 32);
+        let mut t = vec![0u16; kp * np];
+        for col in 0..n {
+            for kk in 0..k {
+                let (nb, j, kc, p, half) = (col / 16, col % 16, kk / 32, kk % 32 / 2, kk % 2);
+                t[((nb * (kp / 32) + kc) * 16 + p) * 32 + j * 2 + half] = to_bf16(get(kk, col));
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn vector_packers_match_the_tile_definition() {
+        // 70 x 50 has full tiles (vector path) and ragged edges (scalar path).
+        let (rows, cols, ld) = (70, 50, 53);
+        let src: Vec<f32> = (0..rows * ld).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut b = AmxB::default();
+        // Keys: W[n = rows, k = cols] -> B = W^T, B[kk][col] = W[col][kk].
+        b.pack_nk(&src, ld, rows, cols);
+        assert_eq!(
+            b.tiles,
+            reference_tiles(cols, rows, |kk, col| src[col * ld + kk])
+        );
+        // Values: B[k = rows, n = cols] row-major.
+        b.pack_kn(&src, ld, rows, cols);
+        assert_eq!(
+            b.tiles,
+            reference_tiles(rows, cols, |kk, col| src[kk * ld + col])
+        );
+    }
+
+    #[test]
+    fn serial_amx_product_matches_fp32() {
+        if !amx_available() {
+            return;
+        }
+        let (m, k, n, lda) = (45, 64, 40, 70);
+        let a: Vec<f32> = (0..m * lda)
+            .map(|i| ((i * 31 % 89) as f32 - 44.0) / 44.0)
+            .collect();
+        let bkn: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 17 % 83) as f32 - 41.0) / 41.0)
+            .collect();
+        let mask: Vec<f32> = (0..n).map(|j| if j > 30 { -1e4 } else { 0.0 }).collect();
+        let ep = Epilogue {
+            alpha: 0.25,
+            bias: Some(&mask),
+            ..Epilogue::default()
+        };
+        let mut pk = PackedB::default();
+        pk.pack_kn(&bkn, n, k, n);
+        let mut want = vec![0.0; m * n];
+        gemm::gemm(Isa::Portable, m, &a, lda, &pk, &mut want, n, &ep);
+        let mut b = AmxB::default();
+        b.pack_kn(&bkn, n, k, n);
+        let mut got = vec![0.0; m * n];
+        gemm_amx_serial(Isa::detect(), m, &a, lda, &b, &mut got, n, &ep);
+        let tol = 0.25 * k as f32 * 2.0 * 2f32.powi(-8);
+        for (x, y) in got.iter().zip(&want) {
+            assert!((x - y).abs() < tol, "{x} vs {y}");
         }
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device, Storage, Tensor};
 
-use super::attention::{attention, AttentionShape};
+use super::attention::{attention, attention_bf16, AttentionShape};
 use super::bf16::{self, PackedBf16};
 use super::gemm::{gemm, Epilogue, PackedB};
 use super::norm::{add_layer_norm, Norm};
@@ -411,7 +411,10 @@ impl FastEncoder {
             heads: l.heads,
             head_dim: l.head_dim,
         };
-        attention(isa, qkv, mask, shape, context);
+        match self.precision {
+            Precision::F32 => attention(isa, qkv, mask, shape, context),
+            Precision::Bf16 => attention_bf16(isa, qkv, mask, shape, context),
+        }
         let a = sized(&mut bufs.attn, tokens * h);
         l.dense.forward(isa, tokens, context, a, None);
         for &(r0, n, task) in parts {

@@ -22,6 +22,10 @@ pub const NR: usize = 32;
 pub const MR: usize = 12;
 /// Rows per parallel work block.
 pub const MC: usize = 96;
+/// Depth of one pass over K.
+pub const KC: usize = 256;
+/// Bytes of packed B one column group may hold (half of a 2 MiB L2).
+const L2_B_BYTES: usize = 1 << 20;
 
 /// The right-hand side `B[k, n]`, packed in 32-column K-major panels.
 #[derive(Clone, Debug, Default)]
@@ -159,19 +163,22 @@ pub fn gemm(
     let blocks = m.div_ceil(MC);
     let threads = rayon::current_num_threads();
     let flops = 2 * m * b.n * b.k;
-    // Enough tasks for the pool to balance (4 per thread), never more panel groups than
-    // panels; tiny products stay on this thread.
-    let groups = if threads <= 1 || flops < 1 << 18 {
+    // Column groups: enough tasks for the pool to balance (4 per thread), and each group's
+    // slice of B small enough to stay in L2 while every row block of A passes it.
+    let for_balance = if threads <= 1 || flops < 1 << 18 {
         1
     } else {
-        (4 * threads).div_ceil(blocks).clamp(1, panels)
+        (4 * threads).div_ceil(blocks)
     };
+    let for_cache = (panels * b.k * NR * 4).div_ceil(L2_B_BYTES);
+    let groups = for_balance.max(for_cache).clamp(1, panels);
     let per_group = panels.div_ceil(groups);
     let groups = panels.div_ceil(per_group);
     let cp = SendPtr(c.as_mut_ptr());
     let (ap, alen, clen) = (a.as_ptr() as usize, a.len(), c.len());
+    // Group-major task order: a thread's consecutive tasks share one slice of B.
     par_for(blocks * groups, |t| {
-        let (blk, g) = (t / groups, t % groups);
+        let (g, blk) = (t / blocks, t % blocks);
         let rows = blk * MC..((blk + 1) * MC).min(m);
         let pans = g * per_group..((g + 1) * per_group).min(panels);
         // SAFETY: `check` bounded A and C for all m rows; tasks write disjoint
@@ -226,36 +233,48 @@ unsafe fn block(
     let k = b.k;
     let first_col = pans.start * NR;
     let last_col = (pans.end * NR).min(b.n);
-    for p in pans {
-        let c0 = p * NR;
-        let ncols = NR.min(b.n - c0);
-        let panel = &b.data[p * k * NR..(p + 1) * k * NR];
-        let bias = ep.bias.map(|bias| &bias[c0..c0 + ncols]);
-        let mut r = rows.start;
-        while r < rows.end {
-            let mr = MR.min(rows.end - r);
-            let a_tile = &a[r * lda..];
-            let c_off = r * ldc + c0;
-            debug_assert!(c_off + (mr - 1) * ldc + ncols <= clen);
-            let tile = Tile {
-                k,
-                a: a_tile.as_ptr(),
-                lda,
-                b: panel.as_ptr(),
-                c: c.add(c_off),
-                ldc,
-                ncols,
-                bias,
-                alpha: ep.alpha,
-                accumulate: ep.accumulate,
+    // K in blocks of KC: a 12-row strip of A (12 x KC) and the panel's KC x 32 slice of B
+    // (32 KiB at KC = 256) then stay in L1 while a tile runs; later blocks add to C.
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = KC.min(k - k0);
+        let first = k0 == 0;
+        for p in pans.clone() {
+            let c0 = p * NR;
+            let ncols = NR.min(b.n - c0);
+            let panel = &b.data[p * k * NR + k0 * NR..p * k * NR + (k0 + kc) * NR];
+            let bias = if first {
+                ep.bias.map(|bias| &bias[c0..c0 + ncols])
+            } else {
+                None
             };
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => avx512::tile(mr, &tile),
-                _ => portable_tile(mr, &tile),
+            let mut r = rows.start;
+            while r < rows.end {
+                let mr = MR.min(rows.end - r);
+                let a_tile = &a[r * lda + k0..];
+                let c_off = r * ldc + c0;
+                debug_assert!(c_off + (mr - 1) * ldc + ncols <= clen);
+                let tile = Tile {
+                    k: kc,
+                    a: a_tile.as_ptr(),
+                    lda,
+                    b: panel.as_ptr(),
+                    c: c.add(c_off),
+                    ldc,
+                    ncols,
+                    bias,
+                    alpha: ep.alpha,
+                    accumulate: ep.accumulate || !first,
+                };
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => avx512::tile(mr, &tile),
+                    _ => portable_tile(mr, &tile),
+                }
+                r += mr;
             }
-            r += mr;
         }
+        k0 += kc;
     }
     // The activation runs once per row over this block's columns (long contiguous spans
     // vectorize well), while the block is still in cache.
