@@ -43,6 +43,14 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let trains = match &cli.command {
+        Command::Train(_) | Command::Run(_) => true,
+        Command::Bench(a) => a.train,
+        _ => false,
+    };
+    if trains {
+        single_threaded_candle_for_training();
+    }
     match cli.command {
         Command::Info(a) => commands::info::run(a),
         Command::Embed(a) => commands::embed::run(a),
@@ -55,5 +63,21 @@ fn main() -> anyhow::Result<()> {
         Command::Compress(a) => commands::compress::run(a),
         Command::Simulate(a) => commands::simulate::run(*a),
         Command::Dse(a) => commands::dse::run(a),
+    }
+}
+
+/// With adalbert's fused training ops the matrix multiplies and the heavy elementwise work
+/// run on the rayon pool; what stays on candle's ops is small (gradient accumulation, adapter
+/// products), and candle's own worker threads spin after each of those ops, taking a core
+/// from the rayon workers (measured: 1.5x slower adapter training steps on 2 cores). So
+/// commands that train run candle's ops on one thread where the fused ops use adalbert's
+/// GEMM (where they do not, candle's ops carry the work and keep their threads), unless
+/// `CANDLE_NUM_THREADS` is set.
+/// Called before any thread starts, as the variable is read when candle's pool starts.
+fn single_threaded_candle_for_training() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none()
+        && adalbert_model::train_ops::TrainKernels::detect().is_some_and(|k| k.frozen_gemm)
+    {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }

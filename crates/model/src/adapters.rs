@@ -9,10 +9,10 @@ use std::fmt;
 
 use candle_core::{Device, Tensor};
 
-use crate::albert::{activate, Backbone, Names};
+use crate::albert::{activate, activate_t, Backbone, Names};
 use crate::config::{Activation, EncoderConfig};
 use crate::error::{ModelError, Result};
-use crate::nn::{LayerNorm, Linear};
+use crate::nn::{Ctx, LayerNorm, Linear};
 
 /// Where a task's adapter sits in each layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -190,6 +190,18 @@ impl Bottleneck {
 
     pub fn forward_residual(&self, x: &Tensor) -> Result<Tensor> {
         Ok((x + self.forward(x)?)?)
+    }
+
+    /// [`Bottleneck::forward`] on the fused training ops when `ctx` uses them.
+    pub fn forward_t(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let down = self.down.forward_t(x, ctx)?;
+        self.up
+            .forward_t(&activate_t(&down, self.activation, ctx)?, ctx)
+    }
+
+    /// [`Bottleneck::forward_residual`] on the fused training ops when `ctx` uses them.
+    pub fn forward_residual_t(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        Ok((x + self.forward_t(x, ctx)?)?)
     }
 }
 
@@ -526,10 +538,10 @@ impl TensorSource<'_> {
     }
 
     fn linear(&self, name: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
-        Ok(Linear {
-            weight: self.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
-            bias: Some(self.get(&format!("{name}.bias"), &[out_dim])?),
-        })
+        Ok(Linear::new(
+            self.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
+            Some(self.get(&format!("{name}.bias"), &[out_dim])?),
+        ))
     }
 
     fn layer_norm(&self, name: &str, dim: usize, eps: f64) -> Result<LayerNorm> {

@@ -10,7 +10,7 @@
 //! output (Houlsby, Pfeiffer), beside the FFN (parallel), on query/value (LoRA), and as
 //! per-task replacements of every LayerNorm.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Tensor};
 
@@ -21,6 +21,7 @@ use crate::error::{ModelError, Result};
 use crate::kernels::encoder::{FastEncoder, Precision};
 use crate::kernels::{compressed_requested, fast_path_disabled, portable_requested, Isa};
 use crate::nn::{Ctx, LayerNorm, Linear};
+use crate::train_ops::{self, FrozenLinear, TrainKernels};
 
 /// Checkpoint tensor names of each module, per family.
 pub struct Names(pub Family);
@@ -132,6 +133,9 @@ pub struct AlbertAttention {
     pub layer_norm: LayerNorm,
     pub num_attention_heads: usize,
     pub attention_head_size: usize,
+    /// Query, key and value weights stacked and packed for [`FrozenLinear`] (training with
+    /// the fused ops on a frozen backbone), built on first use.
+    qkv: OnceLock<Arc<FrozenLinear>>,
 }
 
 impl AlbertAttention {
@@ -151,6 +155,7 @@ impl AlbertAttention {
             )?,
             num_attention_heads: c.num_attention_heads,
             attention_head_size: c.head_dim(),
+            qkv: OnceLock::new(),
         })
     }
 
@@ -172,10 +177,13 @@ impl AlbertAttention {
         application: usize,
         ctx: &Ctx,
     ) -> Result<Tensor> {
+        if let Some(k) = ctx.train_kernels() {
+            return self.forward_fused(x, mask_bias, route, application, ctx, k);
+        }
         let (b, s, h) = x.dims3()?;
-        let mut q = self.query.forward(x)?;
-        let k = self.key.forward(x)?;
-        let mut v = self.value.forward(x)?;
+        let mut q = self.query.forward_t(x, ctx)?;
+        let k = self.key.forward_t(x, ctx)?;
+        let mut v = self.value.forward_t(x, ctx)?;
         if route.any_layer(application, |l| {
             l.lora_query.is_some() || l.lora_value.is_some()
         }) {
@@ -196,14 +204,90 @@ impl AlbertAttention {
             self.split_heads(&v)?,
         );
         let scale = 1.0 / (self.attention_head_size as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
-        let probs = ctx.dropout(&ctx.softmax_last_dim(&scores)?)?;
+        let probs = ctx.dropout(&ctx.attention_probs(&q.matmul(&k.t()?)?, mask_bias, scale)?)?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
-        let projected = ctx.dropout(&self.dense.forward(&context)?)?;
-        route.per_task(&[x, &projected], |task, r| {
+        let projected = ctx.dropout(&self.dense.forward_t(&context, ctx)?)?;
+        self.finish(x, &projected, route, application, ctx)
+    }
+
+    /// [`AlbertAttention::forward`] on the fused training ops: one QKV projection (or the
+    /// three with their LoRA updates, concatenated), then [`train_ops::attention`].
+    fn forward_fused(
+        &self,
+        x: &Tensor,
+        mask_bias: &Tensor,
+        route: &Route,
+        application: usize,
+        ctx: &Ctx,
+        kernels: TrainKernels,
+    ) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        let lora = route.any_layer(application, |l| {
+            l.lora_query.is_some() || l.lora_value.is_some()
+        });
+        let frozen = self.query.is_frozen() && self.key.is_frozen() && self.value.is_frozen();
+        let qkv = if kernels.frozen_gemm && frozen && !lora {
+            let packed = match self.qkv.get() {
+                Some(p) => p,
+                None => {
+                    let (q, k, v) = (&self.query, &self.key, &self.value);
+                    let w = Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?;
+                    let bias = match (&q.bias, &k.bias, &v.bias) {
+                        (Some(a), Some(b), Some(c)) => Some(Tensor::cat(&[a, b, c], 0)?),
+                        _ => {
+                            let zeros = |l: &Linear| {
+                                l.bias.clone().map_or_else(
+                                    || Tensor::zeros(l.out_dim(), DType::F32, x.device()),
+                                    Ok,
+                                )
+                            };
+                            Some(Tensor::cat(&[zeros(q)?, zeros(k)?, zeros(v)?], 0)?)
+                        }
+                    };
+                    let p = Arc::new(FrozenLinear::new(&w, bias.as_ref())?);
+                    self.qkv.get_or_init(|| p)
+                }
+            };
+            packed.forward(x, kernels.isa)?
+        } else {
+            let mut q = self.query.forward_t(x, ctx)?;
+            let k = self.key.forward_t(x, ctx)?;
+            let mut v = self.value.forward_t(x, ctx)?;
+            if lora {
+                let lora = |proj: &Tensor, pick: fn(&TaskLayer) -> Option<&Lora>| {
+                    route.per_task(&[proj, x], |task, r| {
+                        match task.and_then(|t| t.layer(application)).and_then(pick) {
+                            Some(l) => Ok((&r[0] + l.forward(&r[1])?)?),
+                            None => Ok(r[0].clone()),
+                        }
+                    })
+                };
+                q = lora(&q, |l| l.lora_query.as_ref())?;
+                v = lora(&v, |l| l.lora_value.as_ref())?;
+            }
+            Tensor::cat(&[&q, &k, &v], 2)?
+        };
+        let heads = self.num_attention_heads;
+        let drop = ctx.next_dropout_mask(b * heads * s * s);
+        let scale = 1.0 / (self.attention_head_size as f32).sqrt();
+        let context = train_ops::attention(&qkv, mask_bias, heads, scale, drop, kernels.isa)?;
+        let projected = ctx.dropout(&self.dense.forward_t(&context, ctx)?)?;
+        self.finish(x, &projected, route, application, ctx)
+    }
+
+    /// Attention adapter, residual and LayerNorm after the output projection.
+    fn finish(
+        &self,
+        x: &Tensor,
+        projected: &Tensor,
+        route: &Route,
+        application: usize,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        route.per_task(&[x, projected], |task, r| {
             let layer = task.and_then(|t| t.layer(application));
             let projected = match layer.and_then(|l| l.attention_adapter.as_ref()) {
-                Some(a) => a.forward_residual(&r[1])?,
+                Some(a) => a.forward_residual_t(&r[1], ctx)?,
                 None => r[1].clone(),
             };
             let ln = layer
@@ -251,22 +335,30 @@ impl AlbertLayer {
         let a = self
             .attention
             .forward(x, mask_bias, route, application, ctx)?;
-        let hidden = activate(&self.ffn.forward(&a)?, self.activation)?;
-        let out = ctx.dropout(&self.ffn_output.forward(&hidden)?)?;
+        let hidden = activate_t(&self.ffn.forward_t(&a, ctx)?, self.activation, ctx)?;
+        let out = ctx.dropout(&self.ffn_output.forward_t(&hidden, ctx)?)?;
         route.per_task(&[&a, &out], |task, r| {
             let layer = task.and_then(|t| t.layer(application));
             let mut out = r[1].clone();
             if let Some(p) = layer.and_then(|l| l.parallel_adapter.as_ref()) {
-                out = (out + p.forward(&r[0])?)?;
+                out = (out + p.forward_t(&r[0], ctx)?)?;
             }
             if let Some(o) = layer.and_then(|l| l.output_adapter.as_ref()) {
-                out = o.forward_residual(&out)?;
+                out = o.forward_residual_t(&out, ctx)?;
             }
             let ln = layer
                 .and_then(|l| l.full_layer_layer_norm.as_ref())
                 .unwrap_or(&self.full_layer_layer_norm);
             ln.forward(&(out + &r[0])?, ctx)
         })
+    }
+}
+
+/// [`activate`], with GELU on the fused training op when `ctx` uses them.
+pub fn activate_t(x: &Tensor, act: Activation, ctx: &Ctx) -> Result<Tensor> {
+    match ctx.train_kernels() {
+        Some(k) if act != Activation::Relu => crate::train_ops::gelu(x, act, k.isa),
+        _ => activate(x, act),
     }
 }
 
@@ -517,7 +609,7 @@ impl Backbone {
             .embeddings
             .forward(input_ids, token_type_ids, route, ctx)?;
         if let Some(m) = &self.encoder.embedding_hidden_mapping_in {
-            h = m.forward(&h)?;
+            h = m.forward_t(&h, ctx)?;
         }
         let per_group = c.layers_per_group();
         for i in 0..c.num_hidden_layers {

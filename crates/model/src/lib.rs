@@ -20,6 +20,7 @@ pub mod params;
 pub mod task_model;
 pub mod testing;
 pub mod tokenizer;
+pub mod train_ops;
 
 pub use adapters::{AdapterKind, AdapterSpec, Pooling, Sharing, TaskLayout, TaskParams};
 pub use albert::{Backbone, EncoderOutput, Kernels, Route};

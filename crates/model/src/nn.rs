@@ -5,11 +5,13 @@
 //! switches to the composed, differentiable forms; inference keeps the fused kernels.
 
 use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{Tensor, D};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
+use crate::train_ops::{self, FrozenLinear, TrainKernels};
 
 /// Forward-pass context: training or inference, and the seeded dropout stream.
 pub struct Ctx {
@@ -17,6 +19,8 @@ pub struct Ctx {
     /// Dropout probability on hidden states and attention probabilities (training only).
     pub dropout: f32,
     rng: RefCell<SplitMix64>,
+    /// The fused training ops ([`crate::train_ops`]) in use, `None` for candle's composites.
+    kernels: Option<TrainKernels>,
 }
 
 impl Ctx {
@@ -25,6 +29,7 @@ impl Ctx {
             train: false,
             dropout: 0.0,
             rng: RefCell::new(SplitMix64(0)),
+            kernels: None,
         }
     }
 
@@ -33,7 +38,20 @@ impl Ctx {
             train: true,
             dropout,
             rng: RefCell::new(SplitMix64(seed)),
+            kernels: TrainKernels::detect(),
         }
+    }
+
+    /// Overrides the training kernels: `None` runs candle's composed ops (the reference the
+    /// fused ops are tested against). Ignored in eval.
+    pub fn with_train_kernels(mut self, kernels: Option<TrainKernels>) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    /// The fused training ops in use (`None` in eval or with candle's composites).
+    pub fn train_kernels(&self) -> Option<TrainKernels> {
+        self.kernels.filter(|_| self.train)
     }
 
     /// Inverted dropout with a mask drawn from this context's seeded generator, so two
@@ -42,15 +60,44 @@ impl Ctx {
         if !self.train || self.dropout <= 0.0 {
             return Ok(x.clone());
         }
-        let p = self.dropout;
-        let keep = 1.0 / (1.0 - p);
-        let n = x.elem_count();
-        let mut rng = self.rng.borrow_mut();
-        let mask: Vec<f32> = (0..n)
-            .map(|_| if rng.next_f32() < p { 0.0 } else { keep })
-            .collect();
+        let mask = self.dropout_mask(x.elem_count());
+        if let Some(k) = self.train_kernels() {
+            return train_ops::dropout(x, mask, k.isa);
+        }
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
         Ok(x.mul(&mask)?)
+    }
+
+    /// The next `n` dropout multipliers (0 or `1 / (1 - p)`), in the order [`Ctx::dropout`]
+    /// draws them; `None` when dropout is off.
+    pub fn next_dropout_mask(&self, n: usize) -> Option<Vec<f32>> {
+        if !self.train || self.dropout <= 0.0 {
+            return None;
+        }
+        Some(self.dropout_mask(n))
+    }
+
+    fn dropout_mask(&self, n: usize) -> Vec<f32> {
+        let p = self.dropout;
+        let keep = 1.0 / (1.0 - p);
+        let mut rng = self.rng.borrow_mut();
+        (0..n)
+            .map(|_| if rng.next_f32() < p { 0.0 } else { keep })
+            .collect()
+    }
+
+    /// Attention probabilities `softmax(scale * scores + mask_bias)` over the last dimension
+    /// (`scores [B, heads, S, T]`, `mask_bias [B, 1, 1, T]`).
+    pub fn attention_probs(
+        &self,
+        scores: &Tensor,
+        mask_bias: &Tensor,
+        scale: f64,
+    ) -> Result<Tensor> {
+        if let Some(k) = self.train_kernels() {
+            return train_ops::masked_softmax(scores, mask_bias, scale as f32, k.isa);
+        }
+        self.softmax_last_dim(&(scores * scale)?.broadcast_add(mask_bias)?)
     }
 
     pub fn softmax_last_dim(&self, x: &Tensor) -> Result<Tensor> {
@@ -84,14 +131,54 @@ impl SplitMix64 {
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// The weights packed for [`FrozenLinear`], built on the first training forward that
+    /// uses them (only for weights that carry no gradient).
+    frozen: OnceLock<Arc<FrozenLinear>>,
 }
 
 impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            weight,
+            bias,
+            frozen: OnceLock::new(),
+        }
+    }
+
     pub fn load(ck: &Checkpoint, name: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
-        Ok(Self {
-            weight: ck.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
-            bias: Some(ck.get(&format!("{name}.bias"), &[out_dim])?),
-        })
+        Ok(Self::new(
+            ck.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
+            Some(ck.get(&format!("{name}.bias"), &[out_dim])?),
+        ))
+    }
+
+    /// Whether neither the weight nor the bias is (derived from) a trainable variable, so
+    /// the layer may run without a weight gradient.
+    pub fn is_frozen(&self) -> bool {
+        !self.weight.track_op() && self.bias.as_ref().is_none_or(|b| !b.track_op())
+    }
+
+    /// [`Linear::forward`], on the fused training ops when `ctx` uses them: [`FrozenLinear`]
+    /// for frozen weights (packed once, on the first such call), [`train_ops::linear`] for
+    /// trainable ones.
+    pub fn forward_t(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        match ctx.train_kernels() {
+            Some(k) if k.frozen_gemm && self.is_frozen() => {
+                let packed = match self.frozen.get() {
+                    Some(p) => p,
+                    None => {
+                        let p = Arc::new(FrozenLinear::new(&self.weight, self.bias.as_ref())?);
+                        self.frozen.get_or_init(|| p)
+                    }
+                };
+                packed.forward(x, k.isa)
+            }
+            Some(k) => match &self.bias {
+                Some(b) => train_ops::linear(x, &self.weight, b, k.isa),
+                None => self.forward(x),
+            },
+            None => self.forward(x),
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -125,6 +212,9 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        if let Some(k) = ctx.train_kernels() {
+            return train_ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32, k.isa);
+        }
         if ctx.train {
             Ok(candle_nn::ops::layer_norm_slow(
                 x,

@@ -49,6 +49,6 @@ impl TaskModel<'_> {
             Pooling::Mean => mean_pool(&out.last_hidden_state, attention_mask)?,
             Pooling::Cls => cls_pool(&out.last_hidden_state)?,
         };
-        self.task.classifier.forward(&ctx.dropout(&pooled)?)
+        self.task.classifier.forward_t(&ctx.dropout(&pooled)?, ctx)
     }
 }

@@ -40,7 +40,7 @@ pub struct Args {
     /// Time adapter training steps (forward, backward, AdamW) instead of inference and
     /// report examples per second.
     #[arg(long)]
-    train: bool,
+    pub train: bool,
     /// Number format of the inference path: fp32, or bf16 (the compressed path: bf16
     /// weights on AMX where the CPU has it).
     #[arg(long, default_value = "fp32")]

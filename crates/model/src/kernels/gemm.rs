@@ -259,6 +259,7 @@ unsafe fn block(
                     a: a_tile.as_ptr(),
                     lda,
                     b: panel.as_ptr(),
+                    next_panel: k * NR,
                     c: c.add(c_off),
                     ldc,
                     ncols,
@@ -295,6 +296,9 @@ struct Tile<'a> {
     lda: usize,
     /// The packed panel, `k * NR` floats.
     b: *const f32,
+    /// Distance (in floats) from `b` to the same rows of the next panel, prefetched into L2
+    /// while this tile runs (a hint only: it may point past the end of B).
+    next_panel: usize,
     /// Top-left of the C tile (row stride `ldc`).
     c: *mut f32,
     ldc: usize,
@@ -366,6 +370,11 @@ mod avx512 {
         }
         let mut b = t.b;
         for _ in 0..t.k {
+            // When the weights stream from L3 (small batches), fetching the next panel while
+            // this one's row tiles run from cache overlaps the transfer with the arithmetic.
+            let next = b.wrapping_add(t.next_panel) as *const i8;
+            _mm_prefetch::<_MM_HINT_T1>(next);
+            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64));
             let b0 = _mm512_loadu_ps(b);
             let b1 = _mm512_loadu_ps(b.add(16));
             for i in 0..R {
