@@ -23,7 +23,7 @@ pub const MR: usize = 12;
 /// Rows per parallel work block.
 pub const MC: usize = 96;
 /// Depth of one pass over K.
-pub const KC: usize = 256;
+pub const KC: usize = 128;
 /// Bytes of packed B one column group may hold (half of a 2 MiB L2).
 const L2_B_BYTES: usize = 1 << 20;
 
@@ -160,15 +160,25 @@ pub fn gemm(
         return;
     }
     let panels = b.panels();
-    let blocks = m.div_ceil(MC);
     let threads = rayon::current_num_threads();
     let flops = 2 * m * b.n * b.k;
+    let parallel = threads > 1 && flops >= 1 << 18;
+    // Row blocks of whole 12-row strips, about MC rows each; with several threads their
+    // count is a multiple of the thread count and the strips are dealt out evenly (1024
+    // rows as 11 blocks of 96 left one thread a whole block behind the other).
+    let strips = m.div_ceil(MR);
+    let mut blocks = strips.div_ceil(MC / MR);
+    if parallel && blocks >= threads {
+        blocks = blocks.div_ceil(threads) * threads;
+    }
+    let block_rows =
+        |blk: usize| (blk * strips / blocks * MR).min(m)..((blk + 1) * strips / blocks * MR).min(m);
     // Column groups: enough tasks for the pool to balance (4 per thread), and each group's
     // slice of B small enough to stay in L2 while every row block of A passes it.
-    let for_balance = if threads <= 1 || flops < 1 << 18 {
-        1
-    } else {
+    let for_balance = if parallel {
         (4 * threads).div_ceil(blocks)
+    } else {
+        1
     };
     let for_cache = (panels * b.k * NR * 4).div_ceil(L2_B_BYTES);
     let groups = for_balance.max(for_cache).clamp(1, panels);
@@ -179,7 +189,7 @@ pub fn gemm(
     // Group-major task order: a thread's consecutive tasks share one slice of B.
     par_for(blocks * groups, |t| {
         let (g, blk) = (t / blocks, t % blocks);
-        let rows = blk * MC..((blk + 1) * MC).min(m);
+        let rows = block_rows(blk);
         let pans = g * per_group..((g + 1) * per_group).min(panels);
         // SAFETY: `check` bounded A and C for all m rows; tasks write disjoint
         // (row block, panel group) rectangles of C.
@@ -369,21 +379,44 @@ mod avx512 {
             *r = t.a.add(i * t.lda);
         }
         let mut b = t.b;
-        for _ in 0..t.k {
-            // When the weights stream from L3 (small batches), fetching the next panel while
-            // this one's row tiles run from cache overlaps the transfer with the arithmetic.
-            let next = b.wrapping_add(t.next_panel) as *const i8;
-            _mm_prefetch::<_MM_HINT_T1>(next);
-            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64));
-            let b0 = _mm512_loadu_ps(b);
-            let b1 = _mm512_loadu_ps(b.add(16));
-            for i in 0..R {
-                let av = _mm512_set1_ps(*rows[i]);
-                lo[i] = _mm512_fmadd_ps(av, b0, lo[i]);
-                hi[i] = _mm512_fmadd_ps(av, b1, hi[i]);
-                rows[i] = rows[i].add(1);
+        // One k step: two panel loads, R broadcasts, 2R FMAs. Unrolled by 4 so the twelve
+        // row pointers advance once per four steps (the steps use address displacements).
+        macro_rules! step {
+            ($u:expr) => {{
+                let bu = b.add($u * NR);
+                // When the weights stream from L3 (small batches), fetching the next panel
+                // while this one's row tiles run from cache overlaps transfer and arithmetic.
+                let next = bu.wrapping_add(t.next_panel) as *const i8;
+                _mm_prefetch::<_MM_HINT_T1>(next);
+                _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64));
+                let b0 = _mm512_loadu_ps(bu);
+                let b1 = _mm512_loadu_ps(bu.add(16));
+                for i in 0..R {
+                    let av = _mm512_set1_ps(*rows[i].add($u));
+                    lo[i] = _mm512_fmadd_ps(av, b0, lo[i]);
+                    hi[i] = _mm512_fmadd_ps(av, b1, hi[i]);
+                }
+            }};
+        }
+        let mut left = t.k;
+        while left >= 4 {
+            step!(0);
+            step!(1);
+            step!(2);
+            step!(3);
+            for r in rows.iter_mut() {
+                *r = r.add(4);
+            }
+            b = b.add(4 * NR);
+            left -= 4;
+        }
+        while left > 0 {
+            step!(0);
+            for r in rows.iter_mut() {
+                *r = r.add(1);
             }
             b = b.add(NR);
+            left -= 1;
         }
         // Column masks for a partial last panel.
         let n = t.ncols;
