@@ -201,8 +201,11 @@ fn run(
         let o = unsafe { std::slice::from_raw_parts_mut(p.0.add(o0), olen - o0) };
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
-            s.scores.clear();
-            s.scores.resize(seq * seq, 0.0);
+            // Every score is overwritten by the first product, so the buffer only grows.
+            if s.scores.len() < seq * seq {
+                s.scores.resize(seq * seq, 0.0);
+            }
+            let scores = &mut s.scores[..seq * seq];
             // Scale and additive mask (one value per key = per column) in the epilogue.
             let ep = Epilogue {
                 alpha: scale,
@@ -213,17 +216,17 @@ fn run(
             match products {
                 Products::F32 => {
                     s.k.pack_nk(k, 3 * h, seq, d);
-                    gemm_serial(isa, seq, q, 3 * h, &s.k, &mut s.scores, seq, &ep);
-                    softmax_rows(isa, &mut s.scores, seq);
+                    gemm_serial(isa, seq, q, 3 * h, &s.k, scores, seq, &ep);
+                    softmax_rows(isa, scores, seq);
                     s.v.pack_kn(v, 3 * h, seq, d);
-                    gemm_serial(isa, seq, &s.scores, seq, &s.v, o, h, &none);
+                    gemm_serial(isa, seq, scores, seq, &s.v, o, h, &none);
                 }
                 Products::Amx => {
                     s.k16.pack_nk(k, 3 * h, seq, d);
-                    gemm_amx_serial(isa, seq, q, 3 * h, &s.k16, &mut s.scores, seq, &ep);
-                    softmax_rows(isa, &mut s.scores, seq);
+                    gemm_amx_serial(isa, seq, q, 3 * h, &s.k16, scores, seq, &ep);
+                    softmax_rows(isa, scores, seq);
                     s.v16.pack_kn(v, 3 * h, seq, d);
-                    gemm_amx_serial(isa, seq, &s.scores, seq, &s.v16, o, h, &none);
+                    gemm_amx_serial(isa, seq, scores, seq, &s.v16, o, h, &none);
                 }
             }
         });

@@ -17,7 +17,7 @@
 use std::sync::OnceLock;
 
 use super::gemm::{self, Epilogue, PackedB};
-use super::{act, par_for, Isa, SendPtr};
+use super::{act, par_for, Isa};
 
 /// Rounds to bf16 (nearest even; NaN stays NaN).
 #[inline(always)]
@@ -110,7 +110,8 @@ impl AmxB {
         self.n = n;
         self.kp = k.div_ceil(32) * 32;
         self.np = n.div_ceil(32) * 32;
-        self.tiles.clear();
+        // The packers write every element of every tile (padding included), so the buffer
+        // is only grown, never cleared.
         self.tiles.resize(self.kp * self.np, 0);
     }
 
@@ -312,9 +313,11 @@ pub fn gemm_amx_serial(
                 sh,
                 a16,
                 &b.tiles,
-                c.as_mut_ptr(),
-                clen,
-                ldc,
+                Out::F32 {
+                    c: c.as_mut_ptr(),
+                    len: clen,
+                    ldc,
+                },
                 ep,
             )
         };
@@ -379,6 +382,19 @@ struct AmxShape {
     np: usize,
 }
 
+/// Where a product's 32 x 32 output blocks go.
+#[derive(Clone, Copy)]
+enum Out {
+    /// fp32 `C` with row stride `ldc` (`len` floats).
+    F32 { c: *mut f32, len: usize, ldc: usize },
+    /// bf16 AMX tiles of the next product's left-hand side (`[m / 16][n / 32][16][32]`,
+    /// `kp` = this product's padded `n`), after the epilogue's activation.
+    Tiles { t: *mut u16, kp: usize },
+}
+// SAFETY: tasks write disjoint blocks of the output (see `compute`).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
 /// Rows of A per parallel task (a multiple of 32, the register block's height).
 const ROWS_PER_TASK: usize = 128;
 
@@ -394,22 +410,36 @@ fn run_amx(
     ep: &Epilogue,
     a16: &mut Vec<u16>,
 ) {
+    convert_all(sh, a, lda, a16);
+    let out = Out::F32 {
+        c: c.as_mut_ptr(),
+        len: c.len(),
+        ldc,
+    };
+    compute(isa, sh, a16, tiles, out, ep);
+}
+
+/// A (`m x k` fp32) into `a16` as bf16 AMX tiles, rows padded to 32, one 16-row block per task.
+fn convert_all(sh: AmxShape, a: &[f32], lda: usize, a16: &mut Vec<u16>) {
     let mp = sh.m.div_ceil(32) * 32;
     if a16.len() < mp * sh.kp {
         a16.resize(mp * sh.kp, 0);
     }
-    let a16 = &mut a16[..mp * sh.kp];
-    // A -> bf16 tiles, one 16-row block per task.
-    let tile_rows = mp / 16;
     let ap = SendPtr16(a16.as_mut_ptr());
-    par_for(tile_rows, |rb| {
+    par_for(mp / 16, |rb| {
         let dst = ap;
-        // SAFETY: each task writes its own 16-row block of the buffer.
+        // SAFETY: each task writes its own 16-row block of the (large enough) buffer.
         let block =
             unsafe { std::slice::from_raw_parts_mut(dst.0.add(rb * 16 * sh.kp), 16 * sh.kp) };
         convert_block(rb * 16, sh, a, lda, block);
     });
+}
 
+/// The product of `a16` (A in tiles, at least `mp * kp` values) and the packed B, split over
+/// the pool by row tasks and column groups.
+fn compute(isa: Isa, sh: AmxShape, a16: &[u16], tiles: &[u16], out: Out, ep: &Epilogue) {
+    let mp = sh.m.div_ceil(32) * 32;
+    assert!(a16.len() >= mp * sh.kp, "bf16 gemm: A tiles too short");
     let row_tasks = mp.div_ceil(ROWS_PER_TASK);
     let col_blocks = sh.np / 32;
     let threads = rayon::current_num_threads();
@@ -424,26 +454,22 @@ fn run_amx(
     let groups = for_balance.max(for_cache).clamp(1, col_blocks);
     let per_group = col_blocks.div_ceil(groups);
     let groups = col_blocks.div_ceil(per_group);
-    let cp = SendPtr(c.as_mut_ptr());
-    let clen = c.len();
-    let a16 = &*a16;
     // Group-major task order: a thread's consecutive tasks share one group of B tiles.
     par_for(row_tasks * groups, |t| {
         let (g, rt) = (t / row_tasks, t % row_tasks);
         let rows = rt * ROWS_PER_TASK..((rt + 1) * ROWS_PER_TASK).min(mp);
         let cols = g * per_group..((g + 1) * per_group).min(col_blocks);
-        let c = cp;
         // SAFETY: AMX is available (checked when packing); tasks write disjoint rectangles
-        // of C inside the bounds checked above.
+        // of the output inside the bounds the callers checked.
         unsafe {
-            amx::block(rows, cols.clone(), sh, a16, tiles, c.0, clen, ldc, ep);
+            amx::block(rows, cols.clone(), sh, a16, tiles, out, ep);
         }
-        if let Some(act_fn) = ep.act {
+        if let (Some(act_fn), Out::F32 { c, ldc, .. }) = (ep.act, out) {
             let (r0, r1) = (rt * ROWS_PER_TASK, ((rt + 1) * ROWS_PER_TASK).min(sh.m));
             let (c0, c1) = (cols.start * 32, (cols.end * 32).min(sh.n));
             for r in r0..r1 {
                 // SAFETY: row r, columns c0..c1 belong to this task.
-                let row = unsafe { std::slice::from_raw_parts_mut(c.0.add(r * ldc + c0), c1 - c0) };
+                let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc + c0), c1 - c0) };
                 act::apply(isa, act_fn, row);
             }
         }
@@ -452,9 +478,93 @@ fn run_amx(
 
 #[derive(Clone, Copy)]
 struct SendPtr16(*mut u16);
-// SAFETY: tasks write disjoint blocks (see `run_amx`).
+// SAFETY: tasks write disjoint blocks (see `convert_all`).
 unsafe impl Send for SendPtr16 {}
 unsafe impl Sync for SendPtr16 {}
+
+/// Activations kept in AMX tile layout between two products (see [`ffn`]).
+#[derive(Default)]
+pub struct Tiles16(Vec<u16>);
+
+/// `C = act(A W1^T + b1) W2^T + b2` for the compressed path's feed-forward block, where the
+/// intermediate never exists in fp32: the first product's epilogue applies bias and
+/// activation in registers and writes bf16 tiles that the second product reads as they are
+/// (at 8 x 128 tokens this saves, per layer, a 6 MiB fp32 write, its re-read and its
+/// conversion). Both weights must be on AMX ([`PackedBf16::is_amx`]), `w2.k() == w1.n()`,
+/// `A` is `m x w1.k()` and `C` is `m x w2.n()`, both dense.
+#[allow(clippy::too_many_arguments)]
+pub fn ffn(
+    isa: Isa,
+    m: usize,
+    a: &[f32],
+    w1: &PackedBf16,
+    ep1: &Epilogue,
+    w2: &PackedBf16,
+    c: &mut [f32],
+    ep2: &Epilogue,
+    mid: &mut Tiles16,
+) {
+    let (Repr::Amx(b1), Repr::Amx(b2)) = (&w1.repr, &w2.repr) else {
+        panic!("bf16 ffn: both weights must be packed for AMX");
+    };
+    assert_eq!(b2.k, b1.n, "bf16 ffn: inner sizes differ");
+    assert!(a.len() >= m * b1.k, "bf16 ffn: A too short");
+    assert!(c.len() >= m * b2.n, "bf16 ffn: C too short");
+    assert!(
+        ep1.bias.is_none_or(|b| b.len() >= b1.n),
+        "bf16 ffn: bias 1 too short"
+    );
+    assert!(
+        ep2.bias.is_none_or(|b| b.len() >= b2.n),
+        "bf16 ffn: bias 2 too short"
+    );
+    assert!(
+        !ep1.accumulate,
+        "bf16 ffn: the intermediate cannot accumulate"
+    );
+    if m == 0 {
+        return;
+    }
+    let sh1 = AmxShape {
+        m,
+        k: b1.k,
+        n: b1.n,
+        kp: b1.kp,
+        np: b1.np,
+    };
+    let sh2 = AmxShape {
+        m,
+        k: b2.k,
+        n: b2.n,
+        kp: b2.kp,
+        np: b2.np,
+    };
+    let mp = m.div_ceil(32) * 32;
+    if mid.0.len() < mp * sh2.kp {
+        mid.0.resize(mp * sh2.kp, 0);
+    }
+    let mid_out = Out::Tiles {
+        t: mid.0.as_mut_ptr(),
+        kp: sh2.kp,
+    };
+    A16.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            convert_all(sh1, a, b1.k, &mut buf);
+            compute(isa, sh1, &buf, &b1.tiles, mid_out, ep1);
+        }
+        Err(_) => {
+            let mut buf = Vec::new();
+            convert_all(sh1, a, b1.k, &mut buf);
+            compute(isa, sh1, &buf, &b1.tiles, mid_out, ep1);
+        }
+    });
+    let out = Out::F32 {
+        c: c.as_mut_ptr(),
+        len: c.len(),
+        ldc: b2.n,
+    };
+    compute(isa, sh2, &mid.0, &b2.tiles, out, ep2);
+}
 
 /// Rows `r0..r0 + 16` of A as AMX tiles: `block[kc][row][0..32] = bf16(A[r0 + row][32 kc..])`,
 /// zeros past `k` and past `m`.
@@ -553,8 +663,10 @@ unsafe fn convert_block_avx512(
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx {
+    use super::super::act;
     use super::super::gemm::Epilogue;
-    use super::AmxShape;
+    use super::{AmxShape, Out};
+    use crate::config::Activation;
     use std::arch::asm;
 
     /// CPUID bits for AMX-BF16 and AMX-TILE, then Linux's permission for tile data.
@@ -607,9 +719,7 @@ mod amx {
         sh: AmxShape,
         a16: &[u16],
         tiles: &[u16],
-        c: *mut f32,
-        clen: usize,
-        ldc: usize,
+        out: Out,
         ep: &Epilogue,
     ) {
         let cfg = config();
@@ -677,16 +787,19 @@ mod amx {
                     );
                     let c0 = cb * 32;
                     let valid_rows = 32.min(sh.m.saturating_sub(r0));
-                    epilogue(
-                        &tmp.0,
-                        valid_rows,
-                        c0,
-                        sh.n,
-                        c.add(r0 * ldc),
-                        clen - r0 * ldc,
-                        ldc,
-                        ep,
-                    );
+                    match out {
+                        Out::F32 { c, len, ldc } => epilogue(
+                            &tmp.0,
+                            valid_rows,
+                            c0,
+                            sh.n,
+                            c.add(r0 * ldc),
+                            len - r0 * ldc,
+                            ldc,
+                            ep,
+                        ),
+                        Out::Tiles { t, kp } => epilogue_tiles(&tmp.0, r0, cb, sh.n, t, kp, ep),
+                    }
                 }
                 r0 += 32;
             }
@@ -708,6 +821,65 @@ mod amx {
         let p = p as *const i8;
         for line in 0..16 {
             _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line * 64));
+        }
+    }
+
+    /// `act(alpha * acc + bias)` of one 32 x 32 block, rounded to bf16 into the two tiles
+    /// (rows `r0..r0 + 32`, k chunk `cb`) of the next product's left-hand side. Columns past
+    /// `n` come out as `act(0) = 0` (zero weights, masked bias): the padding the next product
+    /// needs; rows past `m` only ever meet output rows that are discarded.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512bf16")]
+    unsafe fn epilogue_tiles(
+        acc: &[f32; 32 * 32],
+        r0: usize,
+        cb: usize,
+        n: usize,
+        t: *mut u16,
+        kp: usize,
+        ep: &Epilogue,
+    ) {
+        use std::arch::x86_64::*;
+        let c0 = cb * 32;
+        let ncols = 32.min(n.saturating_sub(c0));
+        let m_lo: __mmask16 = if ncols >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << ncols) - 1) as u16
+        };
+        let m_hi: __mmask16 = if ncols >= 32 {
+            0xFFFF
+        } else if ncols > 16 {
+            ((1u32 << (ncols - 16)) - 1) as u16
+        } else {
+            0
+        };
+        let (bias_lo, bias_hi) = match ep.bias {
+            Some(bias) => (
+                _mm512_maskz_loadu_ps(m_lo, bias.as_ptr().add(c0)),
+                _mm512_maskz_loadu_ps(m_hi, bias.as_ptr().add(c0 + 16)),
+            ),
+            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+        };
+        let alpha = _mm512_set1_ps(ep.alpha);
+        let f = |v: __m512| match ep.act {
+            Some(Activation::Gelu) => act::avx512::gelu_erf(v),
+            Some(Activation::GeluNew) => act::avx512::gelu_tanh(v),
+            Some(Activation::Relu) => _mm512_max_ps(v, _mm512_setzero_ps()),
+            None => v,
+        };
+        for i in 0..32 {
+            let r = r0 + i;
+            let row = acc.as_ptr().add(i * 32);
+            let lo = f(_mm512_fmadd_ps(_mm512_loadu_ps(row), alpha, bias_lo));
+            let hi = f(_mm512_fmadd_ps(
+                _mm512_loadu_ps(row.add(16)),
+                alpha,
+                bias_hi,
+            ));
+            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            let dst = t.add((r / 16) * 16 * kp + (cb * 16 + r % 16) * 32);
+            _mm512_storeu_si512(dst as *mut __m512i, packed);
         }
     }
 
@@ -781,9 +953,7 @@ mod amx {
         _sh: super::AmxShape,
         _a16: &[u16],
         _tiles: &[u16],
-        _c: *mut f32,
-        _clen: usize,
-        _ldc: usize,
+        _out: super::Out,
         _ep: &Epilogue,
     ) {
         unreachable!("AMX is never reported available on this target")
@@ -793,6 +963,7 @@ mod amx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Activation;
 
     #[test]
     fn rounding_is_nearest_even() {
@@ -902,6 +1073,58 @@ mod tests {
         let tol = 0.25 * k as f32 * 2.0 * 2f32.powi(-8);
         for (x, y) in got.iter().zip(&want) {
             assert!((x - y).abs() < tol, "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn fused_ffn_equals_two_products() {
+        if !amx_available() {
+            return;
+        }
+        // 70 rows (a partial 32-row block), inner width 100 (a partial k chunk in between).
+        let (m, h, f) = (70, 48, 100);
+        let x: Vec<f32> = (0..m * h)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
+        let w1: Vec<f32> = (0..f * h)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 90.0)
+            .collect();
+        let w2: Vec<f32> = (0..h * f)
+            .map(|i| ((i * 29 % 89) as f32 - 44.0) / 90.0)
+            .collect();
+        let b1: Vec<f32> = (0..f).map(|i| i as f32 * 0.01 - 0.3).collect();
+        let b2: Vec<f32> = (0..h).map(|i| 0.2 - i as f32 * 0.01).collect();
+        let (p1, p2) = (
+            PackedBf16::from_weight(&w1, f, h, Isa::detect()),
+            PackedBf16::from_weight(&w2, h, f, Isa::detect()),
+        );
+        for act_fn in [Activation::Gelu, Activation::GeluNew, Activation::Relu] {
+            let ep1 = Epilogue {
+                bias: Some(&b1),
+                act: Some(act_fn),
+                ..Epilogue::default()
+            };
+            let ep2 = Epilogue::bias(&b2);
+            let mut inter = vec![0.0; m * f];
+            let mut want = vec![0.0; m * h];
+            gemm(Isa::detect(), m, &x, h, &p1, &mut inter, f, &ep1);
+            gemm(Isa::detect(), m, &inter, f, &p2, &mut want, h, &ep2);
+            let mut got = vec![f32::NAN; m * h];
+            ffn(
+                Isa::detect(),
+                m,
+                &x,
+                &p1,
+                &ep1,
+                &p2,
+                &mut got,
+                &ep2,
+                &mut Tiles16::default(),
+            );
+            // Same bf16 roundings of the same values; only the GELU's last bits may differ.
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() < 1e-5, "{act_fn:?} [{i}]: {a} vs {b}");
+            }
         }
     }
 }

@@ -164,6 +164,8 @@ struct Buffers {
     attn: Vec<f32>,
     inter: Vec<f32>,
     small: Vec<f32>,
+    /// The feed-forward intermediate in bf16 tiles (compressed path on AMX).
+    mid: bf16::Tiles16,
 }
 
 fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -431,9 +433,26 @@ impl FastEncoder {
         }
 
         // Feed-forward: the output overwrites x (no longer needed), then x = LN(x + a).
-        let inter = sized(&mut bufs.inter, tokens * f);
-        l.ffn.forward(isa, tokens, a, inter, Some(l.activation));
-        l.ffn_output.forward(isa, tokens, inter, x, None);
+        match (&l.ffn.w, &l.ffn_output.w) {
+            // Compressed path on AMX: the intermediate stays in bf16 tiles.
+            (Weights::Bf16(w1), Weights::Bf16(w2)) if w1.is_amx() && w2.is_amx() => {
+                let ep1 = Epilogue {
+                    bias: l.ffn.bias.as_deref(),
+                    act: Some(l.activation),
+                    ..Epilogue::default()
+                };
+                let ep2 = Epilogue {
+                    bias: l.ffn_output.bias.as_deref(),
+                    ..Epilogue::default()
+                };
+                bf16::ffn(isa, tokens, a, w1, &ep1, w2, x, &ep2, &mut bufs.mid);
+            }
+            _ => {
+                let inter = sized(&mut bufs.inter, tokens * f);
+                l.ffn.forward(isa, tokens, a, inter, Some(l.activation));
+                l.ffn_output.forward(isa, tokens, inter, x, None);
+            }
+        }
         for &(r0, n, task) in parts {
             let tl = layer_of(task);
             let rows = r0 * h..(r0 + n) * h;
