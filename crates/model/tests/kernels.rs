@@ -167,3 +167,50 @@ fn trainable_backbones_keep_candle_ops() {
     .unwrap();
     assert_eq!(bb.inference_kernels(), "candle");
 }
+
+/// The fast path caches packed task weights, but a training run's `Var`s change in place
+/// under the same tensor id: after `Var::set`, the fast forward must see the new values.
+#[test]
+fn task_weights_changed_in_place_are_not_served_stale() {
+    let reference = load("bert", Kernels::Candle);
+    let fast = load("bert", Kernels::Isa(Isa::detect()));
+    let layout = TaskLayout {
+        adapter: Some(AdapterSpec::parse("houlsby:4").unwrap()),
+        sharing: Sharing::PerApplication,
+        layer_norms: true,
+        pooler: false,
+        num_labels: 2,
+        pooling: Pooling::Pooler,
+    };
+    let init = layout.init_tensors(&reference, 5).unwrap();
+    let vars: std::collections::HashMap<String, candle_core::Var> = init
+        .iter()
+        .map(|(k, v)| (k.clone(), candle_core::Var::from_tensor(v).unwrap()))
+        .collect();
+    let tensors = vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let task = TaskParams::from_tensors(&reference.config, &layout, &tensors).unwrap();
+    let route = Route::Task(&task);
+    let (before, _) = run(&fast, &route);
+    for (name, var) in &vars {
+        if name.contains(".down.") || name.contains(".up.") {
+            // Random, not constant: a uniform shift of `up` would be undone by the LayerNorm.
+            let noise = Tensor::randn(0f32, 0.3, var.dims(), &Device::Cpu).unwrap();
+            let bumped = (var.as_tensor() + noise).unwrap();
+            var.set(&bumped).unwrap();
+        }
+    }
+    let (after, _) = run(&fast, &route);
+    let (want, _) = run(&reference, &route);
+    assert!(
+        max_diff(&after, &before) > 1e-3,
+        "the update changed nothing"
+    );
+    let d = max_diff(&after, &want);
+    assert!(
+        d < 2e-5,
+        "fast path after Var::set differs from candle by {d}"
+    );
+}

@@ -10,16 +10,16 @@
 //! Activations live in flat row-major `[tokens, width]` buffers; the candle tensor is built
 //! only for the final hidden state.
 
-use std::cell::RefCell;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Storage, Tensor};
+use candle_core::{DType, Device, Storage, Tensor, TensorId};
 
 use super::attention::{attention, attention_bf16, AttentionShape};
 use super::bf16::{self, PackedBf16};
 use super::gemm::{gemm, Epilogue, PackedB};
 use super::norm::{add_layer_norm, Norm};
-use super::{act, Isa};
+use super::Isa;
 use crate::adapters::{Bottleneck, Lora, TaskParams};
 use crate::albert::{AlbertLayer, Backbone};
 use crate::config::Activation;
@@ -183,11 +183,20 @@ pub(crate) struct FastEncoder {
     projection: Option<PackedLinear>,
     groups: Vec<Vec<FastLayer>>,
     buffers: Mutex<Option<Buffers>>,
+    /// Task weights (adapters, LoRA) packed on first use, by tensor id. Only immutable
+    /// tensors are cached: a training run's `Var`s change in place under the same id, so
+    /// they are packed per call. Capped so that hot-reloaded bundles cannot grow it forever.
+    task_packs: Mutex<HashMap<TensorId, Arc<TaskPack>>>,
 }
 
-thread_local! {
-    static TASK_PACK: RefCell<PackedB> = RefCell::new(PackedB::default());
+/// A task matrix packed for [`gemm`], with its bias.
+struct TaskPack {
+    w: PackedB,
+    bias: Option<Vec<f32>>,
 }
+
+/// Most task matrices kept packed (a houlsby adapter uses 4 per layer application).
+const TASK_PACK_CAP: usize = 4096;
 
 /// One task's rows: `(first token row, token rows, task)`.
 type Part<'a> = (usize, usize, Option<&'a TaskParams>);
@@ -235,6 +244,7 @@ impl FastEncoder {
             projection,
             groups,
             buffers: Mutex::new(None),
+            task_packs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -490,18 +500,42 @@ impl FastEncoder {
         ldc: usize,
         ep: Epilogue,
     ) -> Result<()> {
-        let (n, k) = w.dims2()?;
-        let bias = bias.map(to_vec).transpose()?;
-        TASK_PACK.with(|p| {
-            let mut p = p.borrow_mut();
-            with_f32(w, |ws| p.pack_nk(ws, k, n, k))?;
-            let ep = Epilogue {
-                bias: bias.as_deref(),
-                ..ep
-            };
-            gemm(self.isa, m, x, lda, &p, out, ldc, &ep);
-            Ok(())
-        })
+        let pack = || -> Result<TaskPack> {
+            let (n, k) = w.dims2()?;
+            Ok(TaskPack {
+                w: with_f32(w, |ws| PackedB::from_weight(ws, n, k))?,
+                bias: bias.map(to_vec).transpose()?,
+            })
+        };
+        let cacheable = !w.is_variable() && !bias.is_some_and(|b| b.is_variable());
+        let packed = if cacheable {
+            let cached = self
+                .task_packs
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&w.id()).cloned());
+            match cached {
+                Some(p) => p,
+                None => {
+                    let p = Arc::new(pack()?);
+                    if let Ok(mut cache) = self.task_packs.lock() {
+                        if cache.len() >= TASK_PACK_CAP {
+                            cache.clear();
+                        }
+                        cache.insert(w.id(), p.clone());
+                    }
+                    p
+                }
+            }
+        } else {
+            Arc::new(pack()?)
+        };
+        let ep = Epilogue {
+            bias: packed.bias.as_deref(),
+            ..ep
+        };
+        gemm(self.isa, m, x, lda, &packed.w, out, ldc, &ep);
+        Ok(())
     }
 
     /// `out += up(act(down(x)))`.
@@ -526,9 +560,11 @@ impl FastEncoder {
             h,
             t,
             width,
-            Epilogue::default(),
+            Epilogue {
+                act: Some(ad.activation),
+                ..Epilogue::default()
+            },
         )?;
-        act::apply(self.isa, ad.activation, t);
         let ep = Epilogue {
             accumulate: true,
             ..Epilogue::default()
@@ -557,9 +593,11 @@ impl FastEncoder {
             h,
             t,
             width,
-            Epilogue::default(),
+            Epilogue {
+                act: Some(ad.activation),
+                ..Epilogue::default()
+            },
         )?;
-        act::apply(self.isa, ad.activation, t);
         let ep = Epilogue {
             accumulate: true,
             ..Epilogue::default()
