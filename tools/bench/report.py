@@ -181,7 +181,9 @@ def main():
                 errors.append(f"{a.accuracy}: not JSON: {line[:120]}")
     if acc:
         md.append("\n## Accuracy of the compressed path\n")
-        md.append("`adalbert eval` of one task bundle with each inference path (`ADALBERT_KERNELS=candle|auto|bf16`).\n")
+        md.append("`adalbert eval` of task bundles (`BENCH_BUNDLE`) on their offline-suite dev sets with each inference "
+                  "path (`ADALBERT_KERNELS=candle|auto|bf16`): candle's fp32 ops, adalbert's fp32 kernels, the compressed "
+                  "bf16 path.\n")
         md.append("| task | examples | kernels | metric | value | change vs candle fp32 (points) |")
         md.append("|---|---|---|---|---|---|")
         base = {r["task"]: r["value"] for r in acc if r["kernels"] == "candle"}
@@ -194,7 +196,8 @@ def main():
     for e, s, dc, dm, mad, agree in agree_rows:
         md.append(f"| {e} | {s} | {dc:.1e} | {dm:.1e} | {fmt(mad, '.1e')} | {'yes' if agree else 'NO'} |")
     if a.profile_dir:
-        for k, title in (("candle", "before: candle's ops (`--kernels candle`)"), ("auto", "after: adalbert's kernels")):
+        for k, title in (("candle", "before: candle's ops (`--kernels candle`)"), ("auto", "after: adalbert's fp32 kernels"),
+                         ("bf16", "compressed path (`--precision bf16`)")):
             p = a.profile_dir / f"profile_{k}.txt"
             if p.exists() and p.read_text().strip():
                 md.append(f"\n## Profile, 8x128, {title}\n")
@@ -204,15 +207,21 @@ def main():
                 md.append("```")
     md.append("\n## What runs where\n")
     md.append("- adalbert fp32 (`--kernels auto`): adalbert's own kernels in `crates/model/src/kernels/`: "
-              "AVX-512 12x32 GEMM tile on weights packed once at load (fused QKV), fused per-head attention "
-              "(QK^T, scale, mask, softmax, PV), bias+GELU in the GEMM epilogue, residual+LayerNorm in one pass; "
-              "without AVX-512 the default is candle's ops (its AVX2 matrix multiply beats our portable tile), and the "
-              "portable kernels run with `--kernels portable` / `ADALBERT_KERNELS=portable`. candle loads the weights and "
-              "runs training.")
+              "AVX-512 12x32 GEMM register tile (k loop unrolled by 4, next weight panel prefetched into L2) on weights "
+              "packed once at load (fused QKV), row blocks dealt evenly over the threads, column groups sized to L2; "
+              "fused per-head attention (QK^T with scale and mask in the epilogue, softmax, PV); bias+GELU in the GEMM "
+              "epilogue; residual+LayerNorm in one pass; exp/GELU/softmax in explicit AVX-512 (FMA, `vscalefps`, "
+              "refined `vrcp14ps`); task adapters packed once per bundle. Without AVX-512 the default is candle's ops "
+              "(its AVX2 matrix multiply beats our portable tile); the portable kernels run with `--kernels portable`.")
     md.append("- adalbert bf16 (`--precision bf16`, `ADALBERT_KERNELS=bf16`): weights rounded to bf16 and packed into "
-              "AMX tiles, `tdpbf16ps` products with fp32 accumulation; attention, LayerNorm, softmax and GELU stay "
-              "fp32. Without AMX: fp32 kernels on the bf16-rounded weights.")
-    md.append("- training (`adalbert bench --train`): candle's differentiable ops (the fast kernels have no backward).")
+              "AMX tiles; activations rounded with `vcvtne2ps2bf16`; `tdpbf16ps` products with fp32 accumulation for "
+              "every linear layer and for attention's QK^T and PV; the feed-forward intermediate never exists in fp32 "
+              "(bias, GELU and bf16 rounding in the AMX epilogue, the next product reads the tiles). Softmax, "
+              "LayerNorm and residuals stay fp32. Without AMX: fp32 kernels on the bf16-rounded weights.")
+    md.append("- training (`adalbert bench --train`): candle's autograd graph with adalbert's ops for the heavy parts "
+              "(`crates/model/src/train_ops.rs`: frozen linear on the fp32 GEMM forward and backward, LayerNorm, GELU, "
+              "attention and dropout with hand-written backward); candle's own pool runs single-threaded "
+              "(`CANDLE_NUM_THREADS=1`, set by the CLI) because its spinning workers took a core from the GEMM.")
     md.append("- peak RSS: the whole process's high-water mark (`VmHWM` / `ru_maxrss`); adalbert runs one shape per "
               "process, the peers both shapes in one process.")
     text = "\n".join(md) + "\n"

@@ -13,7 +13,7 @@
 # Env: ADALBERT_VENV (default tools/.venv), ADALBERT_BIN (default target/release/adalbert),
 #      BENCH_THREADS (default 2), BENCH_ROUNDS (default 2), BENCH_TRAIN (default 1),
 #      BENCH_PROFILE (default 1; needs `perf`), BENCH_OUT (default results/performance.md),
-#      BENCH_BUNDLE (a task bundle: also report its accuracy with candle / fp32 / bf16 kernels,
+#      BENCH_BUNDLE (task bundles, space-separated: also report their accuracy with candle / fp32 / bf16 kernels,
 #      e.g. one from `adalbert train --task movie-polarity --adapter houlsby:64 ...`).
 # Output: the table on stdout; JSON lines in target/bench/{peers,ours}.jsonl;
 #         target/bench/summary.json; results/performance.md.
@@ -104,8 +104,6 @@ for round in $(seq 1 "$ROUNDS"); do
       --threads "$THREADS" 2>/dev/null | tee -a "$OUTDIR/peers.jsonl" >&2 || die "train_peer.py failed"
     if [[ "$PEERS_ONLY" == 0 ]]; then
       ours 16x64 5 --train --adapter houlsby:64
-      # candle's elementwise thread pool spin-waits; on a loaded machine one thread is faster.
-      CANDLE_NUM_THREADS=1 ours 16x64 5 --train --adapter houlsby:64
     fi
   fi
 done
@@ -114,20 +112,27 @@ done
 ACC="$OUTDIR/accuracy.jsonl"
 : > "$ACC"
 if [[ -n "${BENCH_BUNDLE:-}" && "$PEERS_ONLY" == 0 ]]; then
-  [[ -f "$BENCH_BUNDLE" ]] || die "BENCH_BUNDLE=$BENCH_BUNDLE not found"
-  for k in candle auto bf16; do
-    echo "bench: ADALBERT_KERNELS=$k $BIN eval --model $MODEL --bundle $BENCH_BUNDLE --max-len ${BENCH_MAX_LEN:-64} --json" >&2
-    line="$(ADALBERT_KERNELS=$k RAYON_NUM_THREADS="$THREADS" "$BIN" eval --model "$MODEL" --bundle "$BENCH_BUNDLE"       --max-len "${BENCH_MAX_LEN:-64}" --json --predictions "$OUTDIR/pred_$k.tsv" 2>/dev/null | tail -n1)"       || die "adalbert eval ($k) failed"
-    n="$(( $(wc -l < "$OUTDIR/pred_$k.tsv") - 1 ))"  # minus the header line
-    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); m,v=next(iter(d.items())); print(json.dumps({"kernels":sys.argv[2],"task":sys.argv[3],"metric":m,"value":v,"examples":int(sys.argv[4])}))'       "$line" "$k" "$(basename "$BENCH_BUNDLE")" "$n" | tee -a "$ACC" >&2
+  for bundle in $BENCH_BUNDLE; do
+    [[ -f "$bundle" ]] || die "BENCH_BUNDLE: $bundle not found"
+    name="$(basename "$bundle" .safetensors)"
+    for k in candle auto bf16; do
+      echo "bench: ADALBERT_KERNELS=$k $BIN eval --model $MODEL --bundle $bundle --max-len ${BENCH_MAX_LEN:-64} --json" >&2
+      line="$(ADALBERT_KERNELS=$k RAYON_NUM_THREADS="$THREADS" "$BIN" eval --model "$MODEL" --bundle "$bundle" \
+        --max-len "${BENCH_MAX_LEN:-64}" --json --predictions "$OUTDIR/pred_${name}_$k.tsv" 2>/dev/null | tail -n1)" \
+        || die "adalbert eval ($bundle, $k) failed"
+      n="$(( $(wc -l < "$OUTDIR/pred_${name}_$k.tsv") - 1 ))"  # minus the header line
+      python3 -c 'import json,sys; d=json.loads(sys.argv[1]); m,v=next(iter(d.items())); print(json.dumps({"kernels":sys.argv[2],"task":sys.argv[3],"metric":m,"value":v,"examples":int(sys.argv[4])}))' \
+        "$line" "$k" "$name" "$n" | tee -a "$ACC" >&2
+    done
   done
 fi
 
 # --- profile: where the time goes with candle's ops (before) and with adalbert's kernels (after)
 if [[ "$PROFILE" == 1 && "$PEERS_ONLY" == 0 ]] && command -v perf >/dev/null 2>&1; then
-  for k in candle auto; do
+  for k in candle auto bf16; do
+    if [[ "$k" == bf16 ]]; then args=(--precision bf16); else args=(--kernels "$k"); fi
     if perf record -F 499 -o "$OUTDIR/perf_$k.data" "$BIN" bench --model "$MODEL" --shape 8x128 --iters 5 \
-         --threads "$THREADS" --kernels "$k" >/dev/null 2>&1; then
+         --threads "$THREADS" "${args[@]}" >/dev/null 2>&1; then
       perf report -i "$OUTDIR/perf_$k.data" --no-children --percent-limit 1 --stdio 2>/dev/null \
         | grep -v '^#' | grep -v '^$' | head -12 > "$OUTDIR/profile_$k.txt" || true
     else
