@@ -47,8 +47,10 @@ results-compression: assets build
 	done
 	$(BIN) compress --sweep configs/compression/minilm.toml --resume
 
+# Accuracy of each inference path is reported for the task bundles `make results-compression`
+# trains (runs/bundles/), when they exist; BENCH_BUNDLE overrides the list.
 bench: assets build
-	tools/bench/run.sh
+	BENCH_BUNDLE="$${BENCH_BUNDLE:-$$(ls runs/bundles/*.bundle.safetensors 2>/dev/null | tr '\n' ' ')}" tools/bench/run.sh
 
 bench-serve: assets build
 	crates/serve/bench/bench-serve.sh
