@@ -57,22 +57,29 @@ enum Repr {
 
 impl PackedBf16 {
     pub fn from_weight(w: &[f32], n: usize, k: usize, isa: Isa) -> Self {
-        assert!(w.len() >= n * k, "bf16 pack: source too short");
+        let _ = isa;
         if !amx_available() {
-            let rounded: Vec<f32> = w[..n * k].iter().map(|&v| from_bf16(to_bf16(v))).collect();
-            let _ = isa;
-            return Self {
-                k,
-                n,
-                repr: Repr::Widened(PackedB::from_weight(&rounded, n, k)),
-            };
+            return Self::widened(w, n, k);
         }
+        assert!(w.len() >= n * k, "bf16 pack: source too short");
         let mut b = AmxB::default();
         b.pack_nk(w, k, n, k);
         Self {
             k,
             n,
             repr: Repr::Amx(b),
+        }
+    }
+
+    /// The fallback for CPUs without AMX: the bf16-rounded weights widened back to fp32, so
+    /// the compressed model computes the same function everywhere (minus activation rounding).
+    pub fn widened(w: &[f32], n: usize, k: usize) -> Self {
+        assert!(w.len() >= n * k, "bf16 pack: source too short");
+        let rounded: Vec<f32> = w[..n * k].iter().map(|&v| from_bf16(to_bf16(v))).collect();
+        Self {
+            k,
+            n,
+            repr: Repr::Widened(PackedB::from_weight(&rounded, n, k)),
         }
     }
 
@@ -1124,6 +1131,39 @@ mod tests {
             // Same bf16 roundings of the same values; only the GELU's last bits may differ.
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() < 1e-5, "{act_fn:?} [{i}]: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn fallback_without_amx_uses_the_rounded_weights() {
+        let (m, k, n) = (7, 40, 20);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.13).cos()).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.07).sin() * 1.37).collect();
+        let rounded: Vec<f32> = w.iter().map(|&v| from_bf16(to_bf16(v))).collect();
+        assert_ne!(rounded, w, "the test weights must not be bf16-exact");
+        let mut want = vec![0.0; m * n];
+        let ep = Epilogue::default();
+        gemm::gemm(
+            Isa::Portable,
+            m,
+            &a,
+            k,
+            &PackedB::from_weight(&rounded, n, k),
+            &mut want,
+            n,
+            &ep,
+        );
+        let packed = PackedBf16::widened(&w, n, k);
+        assert!(!packed.is_amx());
+        for isa in [Isa::Portable, Isa::Avx512] {
+            if !isa.available() {
+                continue;
+            }
+            let mut got = vec![0.0; m * n];
+            gemm(isa, m, &a, k, &packed, &mut got, n, &ep);
+            for (x, y) in got.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-5, "{isa:?}: {x} vs {y}");
             }
         }
     }
