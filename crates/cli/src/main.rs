@@ -50,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     };
     if trains {
         single_threaded_candle_for_training();
+        adalbert_model::train_ops::retain_freed_memory();
     }
     match cli.command {
         Command::Info(a) => commands::info::run(a),

@@ -248,6 +248,23 @@ impl AlbertAttention {
                     self.qkv.get_or_init(|| p)
                 }
             };
+            if self.dense.is_frozen() {
+                let heads = self.num_attention_heads;
+                let drop = ctx.next_dropout_mask(b * heads * s * s);
+                let scale = 1.0 / (self.attention_head_size as f32).sqrt();
+                let dense = self.dense.frozen_packed()?;
+                let projected = train_ops::frozen_attention_block(
+                    x,
+                    packed,
+                    dense,
+                    mask_bias,
+                    heads,
+                    scale,
+                    drop,
+                    kernels.isa,
+                )?;
+                return self.finish_fused(x, &projected, route, application, ctx, kernels);
+            }
             packed.forward(x, kernels.isa)?
         } else {
             let mut q = self.query.forward_t(x, ctx)?;
@@ -271,8 +288,32 @@ impl AlbertAttention {
         let drop = ctx.next_dropout_mask(b * heads * s * s);
         let scale = 1.0 / (self.attention_head_size as f32).sqrt();
         let context = train_ops::attention(&qkv, mask_bias, heads, scale, drop, kernels.isa)?;
-        let projected = ctx.dropout(&self.dense.forward_t(&context, ctx)?)?;
-        self.finish(x, &projected, route, application, ctx)
+        let projected = self.dense.forward_t(&context, ctx)?;
+        self.finish_fused(x, &projected, route, application, ctx, kernels)
+    }
+
+    /// Dropout, attention adapter, residual and LayerNorm after the output projection, on
+    /// [`train_ops::residual_layer_norm`].
+    fn finish_fused(
+        &self,
+        x: &Tensor,
+        projected: &Tensor,
+        route: &Route,
+        application: usize,
+        ctx: &Ctx,
+        kernels: TrainKernels,
+    ) -> Result<Tensor> {
+        let drop = dropout_mask_tensor(projected, ctx)?;
+        let mut inputs = vec![x, projected];
+        inputs.extend(drop.as_ref());
+        route.per_task(&inputs, |task, r| {
+            let layer = task.and_then(|t| t.layer(application));
+            let ln = layer
+                .and_then(|l| l.attention_layer_norm.as_ref())
+                .unwrap_or(&self.layer_norm);
+            let adapter = layer.and_then(|l| l.attention_adapter.as_ref());
+            fused_tail(&r[0], &r[1], r.get(2), adapter, ln, ctx, kernels)
+        })
     }
 
     /// Attention adapter, residual and LayerNorm after the output projection.
@@ -335,6 +376,36 @@ impl AlbertLayer {
         let a = self
             .attention
             .forward(x, mask_bias, route, application, ctx)?;
+        if let Some(k) = ctx.train_kernels() {
+            let out = if k.frozen_gemm && self.ffn.is_frozen() && self.ffn_output.is_frozen() {
+                let (first, second) = (self.ffn.frozen_packed()?, self.ffn_output.frozen_packed()?);
+                train_ops::frozen_ffn(&a, first, self.activation, second, k.isa)?
+            } else {
+                let hidden = self.ffn.forward_act_t(&a, self.activation, ctx)?;
+                self.ffn_output.forward_t(&hidden, ctx)?
+            };
+            let drop = dropout_mask_tensor(&out, ctx)?;
+            let mut inputs = vec![&a, &out];
+            inputs.extend(drop.as_ref());
+            return route.per_task(&inputs, |task, r| {
+                let layer = task.and_then(|t| t.layer(application));
+                let ln = layer
+                    .and_then(|l| l.full_layer_layer_norm.as_ref())
+                    .unwrap_or(&self.full_layer_layer_norm);
+                let adapter = layer.and_then(|l| l.output_adapter.as_ref());
+                match layer.and_then(|l| l.parallel_adapter.as_ref()) {
+                    Some(p) => {
+                        let mut out = r[1].clone();
+                        if let Some(m) = r.get(2) {
+                            out = ctx.dropout_with(&out, m)?;
+                        }
+                        out = (out + p.forward_t(&r[0], ctx)?)?;
+                        fused_tail(&r[0], &out, None, adapter, ln, ctx, k)
+                    }
+                    None => fused_tail(&r[0], &r[1], r.get(2), adapter, ln, ctx, k),
+                }
+            });
+        }
         let hidden = activate_t(&self.ffn.forward_t(&a, ctx)?, self.activation, ctx)?;
         let out = ctx.dropout(&self.ffn_output.forward_t(&hidden, ctx)?)?;
         route.per_task(&[&a, &out], |task, r| {
@@ -352,6 +423,56 @@ impl AlbertLayer {
             ln.forward(&(out + &r[0])?, ctx)
         })
     }
+}
+
+/// The next dropout mask for `t`'s elements, as a tensor of `t`'s shape (so
+/// [`Route::per_task`] splits it with the rows it belongs to); `None` when dropout is off.
+fn dropout_mask_tensor(t: &Tensor, ctx: &Ctx) -> Result<Option<Tensor>> {
+    ctx.next_dropout_mask(t.elem_count())
+        .map(|m| Tensor::from_vec(m, t.shape(), t.device()))
+        .transpose()
+        .map_err(Into::into)
+}
+
+/// `ln(x + adapter(p * drop))` (the adapter with its residual; none is the identity) on
+/// [`train_ops::residual_layer_norm`], the end of each sublayer in fused training.
+fn fused_tail(
+    x: &Tensor,
+    p: &Tensor,
+    drop: Option<&Tensor>,
+    adapter: Option<&crate::adapters::Bottleneck>,
+    ln: &LayerNorm,
+    ctx: &Ctx,
+    k: TrainKernels,
+) -> Result<Tensor> {
+    let drop = drop
+        .map(|m| m.flatten_all()?.to_vec1::<f32>())
+        .transpose()?;
+    let eps = ln.eps as f32;
+    let tail = match adapter {
+        Some(a) => match (&a.down.bias, &a.up.bias) {
+            (Some(down_b), Some(up_b)) => Some(train_ops::TailAdapter {
+                down_w: &a.down.weight,
+                down_b,
+                up_w: &a.up.weight,
+                up_b,
+                act: a.activation,
+            }),
+            // Bias-free adapters run on the separate ops.
+            _ => {
+                let mut z = p.clone();
+                if let Some(m) = drop {
+                    z = train_ops::dropout(&z, m, k.isa)?;
+                }
+                let z = a.forward_residual_t(&z, ctx)?;
+                return train_ops::residual_layer_norm(
+                    x, &z, None, None, &ln.weight, &ln.bias, eps, k.isa,
+                );
+            }
+        },
+        None => None,
+    };
+    train_ops::residual_layer_norm(x, p, drop, tail, &ln.weight, &ln.bias, eps, k.isa)
 }
 
 /// [`activate`], with GELU on the fused training op when `ctx` uses them.

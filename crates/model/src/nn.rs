@@ -10,7 +10,9 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{Tensor, D};
 
 use crate::checkpoint::Checkpoint;
+use crate::config::Activation;
 use crate::error::Result;
+use crate::kernels::{multiversion, Isa};
 use crate::train_ops::{self, FrozenLinear, TrainKernels};
 
 /// Forward-pass context: training or inference, and the seeded dropout stream.
@@ -68,6 +70,14 @@ impl Ctx {
         Ok(x.mul(&mask)?)
     }
 
+    /// `x * mask` for a mask from [`Ctx::next_dropout_mask`] held as a tensor of `x`'s shape.
+    pub fn dropout_with(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        if let Some(k) = self.train_kernels() {
+            return train_ops::dropout(x, mask.flatten_all()?.to_vec1()?, k.isa);
+        }
+        Ok(x.mul(mask)?)
+    }
+
     /// The next `n` dropout multipliers (0 or `1 / (1 - p)`), in the order [`Ctx::dropout`]
     /// draws them; `None` when dropout is off.
     pub fn next_dropout_mask(&self, n: usize) -> Option<Vec<f32>> {
@@ -77,13 +87,28 @@ impl Ctx {
         Some(self.dropout_mask(n))
     }
 
+    /// Element `i` is drawn from the generator's state after `i + 1` steps, which SplitMix64
+    /// computes directly, so the mask is filled in parallel (and vectorized) with the values a
+    /// serial draw would give; the generator then advances by `n` steps.
     fn dropout_mask(&self, n: usize) -> Vec<f32> {
         let p = self.dropout;
         let keep = 1.0 / (1.0 - p);
         let mut rng = self.rng.borrow_mut();
-        (0..n)
-            .map(|_| if rng.next_f32() < p { 0.0 } else { keep })
-            .collect()
+        let base = rng.0;
+        rng.0 = base.wrapping_add((n as u64).wrapping_mul(SplitMix64::GAMMA));
+        drop(rng);
+        let isa = self.kernels.map_or_else(Isa::detect, |k| k.isa);
+        let mut mask = train_ops::output_buffer(n);
+        train_ops::par_rows(&mut mask, 1, 1 << 15, |i0, chunk| {
+            fill_mask(
+                isa,
+                base.wrapping_add((i0 as u64).wrapping_mul(SplitMix64::GAMMA)),
+                p,
+                keep,
+                chunk,
+            );
+        });
+        mask
     }
 
     /// Attention probabilities `softmax(scale * scores + mask_bias)` over the last dimension
@@ -109,20 +134,42 @@ impl Ctx {
     }
 }
 
+/// `out[i] = 0` if draw `i + 1` after `state` is below `p`, else `keep`: every element of
+/// `out` is written. Integer arithmetic and exact conversions only, so every instruction set
+/// gives the same mask.
+fn fill_mask(isa: Isa, state: u64, p: f32, keep: f32, out: &mut [f32]) {
+    multiversion!(isa, fill_mask_avx512, (state: u64, p: f32, keep: f32, out: &mut [f32]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            let z = state.wrapping_add((i as u64 + 1).wrapping_mul(SplitMix64::GAMMA));
+            let u = SplitMix64::to_f32(SplitMix64::mix(z));
+            *o = if u < p { 0.0 } else { keep };
+        }
+    })
+}
+
 /// A tiny deterministic generator for dropout masks (SplitMix64).
 struct SplitMix64(u64);
 
 impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
+    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    /// The output function of the state `z`.
+    #[inline(always)]
+    fn mix(mut z: u64) -> u64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
 
+    #[inline(always)]
+    fn to_f32(x: u64) -> f32 {
+        (x >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    #[cfg(test)]
     fn next_f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+        self.0 = self.0.wrapping_add(Self::GAMMA);
+        Self::to_f32(Self::mix(self.0))
     }
 }
 
@@ -163,22 +210,35 @@ impl Linear {
     /// trainable ones.
     pub fn forward_t(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         match ctx.train_kernels() {
-            Some(k) if k.frozen_gemm && self.is_frozen() => {
-                let packed = match self.frozen.get() {
-                    Some(p) => p,
-                    None => {
-                        let p = Arc::new(FrozenLinear::new(&self.weight, self.bias.as_ref())?);
-                        self.frozen.get_or_init(|| p)
-                    }
-                };
-                packed.forward(x, k.isa)
-            }
+            Some(k) if k.frozen_gemm && self.is_frozen() => self.frozen_packed()?.forward(x, k.isa),
             Some(k) => match &self.bias {
                 Some(b) => train_ops::linear(x, &self.weight, b, k.isa),
                 None => self.forward(x),
             },
             None => self.forward(x),
         }
+    }
+
+    /// `act(self.forward_t(x))`, as one fused node ([`FrozenLinear::forward_act`]) when the
+    /// layer runs on [`FrozenLinear`].
+    pub fn forward_act_t(&self, x: &Tensor, act: Activation, ctx: &Ctx) -> Result<Tensor> {
+        match ctx.train_kernels() {
+            Some(k) if k.frozen_gemm && self.is_frozen() => {
+                self.frozen_packed()?.forward_act(x, act, k.isa)
+            }
+            _ => crate::albert::activate_t(&self.forward_t(x, ctx)?, act, ctx),
+        }
+    }
+
+    /// The weights packed for [`FrozenLinear`] (packed on the first call).
+    pub(crate) fn frozen_packed(&self) -> Result<&Arc<FrozenLinear>> {
+        Ok(match self.frozen.get() {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(FrozenLinear::new(&self.weight, self.bias.as_ref())?);
+                self.frozen.get_or_init(|| p)
+            }
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -265,5 +325,21 @@ mod tests {
             .to_vec1()
             .unwrap();
         assert!(e.iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn parallel_masks_equal_a_serial_draw_and_advance_the_stream() {
+        let ctx = Ctx::train(0.3, 11);
+        let (n1, n2) = (100_003, 77);
+        let a = ctx.dropout_mask(n1);
+        let b = ctx.dropout_mask(n2);
+        let mut rng = SplitMix64(11);
+        let keep = 1.0 / (1.0 - 0.3f32);
+        let serial: Vec<f32> = (0..n1 + n2)
+            .map(|_| if rng.next_f32() < 0.3 { 0.0 } else { keep })
+            .collect();
+        assert_eq!(a, serial[..n1]);
+        assert_eq!(b, serial[n1..]);
+        assert_eq!(ctx.rng.borrow().0, rng.0);
     }
 }
