@@ -17,9 +17,9 @@ use candle_core::{DType, Device, Storage, Tensor, TensorId};
 
 use super::attention::{attention, attention_bf16, AttentionShape};
 use super::bf16::{self, PackedBf16};
-use super::gemm::{gemm, Epilogue, PackedB};
+use super::gemm::{gemm, gemm_serial, Epilogue, PackedB};
 use super::norm::{add_layer_norm, Norm};
-use super::Isa;
+use super::{par_for, Isa, SendPtr};
 use crate::adapters::{Bottleneck, Lora, TaskParams};
 use crate::albert::{AlbertLayer, Backbone};
 use crate::config::Activation;
@@ -187,6 +187,13 @@ pub(crate) struct FastEncoder {
     /// tensors are cached: a training run's `Var`s change in place under the same id, so
     /// they are packed per call. Capped so that hot-reloaded bundles cannot grow it forever.
     task_packs: Mutex<HashMap<TensorId, Arc<TaskPack>>>,
+    /// Task LayerNorms as plain vectors, cached the same way (by the gamma tensor's id).
+    task_norms: Mutex<HashMap<TensorId, Arc<Norm>>>,
+}
+
+thread_local! {
+    /// Per-thread bottleneck activations (`rows x width`) for [`FastEncoder::bottleneck`].
+    static BOTTLENECK_TMP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A task matrix packed for [`gemm`], with its bias.
@@ -245,6 +252,7 @@ impl FastEncoder {
             groups,
             buffers: Mutex::new(None),
             task_packs: Mutex::new(HashMap::new()),
+            task_norms: Mutex::new(HashMap::new()),
         })
     }
 
@@ -341,7 +349,7 @@ impl FastEncoder {
         })???;
         for &(r0, n, task) in parts {
             let ln = match task.and_then(|t| t.embeddings_layer_norm.as_ref()) {
-                Some(l) => &norm(l)?,
+                Some(l) => &*self.task_norm(l)?,
                 None => &self.embedding_ln,
             };
             add_layer_norm(isa, &mut emb[r0 * e..(r0 + n) * e], None, ln);
@@ -433,10 +441,10 @@ impl FastEncoder {
             let tl = layer_of(task);
             let rows = r0 * h..(r0 + n) * h;
             if let Some(ad) = tl.and_then(|t| t.attention_adapter.as_ref()) {
-                self.bottleneck_residual(ad, n, &mut a[rows.clone()], &mut bufs.small)?;
+                self.bottleneck_residual(ad, n, &mut a[rows.clone()])?;
             }
             let ln = match tl.and_then(|t| t.attention_layer_norm.as_ref()) {
-                Some(ln) => &norm(ln)?,
+                Some(ln) => &*self.task_norm(ln)?,
                 None => &l.ln_attention,
             };
             add_layer_norm(isa, &mut a[rows.clone()], Some(&x[rows]), ln);
@@ -467,19 +475,13 @@ impl FastEncoder {
             let tl = layer_of(task);
             let rows = r0 * h..(r0 + n) * h;
             if let Some(ad) = tl.and_then(|t| t.parallel_adapter.as_ref()) {
-                self.bottleneck_into(
-                    ad,
-                    n,
-                    &a[rows.clone()],
-                    &mut x[rows.clone()],
-                    &mut bufs.small,
-                )?;
+                self.bottleneck_into(ad, n, &a[rows.clone()], &mut x[rows.clone()])?;
             }
             if let Some(ad) = tl.and_then(|t| t.output_adapter.as_ref()) {
-                self.bottleneck_residual(ad, n, &mut x[rows.clone()], &mut bufs.small)?;
+                self.bottleneck_residual(ad, n, &mut x[rows.clone()])?;
             }
             let ln = match tl.and_then(|t| t.full_layer_layer_norm.as_ref()) {
-                Some(ln) => &norm(ln)?,
+                Some(ln) => &*self.task_norm(ln)?,
                 None => &l.ln_output,
             };
             add_layer_norm(isa, &mut x[rows.clone()], Some(&a[rows]), ln);
@@ -487,7 +489,62 @@ impl FastEncoder {
         Ok(())
     }
 
-    /// `out (+)= alpha * act(x W^T + b)` with a per-call packed weight.
+    /// A task's LayerNorm as vectors: cached unless its tensors are training `Var`s.
+    fn task_norm(&self, ln: &LayerNorm) -> Result<Arc<Norm>> {
+        if ln.weight.is_variable() || ln.bias.is_variable() {
+            return Ok(Arc::new(norm(ln)?));
+        }
+        let key = ln.weight.id();
+        if let Some(n) = self
+            .task_norms
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
+            return Ok(n);
+        }
+        let n = Arc::new(norm(ln)?);
+        if let Ok(mut cache) = self.task_norms.lock() {
+            if cache.len() >= TASK_PACK_CAP {
+                cache.clear();
+            }
+            cache.insert(key, n.clone());
+        }
+        Ok(n)
+    }
+
+    /// A task matrix packed for [`gemm`]: packed once and cached by tensor id, unless its
+    /// tensors are training `Var`s (which change in place under the same id).
+    fn task_pack(&self, w: &Tensor, bias: Option<&Tensor>) -> Result<Arc<TaskPack>> {
+        let pack = || -> Result<TaskPack> {
+            let (n, k) = w.dims2()?;
+            Ok(TaskPack {
+                w: with_f32(w, |ws| PackedB::from_weight(ws, n, k))?,
+                bias: bias.map(to_vec).transpose()?,
+            })
+        };
+        if w.is_variable() || bias.is_some_and(|b| b.is_variable()) {
+            return Ok(Arc::new(pack()?));
+        }
+        let cached = self
+            .task_packs
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&w.id()).cloned());
+        if let Some(p) = cached {
+            return Ok(p);
+        }
+        let p = Arc::new(pack()?);
+        if let Ok(mut cache) = self.task_packs.lock() {
+            if cache.len() >= TASK_PACK_CAP {
+                cache.clear();
+            }
+            cache.insert(w.id(), p.clone());
+        }
+        Ok(p)
+    }
+
+    /// `out (+)= alpha * act(x W^T + b)` for a task matrix.
     #[allow(clippy::too_many_arguments)]
     fn task_matmul(
         &self,
@@ -500,36 +557,7 @@ impl FastEncoder {
         ldc: usize,
         ep: Epilogue,
     ) -> Result<()> {
-        let pack = || -> Result<TaskPack> {
-            let (n, k) = w.dims2()?;
-            Ok(TaskPack {
-                w: with_f32(w, |ws| PackedB::from_weight(ws, n, k))?,
-                bias: bias.map(to_vec).transpose()?,
-            })
-        };
-        let cacheable = !w.is_variable() && !bias.is_some_and(|b| b.is_variable());
-        let packed = if cacheable {
-            let cached = self
-                .task_packs
-                .lock()
-                .ok()
-                .and_then(|c| c.get(&w.id()).cloned());
-            match cached {
-                Some(p) => p,
-                None => {
-                    let p = Arc::new(pack()?);
-                    if let Ok(mut cache) = self.task_packs.lock() {
-                        if cache.len() >= TASK_PACK_CAP {
-                            cache.clear();
-                        }
-                        cache.insert(w.id(), p.clone());
-                    }
-                    p
-                }
-            }
-        } else {
-            Arc::new(pack()?)
-        };
+        let packed = self.task_pack(w, bias)?;
         let ep = Epilogue {
             bias: packed.bias.as_deref(),
             ..ep
@@ -539,70 +567,74 @@ impl FastEncoder {
     }
 
     /// `out += up(act(down(x)))`.
-    fn bottleneck_into(
-        &self,
-        ad: &Bottleneck,
-        m: usize,
-        x: &[f32],
-        out: &mut [f32],
-        tmp: &mut Vec<f32>,
-    ) -> Result<()> {
-        let (width, h) = ad.down.weight.dims2()?;
-        if out.len() != m * h || x.len() != m * h {
-            return Err(ModelError::Input("adapter width mismatch".into()));
-        }
-        let t = sized(tmp, m * width);
-        self.task_matmul(
-            &ad.down.weight,
-            ad.down.bias.as_ref(),
-            m,
-            x,
-            h,
-            t,
-            width,
-            Epilogue {
-                act: Some(ad.activation),
-                ..Epilogue::default()
-            },
-        )?;
-        let ep = Epilogue {
-            accumulate: true,
-            ..Epilogue::default()
-        };
-        self.task_matmul(&ad.up.weight, ad.up.bias.as_ref(), m, t, width, out, h, ep)
-    }
-
-    /// `x += up(act(down(x)))`.
-    fn bottleneck_residual(
-        &self,
-        ad: &Bottleneck,
-        m: usize,
-        x: &mut [f32],
-        tmp: &mut Vec<f32>,
-    ) -> Result<()> {
-        let (width, h) = ad.down.weight.dims2()?;
+    fn bottleneck_into(&self, ad: &Bottleneck, m: usize, x: &[f32], out: &mut [f32]) -> Result<()> {
+        let h = ad.down.weight.dims2()?.1;
         if x.len() != m * h {
             return Err(ModelError::Input("adapter width mismatch".into()));
         }
-        let t = sized(tmp, m * width);
-        self.task_matmul(
-            &ad.down.weight,
-            ad.down.bias.as_ref(),
-            m,
-            x,
-            h,
-            t,
-            width,
-            Epilogue {
-                act: Some(ad.activation),
-                ..Epilogue::default()
-            },
-        )?;
-        let ep = Epilogue {
-            accumulate: true,
-            ..Epilogue::default()
-        };
-        self.task_matmul(&ad.up.weight, ad.up.bias.as_ref(), m, t, width, x, h, ep)
+        self.bottleneck(ad, m, Some(x), out)
+    }
+
+    /// `x += up(act(down(x)))`.
+    fn bottleneck_residual(&self, ad: &Bottleneck, m: usize, x: &mut [f32]) -> Result<()> {
+        self.bottleneck(ad, m, None, x)
+    }
+
+    /// `out += up(act(down(src or out)))`, both products of a row chunk in one task: at
+    /// batch 1 the synchronisation around two separate parallel products, not their
+    /// arithmetic, was most of an adapter's cost.
+    fn bottleneck(
+        &self,
+        ad: &Bottleneck,
+        m: usize,
+        src: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (width, h) = ad.down.weight.dims2()?;
+        if out.len() != m * h || ad.up.weight.dims2()? != (h, width) {
+            return Err(ModelError::Input("adapter width mismatch".into()));
+        }
+        let down = self.task_pack(&ad.down.weight, ad.down.bias.as_ref())?;
+        let up = self.task_pack(&ad.up.weight, ad.up.bias.as_ref())?;
+        let (isa, act_fn) = (self.isa, ad.activation);
+        // One chunk per thread at small batches, about 48 rows per chunk at large ones.
+        let threads = rayon::current_num_threads().max(1);
+        let chunks = (threads * (m / (threads * 48)).max(1)).clamp(1, m.max(1));
+        let op = SendPtr(out.as_mut_ptr());
+        let sp = src.map(|x| x.as_ptr() as usize);
+        par_for(chunks, |c| {
+            let (r0, r1) = (c * m / chunks, (c + 1) * m / chunks);
+            let rows = r1 - r0;
+            if rows == 0 {
+                return;
+            }
+            let op = op;
+            BOTTLENECK_TMP.with(|t| {
+                let mut t = t.borrow_mut();
+                let t = sized(&mut t, rows * width);
+                // SAFETY: rows r0..r1 of `src` (or of `out`, read before this task writes
+                // them below) are in bounds (checked above); tasks own disjoint rows.
+                let input = unsafe {
+                    let base = sp.map_or(op.0 as *const f32, |p| p as *const f32);
+                    std::slice::from_raw_parts(base.add(r0 * h), rows * h)
+                };
+                let ep = Epilogue {
+                    bias: down.bias.as_deref(),
+                    act: Some(act_fn),
+                    ..Epilogue::default()
+                };
+                gemm_serial(isa, rows, input, h, &down.w, t, width, &ep);
+                // SAFETY: as above; `input` is no longer used.
+                let o = unsafe { std::slice::from_raw_parts_mut(op.0.add(r0 * h), rows * h) };
+                let ep = Epilogue {
+                    bias: up.bias.as_deref(),
+                    accumulate: true,
+                    ..Epilogue::default()
+                };
+                gemm_serial(isa, rows, t, width, &up.w, o, h, &ep);
+            });
+        });
+        Ok(())
     }
 
     /// `qkv[:, col0..col0+H] += scale * (x A^T) B^T`.
