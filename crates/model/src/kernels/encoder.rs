@@ -608,14 +608,14 @@ impl FastEncoder {
             if rows == 0 {
                 return;
             }
-            let op = op;
+            let dst = op;
             BOTTLENECK_TMP.with(|t| {
                 let mut t = t.borrow_mut();
                 let t = sized(&mut t, rows * width);
                 // SAFETY: rows r0..r1 of `src` (or of `out`, read before this task writes
                 // them below) are in bounds (checked above); tasks own disjoint rows.
                 let input = unsafe {
-                    let base = sp.map_or(op.0 as *const f32, |p| p as *const f32);
+                    let base = sp.map_or(dst.0 as *const f32, |p| p as *const f32);
                     std::slice::from_raw_parts(base.add(r0 * h), rows * h)
                 };
                 let ep = Epilogue {
@@ -625,7 +625,7 @@ impl FastEncoder {
                 };
                 gemm_serial(isa, rows, input, h, &down.w, t, width, &ep);
                 // SAFETY: as above; `input` is no longer used.
-                let o = unsafe { std::slice::from_raw_parts_mut(op.0.add(r0 * h), rows * h) };
+                let o = unsafe { std::slice::from_raw_parts_mut(dst.0.add(r0 * h), rows * h) };
                 let ep = Epilogue {
                     bias: up.bias.as_deref(),
                     accumulate: true,
