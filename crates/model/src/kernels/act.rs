@@ -14,10 +14,13 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 
-/// `e^x`, clamped to [-87, 88] (below -87 it returns about 1.6e-38, not 0, which is
-/// harmless where it is used: softmax numerators and GELU tails).
+/// `e^x`, with inputs above 88 clamped and exactly 0 below -87. The zero matters: a
+/// masked softmax entry or a GELU tail of about 1e-38 (what the clamp alone gives) makes
+/// the products that consume it denormal, and every denormal costs a microcode assist in
+/// the matrix multiply (training on padded batches ran several times slower).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    let underflow = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
     let n = (x * LOG2E + 0.5).floor();
     let r = x - n * LN2_HI - n * LN2_LO;
@@ -33,7 +36,11 @@ pub fn exp(x: f32) -> f32 {
     // conversion, which keeps the loop vectorizable).
     let n_int = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
     let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
-    p * scale
+    if underflow {
+        0.0
+    } else {
+        p * scale
+    }
 }
 
 /// erf(x), Abramowitz & Stegun 7.1.26.
@@ -90,13 +97,14 @@ pub mod avx512 {
     use crate::config::Activation;
     use std::arch::x86_64::*;
 
-    /// `e^x` per lane, clamped to [-87, 88] like [`super::exp`].
+    /// `e^x` per lane, like [`super::exp`] (exactly 0 below -87).
     ///
     /// # Safety
     /// The CPU supports AVX-512F and AVX-512DQ.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
     pub fn exp(x: __m512) -> __m512 {
+        let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-87.0));
         let x = _mm512_min_ps(
             _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
             _mm512_set1_ps(88.0),
@@ -122,7 +130,7 @@ pub mod avx512 {
             _mm512_mul_ps(r, r),
             _mm512_add_ps(r, _mm512_set1_ps(1.0)),
         );
-        _mm512_scalef_ps(p, n)
+        _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, n))
     }
 
     /// `1 / d` per lane: `vrcp14ps` plus one Newton step (relative error ~1e-8).
@@ -243,7 +251,10 @@ mod tests {
         assert!(worst.0 < 3e-7, "exp rel err {}", worst.0);
         assert!(worst.1 < 6e-7, "erf abs err {}", worst.1);
         assert!(worst.2 < 4e-7, "tanh abs err {}", worst.2);
-        assert!(exp(-1e30) < 1e-37 && exp(-1e30) >= 0.0);
+        // Exactly zero below -87: a tiny normal here turns into denormals downstream.
+        assert_eq!(exp(-1e30), 0.0);
+        assert_eq!(exp(-87.5), 0.0);
+        assert!(exp(-86.9) > 0.0);
         assert_eq!(tanh(100.0), 1.0);
         assert_eq!(tanh(-100.0), -1.0);
     }
@@ -315,6 +326,24 @@ mod tests {
         assert!(worst[1] < 8e-7, "erf {}", worst[1]);
         assert!(worst[2] < 4e-7, "gelu {}", worst[2]);
         assert!(worst[3] < 6e-7, "gelu_new {}", worst[3]);
+        // exp is exactly 0 below -87 on every lane (no denormal-making tails).
+        let mut lanes = [0.0f32; 16];
+        // SAFETY: AVX-512F/DQ checked above.
+        unsafe {
+            let v = _mm512_setr_ps(
+                -1e30, -100.0, -87.5, -86.9, 0.0, 1.0, -1.0, 88.0, -88.0, -90.0, -87.01, -50.0,
+                2.0, 3.0, -3.0, 100.0,
+            );
+            _mm512_storeu_ps(lanes.as_mut_ptr(), avx512::exp(v));
+        }
+        for (i, &want_zero) in [
+            true, true, true, false, false, false, false, false, true, true, true,
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert_eq!(lanes[i] == 0.0, want_zero, "lane {i}: {}", lanes[i]);
+        }
         // Tails stay finite and exact where GELU saturates.
         let mut t = vec![-1e30f32, -100.0, 100.0, 1e30, 0.0, -0.0];
         apply(Isa::Avx512, Activation::GeluNew, &mut t);
