@@ -133,35 +133,21 @@ impl AmxB {
             n == 0 || k == 0 || w.len() >= (n - 1) * ldw + k,
             "bf16 pack_nk: source too short"
         );
-        self.reset(k, n);
-        for nb in 0..self.np / 16 {
-            for kc in 0..self.kp / 32 {
-                let full = (nb + 1) * 16 <= n && (kc + 1) * 32 <= k;
-                let tile = self.tile_mut(nb, kc);
+        self.pack(
+            k,
+            n,
+            |kk, col| w[col * ldw + kk],
+            |nb, kc, tile| {
                 #[cfg(target_arch = "x86_64")]
-                if full && avx512bf16_available() {
-                    // SAFETY: AVX-512 BF16 reported; the tile's 16 rows x 32 values are in
-                    // bounds (`full`, and the length assert above).
-                    unsafe {
-                        transpose_tile_avx512(w.as_ptr().add(nb * 16 * ldw + kc * 32), ldw, tile)
-                    };
-                    continue;
-                }
-                let _ = full;
-                for p in 0..16 {
-                    for j in 0..16 {
-                        for half in 0..2 {
-                            let (col, kk) = (nb * 16 + j, kc * 32 + 2 * p + half);
-                            tile[p * 32 + j * 2 + half] = if col < n && kk < k {
-                                to_bf16(w[col * ldw + kk])
-                            } else {
-                                0
-                            };
-                        }
-                    }
-                }
-            }
-        }
+                // SAFETY: AVX-512 BF16 reported (see `pack`); the tile's 16 rows x 32 values are
+                // in bounds (a full tile, and the length assert above).
+                unsafe {
+                    transpose_tile_avx512(w.as_ptr().add(nb * 16 * ldw + kc * 32), ldw, tile)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (nb, kc, tile);
+            },
+        );
     }
 
     /// `B[k, n]` given row-major with row stride `ldb` (the values of attention).
@@ -170,26 +156,48 @@ impl AmxB {
             n == 0 || k == 0 || b.len() >= (k - 1) * ldb + n,
             "bf16 pack_kn: source too short"
         );
+        self.pack(
+            k,
+            n,
+            |kk, col| b[kk * ldb + col],
+            |nb, kc, tile| {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as in `pack_nk`.
+                unsafe {
+                    interleave_tile_avx512(b.as_ptr().add(kc * 32 * ldb + nb * 16), ldb, tile)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (nb, kc, tile);
+            },
+        );
+    }
+
+    /// Fills every tile: full tiles with `vector(nb, kc, tile)` where the CPU has AVX-512
+    /// BF16, the rest (and every tile elsewhere) element by element from `get(kk, col)` =
+    /// `B[kk][col]`, zero past `k` and `n`.
+    fn pack(
+        &mut self,
+        k: usize,
+        n: usize,
+        get: impl Fn(usize, usize) -> f32,
+        vector: impl Fn(usize, usize, &mut [u16]),
+    ) {
         self.reset(k, n);
+        let simd = avx512bf16_available();
         for nb in 0..self.np / 16 {
             for kc in 0..self.kp / 32 {
                 let full = (nb + 1) * 16 <= n && (kc + 1) * 32 <= k;
                 let tile = self.tile_mut(nb, kc);
-                #[cfg(target_arch = "x86_64")]
-                if full && avx512bf16_available() {
-                    // SAFETY: as in `pack_nk`.
-                    unsafe {
-                        interleave_tile_avx512(b.as_ptr().add(kc * 32 * ldb + nb * 16), ldb, tile)
-                    };
+                if full && simd {
+                    vector(nb, kc, tile);
                     continue;
                 }
-                let _ = full;
                 for p in 0..16 {
                     for j in 0..16 {
                         for half in 0..2 {
                             let (col, kk) = (nb * 16 + j, kc * 32 + 2 * p + half);
                             tile[p * 32 + j * 2 + half] = if col < n && kk < k {
-                                to_bf16(b[kk * ldb + col])
+                                to_bf16(get(kk, col))
                             } else {
                                 0
                             };
@@ -611,6 +619,11 @@ fn avx512bf16_available() -> bool {
         std::arch::is_x86_feature_detected!("avx512bf16")
             && std::arch::is_x86_feature_detected!("avx512bw")
     })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512bf16_available() -> bool {
+    false
 }
 
 /// [`convert_block`] with `vcvtne2ps2bf16` (32 floats to bf16, round to nearest even, per
