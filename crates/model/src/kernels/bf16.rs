@@ -17,7 +17,7 @@
 use std::sync::OnceLock;
 
 use super::gemm::{self, Epilogue, PackedB};
-use super::{act, par_for, Isa};
+use super::{act, lane_masks, par_for, Isa};
 
 /// Rounds to bf16 (nearest even; NaN stays NaN).
 #[inline(always)]
@@ -289,14 +289,9 @@ pub fn gemm_amx_serial(
 ) {
     assert!(amx_available(), "gemm_amx_serial: AMX not available");
     let (k, n) = (b.k, b.n);
-    assert!(lda >= k && ldc >= n, "bf16 gemm: stride shorter than a row");
+    gemm::check_args(m, k, n, a, lda, c, ldc, ep);
     if m == 0 || n == 0 {
         return;
-    }
-    assert!(a.len() >= (m - 1) * lda + k, "bf16 gemm: A too short");
-    assert!(c.len() >= (m - 1) * ldc + n, "bf16 gemm: C too short");
-    if let Some(bias) = ep.bias {
-        assert!(bias.len() >= n, "bf16 gemm: bias too short");
     }
     let sh = AmxShape {
         m,
@@ -365,14 +360,9 @@ pub fn gemm(
         Repr::Amx(b) => (&b.tiles, b.kp, b.np),
     };
     let (k, n) = (b.k, b.n);
-    assert!(lda >= k && ldc >= n, "bf16 gemm: stride shorter than a row");
+    gemm::check_args(m, k, n, a, lda, c, ldc, ep);
     if m == 0 || n == 0 {
         return;
-    }
-    assert!(a.len() >= (m - 1) * lda + k, "bf16 gemm: A too short");
-    assert!(c.len() >= (m - 1) * ldc + n, "bf16 gemm: C too short");
-    if let Some(bias) = ep.bias {
-        assert!(bias.len() >= n, "bf16 gemm: bias too short");
     }
     let shape = AmxShape { m, k, n, kp, np };
     // A in bf16 AMX tiles, in a per-thread buffer reused across calls (a fresh one if this
@@ -660,16 +650,7 @@ unsafe fn convert_block_avx512(
                     _mm512_loadu_ps(src.add(kc * 32 + 16)),
                 )
             } else {
-                let m_lo: __mmask16 = if left >= 16 {
-                    0xFFFF
-                } else {
-                    ((1u32 << left) - 1) as u16
-                };
-                let m_hi: __mmask16 = if left > 16 {
-                    ((1u32 << (left - 16)) - 1) as u16
-                } else {
-                    0
-                };
+                let (m_lo, m_hi) = lane_masks(left);
                 (
                     _mm512_maskz_loadu_ps(m_lo, src.add(kc * 32)),
                     _mm512_maskz_loadu_ps(m_hi, src.wrapping_add(kc * 32 + 16)),
@@ -683,8 +664,8 @@ unsafe fn convert_block_avx512(
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx {
-    use super::super::act;
     use super::super::gemm::Epilogue;
+    use super::super::{act, lane_masks};
     use super::{AmxShape, Out};
     use crate::config::Activation;
     use std::arch::asm;
@@ -844,6 +825,26 @@ mod amx {
         }
     }
 
+    /// The epilogue's bias for columns `c0..c0 + 32` (zero in masked-off lanes and without
+    /// a bias), as two 16-lane halves.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn bias_pair(
+        ep: &Epilogue,
+        c0: usize,
+        m_lo: u16,
+        m_hi: u16,
+    ) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512) {
+        use std::arch::x86_64::*;
+        match ep.bias {
+            Some(bias) => (
+                _mm512_maskz_loadu_ps(m_lo, bias.as_ptr().add(c0)),
+                _mm512_maskz_loadu_ps(m_hi, bias.as_ptr().add(c0 + 16)),
+            ),
+            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+        }
+    }
+
     /// `act(alpha * acc + bias)` of one 32 x 32 block, rounded to bf16 into the two tiles
     /// (rows `r0..r0 + 32`, k chunk `cb`) of the next product's left-hand side. Columns past
     /// `n` come out as `act(0) = 0` (zero weights, masked bias): the padding the next product
@@ -862,25 +863,8 @@ mod amx {
         use std::arch::x86_64::*;
         let c0 = cb * 32;
         let ncols = 32.min(n.saturating_sub(c0));
-        let m_lo: __mmask16 = if ncols >= 16 {
-            0xFFFF
-        } else {
-            ((1u32 << ncols) - 1) as u16
-        };
-        let m_hi: __mmask16 = if ncols >= 32 {
-            0xFFFF
-        } else if ncols > 16 {
-            ((1u32 << (ncols - 16)) - 1) as u16
-        } else {
-            0
-        };
-        let (bias_lo, bias_hi) = match ep.bias {
-            Some(bias) => (
-                _mm512_maskz_loadu_ps(m_lo, bias.as_ptr().add(c0)),
-                _mm512_maskz_loadu_ps(m_hi, bias.as_ptr().add(c0 + 16)),
-            ),
-            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
-        };
+        let (m_lo, m_hi) = lane_masks(ncols);
+        let (bias_lo, bias_hi) = bias_pair(ep, c0, m_lo, m_hi);
         let alpha = _mm512_set1_ps(ep.alpha);
         let f = |v: __m512| match ep.act {
             Some(Activation::Gelu) => act::avx512::gelu_erf(v),
@@ -919,25 +903,8 @@ mod amx {
     ) {
         use std::arch::x86_64::*;
         let ncols = 32.min(n.saturating_sub(c0));
-        let m_lo: __mmask16 = if ncols >= 16 {
-            0xFFFF
-        } else {
-            ((1u32 << ncols) - 1) as u16
-        };
-        let m_hi: __mmask16 = if ncols >= 32 {
-            0xFFFF
-        } else if ncols > 16 {
-            ((1u32 << (ncols - 16)) - 1) as u16
-        } else {
-            0
-        };
-        let (bias_lo, bias_hi) = match ep.bias {
-            Some(bias) => (
-                _mm512_maskz_loadu_ps(m_lo, bias.as_ptr().add(c0)),
-                _mm512_maskz_loadu_ps(m_hi, bias.as_ptr().add(c0 + 16)),
-            ),
-            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
-        };
+        let (m_lo, m_hi) = lane_masks(ncols);
+        let (bias_lo, bias_hi) = bias_pair(ep, c0, m_lo, m_hi);
         let alpha = _mm512_set1_ps(ep.alpha);
         for i in 0..rows {
             let out = c.add(i * ldc + c0);

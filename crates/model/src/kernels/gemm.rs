@@ -141,7 +141,22 @@ impl<'a> Epilogue<'a> {
 }
 
 fn check(m: usize, a: &[f32], lda: usize, b: &PackedB, c: &[f32], ldc: usize, ep: &Epilogue) {
-    let (k, n) = (b.k, b.n);
+    check_args(m, b.k, b.n, a, lda, c, ldc, ep);
+}
+
+/// Bounds of `C[m, n] = A[m, k] * B[k, n]` with row strides `lda` and `ldc` (also used by the
+/// bf16 products, whose right-hand sides are packed differently).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_args(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    c: &[f32],
+    ldc: usize,
+    ep: &Epilogue,
+) {
     assert!(lda >= k && ldc >= n, "gemm: stride shorter than a row");
     if m > 0 {
         assert!(a.len() >= (m - 1) * lda + k, "gemm: A too short");
@@ -354,6 +369,7 @@ unsafe fn portable_tile(mr: usize, t: &Tile) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::super::lane_masks;
     use super::{Tile, MR, NR};
     use std::arch::x86_64::*;
 
@@ -428,19 +444,7 @@ mod avx512 {
             left -= 1;
         }
         // Column masks for a partial last panel.
-        let n = t.ncols;
-        let m_lo: __mmask16 = if n >= 16 {
-            0xFFFF
-        } else {
-            (1u32 << n) as u16 - 1
-        };
-        let m_hi: __mmask16 = if n >= 32 {
-            0xFFFF
-        } else if n > 16 {
-            (1u32 << (n - 16)) as u16 - 1
-        } else {
-            0
-        };
+        let (m_lo, m_hi) = lane_masks(t.ncols);
         let alpha = _mm512_set1_ps(t.alpha);
         let (bias_lo, bias_hi) = match t.bias {
             Some(bias) => (

@@ -110,6 +110,19 @@ pub fn compressed_requested() -> bool {
     std::env::var("ADALBERT_KERNELS").is_ok_and(|v| v == "bf16")
 }
 
+/// AVX-512 lane masks for the first `n` of 32 floats held in two 16-lane registers
+/// (`n >= 32`: all lanes), for the partial last column block of a product.
+pub(crate) fn lane_masks(n: usize) -> (u16, u16) {
+    let bits = |k: usize| {
+        if k >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << k) - 1) as u16
+        }
+    };
+    (bits(n), bits(n.saturating_sub(16)))
+}
+
 /// A raw pointer that parallel tasks share to write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub *mut f32);
