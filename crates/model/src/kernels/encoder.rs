@@ -183,17 +183,41 @@ pub(crate) struct FastEncoder {
     projection: Option<PackedLinear>,
     groups: Vec<Vec<FastLayer>>,
     buffers: Mutex<Option<Buffers>>,
-    /// Task weights (adapters, LoRA) packed on first use, by tensor id. Only immutable
-    /// tensors are cached: a training run's `Var`s change in place under the same id, so
-    /// they are packed per call. Capped so that hot-reloaded bundles cannot grow it forever.
+    /// Task weights (adapters, LoRA) packed on first use (see [`cached`]).
     task_packs: Mutex<HashMap<TensorId, Arc<TaskPack>>>,
-    /// Task LayerNorms as plain vectors, cached the same way (by the gamma tensor's id).
+    /// Task LayerNorms as plain vectors (see [`cached`]).
     task_norms: Mutex<HashMap<TensorId, Arc<Norm>>>,
 }
 
 thread_local! {
     /// Per-thread bottleneck activations (`rows x width`) for [`FastEncoder::bottleneck`].
     static BOTTLENECK_TMP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `make()` for task tensors, kept by the first tensor's id so a bundle's weights are
+/// converted once. Never cached when any tensor is a training `Var`: those change in place
+/// under the same id. The cache is cleared when full, so hot-reloaded bundles cannot grow it
+/// forever.
+fn cached<T>(
+    cache: &Mutex<HashMap<TensorId, Arc<T>>>,
+    tensors: &[&Tensor],
+    make: impl FnOnce() -> Result<T>,
+) -> Result<Arc<T>> {
+    if tensors.iter().any(|t| t.is_variable()) {
+        return Ok(Arc::new(make()?));
+    }
+    let key = tensors[0].id();
+    if let Some(v) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(v);
+    }
+    let v = Arc::new(make()?);
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= TASK_PACK_CAP {
+            c.clear();
+        }
+        c.insert(key, v.clone());
+    }
+    Ok(v)
 }
 
 /// A task matrix packed for [`gemm`], with its bias.
@@ -489,59 +513,22 @@ impl FastEncoder {
         Ok(())
     }
 
-    /// A task's LayerNorm as vectors: cached unless its tensors are training `Var`s.
+    /// A task's LayerNorm as vectors (see [`cached`]).
     fn task_norm(&self, ln: &LayerNorm) -> Result<Arc<Norm>> {
-        if ln.weight.is_variable() || ln.bias.is_variable() {
-            return Ok(Arc::new(norm(ln)?));
-        }
-        let key = ln.weight.id();
-        if let Some(n) = self
-            .task_norms
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-        {
-            return Ok(n);
-        }
-        let n = Arc::new(norm(ln)?);
-        if let Ok(mut cache) = self.task_norms.lock() {
-            if cache.len() >= TASK_PACK_CAP {
-                cache.clear();
-            }
-            cache.insert(key, n.clone());
-        }
-        Ok(n)
+        let tensors = [&ln.weight, &ln.bias];
+        cached(&self.task_norms, &tensors, || norm(ln))
     }
 
-    /// A task matrix packed for [`gemm`]: packed once and cached by tensor id, unless its
-    /// tensors are training `Var`s (which change in place under the same id).
+    /// A task matrix packed for [`gemm`] (see [`cached`]).
     fn task_pack(&self, w: &Tensor, bias: Option<&Tensor>) -> Result<Arc<TaskPack>> {
-        let pack = || -> Result<TaskPack> {
+        let tensors: Vec<&Tensor> = std::iter::once(w).chain(bias).collect();
+        cached(&self.task_packs, &tensors, || {
             let (n, k) = w.dims2()?;
             Ok(TaskPack {
                 w: with_f32(w, |ws| PackedB::from_weight(ws, n, k))?,
                 bias: bias.map(to_vec).transpose()?,
             })
-        };
-        if w.is_variable() || bias.is_some_and(|b| b.is_variable()) {
-            return Ok(Arc::new(pack()?));
-        }
-        let cached = self
-            .task_packs
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&w.id()).cloned());
-        if let Some(p) = cached {
-            return Ok(p);
-        }
-        let p = Arc::new(pack()?);
-        if let Ok(mut cache) = self.task_packs.lock() {
-            if cache.len() >= TASK_PACK_CAP {
-                cache.clear();
-            }
-            cache.insert(w.id(), p.clone());
-        }
-        Ok(p)
+        })
     }
 
     /// `out (+)= alpha * act(x W^T + b)` for a task matrix.
