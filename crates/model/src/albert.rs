@@ -159,6 +159,35 @@ impl AlbertAttention {
         })
     }
 
+    /// The query, key and value projections, with each row's task LoRA added to the query
+    /// and value where its layer has one.
+    fn project_qkv(
+        &self,
+        x: &Tensor,
+        route: &Route,
+        application: usize,
+        ctx: &Ctx,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let mut q = self.query.forward_t(x, ctx)?;
+        let k = self.key.forward_t(x, ctx)?;
+        let mut v = self.value.forward_t(x, ctx)?;
+        if route.any_layer(application, |l| {
+            l.lora_query.is_some() || l.lora_value.is_some()
+        }) {
+            let lora = |proj: &Tensor, pick: fn(&TaskLayer) -> Option<&Lora>| {
+                route.per_task(&[proj, x], |task, r| {
+                    match task.and_then(|t| t.layer(application)).and_then(pick) {
+                        Some(l) => Ok((&r[0] + l.forward(&r[1])?)?),
+                        None => Ok(r[0].clone()),
+                    }
+                })
+            };
+            q = lora(&q, |l| l.lora_query.as_ref())?;
+            v = lora(&v, |l| l.lora_value.as_ref())?;
+        }
+        Ok((q, k, v))
+    }
+
     /// [B, S, H] -> [B, heads, S, head_dim]
     fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
@@ -181,23 +210,7 @@ impl AlbertAttention {
             return self.forward_fused(x, mask_bias, route, application, ctx, k);
         }
         let (b, s, h) = x.dims3()?;
-        let mut q = self.query.forward_t(x, ctx)?;
-        let k = self.key.forward_t(x, ctx)?;
-        let mut v = self.value.forward_t(x, ctx)?;
-        if route.any_layer(application, |l| {
-            l.lora_query.is_some() || l.lora_value.is_some()
-        }) {
-            let lora = |proj: &Tensor, pick: fn(&TaskLayer) -> Option<&Lora>| {
-                route.per_task(&[proj, x], |task, r| {
-                    match task.and_then(|t| t.layer(application)).and_then(pick) {
-                        Some(l) => Ok((&r[0] + l.forward(&r[1])?)?),
-                        None => Ok(r[0].clone()),
-                    }
-                })
-            };
-            q = lora(&q, |l| l.lora_query.as_ref())?;
-            v = lora(&v, |l| l.lora_value.as_ref())?;
-        }
+        let (q, k, v) = self.project_qkv(x, route, application, ctx)?;
         let (q, k, v) = (
             self.split_heads(&q)?,
             self.split_heads(&k)?,
@@ -267,21 +280,7 @@ impl AlbertAttention {
             }
             packed.forward(x, kernels.isa)?
         } else {
-            let mut q = self.query.forward_t(x, ctx)?;
-            let k = self.key.forward_t(x, ctx)?;
-            let mut v = self.value.forward_t(x, ctx)?;
-            if lora {
-                let lora = |proj: &Tensor, pick: fn(&TaskLayer) -> Option<&Lora>| {
-                    route.per_task(&[proj, x], |task, r| {
-                        match task.and_then(|t| t.layer(application)).and_then(pick) {
-                            Some(l) => Ok((&r[0] + l.forward(&r[1])?)?),
-                            None => Ok(r[0].clone()),
-                        }
-                    })
-                };
-                q = lora(&q, |l| l.lora_query.as_ref())?;
-                v = lora(&v, |l| l.lora_value.as_ref())?;
-            }
+            let (q, k, v) = self.project_qkv(x, route, application, ctx)?;
             Tensor::cat(&[&q, &k, &v], 2)?
         };
         let heads = self.num_attention_heads;
