@@ -98,6 +98,19 @@ pub fn retain_freed_memory() {
     }
 }
 
+/// The input gradient of a frozen op: `grad_op(dy)` as a graph leaf, or none when the input
+/// carries no gradient (frozen all the way down, e.g. the embeddings in head-only training).
+fn input_grad(
+    arg: &Tensor,
+    grad: &Tensor,
+    grad_op: &impl CustomOp1,
+) -> candle_core::Result<Option<Tensor>> {
+    if !arg.track_op() {
+        return Ok(None);
+    }
+    Ok(Some(grad.contiguous()?.apply_op1_no_bwd(grad_op)?))
+}
+
 fn op_error(op: &str, reason: impl fmt::Display) -> candle_core::Error {
     candle_core::Error::Msg(format!("{op}: {reason}"))
 }
@@ -326,15 +339,12 @@ impl CustomOp1 for FrozenLinearOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        if !arg.track_op() {
-            return Ok(None);
-        }
         let op = FrozenLinearGrad {
             w: self.w.clone(),
             isa: self.isa,
             act: self.act.as_ref().map(|(a, saved)| (*a, saved)),
         };
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&op)?))
+        input_grad(arg, grad, &op)
     }
 }
 
@@ -475,12 +485,7 @@ impl CustomOp1 for FrozenFfnOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        if !arg.track_op() {
-            return Ok(None);
-        }
-        Ok(Some(
-            grad.contiguous()?.apply_op1_no_bwd(&FrozenFfnGrad(self))?,
-        ))
+        input_grad(arg, grad, &FrozenFfnGrad(self))
     }
 }
 
@@ -1438,12 +1443,7 @@ impl CustomOp1 for AttnBlockOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        if !arg.track_op() {
-            return Ok(None);
-        }
-        Ok(Some(
-            grad.contiguous()?.apply_op1_no_bwd(&AttnBlockGrad(self))?,
-        ))
+        input_grad(arg, grad, &AttnBlockGrad(self))
     }
 }
 
