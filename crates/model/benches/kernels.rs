@@ -44,7 +44,7 @@ fn bench_gemm(c: &mut Criterion) {
         g.bench_function(format!("f32 {m}x{k}x{n}"), |b| {
             b.iter(|| gemm(isa, m, black_box(&a), k, &packed, &mut out, n, &ep))
         });
-        let p16 = PackedBf16::from_weight(&w, n, k, isa);
+        let p16 = PackedBf16::from_weight(&w, n, k);
         if p16.is_amx() {
             g.bench_function(format!("bf16-amx {m}x{k}x{n}"), |b| {
                 b.iter(|| bf16::gemm(isa, m, black_box(&a), k, &p16, &mut out, n, &ep))

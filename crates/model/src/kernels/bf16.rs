@@ -56,8 +56,7 @@ enum Repr {
 }
 
 impl PackedBf16 {
-    pub fn from_weight(w: &[f32], n: usize, k: usize, isa: Isa) -> Self {
-        let _ = isa;
+    pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
         if !amx_available() {
             return Self::widened(w, n, k);
         }
@@ -983,7 +982,7 @@ mod tests {
                 n,
                 &ep,
             );
-            let packed = PackedBf16::from_weight(&w, n, k, Isa::detect());
+            let packed = PackedBf16::from_weight(&w, n, k);
             let mut got = vec![0.0; m * n];
             gemm(Isa::detect(), m, &a, k, &packed, &mut got, n, &ep);
             // Each product has relative error <= 2^-8 per operand.
@@ -1082,8 +1081,8 @@ mod tests {
         let b1: Vec<f32> = (0..f).map(|i| i as f32 * 0.01 - 0.3).collect();
         let b2: Vec<f32> = (0..h).map(|i| 0.2 - i as f32 * 0.01).collect();
         let (p1, p2) = (
-            PackedBf16::from_weight(&w1, f, h, Isa::detect()),
-            PackedBf16::from_weight(&w2, h, f, Isa::detect()),
+            PackedBf16::from_weight(&w1, f, h),
+            PackedBf16::from_weight(&w2, h, f),
         );
         for act_fn in [Activation::Gelu, Activation::GeluNew, Activation::Relu] {
             let ep1 = Epilogue {

@@ -76,19 +76,19 @@ struct PackedLinear {
 }
 
 impl PackedLinear {
-    fn new(lin: &Linear, isa: Isa, precision: Precision) -> Result<Self> {
+    fn new(lin: &Linear, precision: Precision) -> Result<Self> {
         let (n, k) = lin.weight.dims2()?;
-        let w = with_f32(&lin.weight, |w| Self::pack(w, n, k, isa, precision))?;
+        let w = with_f32(&lin.weight, |w| Self::pack(w, n, k, precision))?;
         Ok(Self {
             w,
             bias: lin.bias.as_ref().map(to_vec).transpose()?,
         })
     }
 
-    fn pack(w: &[f32], n: usize, k: usize, isa: Isa, precision: Precision) -> Weights {
+    fn pack(w: &[f32], n: usize, k: usize, precision: Precision) -> Weights {
         match precision {
             Precision::F32 => Weights::F32(PackedB::from_weight(w, n, k)),
-            Precision::Bf16 => Weights::Bf16(PackedBf16::from_weight(w, n, k, isa)),
+            Precision::Bf16 => Weights::Bf16(PackedBf16::from_weight(w, n, k)),
         }
     }
 
@@ -126,7 +126,7 @@ struct FastLayer {
 }
 
 impl FastLayer {
-    fn new(l: &AlbertLayer, isa: Isa, precision: Precision) -> Result<Self> {
+    fn new(l: &AlbertLayer, precision: Precision) -> Result<Self> {
         let at = &l.attention;
         let (h, k) = at.query.weight.dims2()?;
         // Fused QKV: rows [q; k; v] of a [3H, H] weight.
@@ -141,13 +141,13 @@ impl FastLayer {
         }
         Ok(Self {
             qkv: PackedLinear {
-                w: PackedLinear::pack(&w, 3 * h, k, isa, precision),
+                w: PackedLinear::pack(&w, 3 * h, k, precision),
                 bias: Some(bias),
             },
-            dense: PackedLinear::new(&at.dense, isa, precision)?,
+            dense: PackedLinear::new(&at.dense, precision)?,
             ln_attention: norm(&at.layer_norm)?,
-            ffn: PackedLinear::new(&l.ffn, isa, precision)?,
-            ffn_output: PackedLinear::new(&l.ffn_output, isa, precision)?,
+            ffn: PackedLinear::new(&l.ffn, precision)?,
+            ffn_output: PackedLinear::new(&l.ffn_output, precision)?,
             ln_output: norm(&l.full_layer_layer_norm)?,
             activation: l.activation,
             heads: at.num_attention_heads,
@@ -255,7 +255,7 @@ impl FastEncoder {
             .encoder
             .embedding_hidden_mapping_in
             .as_ref()
-            .map(|p| PackedLinear::new(p, isa, precision))
+            .map(|p| PackedLinear::new(p, precision))
             .transpose()?;
         let groups = bb
             .encoder
@@ -264,7 +264,7 @@ impl FastEncoder {
             .map(|g| {
                 g.albert_layers
                     .iter()
-                    .map(|l| FastLayer::new(l, isa, precision))
+                    .map(|l| FastLayer::new(l, precision))
                     .collect()
             })
             .collect::<Result<Vec<_>>>()?;
