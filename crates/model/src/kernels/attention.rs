@@ -29,6 +29,8 @@ struct Scratch {
     k16: AmxB,
     v16: AmxB,
     scores: Vec<f32>,
+    /// Per query row, 1 / (sum of its unnormalized probabilities).
+    inv: Vec<f32>,
 }
 
 thread_local! {
@@ -43,9 +45,10 @@ enum Products {
     Amx,
 }
 
-/// `row = softmax(row)`, in 16-lane chunks so each pass vectorizes (the max and the sum
-/// keep 16 partial results instead of one serial chain).
-fn softmax_row_portable(row: &mut [f32]) {
+/// `row = exp(row - max(row))`, returning `1 / sum(row)`: the softmax without its last
+/// pass, which is applied to the much smaller `P V` product instead. In 16-lane chunks so
+/// each pass vectorizes (the max and the sum keep 16 partial results, not one serial chain).
+fn softmax_row_portable(row: &mut [f32]) -> f32 {
     const L: usize = 16;
     let full = row.len() - row.len() % L;
     let mut max = [f32::NEG_INFINITY; L];
@@ -70,31 +73,41 @@ fn softmax_row_portable(row: &mut [f32]) {
         *v = act::exp(*v - m);
         total += *v;
     }
-    let inv = 1.0 / total;
-    for v in row.iter_mut() {
-        *v *= inv;
-    }
+    1.0 / total
 }
 
-/// Softmax of each `seq`-long row of `scores` (already scaled and masked by the `Q K^T`
-/// epilogue).
-fn softmax_rows(isa: Isa, scores: &mut [f32], seq: usize) {
+/// Unnormalized softmax of each `seq`-long row of `scores` (already scaled and masked by
+/// the `Q K^T` epilogue); `inv[r]` gets row `r`'s normalizer.
+fn softmax_rows(isa: Isa, scores: &mut [f32], seq: usize, inv: &mut [f32]) {
+    let rows = scores.chunks_exact_mut(seq).zip(inv);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
-        for row in scores.chunks_exact_mut(seq) {
+        for (row, inv) in rows {
             // SAFETY: `Isa::Avx512` is only selected when the CPU reports AVX-512F/DQ.
-            unsafe { softmax_row_avx512(row) };
+            *inv = unsafe { softmax_row_avx512(row) };
         }
         return;
     }
     let _ = isa;
-    scores.chunks_exact_mut(seq).for_each(softmax_row_portable);
+    for (row, inv) in rows {
+        *inv = softmax_row_portable(row);
+    }
 }
 
-/// [`softmax_row_portable`] with explicit AVX-512: max, `exp(x - max)` with the sum, scale.
+/// `out[r, 0..d] *= inv[r]` for rows at stride `ld`: the softmax's normalization, applied
+/// to the context rows (d values each) instead of the probabilities (S values each).
+fn scale_rows(out: &mut [f32], ld: usize, d: usize, inv: &[f32]) {
+    for (r, &s) in inv.iter().enumerate() {
+        for v in &mut out[r * ld..r * ld + d] {
+            *v *= s;
+        }
+    }
+}
+
+/// [`softmax_row_portable`] with explicit AVX-512: max, then `exp(x - max)` with the sum.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn softmax_row_avx512(row: &mut [f32]) {
+unsafe fn softmax_row_avx512(row: &mut [f32]) -> f32 {
     use std::arch::x86_64::*;
     let n = row.len();
     let p = row.as_mut_ptr();
@@ -130,16 +143,7 @@ unsafe fn softmax_row_avx512(row: &mut [f32]) {
         _mm512_mask_storeu_ps(p.add(full), tail_mask, e);
         sum = _mm512_add_ps(sum, e);
     }
-    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
-    i = 0;
-    while i < full {
-        _mm512_storeu_ps(p.add(i), _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), inv));
-        i += 16;
-    }
-    if tail > 0 {
-        let v = _mm512_maskz_loadu_ps(tail_mask, p.add(full));
-        _mm512_mask_storeu_ps(p.add(full), tail_mask, _mm512_mul_ps(v, inv));
-    }
+    1.0 / _mm512_reduce_add_ps(sum)
 }
 
 /// `out[b*S + s, h*d..(h+1)*d] = softmax(Q K^T / sqrt(d) + mask) V` for every sequence `b`
@@ -205,7 +209,8 @@ fn run(
             if s.scores.len() < seq * seq {
                 s.scores.resize(seq * seq, 0.0);
             }
-            let scores = &mut s.scores[..seq * seq];
+            s.inv.resize(seq, 0.0);
+            let (scores, inv) = (&mut s.scores[..seq * seq], &mut s.inv[..]);
             // Scale and additive mask (one value per key = per column) in the epilogue.
             let ep = Epilogue {
                 alpha: scale,
@@ -217,18 +222,19 @@ fn run(
                 Products::F32 => {
                     s.k.pack_nk(k, 3 * h, seq, d);
                     gemm_serial(isa, seq, q, 3 * h, &s.k, scores, seq, &ep);
-                    softmax_rows(isa, scores, seq);
+                    softmax_rows(isa, scores, seq, inv);
                     s.v.pack_kn(v, 3 * h, seq, d);
                     gemm_serial(isa, seq, scores, seq, &s.v, o, h, &none);
                 }
                 Products::Amx => {
                     s.k16.pack_nk(k, 3 * h, seq, d);
                     gemm_amx_serial(isa, seq, q, 3 * h, &s.k16, scores, seq, &ep);
-                    softmax_rows(isa, scores, seq);
+                    softmax_rows(isa, scores, seq, inv);
                     s.v16.pack_kn(v, 3 * h, seq, d);
                     gemm_amx_serial(isa, seq, scores, seq, &s.v16, o, h, &none);
                 }
             }
+            scale_rows(o, h, d, inv);
         });
     });
 }

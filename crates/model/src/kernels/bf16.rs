@@ -17,6 +17,8 @@
 use std::sync::OnceLock;
 
 use super::gemm::{self, Epilogue, PackedB};
+#[cfg(target_arch = "x86_64")]
+use super::transpose16x16;
 use super::{act, lane_masks, par_for, Isa};
 
 /// Rounds to bf16 (nearest even; NaN stays NaN).
@@ -223,32 +225,9 @@ unsafe fn transpose_tile_avx512(src: *const f32, ld: usize, tile: &mut [u16]) {
             _mm512_loadu_ps(p),
         ));
     }
-    // 32-bit, then 64-bit interleaves inside 128-bit lanes: u[4g + q] holds, in lane L,
-    // element 4L + q of rows 4g..4g + 4.
-    let mut t = [_mm512_setzero_si512(); 16];
-    for g in 0..8 {
-        t[2 * g] = _mm512_unpacklo_epi32(r[2 * g], r[2 * g + 1]);
-        t[2 * g + 1] = _mm512_unpackhi_epi32(r[2 * g], r[2 * g + 1]);
-    }
-    let mut u = [_mm512_setzero_si512(); 16];
-    for g in 0..4 {
-        let (a, b, c, d) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
-        u[4 * g] = _mm512_unpacklo_epi64(a, c);
-        u[4 * g + 1] = _mm512_unpackhi_epi64(a, c);
-        u[4 * g + 2] = _mm512_unpacklo_epi64(b, d);
-        u[4 * g + 3] = _mm512_unpackhi_epi64(b, d);
-    }
-    // Gather lane L of u[q], u[4 + q], u[8 + q], u[12 + q] into output row 4L + q.
     let out = tile.as_mut_ptr() as *mut __m512i;
-    for q in 0..4 {
-        let va = _mm512_shuffle_i32x4::<0x88>(u[q], u[4 + q]);
-        let vb = _mm512_shuffle_i32x4::<0xDD>(u[q], u[4 + q]);
-        let wa = _mm512_shuffle_i32x4::<0x88>(u[8 + q], u[12 + q]);
-        let wb = _mm512_shuffle_i32x4::<0xDD>(u[8 + q], u[12 + q]);
-        _mm512_storeu_si512(out.add(q), _mm512_shuffle_i32x4::<0x88>(va, wa));
-        _mm512_storeu_si512(out.add(4 + q), _mm512_shuffle_i32x4::<0x88>(vb, wb));
-        _mm512_storeu_si512(out.add(8 + q), _mm512_shuffle_i32x4::<0xDD>(va, wa));
-        _mm512_storeu_si512(out.add(12 + q), _mm512_shuffle_i32x4::<0xDD>(vb, wb));
+    for (i, row) in transpose16x16(&r).iter().enumerate() {
+        _mm512_storeu_si512(out.add(i), *row);
     }
 }
 

@@ -17,10 +17,10 @@ use candle_core::{DType, Device, Storage, Tensor, TensorId};
 
 use super::attention::{attention, attention_bf16, AttentionShape};
 use super::bf16::{self, PackedBf16};
-use super::gemm::{gemm, gemm_serial, Epilogue, PackedB};
-use super::norm::{add_layer_norm, Norm};
+use super::gemm::{gemm, gemm_norm, gemm_serial, Epilogue, PackedB, RowNorm};
+use super::norm::{self, add_layer_norm, Norm};
 use super::{par_for, Isa, SendPtr};
-use crate::adapters::{Bottleneck, Lora, TaskParams};
+use crate::adapters::{Bottleneck, Lora, TaskLayer, TaskParams};
 use crate::albert::{AlbertLayer, Backbone};
 use crate::config::Activation;
 use crate::error::{ModelError, Result};
@@ -54,6 +54,22 @@ fn norm(ln: &LayerNorm) -> Result<Norm> {
         beta: to_vec(&ln.bias)?,
         eps: ln.eps as f32,
     })
+}
+
+/// A sublayer's LayerNorm: the backbone's, or a task's from the cache.
+enum NormRef<'a> {
+    Backbone(&'a Norm),
+    Task(Arc<Norm>),
+}
+
+impl std::ops::Deref for NormRef<'_> {
+    type Target = Norm;
+    fn deref(&self) -> &Norm {
+        match self {
+            NormRef::Backbone(n) => n,
+            NormRef::Task(n) => n,
+        }
+    }
 }
 
 /// Number format of the packed backbone weights.
@@ -109,6 +125,24 @@ impl PackedLinear {
         match &self.w {
             Weights::F32(p) => gemm(isa, m, x, p.k(), p, out, p.n(), &ep),
             Weights::Bf16(p) => bf16::gemm(isa, m, x, p.k(), p, out, p.n(), &ep),
+        }
+    }
+
+    /// `out = LayerNorm(x W^T + b + residual)` (the LayerNorm fused into the product on
+    /// fp32 weights).
+    fn forward_norm(&self, isa: Isa, m: usize, x: &[f32], out: &mut [f32], post: RowNorm) {
+        match &self.w {
+            Weights::F32(p) => {
+                let ep = Epilogue {
+                    bias: self.bias.as_deref(),
+                    ..Epilogue::default()
+                };
+                gemm_norm(isa, m, x, p.k(), p, out, &ep, post)
+            }
+            Weights::Bf16(_) => {
+                self.forward(isa, m, x, out, None);
+                add_layer_norm(isa, out, Some(post.residual), post.norm);
+            }
         }
     }
 }
@@ -459,22 +493,61 @@ impl FastEncoder {
             Precision::F32 => attention(isa, qkv, mask, shape, context),
             Precision::Bf16 => attention_bf16(isa, qkv, mask, shape, context),
         }
+        // a = LayerNorm(dense(context) [+ adapter] + x). The LayerNorm runs inside the last
+        // product before it: the dense projection when one task without an attention
+        // adapter covers the batch, else each task's adapter (or a separate pass).
         let a = sized(&mut bufs.attn, tokens * h);
-        l.dense.forward(isa, tokens, context, a, None);
-        for &(r0, n, task) in parts {
-            let tl = layer_of(task);
-            let rows = r0 * h..(r0 + n) * h;
-            if let Some(ad) = tl.and_then(|t| t.attention_adapter.as_ref()) {
-                self.bottleneck_residual(ad, n, &mut a[rows.clone()])?;
+        let attention_norm = |tl: Option<&TaskLayer>| -> Result<NormRef> {
+            self.sublayer_norm(
+                tl.and_then(|t| t.attention_layer_norm.as_ref()),
+                &l.ln_attention,
+            )
+        };
+        match parts {
+            [(_, _, task)] if layer_of(*task).is_none_or(|t| t.attention_adapter.is_none()) => {
+                let ln = attention_norm(layer_of(*task))?;
+                let post = RowNorm {
+                    norm: &ln,
+                    residual: x,
+                };
+                l.dense.forward_norm(isa, tokens, context, a, post);
             }
-            let ln = match tl.and_then(|t| t.attention_layer_norm.as_ref()) {
-                Some(ln) => &*self.task_norm(ln)?,
-                None => &l.ln_attention,
-            };
-            add_layer_norm(isa, &mut a[rows.clone()], Some(&x[rows]), ln);
+            _ => {
+                l.dense.forward(isa, tokens, context, a, None);
+                for &(r0, n, task) in parts {
+                    let tl = layer_of(task);
+                    let rows = r0 * h..(r0 + n) * h;
+                    let ln = attention_norm(tl)?;
+                    let post = RowNorm {
+                        norm: &ln,
+                        residual: &x[rows.clone()],
+                    };
+                    match tl.and_then(|t| t.attention_adapter.as_ref()) {
+                        Some(ad) => self.bottleneck(ad, n, None, &mut a[rows], Some(post))?,
+                        None => add_layer_norm(isa, &mut a[rows], Some(post.residual), &ln),
+                    }
+                }
+            }
         }
 
-        // Feed-forward: the output overwrites x (no longer needed), then x = LN(x + a).
+        // Feed-forward: the output overwrites x (no longer needed), then x = LN(x + a),
+        // fused like the attention's LayerNorm: into the output projection when one task
+        // without feed-forward adapters covers the batch, else into each task's last adapter.
+        let output_norm = |tl: Option<&TaskLayer>| -> Result<NormRef> {
+            self.sublayer_norm(
+                tl.and_then(|t| t.full_layer_layer_norm.as_ref()),
+                &l.ln_output,
+            )
+        };
+        let fused = match parts {
+            [(_, _, task)]
+                if layer_of(*task)
+                    .is_none_or(|t| t.parallel_adapter.is_none() && t.output_adapter.is_none()) =>
+            {
+                Some(output_norm(layer_of(*task))?)
+            }
+            _ => None,
+        };
         match (&l.ffn.w, &l.ffn_output.w) {
             // Compressed path on AMX: the intermediate stays in bf16 tiles.
             (Weights::Bf16(w1), Weights::Bf16(w2)) if w1.is_amx() && w2.is_amx() => {
@@ -488,29 +561,62 @@ impl FastEncoder {
                     ..Epilogue::default()
                 };
                 bf16::ffn(isa, tokens, a, w1, &ep1, w2, x, &ep2, &mut bufs.mid);
+                if let Some(ln) = &fused {
+                    add_layer_norm(isa, x, Some(a), ln);
+                }
             }
             _ => {
                 let inter = sized(&mut bufs.inter, tokens * f);
                 l.ffn.forward(isa, tokens, a, inter, Some(l.activation));
-                l.ffn_output.forward(isa, tokens, inter, x, None);
+                match &fused {
+                    Some(ln) => {
+                        let post = RowNorm {
+                            norm: ln,
+                            residual: a,
+                        };
+                        l.ffn_output.forward_norm(isa, tokens, inter, x, post);
+                    }
+                    None => l.ffn_output.forward(isa, tokens, inter, x, None),
+                }
             }
+        }
+        if fused.is_some() {
+            return Ok(());
         }
         for &(r0, n, task) in parts {
             let tl = layer_of(task);
             let rows = r0 * h..(r0 + n) * h;
-            if let Some(ad) = tl.and_then(|t| t.parallel_adapter.as_ref()) {
-                self.bottleneck_into(ad, n, &a[rows.clone()], &mut x[rows.clone()])?;
-            }
-            if let Some(ad) = tl.and_then(|t| t.output_adapter.as_ref()) {
-                self.bottleneck_residual(ad, n, &mut x[rows.clone()])?;
-            }
-            let ln = match tl.and_then(|t| t.full_layer_layer_norm.as_ref()) {
-                Some(ln) => &*self.task_norm(ln)?,
-                None => &l.ln_output,
+            let ln = output_norm(tl)?;
+            let post = RowNorm {
+                norm: &ln,
+                residual: &a[rows.clone()],
             };
-            add_layer_norm(isa, &mut x[rows.clone()], Some(&a[rows]), ln);
+            let parallel = tl.and_then(|t| t.parallel_adapter.as_ref());
+            let output = tl.and_then(|t| t.output_adapter.as_ref());
+            if let Some(ad) = parallel {
+                let last = output.is_none().then_some(post);
+                self.bottleneck(ad, n, Some(&a[rows.clone()]), &mut x[rows.clone()], last)?;
+            }
+            if let Some(ad) = output {
+                self.bottleneck(ad, n, None, &mut x[rows.clone()], Some(post))?;
+            }
+            if parallel.is_none() && output.is_none() {
+                add_layer_norm(isa, &mut x[rows], Some(post.residual), &ln);
+            }
         }
         Ok(())
+    }
+
+    /// A sublayer's LayerNorm: the task's own, else the backbone's.
+    fn sublayer_norm<'n>(
+        &self,
+        task: Option<&LayerNorm>,
+        backbone: &'n Norm,
+    ) -> Result<NormRef<'n>> {
+        Ok(match task {
+            Some(ln) => NormRef::Task(self.task_norm(ln)?),
+            None => NormRef::Backbone(backbone),
+        })
     }
 
     /// A task's LayerNorm as vectors (see [`cached`]).
@@ -553,32 +659,25 @@ impl FastEncoder {
         Ok(())
     }
 
-    /// `out += up(act(down(x)))`.
-    fn bottleneck_into(&self, ad: &Bottleneck, m: usize, x: &[f32], out: &mut [f32]) -> Result<()> {
-        let h = ad.down.weight.dims2()?.1;
-        if x.len() != m * h {
-            return Err(ModelError::Input("adapter width mismatch".into()));
-        }
-        self.bottleneck(ad, m, Some(x), out)
-    }
-
-    /// `x += up(act(down(x)))`.
-    fn bottleneck_residual(&self, ad: &Bottleneck, m: usize, x: &mut [f32]) -> Result<()> {
-        self.bottleneck(ad, m, None, x)
-    }
-
-    /// `out += up(act(down(src or out)))`, both products of a row chunk in one task: at
-    /// batch 1 the synchronisation around two separate parallel products, not their
-    /// arithmetic, was most of an adapter's cost.
+    /// `out += up(act(down(src or out)))`, then `out = LayerNorm(out + residual)` when `post`
+    /// is given. Both products (and the LayerNorm) of a row chunk run in one task: at batch 1
+    /// the synchronisation around separate parallel steps, not their arithmetic, was most
+    /// of an adapter's cost.
     fn bottleneck(
         &self,
         ad: &Bottleneck,
         m: usize,
         src: Option<&[f32]>,
         out: &mut [f32],
+        post: Option<RowNorm>,
     ) -> Result<()> {
         let (width, h) = ad.down.weight.dims2()?;
-        if out.len() != m * h || ad.up.weight.dims2()? != (h, width) {
+        let fits = |x: &[f32]| x.len() == m * h;
+        if !fits(out)
+            || !src.is_none_or(fits)
+            || !post.is_none_or(|p| fits(p.residual) && p.norm.gamma.len() == h)
+            || ad.up.weight.dims2()? != (h, width)
+        {
             return Err(ModelError::Input("adapter width mismatch".into()));
         }
         let down = self.task_pack(&ad.down.weight, ad.down.bias.as_ref())?;
@@ -619,6 +718,9 @@ impl FastEncoder {
                     ..Epilogue::default()
                 };
                 gemm_serial(isa, rows, t, width, &up.w, o, h, &ep);
+                if let Some(p) = post {
+                    norm::rows(isa, o, Some(&p.residual[r0 * h..r1 * h]), p.norm);
+                }
             });
         });
         Ok(())

@@ -123,6 +123,45 @@ pub(crate) fn lane_masks(n: usize) -> (u16, u16) {
     (bits(n), bits(n.saturating_sub(16)))
 }
 
+/// Transposes a 16 x 16 block of 32-bit lanes: lane `j` of `out[i]` is lane `i` of `rows[j]`.
+/// 32-bit then 64-bit interleaves inside 128-bit lanes, then two rounds of 128-bit shuffles.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn transpose16x16(
+    rows: &[std::arch::x86_64::__m512i; 16],
+) -> [std::arch::x86_64::__m512i; 16] {
+    use std::arch::x86_64::*;
+    // t: pairs of rows interleaved by 32 bits; u[4g + q] holds, in 128-bit lane L, element
+    // 4L + q of rows 4g..4g + 4.
+    let mut t = [_mm512_setzero_si512(); 16];
+    for g in 0..8 {
+        t[2 * g] = _mm512_unpacklo_epi32(rows[2 * g], rows[2 * g + 1]);
+        t[2 * g + 1] = _mm512_unpackhi_epi32(rows[2 * g], rows[2 * g + 1]);
+    }
+    let mut u = [_mm512_setzero_si512(); 16];
+    for g in 0..4 {
+        let (a, b, c, d) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+        u[4 * g] = _mm512_unpacklo_epi64(a, c);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(a, c);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(b, d);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(b, d);
+    }
+    // Output row 4L + q gathers lane L of u[q], u[4 + q], u[8 + q], u[12 + q].
+    let mut out = [_mm512_setzero_si512(); 16];
+    for q in 0..4 {
+        let va = _mm512_shuffle_i32x4::<0x88>(u[q], u[4 + q]);
+        let vb = _mm512_shuffle_i32x4::<0xDD>(u[q], u[4 + q]);
+        let wa = _mm512_shuffle_i32x4::<0x88>(u[8 + q], u[12 + q]);
+        let wb = _mm512_shuffle_i32x4::<0xDD>(u[8 + q], u[12 + q]);
+        out[q] = _mm512_shuffle_i32x4::<0x88>(va, wa);
+        out[4 + q] = _mm512_shuffle_i32x4::<0x88>(vb, wb);
+        out[8 + q] = _mm512_shuffle_i32x4::<0xDD>(va, wa);
+        out[12 + q] = _mm512_shuffle_i32x4::<0xDD>(vb, wb);
+    }
+    out
+}
+
 /// A raw pointer that parallel tasks share to write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub *mut f32);

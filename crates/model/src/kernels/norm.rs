@@ -46,7 +46,8 @@ fn rows_generic(x: &mut [f32], residual: Option<&[f32]>, norm: &Norm) {
     }
 }
 
-fn rows(isa: Isa, x: &mut [f32], residual: Option<&[f32]>, norm: &Norm) {
+/// [`add_layer_norm`] on the calling thread.
+pub(crate) fn rows(isa: Isa, x: &mut [f32], residual: Option<&[f32]>, norm: &Norm) {
     multiversion!(isa, rows_avx512, (x: &mut [f32], residual: Option<&[f32]>, norm: &Norm) {
         rows_generic(x, residual, norm)
     })
