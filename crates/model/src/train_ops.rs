@@ -33,7 +33,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Te
 
 use crate::config::Activation;
 use crate::error::{ModelError, Result};
-use crate::kernels::gemm::{gemm, gemm_serial, Epilogue, PackedB};
+use crate::kernels::gemm::{gemm, gemm_new, gemm_serial, Epilogue, PackedB};
 use crate::kernels::{
     act, fast_path_disabled, multiversion, par_for, portable_requested, Isa, SendPtr,
 };
@@ -313,12 +313,11 @@ impl CustomOp1 for FrozenLinearOp {
             ));
         }
         let m = x.len() / p.in_dim;
-        let mut y = output_buffer(m * p.out_dim);
         let ep = Epilogue {
             bias: p.bias.as_deref(),
             ..Epilogue::default()
         };
-        gemm(self.isa, m, x, p.in_dim, &p.fwd, &mut y, p.out_dim, &ep);
+        let mut y = gemm_new(self.isa, m, x, p.in_dim, &p.fwd, &ep);
         if let Some((act, saved)) = &self.act {
             let pre = y;
             y = act_copy(self.isa, *act, &pre);
@@ -390,17 +389,7 @@ impl CustomOp1 for FrozenLinearGrad<'_> {
             }
             None => dy,
         };
-        let mut dx = output_buffer(m * p.in_dim);
-        gemm(
-            self.isa,
-            m,
-            dy,
-            p.out_dim,
-            &p.bwd,
-            &mut dx,
-            p.in_dim,
-            &Epilogue::default(),
-        );
+        let dx = gemm_new(self.isa, m, dy, p.out_dim, &p.bwd, &Epilogue::default());
         let mut dims = l.dims().to_vec();
         if let Some(d) = dims.last_mut() {
             *d = p.in_dim;
@@ -456,19 +445,22 @@ impl CustomOp1 for FrozenFfnOp {
             return Err(op_error(self.name(), format!("input {:?}", l.dims())));
         }
         let m = x.len() / w1.in_dim;
-        let mut pre = output_buffer(m * w1.out_dim);
         let ep = Epilogue {
             bias: w1.bias.as_deref(),
             ..Epilogue::default()
         };
-        gemm(isa, m, x, w1.in_dim, &w1.fwd, &mut pre, w1.out_dim, &ep);
-        let g = act_copy(isa, self.act, &pre);
-        let mut y = output_buffer(m * w2.out_dim);
+        let pre = gemm_new(isa, m, x, w1.in_dim, &w1.fwd, &ep);
+        // The activation is only the second product's input: a pooled temporary.
+        let mut g = Scratch::take(pre.len());
+        par_rows(&mut g, 1, GELU_CHUNK, |i0, gc| {
+            gc.copy_from_slice(&pre[i0..i0 + gc.len()]);
+            act::apply(isa, self.act, gc);
+        });
         let ep = Epilogue {
             bias: w2.bias.as_deref(),
             ..Epilogue::default()
         };
-        gemm(isa, m, &g, w2.in_dim, &w2.fwd, &mut y, w2.out_dim, &ep);
+        let y = gemm_new(isa, m, &g, w2.in_dim, &w2.fwd, &ep);
         if let Ok(mut saved) = self.pre.lock() {
             *saved = pre;
         }
@@ -526,17 +518,7 @@ impl CustomOp1 for FrozenFfnGrad<'_> {
             act_grad(isa, act, &pre[span.clone()], &dg[span], dc);
         });
         drop(dg);
-        let mut dx = output_buffer(m * w1.in_dim);
-        gemm(
-            isa,
-            m,
-            &dpre,
-            w1.out_dim,
-            &w1.bwd,
-            &mut dx,
-            w1.in_dim,
-            &Epilogue::default(),
-        );
+        let dx = gemm_new(isa, m, &dpre, w1.out_dim, &w1.bwd, &Epilogue::default());
         let mut dims = l.dims().to_vec();
         if let Some(d) = dims.last_mut() {
             *d = w1.in_dim;
@@ -598,17 +580,7 @@ impl CustomOp3 for LinearOp {
         let (out, inp) = linear_dims(self.name(), l1, l2, b.len())?;
         let m = x.len() / inp;
         let packed = PackedB::from_weight(w, out, inp);
-        let mut y = output_buffer(m * out);
-        gemm(
-            self.isa,
-            m,
-            x,
-            inp,
-            &packed,
-            &mut y,
-            out,
-            &Epilogue::bias(b),
-        );
+        let y = gemm_new(self.isa, m, x, inp, &packed, &Epilogue::bias(b));
         let mut dims = l1.dims().to_vec();
         if let Some(d) = dims.last_mut() {
             *d = out;
@@ -1415,21 +1387,17 @@ impl CustomOp1 for AttnBlockOp {
         if x.len() != m * wq.in_dim {
             return Err(op_error(self.name(), "input shape changed"));
         }
-        let mut qkv = output_buffer(m * wq.out_dim);
         let ep = Epilogue {
             bias: wq.bias.as_deref(),
             ..Epilogue::default()
         };
-        gemm(st.isa, m, x, wq.in_dim, &wq.fwd, &mut qkv, wq.out_dim, &ep);
+        let qkv = gemm_new(st.isa, m, x, wq.in_dim, &wq.fwd, &ep);
         let context = attention_fwd(st, &qkv);
-        let mut y = output_buffer(m * wd.out_dim);
         let ep = Epilogue {
             bias: wd.bias.as_deref(),
             ..Epilogue::default()
         };
-        gemm(
-            st.isa, m, &context, wd.in_dim, &wd.fwd, &mut y, wd.out_dim, &ep,
-        );
+        let y = gemm_new(st.isa, m, &context, wd.in_dim, &wd.fwd, &ep);
         if let Ok(mut saved) = self.saved_qkv.lock() {
             *saved = qkv;
         }
@@ -1491,10 +1459,7 @@ impl CustomOp1 for AttnBlockGrad<'_> {
         );
         let dqkv = attention_bwd(st, &qkv, &probs, &dcontext);
         drop(dcontext);
-        let mut dx = output_buffer(m * wq.in_dim);
-        gemm(
-            st.isa, m, &dqkv, wq.out_dim, &wq.bwd, &mut dx, wq.in_dim, &ep,
-        );
+        let dx = gemm_new(st.isa, m, &dqkv, wq.out_dim, &wq.bwd, &ep);
         Ok((CpuStorage::F32(dx), Shape::from((batch, seq, wq.in_dim))))
     }
 }

@@ -267,7 +267,7 @@ pub fn gemm_amx_serial(
 ) {
     assert!(amx_available(), "gemm_amx_serial: AMX not available");
     let (k, n) = (b.k, b.n);
-    gemm::check_args(m, k, n, a, lda, c, ldc, ep);
+    gemm::check_args(m, k, n, a, lda, c.len(), ldc, ep);
     if m == 0 || n == 0 {
         return;
     }
@@ -338,7 +338,7 @@ pub fn gemm(
         Repr::Amx(b) => (&b.tiles, b.kp, b.np),
     };
     let (k, n) = (b.k, b.n);
-    gemm::check_args(m, k, n, a, lda, c, ldc, ep);
+    gemm::check_args(m, k, n, a, lda, c.len(), ldc, ep);
     if m == 0 || n == 0 {
         return;
     }
