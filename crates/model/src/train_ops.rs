@@ -154,6 +154,15 @@ pub(crate) fn par_rows(
     });
 }
 
+/// An op's output: `y` shaped like the input layout `l` with the last dimension `last`.
+fn with_last_dim(y: Vec<f32>, l: &Layout, last: usize) -> (CpuStorage, Shape) {
+    let mut dims = l.dims().to_vec();
+    if let Some(d) = dims.last_mut() {
+        *d = last;
+    }
+    (CpuStorage::F32(y), Shape::from(dims))
+}
+
 /// A buffer of `n` floats for a kernel that writes every element (a GEMM without
 /// accumulation, a row-wise pass over all rows). Zero-filled: handing uninitialized `f32`s to
 /// safe code is undefined behaviour in Rust's rules even when each is written before it is
@@ -325,11 +334,7 @@ impl CustomOp1 for FrozenLinearOp {
                 *saved = pre;
             }
         }
-        let mut dims = l.dims().to_vec();
-        if let Some(d) = dims.last_mut() {
-            *d = p.out_dim;
-        }
-        Ok((CpuStorage::F32(y), Shape::from(dims)))
+        Ok(with_last_dim(y, l, p.out_dim))
     }
 
     fn bwd(
@@ -390,11 +395,7 @@ impl CustomOp1 for FrozenLinearGrad<'_> {
             None => dy,
         };
         let dx = gemm_new(self.isa, m, dy, p.out_dim, &p.bwd, &Epilogue::default());
-        let mut dims = l.dims().to_vec();
-        if let Some(d) = dims.last_mut() {
-            *d = p.in_dim;
-        }
-        Ok((CpuStorage::F32(dx), Shape::from(dims)))
+        Ok(with_last_dim(dx, l, p.in_dim))
     }
 }
 
@@ -464,11 +465,7 @@ impl CustomOp1 for FrozenFfnOp {
         if let Ok(mut saved) = self.pre.lock() {
             *saved = pre;
         }
-        let mut dims = l.dims().to_vec();
-        if let Some(d) = dims.last_mut() {
-            *d = w2.out_dim;
-        }
-        Ok((CpuStorage::F32(y), Shape::from(dims)))
+        Ok(with_last_dim(y, l, w2.out_dim))
     }
 
     fn bwd(
@@ -519,11 +516,7 @@ impl CustomOp1 for FrozenFfnGrad<'_> {
         });
         drop(dg);
         let dx = gemm_new(isa, m, &dpre, w1.out_dim, &w1.bwd, &Epilogue::default());
-        let mut dims = l.dims().to_vec();
-        if let Some(d) = dims.last_mut() {
-            *d = w1.in_dim;
-        }
-        Ok((CpuStorage::F32(dx), Shape::from(dims)))
+        Ok(with_last_dim(dx, l, w1.in_dim))
     }
 }
 
@@ -581,11 +574,7 @@ impl CustomOp3 for LinearOp {
         let m = x.len() / inp;
         let packed = PackedB::from_weight(w, out, inp);
         let y = gemm_new(self.isa, m, x, inp, &packed, &Epilogue::bias(b));
-        let mut dims = l1.dims().to_vec();
-        if let Some(d) = dims.last_mut() {
-            *d = out;
-        }
-        Ok((CpuStorage::F32(y), Shape::from(dims)))
+        Ok(with_last_dim(y, l1, out))
     }
 
     fn bwd(
