@@ -10,8 +10,9 @@
 //!
 //! The register tile is [`MR`] x [`NR`] = 12 x 32: 24 AVX-512 accumulators, two panel
 //! loads and twelve broadcasts of `A` per `k`. Work is split over the rayon pool in blocks
-//! of [`MC`] rows times groups of panels; inside a block the panel loop is outermost so
-//! each 32-column panel is reused by every row tile while it sits in L1/L2.
+//! of [`MC`] rows times groups of panels (a group's slice of B sized to stay in L2); inside
+//! a block the row tiles are outermost, so each tile's strip of A stays in L1 while it meets
+//! every panel of the group.
 
 use super::norm::{self, Norm};
 use super::{act, par_for, Isa, SendPtr};
@@ -400,48 +401,50 @@ unsafe fn block(
     let first_col = pans.start * NR;
     let last_col = (pans.end * NR).min(b.n);
     // K in blocks of KC; later blocks add to C.
-    // At least one pass, so that even k = 0 stores every element (bias only).
-    let mut k0 = 0;
-    loop {
-        let kc = KC.min(k - k0);
+    // Row tiles outermost: a tile's strip of A (12 x 384) stays in L1 while it meets every
+    // panel of the group, which streams from L2 (1-3% faster forward passes than panels
+    // outermost, measured by alternating both orders within one process).
+    let tile_at = |r: usize, p: usize, k0: usize, kc: usize| {
         let first = k0 == 0;
-        for p in pans.clone() {
-            let c0 = p * NR;
-            let ncols = NR.min(b.n - c0);
-            let panel = &b.data[p * k * NR + k0 * NR..p * k * NR + (k0 + kc) * NR];
-            let bias = if first {
+        let c0 = p * NR;
+        let ncols = NR.min(b.n - c0);
+        let mr = MR.min(rows.end - r);
+        let c_off = r * ldc + c0;
+        debug_assert!(c_off + (mr - 1) * ldc + ncols <= clen);
+        let tile = Tile {
+            k: kc,
+            a: a[r * lda + k0..].as_ptr(),
+            lda,
+            b: b.data[p * k * NR + k0 * NR..].as_ptr(),
+            next_panel: k * NR,
+            // The first row tile meets each panel first; the others would re-request lines
+            // already on their way and spend load slots doing it.
+            prefetch: r == rows.start,
+            c: c.add(c_off),
+            ldc,
+            ncols,
+            bias: if first {
                 ep.bias.map(|bias| &bias[c0..c0 + ncols])
             } else {
                 None
-            };
-            let mut r = rows.start;
-            while r < rows.end {
-                let mr = MR.min(rows.end - r);
-                let a_tile = &a[r * lda + k0..];
-                let c_off = r * ldc + c0;
-                debug_assert!(c_off + (mr - 1) * ldc + ncols <= clen);
-                let tile = Tile {
-                    k: kc,
-                    a: a_tile.as_ptr(),
-                    lda,
-                    b: panel.as_ptr(),
-                    next_panel: k * NR,
-                    // One row tile per panel prefetches; the others would re-request
-                    // lines already on their way and spend load slots doing it.
-                    prefetch: r == rows.start,
-                    c: c.add(c_off),
-                    ldc,
-                    ncols,
-                    bias,
-                    alpha: ep.alpha,
-                    accumulate: ep.accumulate || !first,
-                };
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => avx512::tile(mr, &tile),
-                    _ => portable_tile(mr, &tile),
-                }
-                r += mr;
+            },
+            alpha: ep.alpha,
+            accumulate: ep.accumulate || !first,
+        };
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::tile(mr, &tile),
+            _ => portable_tile(mr, &tile),
+        }
+    };
+    // K in passes of KC, later passes adding to C; at least one, so that even k = 0 stores
+    // every element (bias only).
+    let mut k0 = 0;
+    loop {
+        let kc = KC.min(k - k0);
+        for r in rows.clone().step_by(MR) {
+            for p in pans.clone() {
+                tile_at(r, p, k0, kc);
             }
         }
         k0 += kc;
