@@ -201,7 +201,7 @@ def main():
             p = a.profile_dir / f"profile_{k}.txt"
             if p.exists() and p.read_text().strip():
                 md.append(f"\n## Profile, 8x128, {title}\n")
-                md.append("`perf record` of `adalbert bench --shape 8x128`, top entries (self time):\n")
+                md.append("`perf record` of `adalbert bench --shape 8x128 --iters 30` (30 timed forward passes after loading the model, so loading is a small share), top entries (self time):\n")
                 md.append("```")
                 md.extend(" ".join(line.split()) for line in p.read_text().splitlines())
                 md.append("```")

@@ -131,7 +131,7 @@ fi
 if [[ "$PROFILE" == 1 && "$PEERS_ONLY" == 0 ]] && command -v perf >/dev/null 2>&1; then
   for k in candle auto bf16; do
     if [[ "$k" == bf16 ]]; then args=(--precision bf16); else args=(--kernels "$k"); fi
-    if perf record -F 499 -o "$OUTDIR/perf_$k.data" "$BIN" bench --model "$MODEL" --shape 8x128 --iters 5 \
+    if perf record -F 499 -o "$OUTDIR/perf_$k.data" "$BIN" bench --model "$MODEL" --shape 8x128 --iters 30 \
          --threads "$THREADS" "${args[@]}" >/dev/null 2>&1; then
       perf report -i "$OUTDIR/perf_$k.data" --no-children --percent-limit 1 --stdio 2>/dev/null \
         | grep -v '^#' | grep -v '^$' | head -12 > "$OUTDIR/profile_$k.txt" || true
