@@ -207,10 +207,12 @@ def main():
                 md.append("```")
     md.append("\n## What runs where\n")
     md.append("- adalbert fp32 (`--kernels auto`): adalbert's own kernels in `crates/model/src/kernels/`: "
-              "AVX-512 12x32 GEMM register tile (k loop unrolled by 4, next weight panel prefetched into L2) on weights "
-              "packed once at load (fused QKV), row blocks dealt evenly over the threads, column groups sized to L2; "
-              "fused per-head attention (QK^T with scale and mask in the epilogue, softmax, PV); bias+GELU in the GEMM "
-              "epilogue; residual+LayerNorm in one pass; exp/GELU/softmax in explicit AVX-512 (FMA, `vscalefps`, "
+              "AVX-512 12x32 GEMM register tile (k loop unrolled by 4, K in passes of 384, next weight panel prefetched "
+              "into L2) on weights packed once at load (fused QKV), row blocks dealt evenly over the threads, column "
+              "groups sized to L2, row tiles outermost in a block; fused per-head attention (QK^T with scale and mask in "
+              "the epilogue, keys packed by 16x16 vector transposes, softmax normalized on the context rows, PV); "
+              "bias+GELU in the GEMM epilogue; residual+LayerNorm inside the product before it (dense/output "
+              "projection, or a task's last adapter); exp/GELU/softmax in explicit AVX-512 (FMA, `vscalefps`, "
               "refined `vrcp14ps`); task adapters packed once per bundle. Without AVX-512 the default is candle's ops "
               "(its AVX2 matrix multiply beats our portable tile); the portable kernels run with `--kernels portable`.")
     md.append("- adalbert bf16 (`--precision bf16`, `ADALBERT_KERNELS=bf16`): weights rounded to bf16 and packed into "
@@ -219,7 +221,8 @@ def main():
               "(bias, GELU and bf16 rounding in the AMX epilogue, the next product reads the tiles). Softmax, "
               "LayerNorm and residuals stay fp32. Without AMX: fp32 kernels on the bf16-rounded weights.")
     md.append("- training (`adalbert bench --train`): candle's autograd graph with adalbert's ops for the heavy parts "
-              "(`crates/model/src/train_ops.rs`: frozen linear on the fp32 GEMM forward and backward, LayerNorm, GELU, "
+              "(`crates/model/src/train_ops.rs`: frozen linear on the fp32 GEMM forward and backward, new activations "
+              "written without a zero fill, LayerNorm, GELU, "
               "attention and dropout with hand-written backward); candle's own pool runs single-threaded "
               "(`CANDLE_NUM_THREADS=1`, set by the CLI) because its spinning workers took a core from the GEMM.")
     md.append("- peak RSS: the whole process's high-water mark (`VmHWM` / `ru_maxrss`); adalbert runs one shape per "
