@@ -1,4 +1,5 @@
-//! GLUE readers against small fixture files in the GLUE layouts (tests/fixtures/glue).
+//! GLUE readers against small fixture files in the GLUE layouts (tests/fixtures/glue), written
+//! for these tests: our own sentences in the real columns, ids and labels, no dataset rows.
 
 use std::path::{Path, PathBuf};
 
@@ -38,7 +39,7 @@ fn cola_has_no_header_and_keeps_quotes() {
     assert_eq!(train[0].text_b, None);
     let test = read_glue(GlueTask::Cola, &glue("CoLA"), Split::Test).unwrap();
     assert_eq!(test[0].id, "0");
-    assert_eq!(test[0].text_a, "Bill whistled past the \"house\".");
+    assert_eq!(test[0].text_a, "Ann walked past the \"garden\".");
     assert_eq!(test[0].label, Label::None);
 }
 
@@ -49,7 +50,7 @@ fn single_sentence_and_pair_layouts() {
         labels(&sst),
         [Label::Class(0), Label::Class(0), Label::Class(1)]
     );
-    assert_eq!(sst[2].text_a, "the \"greatest\" musicians ");
+    assert_eq!(sst[2].text_a, "the \"finest\" singers ");
     let sst_test = read_glue(GlueTask::Sst2, &glue("SST-2"), Split::Test).unwrap();
     assert_eq!(sst_test.len(), 3);
     assert_eq!(sst_test[2].id, "2");
@@ -58,19 +59,19 @@ fn single_sentence_and_pair_layouts() {
     assert_eq!(labels(&mrpc), [Label::Class(1), Label::Class(0)]);
     assert!(mrpc[0]
         .text_a
-        .starts_with("Amrozi accused his brother , whom he called \" the"));
+        .starts_with("Tomas told his sister , whom he called \" the"));
     assert!(mrpc[0]
         .text_b
         .as_deref()
         .unwrap()
-        .starts_with("Referring to him"));
+        .starts_with("Calling her only"));
     let mrpc_test = read_glue(GlueTask::Mrpc, &glue("MRPC"), Split::Test).unwrap();
     assert_eq!(mrpc_test[0].id, "0");
     assert!(mrpc_test[0]
         .text_b
         .as_deref()
         .unwrap()
-        .starts_with("Current Chief"));
+        .starts_with("Current head"));
 
     let qqp = read_glue(GlueTask::Qqp, &glue("QQP"), Split::Train).unwrap();
     assert_eq!(qqp[1].id, "402555");
@@ -79,19 +80,19 @@ fn single_sentence_and_pair_layouts() {
         read_glue(GlueTask::Qqp, &glue("QQP"), Split::Test).unwrap()[1]
             .text_b
             .as_deref(),
-        Some("How much cost does hair transplant require?")
+        Some("How much does a new bicycle cost?")
     );
 
     let qnli = read_glue(GlueTask::Qnli, &glue("QNLI"), Split::Train).unwrap();
     assert_eq!(labels(&qnli), [Label::Class(1), Label::Class(0)]);
-    assert_eq!(qnli[0].text_a, "When did the third Digimon series begin?");
+    assert_eq!(qnli[0].text_a, "When did the town library first open?");
 
     let rte = read_glue(GlueTask::Rte, &glue("RTE"), Split::Train).unwrap();
     assert_eq!(labels(&rte), [Label::Class(1), Label::Class(0)]);
     let rte_test = read_glue(GlueTask::Rte, &glue("RTE"), Split::Test).unwrap();
     assert_eq!(
         rte_test[1].text_b.as_deref(),
-        Some("Brazilian police say \"hostages\" are held.")
+        Some("Local police say \"visitors\" are waiting.")
     );
 
     // WNLI's file label 1 means entailment, which is class 1 in the HF order.
@@ -116,7 +117,7 @@ fn stsb_scores_are_floats() {
     );
     assert_eq!(
         train[1].text_b.as_deref(),
-        Some("A man is playing a \"flute\".")
+        Some("A woman is playing a \"violin\".")
     );
     let test = read_glue(GlueTask::Stsb, &glue("STS-B"), Split::Test).unwrap();
     assert_eq!(test.len(), 2);
@@ -139,25 +140,22 @@ fn mnli_matched_and_mismatched() {
     );
     assert_eq!(
         train[0].text_b.as_deref(),
-        Some("Product and geography are what make cream skimming work. ")
+        Some("Price and place are what make the small shop work. ")
     );
     // Dev files carry five annotator labels; gold_label (the last column) is the label.
     let dev_m = read_glue(GlueTask::Mnli, &glue("MNLI"), Split::Dev).unwrap();
     assert_eq!(labels(&dev_m), [Label::Class(1), Label::Class(2)]);
     let dev_mm = read_glue(GlueTask::MnliMismatched, &glue("MNLI"), Split::Dev).unwrap();
     assert_eq!(dev_mm.len(), 1);
-    assert!(dev_mm[0].text_a.starts_with("Your contribution"));
+    assert!(dev_mm[0].text_a.starts_with("Your gift"));
     let test_m = read_glue(GlueTask::Mnli, &glue("MNLI"), Split::Test).unwrap();
     assert_eq!(test_m.len(), 2);
     assert_eq!(
         test_m[1].text_b.as_deref(),
-        Some("Revenue of \"$3.5 million\" is expected.")
+        Some("Sales of \"$2.1 million\" are expected.")
     );
     let test_mm = read_glue(GlueTask::MnliMismatched, &glue("MNLI"), Split::Test).unwrap();
-    assert_eq!(
-        test_mm[0].text_b.as_deref(),
-        Some("So what's your decision?")
-    );
+    assert_eq!(test_mm[0].text_b.as_deref(), Some("So what is your plan?"));
     // Same training data for both names.
     assert_eq!(
         read_glue(GlueTask::MnliMismatched, &glue("MNLI"), Split::Train).unwrap(),
