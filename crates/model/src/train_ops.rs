@@ -279,6 +279,26 @@ impl FrozenLinear {
         })
     }
 
+    /// `x W^T + b` for the `m` rows of `x`, as a new buffer.
+    fn product(&self, isa: Isa, m: usize, x: &[f32]) -> Vec<f32> {
+        let ep = Epilogue {
+            bias: self.bias.as_deref(),
+            ..Epilogue::default()
+        };
+        gemm_new(isa, m, x, self.in_dim, &self.fwd, &ep)
+    }
+
+    /// The input gradient `dy W` for the `m` rows of `dy`, as a new buffer.
+    fn grad_x(&self, isa: Isa, m: usize, dy: &[f32]) -> Vec<f32> {
+        gemm_new(isa, m, dy, self.out_dim, &self.bwd, &Epilogue::default())
+    }
+
+    /// [`Self::grad_x`] into `dx` (`m x in_dim`), e.g. a pooled temporary.
+    fn grad_x_into(&self, isa: Isa, m: usize, dy: &[f32], dx: &mut [f32]) {
+        let ep = Epilogue::default();
+        gemm(isa, m, dy, self.out_dim, &self.bwd, dx, self.in_dim, &ep);
+    }
+
     /// `x W^T + b` over the last dimension of `x`; the gradient flows to `x` only.
     pub fn forward(self: &Arc<Self>, x: &Tensor, isa: Isa) -> Result<Tensor> {
         Ok(x.contiguous()?.apply_op1(FrozenLinearOp {
@@ -322,11 +342,7 @@ impl CustomOp1 for FrozenLinearOp {
             ));
         }
         let m = x.len() / p.in_dim;
-        let ep = Epilogue {
-            bias: p.bias.as_deref(),
-            ..Epilogue::default()
-        };
-        let mut y = gemm_new(self.isa, m, x, p.in_dim, &p.fwd, &ep);
+        let mut y = p.product(self.isa, m, x);
         if let Some((act, saved)) = &self.act {
             let pre = y;
             y = act_copy(self.isa, *act, &pre);
@@ -394,7 +410,7 @@ impl CustomOp1 for FrozenLinearGrad<'_> {
             }
             None => dy,
         };
-        let dx = gemm_new(self.isa, m, dy, p.out_dim, &p.bwd, &Epilogue::default());
+        let dx = p.grad_x(self.isa, m, dy);
         Ok(with_last_dim(dx, l, p.in_dim))
     }
 }
@@ -446,22 +462,14 @@ impl CustomOp1 for FrozenFfnOp {
             return Err(op_error(self.name(), format!("input {:?}", l.dims())));
         }
         let m = x.len() / w1.in_dim;
-        let ep = Epilogue {
-            bias: w1.bias.as_deref(),
-            ..Epilogue::default()
-        };
-        let pre = gemm_new(isa, m, x, w1.in_dim, &w1.fwd, &ep);
+        let pre = w1.product(isa, m, x);
         // The activation is only the second product's input: a pooled temporary.
         let mut g = Scratch::take(pre.len());
         par_rows(&mut g, 1, GELU_CHUNK, |i0, gc| {
             gc.copy_from_slice(&pre[i0..i0 + gc.len()]);
             act::apply(isa, self.act, gc);
         });
-        let ep = Epilogue {
-            bias: w2.bias.as_deref(),
-            ..Epilogue::default()
-        };
-        let y = gemm_new(isa, m, &g, w2.in_dim, &w2.fwd, &ep);
+        let y = w2.product(isa, m, &g);
         if let Ok(mut saved) = self.pre.lock() {
             *saved = pre;
         }
@@ -499,23 +507,14 @@ impl CustomOp1 for FrozenFfnGrad<'_> {
             return Err(op_error(self.name(), "shapes differ from the forward pass"));
         }
         let mut dg = Scratch::take(pre.len());
-        gemm(
-            isa,
-            m,
-            dy,
-            w2.out_dim,
-            &w2.bwd,
-            &mut dg,
-            w2.in_dim,
-            &Epilogue::default(),
-        );
+        w2.grad_x_into(isa, m, dy, &mut dg);
         let mut dpre = Scratch::take(pre.len());
         par_rows(&mut dpre, 1, GELU_CHUNK, |i0, dc| {
             let span = i0..i0 + dc.len();
             act_grad(isa, act, &pre[span.clone()], &dg[span], dc);
         });
         drop(dg);
-        let dx = gemm_new(isa, m, &dpre, w1.out_dim, &w1.bwd, &Epilogue::default());
+        let dx = w1.grad_x(isa, m, &dpre);
         Ok(with_last_dim(dx, l, w1.in_dim))
     }
 }
@@ -1376,17 +1375,9 @@ impl CustomOp1 for AttnBlockOp {
         if x.len() != m * wq.in_dim {
             return Err(op_error(self.name(), "input shape changed"));
         }
-        let ep = Epilogue {
-            bias: wq.bias.as_deref(),
-            ..Epilogue::default()
-        };
-        let qkv = gemm_new(st.isa, m, x, wq.in_dim, &wq.fwd, &ep);
+        let qkv = wq.product(st.isa, m, x);
         let context = attention_fwd(st, &qkv);
-        let ep = Epilogue {
-            bias: wd.bias.as_deref(),
-            ..Epilogue::default()
-        };
-        let y = gemm_new(st.isa, m, &context, wd.in_dim, &wd.fwd, &ep);
+        let y = wd.product(st.isa, m, &context);
         if let Ok(mut saved) = self.saved_qkv.lock() {
             *saved = qkv;
         }
@@ -1435,20 +1426,10 @@ impl CustomOp1 for AttnBlockGrad<'_> {
             return Err(op_error(self.name(), "shapes differ from the forward pass"));
         }
         let mut dcontext = Scratch::take(m * wd.in_dim);
-        let ep = Epilogue::default();
-        gemm(
-            st.isa,
-            m,
-            dy,
-            wd.out_dim,
-            &wd.bwd,
-            &mut dcontext,
-            wd.in_dim,
-            &ep,
-        );
+        wd.grad_x_into(st.isa, m, dy, &mut dcontext);
         let dqkv = attention_bwd(st, &qkv, &probs, &dcontext);
         drop(dcontext);
-        let dx = gemm_new(st.isa, m, &dqkv, wq.out_dim, &wq.bwd, &ep);
+        let dx = wq.grad_x(st.isa, m, &dqkv);
         Ok((CpuStorage::F32(dx), Shape::from((batch, seq, wq.in_dim))))
     }
 }
