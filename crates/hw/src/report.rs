@@ -180,7 +180,7 @@ fn out_err(path: &Path, e: impl std::fmt::Display) -> HwError {
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|e| out_err(path, e))
+    adalbert_core::files::write_atomic(path, text.as_bytes()).map_err(|e| out_err(path, e))
 }
 
 fn header(platform: &Platform, d: &Defaults, adapter: AdapterSpec, plan: Plan) -> String {

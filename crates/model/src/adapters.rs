@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use adalbert_core::rng::Normal;
 use candle_core::{Device, Tensor};
 
 use crate::albert::{activate, activate_t, Backbone, Names};
@@ -396,7 +397,7 @@ impl TaskLayout {
                     |name: &str, out: &mut HashMap<String, Tensor>| -> Result<()> {
                         out.insert(
                             format!("{p}.{name}.down.weight"),
-                            rng.tensor(&[m, h], 0.02, &dev)?,
+                            normal_tensor(&mut rng, &[m, h], 0.02, &dev)?,
                         );
                         out.insert(
                             format!("{p}.{name}.down.bias"),
@@ -421,7 +422,10 @@ impl TaskLayout {
                     AdapterKind::Parallel => bottleneck("parallel_adapter", &mut out)?,
                     AdapterKind::Lora => {
                         for name in ["lora_query", "lora_value"] {
-                            out.insert(format!("{p}.{name}.a"), rng.tensor(&[m, h], 0.02, &dev)?);
+                            out.insert(
+                                format!("{p}.{name}.a"),
+                                normal_tensor(&mut rng, &[m, h], 0.02, &dev)?,
+                            );
                             out.insert(
                                 format!("{p}.{name}.b"),
                                 Tensor::zeros((h, m), candle_core::DType::F32, &dev)?,
@@ -463,7 +467,7 @@ impl TaskLayout {
         }
         out.insert(
             "classifier.weight".into(),
-            rng.tensor(&[self.num_labels, h], 0.02, &dev)?,
+            normal_tensor(&mut rng, &[self.num_labels, h], 0.02, &dev)?,
         );
         out.insert(
             "classifier.bias".into(),
@@ -553,37 +557,10 @@ impl TensorSource<'_> {
     }
 }
 
-/// Seeded Gaussian initializer (Box-Muller over SplitMix64).
-struct Normal {
-    state: u64,
-}
-
-impl Normal {
-    fn new(seed: u64) -> Self {
-        Self {
-            state: seed ^ 0x5DEE_CE66_D1CE_4E5B,
-        }
-    }
-
-    fn uniform(&mut self) -> f64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn tensor(&mut self, shape: &[usize], std: f64, dev: &Device) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                let (u1, u2) = (self.uniform(), self.uniform());
-                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
-            })
-            .collect();
-        Ok(Tensor::from_vec(v, shape, dev)?)
-    }
+/// A seeded N(0, std^2) tensor (the task-initialization stream of `adalbert_core::rng`).
+fn normal_tensor(rng: &mut Normal, shape: &[usize], std: f64, dev: &Device) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    Ok(Tensor::from_vec(rng.vec_f32(n, std), shape, dev)?)
 }
 
 #[cfg(test)]

@@ -206,7 +206,8 @@ pub fn save_tensors(
     metadata: HashMap<String, String>,
 ) -> Result<()> {
     let bytes = serialize(tensors, metadata, path)?;
-    write_atomic(path, &bytes)
+    adalbert_core::files::write_atomic(path, &bytes)?;
+    Ok(())
 }
 
 /// Loads what [`save_tensors`] wrote.
@@ -254,24 +255,6 @@ fn serialize(
         path: path.to_path_buf(),
         reason: format!("cannot serialize: {e}"),
     })
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "bundle".into());
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
 }
 
 #[cfg(test)]

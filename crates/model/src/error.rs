@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// A shared-vocabulary error (spec grammar, model shape, file writing).
+    #[error(transparent)]
+    Core(#[from] adalbert_core::CoreError),
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 /// Errors raised while resolving tasks, reading data, scoring or writing submissions.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A shared-vocabulary error (file writing).
+    #[error(transparent)]
+    Core(#[from] adalbert_core::CoreError),
     /// The task name is not in the registry.
     #[error("unknown task `{name}`; valid names: {valid}")]
     UnknownTask {

@@ -1,12 +1,14 @@
 //! Data splits and the seeded shuffle that builds the offline suite's splits.
 //!
-//! The shuffle uses its own small generator (SplitMix64) rather than `rand`, because a split
+//! The shuffle uses adalbert's own generator (`adalbert_core::rng`) rather than `rand`, because a split
 //! must stay identical for a given seed forever: a trained bundle records the seed, and a later
 //! evaluation must see the same dev and test examples. A dependency upgrade that changes the
 //! stream of `rand` would silently leak training examples into the test set.
 
 use std::fmt;
 use std::str::FromStr;
+
+use adalbert_core::rng::{shuffle, SplitMix64};
 
 use crate::error::Error;
 
@@ -59,46 +61,6 @@ impl FromStr for Split {
 /// `round(n * 0.1)` examples, train the rest.
 pub const SPLIT_FRACTIONS: (f64, f64, f64) = (0.8, 0.1, 0.1);
 
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and its output is fixed by definition.
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform integer in `0..bound` (`bound > 0`), by rejection so there is no modulo bias.
-    pub(crate) fn below(&mut self, bound: u64) -> u64 {
-        debug_assert!(bound > 0);
-        let zone = u64::MAX - (u64::MAX % bound);
-        loop {
-            let x = self.next_u64();
-            if x < zone {
-                return x % bound;
-            }
-        }
-    }
-}
-
-/// Fisher-Yates shuffle driven by `rng`.
-pub(crate) fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
-    for i in (1..items.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        items.swap(i, j);
-    }
-}
-
 /// Shuffle `items` with `seed` and return the part that belongs to `split`
 /// ([`SPLIT_FRACTIONS`]). The three parts of one seed are disjoint and cover every item.
 pub fn seeded_split<T>(mut items: Vec<T>, split: Split, seed: u64) -> Vec<T> {
@@ -119,14 +81,6 @@ pub fn seeded_split<T>(mut items: Vec<T>, split: Split, seed: u64) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splitmix64_matches_reference_stream() {
-        // First outputs of SplitMix64 seeded with 0, as published with the algorithm.
-        let mut r = SplitMix64::new(0);
-        assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
-        assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
-    }
 
     #[test]
     fn parts_are_disjoint_and_cover() {

@@ -9,7 +9,6 @@
 //! Files are written to a temporary name in the same folder and renamed into place, so an
 //! interrupted run never leaves a truncated file that looks complete.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -90,34 +89,6 @@ pub fn write_submission(
     let name = submission_file_name(spec)?;
     let text = submission_text(spec, examples, preds)?;
     let path = dir.join(name);
-    write_atomically(&path, text.as_bytes())?;
+    adalbert_core::files::write_atomic(&path, text.as_bytes())?;
     Ok(path)
-}
-
-/// Write `bytes` to a temporary sibling of `path`, flush it to disk, then rename it over
-/// `path` (rename is atomic within one file system).
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| Error::Io { path: p, source }
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    if !dir.as_os_str().is_empty() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let file_name = path
-        .file_name()
-        .map_or_else(|| "submission".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(bytes).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))
-    })();
-    if result.is_err() {
-        // Best effort: do not leave the temporary behind; the original error matters more.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

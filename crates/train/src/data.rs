@@ -61,36 +61,3 @@ pub fn label_tensor(spec: &TaskSpec, examples: &[&Example]) -> Result<Tensor> {
         }
     })
 }
-
-/// A seeded permutation of `0..n` (Fisher-Yates over SplitMix64).
-pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut idx: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        idx.swap(i, j);
-    }
-    idx
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shuffle_is_a_seeded_permutation() {
-        let a = shuffled(100, 3);
-        assert_eq!(a, shuffled(100, 3));
-        assert_ne!(a, shuffled(100, 4));
-        let mut s = a.clone();
-        s.sort();
-        assert_eq!(s, (0..100).collect::<Vec<_>>());
-    }
-}

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use adalbert_core::rng::{permutation, salted};
 use adalbert_model::bundle::{load_tensors, save_tensors, BUNDLE_FORMAT};
 use adalbert_model::checkpoint::sha256_file;
 use adalbert_model::tokenizer::Tokenizer;
@@ -22,7 +23,7 @@ use candle_core::{DType, Tensor, Var};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::TrainConfig;
-use crate::data::{check_examples, label_tensor, shuffled, text_inputs};
+use crate::data::{check_examples, label_tensor, text_inputs};
 use crate::error::{Result, TrainError};
 use crate::eval::evaluate_model;
 use crate::optim::{clip_scale, linear_schedule, AdamW};
@@ -205,8 +206,8 @@ pub fn train_from(job: TrainJob, start: Start) -> Result<TrainOutcome> {
             });
         }
         let t0 = Instant::now();
-        let order = shuffled(train_set.len(), mix(cfg.seed, epoch as u64));
-        let ctx = Ctx::train(cfg.dropout as f32, mix(cfg.seed ^ 0xD0D0, epoch as u64));
+        let order = permutation(train_set.len(), salted(cfg.seed, epoch as u64));
+        let ctx = Ctx::train(cfg.dropout as f32, salted(cfg.seed ^ 0xD0D0, epoch as u64));
         let mut loss_sum = 0.0;
         for chunk in order.chunks(cfg.batch_size) {
             let batch_examples: Vec<&Example> = chunk.iter().map(|&i| &train_set[i]).collect();
@@ -387,17 +388,13 @@ fn warm_start(init: &mut HashMap<String, Tensor>, warm: &HashMap<String, Tensor>
 
 fn subset(examples: &[Example], limit: Option<usize>, seed: u64) -> Vec<Example> {
     match limit {
-        Some(n) if n < examples.len() => shuffled(examples.len(), mix(seed, 0x5EB5E7))
+        Some(n) if n < examples.len() => permutation(examples.len(), salted(seed, 0x5EB5E7))
             .into_iter()
             .take(n)
             .map(|i| examples[i].clone())
             .collect(),
         _ => examples.to_vec(),
     }
-}
-
-fn mix(seed: u64, salt: u64) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
 }
 
 fn leak(s: &str) -> &'static str {

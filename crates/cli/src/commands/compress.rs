@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use adalbert_compress::faults::MaskCells;
 use adalbert_compress::{Encoding, FaultSpec, Plan, Report, TensorRole};
-use adalbert_model::bundle::write_atomic;
+use adalbert_core::files::write_atomic;
 use adalbert_model::checkpoint::{sha256_file, weights_file};
 use adalbert_model::compression::compress_checkpoint;
 use adalbert_model::tokenizer::Tokenizer;

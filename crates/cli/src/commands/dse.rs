@@ -41,11 +41,11 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let model = &space.file.model;
     let all = args.out.join("dse.csv");
-    std::fs::write(&all, to_csv(model, &points))
+    adalbert_core::files::write_atomic(&all, to_csv(model, &points).as_bytes())
         .with_context(|| format!("writing {}", all.display()))?;
     let front: Vec<_> = points.iter().copied().filter(|p| p.pareto).collect();
     let pareto = args.out.join("dse-pareto.csv");
-    std::fs::write(&pareto, to_csv(model, &front))
+    adalbert_core::files::write_atomic(&pareto, to_csv(model, &front).as_bytes())
         .with_context(|| format!("writing {}", pareto.display()))?;
     let scatter: Vec<_> = points
         .iter()

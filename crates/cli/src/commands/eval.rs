@@ -76,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             };
             text.push_str(&format!("{}\t{shown}\n", e.id));
         }
-        adalbert_model::bundle::write_atomic(path, text.as_bytes())?;
+        adalbert_core::files::write_atomic(path, text.as_bytes())?;
         eprintln!("predictions written to {}", path.display());
     }
     if let Some(dir) = &args.submission {

@@ -47,6 +47,6 @@ impl Cache {
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    adalbert_model::bundle::write_atomic(path, bytes)
+    adalbert_core::files::write_atomic(path, bytes)
         .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -174,14 +174,7 @@ pub fn inject(stored: &mut StoredCodes, spec: &FaultSpec, seed: u64) -> Result<F
     Ok(report)
 }
 
-/// Mixes a master seed with a tensor index into an independent per-tensor seed
-/// (SplitMix64 finaliser), so each tensor's faults do not depend on the others.
-pub fn derive_seed(master: u64, index: u64) -> u64 {
-    let mut z = master ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub use adalbert_core::rng::derive_seed;
 
 /// Fails unless `bits_per_cell` is 1..=3 (used by the spec parser).
 pub(crate) fn validate_bpc(bpc: u8) -> Result<()> {

@@ -11,17 +11,14 @@
 //! pair, and an odd last one is left out.
 
 use crate::example::{Example, Label};
-use crate::split::{shuffle, SplitMix64};
+use adalbert_core::rng::{shuffle, streams, SplitMix64};
 
 /// Label order of the derived pair task.
 pub(crate) const PAIR_LABELS: [&str; 2] = ["different", "same"];
 
-/// Distinguishes the pairing stream from the split stream of the same seed.
-const PAIRING_STREAM: u64 = 0x7061_6972_696e_6721; // "pairing!"
-
 /// Pair up polarity-labelled sentences; label 1 (`same`) when both have the same class.
 pub(crate) fn same_polarity_pairs(mut sentences: Vec<Example>, seed: u64) -> Vec<Example> {
-    let mut rng = SplitMix64::new(seed ^ PAIRING_STREAM);
+    let mut rng = SplitMix64::new(seed ^ streams::PAIRING);
     shuffle(&mut sentences, &mut rng);
     sentences
         .chunks_exact(2)

@@ -1,0 +1,164 @@
+//! How every output file is written: atomically, and CSV through the `csv` crate.
+//!
+//! An output is either absent or complete. [`write_atomic`] writes a temporary file in the
+//! target's directory (so the final rename stays on one file system), flushes it to disk,
+//! renames it over the target and removes the temporary if any step fails; a crash at any
+//! point leaves the old file or the new one, never a mix, and no stray temporary.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{CoreError, Result};
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CoreError {
+    let path = path.to_path_buf();
+    move |source| CoreError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically (see the module docs), creating missing parent
+/// directories. A `path` that is an existing directory is an error, not a file written
+/// beside it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Like [`write_atomic`], with the contents produced by `fill` writing into the temporary
+/// file (for outputs too large to build in memory first).
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    if path.is_dir() {
+        return Err(CoreError::IsDirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(io_error("cannot create directory", dir))?;
+    // The temporary is deleted when dropped, so every early return below cleans up.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".adalbert-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io_error("cannot create a temporary file in", dir))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        fill(&mut w).map_err(io_error("cannot write", path))?;
+        w.flush().map_err(io_error("cannot write", path))?;
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_error("cannot flush", path))?;
+    tmp.persist(path)
+        .map_err(|e| io_error("cannot rename a temporary file to", path)(e.error))?;
+    // Make the rename itself durable; a failure here does not undo the complete file.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// CSV text of `header` and `rows` (fields quoted by the `csv` crate where needed).
+pub fn csv_string<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    // Writing into a Vec cannot fail, and the rows are strings, so these calls cannot fail.
+    let _ = w.write_record(header);
+    for row in rows {
+        let _ = w.write_record(row.iter().map(AsRef::as_ref));
+    }
+    let bytes = w.into_inner().unwrap_or_default();
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+/// Writes serializable records as CSV (header from the field names), atomically.
+pub fn write_csv<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    for r in records {
+        w.serialize(r).map_err(|source| CoreError::Csv {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    let bytes = w.into_inner().map_err(|e| CoreError::Io {
+        action: "cannot write",
+        path: path.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/out.txt");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("out.txt")]);
+    }
+
+    #[test]
+    fn failed_fill_keeps_the_old_file_and_removes_the_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        write_atomic(&path, b"old").unwrap();
+        let err = write_atomic_with(&path, |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("out.txt"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_directory_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_atomic(dir.path(), b"x").unwrap_err().to_string();
+        assert!(err.contains("directory"), "{err}");
+        assert!(dir.path().is_dir());
+    }
+
+    #[test]
+    fn csv_quotes_fields_that_need_it() {
+        let text = csv_string(&["a", "b"], &[vec!["x,y", "say \"hi\""], vec!["1", "2"]]);
+        assert_eq!(text, "a,b\n\"x,y\",\"say \"\"hi\"\"\"\n1,2\n");
+        #[derive(Serialize)]
+        struct Row {
+            task: &'static str,
+            value: f64,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        write_csv(
+            &p,
+            &[Row {
+                task: "t,1",
+                value: 0.5,
+            }],
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(p).unwrap(),
+            "task,value\n\"t,1\",0.5\n"
+        );
+    }
+}
