@@ -1,5 +1,7 @@
 //! The `adalbert` command-line tool: one binary over the workspace crates.
 
+#![forbid(unsafe_code)]
+
 use adalbert_model::exec::Workload;
 use clap::{Parser, Subcommand};
 
