@@ -35,6 +35,19 @@ impl AttentionShape {
         self.heads * self.head_dim
     }
 
+    /// Where task `t` (sequence `t / heads`, head `t % heads`) works: its sequence, the
+    /// offset of its head's first query column in `qkv [B*S, 3H]` (the key and value columns
+    /// follow at `+H` and `+2H`), and that of its first context column in `[B*S, H]`.
+    fn head(&self, t: usize) -> (usize, usize, usize) {
+        let (b, head) = (t / self.heads, t % self.heads);
+        let (d, h) = (self.head_dim, self.hidden());
+        (
+            b,
+            b * self.seq * 3 * h + head * d,
+            b * self.seq * h + head * d,
+        )
+    }
+
     /// Checks the buffers of one call: `qkv` is `[B*S, 3H]`, `mask_bias` `[B, S]`.
     fn check(&self, qkv: &[f32], mask_bias: &[f32]) {
         let tokens = self.batch * self.seq;
@@ -234,14 +247,10 @@ fn run(
     let scale = 1.0 / (d as f32).sqrt();
     let (op, olen) = (SendPtr(out.as_mut_ptr()), out.len());
     par_for(batch * heads, |t| {
-        let (b, head) = (t / heads, t % heads);
-        let base = b * seq * 3 * h;
-        let q = &qkv[base + head * d..];
-        let k = &qkv[base + h + head * d..];
-        let v = &qkv[base + 2 * h + head * d..];
+        let (b, base, o0) = shape.head(t);
+        let (q, k, v) = (&qkv[base..], &qkv[base + h..], &qkv[base + 2 * h..]);
         let mask = &mask_bias[b * seq..(b + 1) * seq];
         // This task's output: d columns of S rows at stride h, from `o`.
-        let o0 = b * seq * h + head * d;
         let (o, olen) = (op.ptr().wrapping_add(o0), olen - o0);
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
@@ -319,12 +328,10 @@ pub fn train_forward(
     let (op, olen) = (SendPtr(out.as_mut_ptr()), out.len());
     let pp = SendPtr(probs.as_mut_ptr());
     par_for(batch * heads, |t| {
-        let (b, head) = (t / heads, t % heads);
-        let base = b * seq * 3 * h + head * d;
+        let (b, base, o0) = shape.head(t);
         let (q, k, v) = (&qkv[base..], &qkv[base + h..], &qkv[base + 2 * h..]);
         let mask = &mask_bias[b * seq..(b + 1) * seq];
         // This task's output: d columns of S rows at stride h, from `o`.
-        let o0 = b * seq * h + head * d;
         let (o, olen) = (op.ptr().wrapping_add(o0), olen - o0);
         // SAFETY: task t's S x S block of `probs` (t < batch * heads) is its own, and
         // `probs` outlives `par_for`.
@@ -401,10 +408,9 @@ pub fn train_backward(
     let mut dqkv = output_buffer(qkv.len());
     let (gp, glen) = (SendPtr(dqkv.as_mut_ptr()), dqkv.len());
     par_for(batch * heads, |t| {
-        let (b, head) = (t / heads, t % heads);
-        let base = b * seq * 3 * h + head * d;
+        let (_, base, o0) = shape.head(t);
         let (q, k, v) = (&qkv[base..], &qkv[base + h..], &qkv[base + 2 * h..]);
-        let dy_bh = &dy[b * seq * h + head * d..];
+        let dy_bh = &dy[o0..];
         let p = &probs[t * ss..(t + 1) * ss];
         let drop = drop.map(|m| &m[t * ss..(t + 1) * ss]);
         // This task's gradients: d columns of S rows at stride 3H in the query, key and

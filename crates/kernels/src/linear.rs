@@ -67,43 +67,43 @@ impl FrozenLinear {
         self.out_dim
     }
 
-    /// `x W^T + b` for the `m` rows of `x`, as a new buffer.
+    /// `input W^T + b` for the first `rows` rows of `input`, as a new buffer.
     ///
     /// # Panics
-    /// If `x` holds fewer than `m` rows of `in_dim`.
-    pub fn product(&self, isa: Isa, m: usize, x: &[f32]) -> Vec<f32> {
+    /// If `input` holds fewer than `rows` rows of `in_dim`.
+    pub fn product(&self, isa: Isa, rows: usize, input: &[f32]) -> Vec<f32> {
         let ep = Epilogue {
             bias: self.bias.as_deref(),
             ..Epilogue::default()
         };
-        gemm_new(isa, m, x, self.in_dim, &self.fwd, &ep)
+        gemm_new(isa, rows, input, self.in_dim, &self.fwd, &ep)
     }
 
-    /// The input gradient `dy W` for the `m` rows of `dy`, as a new buffer.
+    /// The input gradient `dy W` for the first `rows` rows of `dy`, as a new buffer.
     ///
     /// # Panics
-    /// If `dy` holds fewer than `m` rows of `out_dim`.
-    pub fn grad_x(&self, isa: Isa, m: usize, dy: &[f32]) -> Vec<f32> {
-        gemm_new(isa, m, dy, self.out_dim, &self.bwd, &Epilogue::default())
+    /// If `dy` holds fewer than `rows` rows of `out_dim`.
+    pub fn grad_x(&self, isa: Isa, rows: usize, dy: &[f32]) -> Vec<f32> {
+        gemm_new(isa, rows, dy, self.out_dim, &self.bwd, &Epilogue::default())
     }
 
-    /// [`Self::grad_x`] into `dx` (`m x in_dim`), e.g. a pooled temporary.
+    /// [`Self::grad_x`] into `dx` (`rows x in_dim`), e.g. a pooled temporary.
     ///
     /// # Panics
-    /// If `dy` or `dx` is too short for `m` rows.
-    pub fn grad_x_into(&self, isa: Isa, m: usize, dy: &[f32], dx: &mut [f32]) {
+    /// If `dy` or `dx` is too short for `rows` rows.
+    pub fn grad_x_into(&self, isa: Isa, rows: usize, dy: &[f32], dx: &mut [f32]) {
         let ep = Epilogue::default();
-        gemm(isa, m, dy, self.out_dim, &self.bwd, dx, self.in_dim, &ep);
+        gemm(isa, rows, dy, self.out_dim, &self.bwd, dx, self.in_dim, &ep);
     }
 
-    /// `act(x W^T + b)` for the rows of `x`: returns the output and the pre-activation, which
-    /// [`Self::grad_x_act`] needs.
+    /// `act(input W^T + b)` for the rows of `input`: returns the output and the
+    /// pre-activation, which [`Self::grad_x_act`] needs.
     ///
     /// # Panics
-    /// If `x` is not whole rows of `in_dim`.
-    pub fn forward_act(&self, isa: Isa, act: Act, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let m = self.rows(x, self.in_dim);
-        let pre = self.product(isa, m, x);
+    /// If `input` is not whole rows of `in_dim`.
+    pub fn forward_act(&self, isa: Isa, act: Act, input: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let m = self.rows(input, self.in_dim);
+        let pre = self.product(isa, m, input);
         (act::apply_copy(isa, act, &pre), pre)
     }
 
@@ -129,24 +129,24 @@ impl FrozenLinear {
     }
 }
 
-/// The frozen feed-forward block `y = act(x W1^T + b1) W2^T + b2`: returns `y` and the
-/// pre-activation `x W1^T + b1`, which [`ffn_backward`] needs.
+/// The frozen feed-forward block `y = act(input W1^T + b1) W2^T + b2`: returns `y` and the
+/// pre-activation `input W1^T + b1`, which [`ffn_backward`] needs.
 ///
 /// # Panics
-/// If `first` does not feed `second` or `x` is not whole rows of `first.in_dim()`.
+/// If `first` does not feed `second` or `input` is not whole rows of `first.in_dim()`.
 pub fn ffn_forward(
     isa: Isa,
     first: &FrozenLinear,
     act: Act,
     second: &FrozenLinear,
-    x: &[f32],
+    input: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(
         first.out_dim, second.in_dim,
         "ffn: {first:?} does not feed {second:?}"
     );
-    let m = first.rows(x, first.in_dim);
-    let pre = first.product(isa, m, x);
+    let m = first.rows(input, first.in_dim);
+    let pre = first.product(isa, m, input);
     // The activation is only the second product's input: a pooled temporary.
     let mut g = Scratch::take(pre.len());
     super::par_rows(&mut g, 1, act::CHUNK, |i0, gc| {
@@ -193,17 +193,17 @@ pub struct AttentionBlockSaved {
 }
 
 /// A frozen attention sublayer's products around its attention:
-/// `dense(attention(x Wqkv^T + bqkv))` for `x [B*S, in]` (see [`attention::train_forward`]
-/// for `mask_bias`, `scale` and `drop`).
+/// `dense(attention(input Wqkv^T + bqkv))` for `input [B*S, in]` (see
+/// [`attention::train_forward`] for `mask_bias`, `scale` and `drop`).
 ///
 /// # Panics
-/// If `x`, the projections and `shape` disagree, or a buffer has the wrong size.
+/// If `input`, the projections and `shape` disagree, or a buffer has the wrong size.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_block_forward(
     isa: Isa,
     qkv: &FrozenLinear,
     dense: &FrozenLinear,
-    x: &[f32],
+    input: &[f32],
     mask_bias: &[f32],
     shape: AttentionShape,
     scale: f32,
@@ -211,12 +211,12 @@ pub fn attention_block_forward(
 ) -> (Vec<f32>, AttentionBlockSaved) {
     let m = shape.batch * shape.seq;
     assert!(
-        x.len() == m * qkv.in_dim
+        input.len() == m * qkv.in_dim
             && qkv.out_dim == 3 * shape.hidden()
             && dense.in_dim == shape.hidden(),
-        "attention block: x, {qkv:?}, {dense:?} and {shape:?} disagree"
+        "attention block: input, {qkv:?}, {dense:?} and {shape:?} disagree"
     );
-    let projected = qkv.product(isa, m, x);
+    let projected = qkv.product(isa, m, input);
     let (context, probs) = attention::train_forward(isa, &projected, mask_bias, shape, scale, drop);
     let y = dense.product(isa, m, &context);
     let saved = AttentionBlockSaved {
@@ -255,50 +255,51 @@ pub fn attention_block_backward(
     qkv.grad_x(isa, m, &dqkv)
 }
 
-/// `y = x W^T + b` for a trainable `W [out, in]` (packed per call: it is small or changes
-/// every step) and `x` of rows of `in`.
+/// `y = input W^T + b` for a trainable `weight` `W [out_dim, in_dim]` (packed per call: it is
+/// small or changes every step), `bias` `b [out_dim]` and rows of `in_dim` in `input`.
 ///
 /// # Panics
-/// If `in_dim` is 0, `x` is not whole rows of it, `w` is not `out_dim x in_dim` or `b` not
-/// `out_dim` long.
+/// If `in_dim` is 0, `input` is not whole rows of it, or `weight` and `bias` do not have
+/// those shapes.
 pub fn linear_forward(
     isa: Isa,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
     out_dim: usize,
     in_dim: usize,
 ) -> Vec<f32> {
     assert!(
         in_dim > 0
-            && x.len().is_multiple_of(in_dim)
-            && w.len() == out_dim * in_dim
-            && b.len() == out_dim,
-        "linear: shapes of x, W and b disagree"
+            && input.len().is_multiple_of(in_dim)
+            && weight.len() == out_dim * in_dim
+            && bias.len() == out_dim,
+        "linear: shapes of input, weight and bias disagree"
     );
-    let m = x.len() / in_dim;
-    let packed = PackedB::from_weight(w, out_dim, in_dim);
-    gemm_new(isa, m, x, in_dim, &packed, &Epilogue::bias(b))
+    let m = input.len() / in_dim;
+    let packed = PackedB::from_weight(weight, out_dim, in_dim);
+    gemm_new(isa, m, input, in_dim, &packed, &Epilogue::bias(bias))
 }
 
-/// The gradients of [`linear_forward`] as one buffer: `dx` (x's size), then `dW` (W's size),
-/// then `db` (`out_dim`).
+/// The gradients of [`linear_forward`] from `dy` as one buffer: `dx` (input's size), then
+/// `dW` (weight's size), then `db` (`out_dim`).
 ///
 /// # Panics
-/// If `in_dim` is 0, `x` is not whole rows of it, `w` is not `out_dim x in_dim`, or `dy`
-/// does not hold x's rows of `out_dim`.
+/// If `in_dim` is 0, `input` is not whole rows of it, `weight` is not `out_dim x in_dim`, or
+/// `dy` does not hold input's rows of `out_dim`.
 pub fn linear_backward(
     isa: Isa,
-    x: &[f32],
-    w: &[f32],
+    input: &[f32],
+    weight: &[f32],
     dy: &[f32],
     out_dim: usize,
     in_dim: usize,
 ) -> Vec<f32> {
     assert!(
-        in_dim > 0 && x.len().is_multiple_of(in_dim) && w.len() == out_dim * in_dim,
-        "linear backward: shapes of x and W disagree"
+        in_dim > 0 && input.len().is_multiple_of(in_dim) && weight.len() == out_dim * in_dim,
+        "linear backward: shapes of input and weight disagree"
     );
+    let (x, w) = (input, weight);
     let (out, inp) = (out_dim, in_dim);
     let m = x.len() / inp;
     assert_eq!(dy.len(), m * out, "linear backward: gradient shape");

@@ -1,6 +1,7 @@
-//! The end of a sublayer as one training op: `y = LayerNorm(x + A(p * drop))`, where `A` is a
-//! bottleneck adapter `z + up(act(down(z)))` or the identity, with the gradients of `x`, `p`,
-//! the adapter's weights and biases, gamma and beta.
+//! The end of a sublayer as one training op: `y = LayerNorm(x + A(p * drop))` for the
+//! residual `x` and the sublayer's output `p`, where `A` is a bottleneck adapter
+//! `z + up(act(down(z)))` or the identity, with the gradients of `x`, `p`, the adapter's
+//! weights and biases, gamma and beta.
 //!
 //! The adapter's and the LayerNorm's parameters travel as one vector (see
 //! [`ResidualNorm::offsets`]): down weight `[r, h]`, down bias `[r]`, up weight `[h, r]`, up
@@ -92,23 +93,24 @@ impl ResidualNorm {
         x_len / h
     }
 
-    /// `y = LayerNorm(x + A(p * drop))` for `x` and `p` of the same rows of `width`, and
-    /// what the backward pass needs.
+    /// `y = LayerNorm(residual + A(sublayer * drop))` for `residual` and `sublayer` of the
+    /// same rows of `width`, and what the backward pass needs.
     ///
     /// # Panics
-    /// If `x`, `p`, `drop` (when given) and `params` do not fit this op's shape.
+    /// If `residual`, `sublayer`, `drop` (when given) and `params` do not fit this op's shape.
     pub fn forward(
         &self,
         isa: Isa,
-        x: &[f32],
-        p: &[f32],
+        residual: &[f32],
+        sublayer: &[f32],
         drop: Option<&[f32]>,
         params: &[f32],
     ) -> (Vec<f32>, ResidualNormSaved) {
+        let (x, p) = (residual, sublayer);
         let m = self.check(x.len(), params);
         assert!(
             p.len() == x.len() && drop.is_none_or(|d| d.len() == x.len()),
-            "residual layer norm: x, p and the dropout mask differ in shape"
+            "residual layer norm: residual, sublayer and dropout mask differ in shape"
         );
         let (h, r) = (self.width, self.bottleneck());
         let o = self.offsets();
@@ -149,8 +151,8 @@ impl ResidualNorm {
         (y, saved)
     }
 
-    /// The gradients of [`Self::forward`] from `dy`, as one buffer: `dx`, then `dp` (each of
-    /// x's size), then the parameter vector's gradient.
+    /// The gradients of [`Self::forward`] from `dy`, as one buffer: those of `residual` and
+    /// `sublayer` (each of their size), then the parameter vector's gradient.
     ///
     /// # Panics
     /// If `dy`, `params`, `drop` or `saved` differ in shape from the forward pass.
