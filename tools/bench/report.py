@@ -221,7 +221,7 @@ def main():
               "(bias, GELU and bf16 rounding in the AMX epilogue, the next product reads the tiles). Softmax, "
               "LayerNorm and residuals stay fp32. Without AMX: fp32 kernels on the bf16-rounded weights.")
     md.append("- training (`adalbert bench --train`): candle's autograd graph with adalbert's ops for the heavy parts "
-              "(`crates/model/src/train_ops.rs`: frozen linear on the fp32 GEMM forward and backward, new activations "
+              "(`crates/model/src/train_ops/`: frozen linear on the fp32 GEMM forward and backward, new activations "
               "written without a zero fill, LayerNorm, GELU, "
               "attention and dropout with hand-written backward); candle's own pool runs single-threaded "
               "(`CANDLE_NUM_THREADS=1`, set by the CLI) because its spinning workers took a core from the GEMM.")

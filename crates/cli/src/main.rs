@@ -1,5 +1,8 @@
 //! The `adalbert` command-line tool: one binary over the workspace crates.
 
+#![forbid(unsafe_code)]
+
+use adalbert_model::exec::Workload;
 use clap::{Parser, Subcommand};
 
 mod commands;
@@ -43,15 +46,8 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let trains = match &cli.command {
-        Command::Train(_) | Command::Run(_) => true,
-        Command::Bench(a) => a.train,
-        _ => false,
-    };
-    if trains {
-        single_threaded_candle_for_training();
-        adalbert_model::train_ops::retain_freed_memory();
-    }
+    // Before any thread starts (see `configure_process`).
+    adalbert_model::exec::configure_process(workload(&cli.command));
     match cli.command {
         Command::Info(a) => commands::info::run(a),
         Command::Embed(a) => commands::embed::run(a),
@@ -67,18 +63,12 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// With adalbert's fused training ops the matrix multiplies and the heavy elementwise work
-/// run on the rayon pool; what stays on candle's ops is small (gradient accumulation, adapter
-/// products), and candle's own worker threads spin after each of those ops, taking a core
-/// from the rayon workers (measured: 1.5x slower adapter training steps on 2 cores). So
-/// commands that train run candle's ops on one thread where the fused ops use adalbert's
-/// GEMM (where they do not, candle's ops carry the work and keep their threads), unless
-/// `CANDLE_NUM_THREADS` is set.
-/// Called before any thread starts, as the variable is read when candle's pool starts.
-fn single_threaded_candle_for_training() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none()
-        && adalbert_model::train_ops::TrainKernels::detect().is_some_and(|k| k.frozen_gemm)
-    {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
+/// What a command will do, for the process policy.
+fn workload(command: &Command) -> Workload {
+    match command {
+        Command::Train(_) | Command::Run(_) => Workload::Train,
+        Command::Bench(a) if a.train => Workload::Train,
+        Command::Serve(_) => Workload::Serve,
+        _ => Workload::Infer,
     }
 }

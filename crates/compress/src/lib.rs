@@ -17,6 +17,8 @@
 //!
 //! Every random process takes a `u64` seed (ChaCha8) and reports it.
 
+#![forbid(unsafe_code)]
+
 pub mod apply;
 pub mod bitmask;
 pub mod bits;

@@ -16,6 +16,8 @@
 //! [`sim::evaluate`] -> [`sim::PolicyReport`]; [`scenario::Scenario`] wires it up,
 //! [`dse`] sweeps it and [`report`] writes the committed results.
 
+#![forbid(unsafe_code)]
+
 pub mod arch;
 pub mod compare;
 pub mod dse;

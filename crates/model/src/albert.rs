@@ -18,10 +18,10 @@ use crate::adapters::{Lora, TaskLayer, TaskParams};
 use crate::checkpoint::Checkpoint;
 use crate::config::{Activation, EncoderConfig, Family};
 use crate::error::{ModelError, Result};
-use crate::kernels::encoder::{FastEncoder, Precision};
-use crate::kernels::{compressed_requested, fast_path_disabled, portable_requested, Isa};
+use crate::exec::{inference_path, InferencePath, Isa, Kernels, TrainKernels};
+use crate::fast_encoder::FastEncoder;
 use crate::nn::{Ctx, LayerNorm, Linear};
-use crate::train_ops::{self, FrozenLinear, TrainKernels};
+use crate::train_ops::{self, FrozenLinear};
 
 /// Checkpoint tensor names of each module, per family.
 pub struct Names(pub Family);
@@ -257,7 +257,7 @@ impl AlbertAttention {
                             Some(Tensor::cat(&[zeros(q)?, zeros(k)?, zeros(v)?], 0)?)
                         }
                     };
-                    let p = Arc::new(FrozenLinear::new(&w, bias.as_ref())?);
+                    let p = Arc::new(train_ops::pack_frozen(&w, bias.as_ref())?);
                     self.qkv.get_or_init(|| p)
                 }
             };
@@ -278,7 +278,7 @@ impl AlbertAttention {
                 )?;
                 return self.finish_fused(x, &projected, route, application, ctx, kernels);
             }
-            packed.forward(x, kernels.isa)?
+            train_ops::frozen_linear(x, packed, kernels.isa)?
         } else {
             let (q, k, v) = self.project_qkv(x, route, application, ctx)?;
             Tensor::cat(&[&q, &k, &v], 2)?
@@ -311,7 +311,7 @@ impl AlbertAttention {
                 .and_then(|l| l.attention_layer_norm.as_ref())
                 .unwrap_or(&self.layer_norm);
             let adapter = layer.and_then(|l| l.attention_adapter.as_ref());
-            fused_tail(&r[0], &r[1], r.get(2), adapter, ln, ctx, kernels)
+            fused_residual_norm(&r[0], &r[1], r.get(2), adapter, ln, ctx, kernels)
         })
     }
 
@@ -399,9 +399,9 @@ impl AlbertLayer {
                             out = ctx.dropout_with(&out, m)?;
                         }
                         out = (out + p.forward_t(&r[0], ctx)?)?;
-                        fused_tail(&r[0], &out, None, adapter, ln, ctx, k)
+                        fused_residual_norm(&r[0], &out, None, adapter, ln, ctx, k)
                     }
-                    None => fused_tail(&r[0], &r[1], r.get(2), adapter, ln, ctx, k),
+                    None => fused_residual_norm(&r[0], &r[1], r.get(2), adapter, ln, ctx, k),
                 }
             });
         }
@@ -435,7 +435,7 @@ fn dropout_mask_tensor(t: &Tensor, ctx: &Ctx) -> Result<Option<Tensor>> {
 
 /// `ln(x + adapter(p * drop))` (the adapter with its residual; none is the identity) on
 /// [`train_ops::residual_layer_norm`], the end of each sublayer in fused training.
-fn fused_tail(
+fn fused_residual_norm(
     x: &Tensor,
     p: &Tensor,
     drop: Option<&Tensor>,
@@ -448,9 +448,9 @@ fn fused_tail(
         .map(|m| m.flatten_all()?.to_vec1::<f32>())
         .transpose()?;
     let eps = ln.eps as f32;
-    let tail = match adapter {
+    let fused_adapter = match adapter {
         Some(a) => match (&a.down.bias, &a.up.bias) {
-            (Some(down_b), Some(up_b)) => Some(train_ops::TailAdapter {
+            (Some(down_b), Some(up_b)) => Some(train_ops::ResidualNormAdapter {
                 down_w: &a.down.weight,
                 down_b,
                 up_w: &a.up.weight,
@@ -471,7 +471,7 @@ fn fused_tail(
         },
         None => None,
     };
-    train_ops::residual_layer_norm(x, p, drop, tail, &ln.weight, &ln.bias, eps, k.isa)
+    train_ops::residual_layer_norm(x, p, drop, fused_adapter, &ln.weight, &ln.bias, eps, k.isa)
 }
 
 /// [`activate`], with GELU on the fused training op when `ctx` uses them.
@@ -549,23 +549,6 @@ pub struct EncoderOutput {
     pub pooler_output: Option<Tensor>,
 }
 
-/// Which kernels run the inference (eval) forward pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernels {
-    /// adalbert's kernels with the best instruction set of this CPU ([`Isa::detect`]) when it
-    /// has AVX-512, else candle's ops; `ADALBERT_KERNELS=candle|portable|bf16` overrides
-    /// (candle's ops, the portable kernels, or the compressed path [`Kernels::Bf16`]).
-    Auto,
-    /// candle's ops, as in training (the reference the fast path is tested against).
-    Candle,
-    /// adalbert's kernels with this instruction set (falls back to portable when the CPU
-    /// lacks it).
-    Isa(Isa),
-    /// The compressed path: bf16 weights and bf16 products with fp32 accumulation on AMX
-    /// where the CPU has it; elsewhere adalbert's fp32 kernels on the bf16-rounded weights.
-    Bf16,
-}
-
 /// The frozen, shareable backbone: embeddings, transformer and (optional) pooler.
 pub struct Backbone {
     pub config: EncoderConfig,
@@ -573,8 +556,8 @@ pub struct Backbone {
     pub encoder: AlbertTransformer,
     pub pooler: Option<Pooler>,
     kernels: Kernels,
-    /// Weights packed for [`crate::kernels`], built on the first eval forward (`None` when
-    /// the fast path is off or could not be built).
+    /// Weights packed for adalbert's kernels, built on the first eval forward (`None` when
+    /// [`inference_path`] chose candle's ops or the packing refused the backbone).
     fast: OnceLock<Option<FastEncoder>>,
 }
 
@@ -622,21 +605,11 @@ impl Backbone {
 
     fn fast_encoder(&self) -> Option<&FastEncoder> {
         self.fast
-            .get_or_init(|| {
-                let (isa, precision) = match self.kernels {
-                    Kernels::Candle => return None,
-                    Kernels::Auto if fast_path_disabled() => return None,
-                    Kernels::Auto if compressed_requested() => (Isa::detect(), Precision::Bf16),
-                    // Without AVX-512, candle's AVX2 matrix multiply beats our portable tile.
-                    Kernels::Auto if Isa::detect() == Isa::Portable && !portable_requested() => {
-                        return None
-                    }
-                    Kernels::Auto => (Isa::detect(), Precision::F32),
-                    Kernels::Isa(isa) if isa.available() => (isa, Precision::F32),
-                    Kernels::Isa(_) => (Isa::Portable, Precision::F32),
-                    Kernels::Bf16 => (Isa::detect(), Precision::Bf16),
-                };
-                FastEncoder::new(self, isa, precision).ok()
+            .get_or_init(|| match inference_path(self.kernels) {
+                InferencePath::Candle => None,
+                InferencePath::Kernels { isa, precision } => {
+                    FastEncoder::new(self, isa, precision).ok()
+                }
             })
             .as_ref()
     }

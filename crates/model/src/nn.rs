@@ -7,13 +7,14 @@
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
+use adalbert_kernels::dropout;
 use candle_core::{Tensor, D};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::Activation;
 use crate::error::Result;
-use crate::kernels::{multiversion, Isa};
-use crate::train_ops::{self, FrozenLinear, TrainKernels};
+use crate::exec::{default_isa, TrainKernels};
+use crate::train_ops::{self, FrozenLinear};
 
 /// Forward-pass context: training or inference, and the seeded dropout stream.
 pub struct Ctx {
@@ -21,7 +22,8 @@ pub struct Ctx {
     /// Dropout probability on hidden states and attention probabilities (training only).
     pub dropout: f32,
     rng: RefCell<SplitMix64>,
-    /// The fused training ops ([`crate::train_ops`]) in use, `None` for candle's composites.
+    /// The fused training ops ([`crate::train_ops`]) in use, `None` for candle's composites
+    /// (chosen by [`TrainKernels::detect`] unless overridden).
     kernels: Option<TrainKernels>,
 }
 
@@ -89,26 +91,14 @@ impl Ctx {
 
     /// Element `i` is drawn from the generator's state after `i + 1` steps, which SplitMix64
     /// computes directly, so the mask is filled in parallel (and vectorized) with the values a
-    /// serial draw would give; the generator then advances by `n` steps.
+    /// serial draw would give ([`dropout::mask`]); the generator then advances by `n` steps.
     fn dropout_mask(&self, n: usize) -> Vec<f32> {
-        let p = self.dropout;
-        let keep = 1.0 / (1.0 - p);
         let mut rng = self.rng.borrow_mut();
         let base = rng.0;
-        rng.0 = base.wrapping_add((n as u64).wrapping_mul(SplitMix64::GAMMA));
+        rng.0 = base.wrapping_add((n as u64).wrapping_mul(dropout::GAMMA));
         drop(rng);
-        let isa = self.kernels.map_or_else(Isa::detect, |k| k.isa);
-        let mut mask = train_ops::output_buffer(n);
-        train_ops::par_rows(&mut mask, 1, 1 << 15, |i0, chunk| {
-            fill_mask(
-                isa,
-                base.wrapping_add((i0 as u64).wrapping_mul(SplitMix64::GAMMA)),
-                p,
-                keep,
-                chunk,
-            );
-        });
-        mask
+        let isa = self.kernels.map_or_else(default_isa, |k| k.isa);
+        dropout::mask(isa, base, self.dropout, n)
     }
 
     /// Attention probabilities `softmax(scale * scores + mask_bias)` over the last dimension
@@ -134,42 +124,15 @@ impl Ctx {
     }
 }
 
-/// `out[i] = 0` if draw `i + 1` after `state` is below `p`, else `keep`: every element of
-/// `out` is written. Integer arithmetic and exact conversions only, so every instruction set
-/// gives the same mask.
-fn fill_mask(isa: Isa, state: u64, p: f32, keep: f32, out: &mut [f32]) {
-    multiversion!(isa, fill_mask_avx512, (state: u64, p: f32, keep: f32, out: &mut [f32]) {
-        for (i, o) in out.iter_mut().enumerate() {
-            let z = state.wrapping_add((i as u64 + 1).wrapping_mul(SplitMix64::GAMMA));
-            let u = SplitMix64::to_f32(SplitMix64::mix(z));
-            *o = if u < p { 0.0 } else { keep };
-        }
-    })
-}
-
-/// A tiny deterministic generator for dropout masks (SplitMix64).
+/// The state of the dropout masks' SplitMix64 stream (its step and output function are
+/// [`dropout::GAMMA`] and [`dropout::mix`]).
 struct SplitMix64(u64);
 
 impl SplitMix64 {
-    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-
-    /// The output function of the state `z`.
-    #[inline(always)]
-    fn mix(mut z: u64) -> u64 {
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    #[inline(always)]
-    fn to_f32(x: u64) -> f32 {
-        (x >> 40) as f32 / (1u64 << 24) as f32
-    }
-
     #[cfg(test)]
     fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(Self::GAMMA);
-        Self::to_f32(Self::mix(self.0))
+        self.0 = self.0.wrapping_add(dropout::GAMMA);
+        dropout::unit_f32(dropout::mix(self.0))
     }
 }
 
@@ -205,12 +168,14 @@ impl Linear {
         !self.weight.track_op() && self.bias.as_ref().is_none_or(|b| !b.track_op())
     }
 
-    /// [`Linear::forward`], on the fused training ops when `ctx` uses them: [`FrozenLinear`]
-    /// for frozen weights (packed once, on the first such call), [`train_ops::linear`] for
-    /// trainable ones.
+    /// [`Linear::forward`], on the fused training ops when `ctx` uses them:
+    /// [`train_ops::frozen_linear`] for frozen weights (packed once, on the first such call),
+    /// [`train_ops::linear`] for trainable ones.
     pub fn forward_t(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         match ctx.train_kernels() {
-            Some(k) if k.frozen_gemm && self.is_frozen() => self.frozen_packed()?.forward(x, k.isa),
+            Some(k) if k.frozen_gemm && self.is_frozen() => {
+                train_ops::frozen_linear(x, self.frozen_packed()?, k.isa)
+            }
             Some(k) => match &self.bias {
                 Some(b) => train_ops::linear(x, &self.weight, b, k.isa),
                 None => self.forward(x),
@@ -219,12 +184,12 @@ impl Linear {
         }
     }
 
-    /// `act(self.forward_t(x))`, as one fused node ([`FrozenLinear::forward_act`]) when the
-    /// layer runs on [`FrozenLinear`].
+    /// `act(self.forward_t(x))`, as one fused node ([`train_ops::frozen_linear_act`]) when
+    /// the layer runs on [`FrozenLinear`].
     pub fn forward_act_t(&self, x: &Tensor, act: Activation, ctx: &Ctx) -> Result<Tensor> {
         match ctx.train_kernels() {
             Some(k) if k.frozen_gemm && self.is_frozen() => {
-                self.frozen_packed()?.forward_act(x, act, k.isa)
+                train_ops::frozen_linear_act(x, self.frozen_packed()?, act, k.isa)
             }
             _ => crate::albert::activate_t(&self.forward_t(x, ctx)?, act, ctx),
         }
@@ -235,7 +200,7 @@ impl Linear {
         Ok(match self.frozen.get() {
             Some(p) => p,
             None => {
-                let p = Arc::new(FrozenLinear::new(&self.weight, self.bias.as_ref())?);
+                let p = Arc::new(train_ops::pack_frozen(&self.weight, self.bias.as_ref())?);
                 self.frozen.get_or_init(|| p)
             }
         })

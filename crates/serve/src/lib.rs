@@ -10,7 +10,11 @@
 //!
 //! All model work runs on one dedicated batching thread (see [`batcher`]); the async runtime
 //! only parses, queues and answers. The routes and their errors are described in
-//! `crates/serve/README.md` and served at `/openapi.json`.
+//! `crates/serve/README.md` and served at `/openapi.json`. A binary that serves calls
+//! `adalbert_model::exec::configure_process(Workload::Serve)` before it starts any thread (the
+//! `adalbert serve` command does).
+
+#![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::net::SocketAddr;

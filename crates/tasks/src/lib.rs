@@ -35,6 +35,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod dataset;
 mod error;
 mod example;

@@ -5,6 +5,8 @@
 //! best-checkpoint selection, early stopping, resumable run state) and writing task bundles.
 //! What it is not for: model code (`model`), data and metrics (`tasks`).
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod data;
 pub mod error;

@@ -5,10 +5,9 @@
 use std::collections::HashMap;
 
 use adalbert_model::checkpoint::Checkpoint;
-use adalbert_model::kernels::Isa;
-use adalbert_model::train_ops::TrainKernels;
 use adalbert_model::{
-    AdapterSpec, Backbone, Ctx, EncoderConfig, Pooling, Sharing, TaskLayout, TaskModel, TaskParams,
+    AdapterSpec, Backbone, Ctx, EncoderConfig, Isa, Pooling, Sharing, TaskLayout, TaskModel,
+    TaskParams, TrainKernels,
 };
 use adalbert_train::optim::AdamW;
 use candle_core::{DType, Device, Tensor, Var};

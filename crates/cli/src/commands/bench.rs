@@ -130,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "auto" if args.precision == "bf16" => Kernels::Bf16,
         "auto" => Kernels::Auto,
         "candle" => Kernels::Candle,
-        "portable" => Kernels::Isa(adalbert_model::kernels::Isa::Portable),
+        "portable" => Kernels::Isa(adalbert_model::Isa::Portable),
         other => bail!("--kernels `{other}`: expected auto, portable or candle"),
     };
     let (mut backbone, _) = Backbone::from_dir(&args.model)

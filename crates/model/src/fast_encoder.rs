@@ -1,4 +1,5 @@
-//! The inference forward pass of a [`Backbone`] on adalbert's kernels.
+//! The inference forward pass of a [`Backbone`] on adalbert's kernels
+//! ([`adalbert_kernels`]), chosen by [`crate::exec::inference_path`].
 //!
 //! Built once per backbone (on its first eval forward): every linear layer's weight is
 //! packed for [`gemm`], the query/key/value projections are fused into one `[H, 3H]` matrix
@@ -13,17 +14,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use adalbert_kernels::act::Act;
+use adalbert_kernels::attention::{attention, attention_bf16, AttentionShape};
+use adalbert_kernels::bf16::{self, PackedBf16};
+use adalbert_kernels::gemm::{gemm, gemm_norm, gemm_serial, Epilogue, PackedB, RowNorm};
+use adalbert_kernels::norm::{add_layer_norm, add_layer_norm_serial, Norm};
+use adalbert_kernels::{par_row_ranges, Isa};
 use candle_core::{DType, Device, Storage, Tensor, TensorId};
 
-use super::attention::{attention, attention_bf16, AttentionShape};
-use super::bf16::{self, PackedBf16};
-use super::gemm::{gemm, gemm_norm, gemm_serial, Epilogue, PackedB, RowNorm};
-use super::norm::{self, add_layer_norm, Norm};
-use super::{par_for, Isa, SendPtr};
 use crate::adapters::{Bottleneck, Lora, TaskLayer, TaskParams};
 use crate::albert::{AlbertLayer, Backbone};
-use crate::config::Activation;
 use crate::error::{ModelError, Result};
+use crate::exec::{kernel_act, Precision};
 use crate::nn::{LayerNorm, Linear};
 
 /// Runs `f` on a tensor's f32 values without copying them when it is a contiguous f32 CPU
@@ -72,14 +74,6 @@ impl std::ops::Deref for NormRef<'_> {
     }
 }
 
-/// Number format of the packed backbone weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Precision {
-    F32,
-    /// bf16 weights and products (AMX where available), fp32 accumulation.
-    Bf16,
-}
-
 enum Weights {
     F32(PackedB),
     Bf16(PackedBf16),
@@ -92,19 +86,19 @@ struct PackedLinear {
 }
 
 impl PackedLinear {
-    fn new(lin: &Linear, precision: Precision) -> Result<Self> {
+    fn new(lin: &Linear, isa: Isa, precision: Precision) -> Result<Self> {
         let (n, k) = lin.weight.dims2()?;
-        let w = with_f32(&lin.weight, |w| Self::pack(w, n, k, precision))?;
+        let w = with_f32(&lin.weight, |w| Self::pack(w, n, k, isa, precision))?;
         Ok(Self {
             w,
             bias: lin.bias.as_ref().map(to_vec).transpose()?,
         })
     }
 
-    fn pack(w: &[f32], n: usize, k: usize, precision: Precision) -> Weights {
+    fn pack(w: &[f32], n: usize, k: usize, isa: Isa, precision: Precision) -> Weights {
         match precision {
             Precision::F32 => Weights::F32(PackedB::from_weight(w, n, k)),
-            Precision::Bf16 => Weights::Bf16(PackedBf16::from_weight(w, n, k)),
+            Precision::Bf16 => Weights::Bf16(PackedBf16::from_weight(isa, w, n, k)),
         }
     }
 
@@ -116,7 +110,7 @@ impl PackedLinear {
     }
 
     /// `out = act(x W^T + b)` for `m` rows.
-    fn forward(&self, isa: Isa, m: usize, x: &[f32], out: &mut [f32], act: Option<Activation>) {
+    fn forward(&self, isa: Isa, m: usize, x: &[f32], out: &mut [f32], act: Option<Act>) {
         let ep = Epilogue {
             bias: self.bias.as_deref(),
             act,
@@ -154,13 +148,13 @@ struct FastLayer {
     ffn: PackedLinear,
     ffn_output: PackedLinear,
     ln_output: Norm,
-    activation: Activation,
+    activation: Act,
     heads: usize,
     head_dim: usize,
 }
 
 impl FastLayer {
-    fn new(l: &AlbertLayer, precision: Precision) -> Result<Self> {
+    fn new(l: &AlbertLayer, isa: Isa, precision: Precision) -> Result<Self> {
         let at = &l.attention;
         let (h, k) = at.query.weight.dims2()?;
         // Fused QKV: rows [q; k; v] of a [3H, H] weight.
@@ -175,15 +169,15 @@ impl FastLayer {
         }
         Ok(Self {
             qkv: PackedLinear {
-                w: PackedLinear::pack(&w, 3 * h, k, precision),
+                w: PackedLinear::pack(&w, 3 * h, k, isa, precision),
                 bias: Some(bias),
             },
-            dense: PackedLinear::new(&at.dense, precision)?,
+            dense: PackedLinear::new(&at.dense, isa, precision)?,
             ln_attention: norm(&at.layer_norm)?,
-            ffn: PackedLinear::new(&l.ffn, precision)?,
-            ffn_output: PackedLinear::new(&l.ffn_output, precision)?,
+            ffn: PackedLinear::new(&l.ffn, isa, precision)?,
+            ffn_output: PackedLinear::new(&l.ffn_output, isa, precision)?,
             ln_output: norm(&l.full_layer_layer_norm)?,
-            activation: l.activation,
+            activation: kernel_act(l.activation),
             heads: at.num_attention_heads,
             head_dim: at.attention_head_size,
         })
@@ -289,7 +283,7 @@ impl FastEncoder {
             .encoder
             .embedding_hidden_mapping_in
             .as_ref()
-            .map(|p| PackedLinear::new(p, precision))
+            .map(|p| PackedLinear::new(p, isa, precision))
             .transpose()?;
         let groups = bb
             .encoder
@@ -298,7 +292,7 @@ impl FastEncoder {
             .map(|g| {
                 g.albert_layers
                     .iter()
-                    .map(|l| FastLayer::new(l, precision))
+                    .map(|l| FastLayer::new(l, isa, precision))
                     .collect()
             })
             .collect::<Result<Vec<_>>>()?;
@@ -322,7 +316,9 @@ impl FastEncoder {
     pub(crate) fn describe(&self) -> String {
         match self.precision {
             Precision::F32 => self.isa.name().to_string(),
-            Precision::Bf16 if bf16::amx_available() => "amx-bf16".to_string(),
+            Precision::Bf16 if self.isa == Isa::Avx512 && bf16::amx_available() => {
+                "amx-bf16".to_string()
+            }
             Precision::Bf16 => format!("bf16 weights on {}", self.isa.name()),
         }
     }
@@ -660,9 +656,9 @@ impl FastEncoder {
     }
 
     /// `out += up(act(down(src or out)))`, then `out = LayerNorm(out + residual)` when `post`
-    /// is given. Both products (and the LayerNorm) of a row chunk run in one task: at batch 1
-    /// the synchronisation around separate parallel steps, not their arithmetic, was most
-    /// of an adapter's cost.
+    /// is given. Both products (and the LayerNorm) of a row chunk run in one task: at small
+    /// batches the synchronisation around separate parallel steps would cost more than their
+    /// arithmetic.
     fn bottleneck(
         &self,
         ad: &Bottleneck,
@@ -682,36 +678,28 @@ impl FastEncoder {
         }
         let down = self.task_pack(&ad.down.weight, ad.down.bias.as_ref())?;
         let up = self.task_pack(&ad.up.weight, ad.up.bias.as_ref())?;
-        let (isa, act_fn) = (self.isa, ad.activation);
+        let (isa, act_fn) = (self.isa, kernel_act(ad.activation));
         // One chunk per thread at small batches, about 48 rows per chunk at large ones.
         let threads = rayon::current_num_threads().max(1);
         let chunks = (threads * (m / (threads * 48)).max(1)).clamp(1, m.max(1));
-        let op = SendPtr(out.as_mut_ptr());
-        let sp = src.map(|x| x.as_ptr() as usize);
-        par_for(chunks, |c| {
-            let (r0, r1) = (c * m / chunks, (c + 1) * m / chunks);
-            let rows = r1 - r0;
+        par_row_ranges(out, h, chunks, |rows_range, o| {
+            let rows = rows_range.len();
             if rows == 0 {
                 return;
             }
-            let dst = op;
+            let span = rows_range.start * h..rows_range.end * h;
             BOTTLENECK_TMP.with(|t| {
                 let mut t = t.borrow_mut();
                 let t = sized(&mut t, rows * width);
-                // SAFETY: rows r0..r1 of `src` (or of `out`, read before this task writes
-                // them below) are in bounds (checked above); tasks own disjoint rows.
-                let input = unsafe {
-                    let base = sp.map_or(dst.0 as *const f32, |p| p as *const f32);
-                    std::slice::from_raw_parts(base.add(r0 * h), rows * h)
-                };
+                // The input: these rows of `src`, or of `out` itself (read before the second
+                // product writes them).
+                let input = src.map_or(&*o, |x| &x[span.clone()]);
                 let ep = Epilogue {
                     bias: down.bias.as_deref(),
                     act: Some(act_fn),
                     ..Epilogue::default()
                 };
                 gemm_serial(isa, rows, input, h, &down.w, t, width, &ep);
-                // SAFETY: as above; `input` is no longer used.
-                let o = unsafe { std::slice::from_raw_parts_mut(dst.0.add(r0 * h), rows * h) };
                 let ep = Epilogue {
                     bias: up.bias.as_deref(),
                     accumulate: true,
@@ -719,7 +707,7 @@ impl FastEncoder {
                 };
                 gemm_serial(isa, rows, t, width, &up.w, o, h, &ep);
                 if let Some(p) = post {
-                    norm::rows(isa, o, Some(&p.residual[r0 * h..r1 * h]), p.norm);
+                    add_layer_norm_serial(isa, o, Some(&p.residual[span]), p.norm);
                 }
             });
         });

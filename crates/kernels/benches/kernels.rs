@@ -1,17 +1,17 @@
 //! Throughput of the inference kernels on one thread, at MiniLM's shapes (hidden 384, FFN 1536,
 //! 32-dim heads) for 1x32 and 8x128 token batches.
 //!
-//! Run with `cargo bench -p adalbert-model --bench kernels` (pin with `taskset -c 0`). Matrix
+//! Run with `cargo bench -p adalbert-kernels --bench kernels` (pin with `taskset -c 0`). Matrix
 //! multiplies report elements = floating-point operations (so Criterion's "elem/s" reads as
 //! FLOP/s); elementwise kernels report elements processed.
 
 use std::hint::black_box;
 
-use adalbert_model::config::Activation;
-use adalbert_model::kernels::attention::{attention, AttentionShape};
-use adalbert_model::kernels::bf16::{self, PackedBf16};
-use adalbert_model::kernels::gemm::{gemm, Epilogue, PackedB};
-use adalbert_model::kernels::{act, Isa};
+use adalbert_kernels::act::{self, Act};
+use adalbert_kernels::attention::{attention, AttentionShape};
+use adalbert_kernels::bf16::{self, PackedBf16};
+use adalbert_kernels::gemm::{gemm, Epilogue, PackedB};
+use adalbert_kernels::Isa;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn data(len: usize, seed: u32) -> Vec<f32> {
@@ -44,7 +44,7 @@ fn bench_gemm(c: &mut Criterion) {
         g.bench_function(format!("f32 {m}x{k}x{n}"), |b| {
             b.iter(|| gemm(isa, m, black_box(&a), k, &packed, &mut out, n, &ep))
         });
-        let p16 = PackedBf16::from_weight(&w, n, k);
+        let p16 = PackedBf16::from_weight(isa, &w, n, k);
         if p16.is_amx() {
             g.bench_function(format!("bf16-amx {m}x{k}x{n}"), |b| {
                 b.iter(|| bf16::gemm(isa, m, black_box(&a), k, &p16, &mut out, n, &ep))
@@ -60,10 +60,7 @@ fn bench_elementwise(c: &mut Criterion) {
     // 64 KiB: the size of a GEMM block's output, which the epilogue activates in cache.
     let x = data(16 * 1024, 4);
     g.throughput(Throughput::Elements(x.len() as u64));
-    for (name, a) in [
-        ("gelu", Activation::Gelu),
-        ("gelu_new", Activation::GeluNew),
-    ] {
+    for (name, a) in [("gelu", Act::GeluErf), ("gelu_new", Act::GeluTanh)] {
         let mut y = x.clone();
         // GELU maps its own output to finite values, so repeating it in place is fair.
         g.bench_function(name, |b| b.iter(|| act::apply(isa, a, black_box(&mut y))));

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use super::gemm::{self, Epilogue, PackedB};
 #[cfg(target_arch = "x86_64")]
 use super::transpose16x16;
-use super::{act, lane_masks, par_for, Isa};
+use super::{act, lane_masks, par_for, Isa, SendPtr};
 
 /// Rounds to bf16 (nearest even; NaN stays NaN).
 #[inline(always)]
@@ -33,15 +33,17 @@ pub fn to_bf16(x: f32) -> u16 {
     }
 }
 
+/// Widens a bf16 value to f32 (exact).
 #[inline(always)]
 pub fn from_bf16(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }
 
-/// Whether the AMX-BF16 kernels can run here (checked once; asks Linux for tile permission).
+/// Whether the AMX-BF16 kernels can run here: the CPU has AMX and the AVX-512 the epilogues
+/// use, and Linux granted tile permission (checked once).
 pub fn amx_available() -> bool {
     static AMX: OnceLock<bool> = OnceLock::new();
-    *AMX.get_or_init(|| Isa::detect() == Isa::Avx512 && amx::request())
+    *AMX.get_or_init(|| Isa::Avx512.available() && amx::request())
 }
 
 /// Weights `W[n, k]` as the right-hand side `B = W^T`, in bf16.
@@ -58,8 +60,13 @@ enum Repr {
 }
 
 impl PackedBf16 {
-    pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
-        if !amx_available() {
+    /// Packs the weight `W[n, k]` for AMX where `isa` is AVX-512 and the CPU has AMX
+    /// ([`amx_available`]), else as [`PackedBf16::widened`].
+    ///
+    /// # Panics
+    /// If `w` holds fewer than `n * k` values.
+    pub fn from_weight(isa: Isa, w: &[f32], n: usize, k: usize) -> Self {
+        if isa != Isa::Avx512 || !amx_available() {
             return Self::widened(w, n, k);
         }
         assert!(w.len() >= n * k, "bf16 pack: source too short");
@@ -74,6 +81,9 @@ impl PackedBf16 {
 
     /// The fallback for CPUs without AMX: the bf16-rounded weights widened back to fp32, so
     /// the compressed model computes the same function everywhere (minus activation rounding).
+    ///
+    /// # Panics
+    /// If `w` holds fewer than `n * k` values.
     pub fn widened(w: &[f32], n: usize, k: usize) -> Self {
         assert!(w.len() >= n * k, "bf16 pack: source too short");
         let rounded: Vec<f32> = w[..n * k].iter().map(|&v| from_bf16(to_bf16(v))).collect();
@@ -84,10 +94,12 @@ impl PackedBf16 {
         }
     }
 
+    /// Rows of `B` (the weight's input width).
     pub fn k(&self) -> usize {
         self.k
     }
 
+    /// Columns of `B` (the weight's output width).
     pub fn n(&self) -> usize {
         self.n
     }
@@ -129,6 +141,9 @@ impl AmxB {
     }
 
     /// `B = W^T` for `W[n, k]` with row stride `ldw` (a weight, or the keys of attention).
+    ///
+    /// # Panics
+    /// If `w` is too short for `n` rows of `k` values at stride `ldw`.
     pub fn pack_nk(&mut self, w: &[f32], ldw: usize, n: usize, k: usize) {
         assert!(
             n == 0 || k == 0 || w.len() >= (n - 1) * ldw + k,
@@ -140,8 +155,8 @@ impl AmxB {
             |kk, col| w[col * ldw + kk],
             |nb, kc, tile| {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX-512 BF16 reported (see `pack`); the tile's 16 rows x 32 values are
-                // in bounds (a full tile, and the length assert above).
+                // SAFETY: `pack` calls this only where the CPU reports AVX-512 BF16/BW and for
+                // a full tile, whose 16 rows x 32 values lie inside `w` (the length assert).
                 unsafe {
                     transpose_tile_avx512(w.as_ptr().add(nb * 16 * ldw + kc * 32), ldw, tile)
                 };
@@ -152,6 +167,9 @@ impl AmxB {
     }
 
     /// `B[k, n]` given row-major with row stride `ldb` (the values of attention).
+    ///
+    /// # Panics
+    /// If `b` is too short for `k` rows of `n` values at stride `ldb`.
     pub fn pack_kn(&mut self, b: &[f32], ldb: usize, k: usize, n: usize) {
         assert!(
             n == 0 || k == 0 || b.len() >= (k - 1) * ldb + n,
@@ -163,7 +181,8 @@ impl AmxB {
             |kk, col| b[kk * ldb + col],
             |nb, kc, tile| {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: as in `pack_nk`.
+                // SAFETY: `pack` calls this only where the CPU reports AVX-512 BF16/BW and for
+                // a full tile, whose 32 rows x 16 values lie inside `b` (the length assert).
                 unsafe {
                     interleave_tile_avx512(b.as_ptr().add(kc * 32 * ldb + nb * 16), ldb, tile)
                 };
@@ -210,34 +229,56 @@ impl AmxB {
     }
 }
 
+/// The 512 bits of a bf16 vector as integer lanes (a bit-for-bit reinterpretation).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn bf16_bits(v: std::arch::x86_64::__m512bh) -> std::arch::x86_64::__m512i {
+    // SAFETY: both are 64-byte plain-data SIMD vectors; every bit pattern is valid in each.
+    unsafe { std::mem::transmute::<std::arch::x86_64::__m512bh, std::arch::x86_64::__m512i>(v) }
+}
+
 /// One tile of [`AmxB::pack_nk`]: 16 rows of 32 floats at `src` (stride `ld`) become 16
 /// rows of 16 bf16 pairs, then a 16 x 16 transpose of those 32-bit pairs.
+///
+/// # Safety
+/// The CPU supports AVX-512F/BW/BF16; `src` holds 16 rows of 32 floats at stride `ld`.
+///
+/// # Panics
+/// If `tile` holds fewer than 512 values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn transpose_tile_avx512(src: *const f32, ld: usize, tile: &mut [u16]) {
     use std::arch::x86_64::*;
-    debug_assert!(tile.len() >= 512);
+    assert!(tile.len() >= 512, "bf16 pack: tile too short");
     let mut r = [_mm512_setzero_si512(); 16];
     for (j, row) in r.iter_mut().enumerate() {
-        let p = src.add(j * ld);
-        *row = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(
-            _mm512_loadu_ps(p.add(16)),
-            _mm512_loadu_ps(p),
-        ));
+        // SAFETY: row j's 32 floats lie inside `src` (the contract).
+        let (lo, hi) = unsafe {
+            let p = src.add(j * ld);
+            (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)))
+        };
+        *row = bf16_bits(_mm512_cvtne2ps_pbh(hi, lo));
     }
     let out = tile.as_mut_ptr() as *mut __m512i;
     for (i, row) in transpose16x16(&r).iter().enumerate() {
-        _mm512_storeu_si512(out.add(i), *row);
+        // SAFETY: 16 stores of 64 bytes fill the tile's 512 values (asserted above).
+        unsafe { _mm512_storeu_si512(out.add(i), *row) };
     }
 }
 
 /// One tile of [`AmxB::pack_kn`]: tile row `p` interleaves rows `2p` and `2p + 1` of the
 /// 32 x 16 block at `src` (stride `ld`).
+///
+/// # Safety
+/// The CPU supports AVX-512F/BW/BF16; `src` holds 32 rows of 16 floats at stride `ld`.
+///
+/// # Panics
+/// If `tile` holds fewer than 512 values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn interleave_tile_avx512(src: *const f32, ld: usize, tile: &mut [u16]) {
     use std::arch::x86_64::*;
-    debug_assert!(tile.len() >= 512);
+    assert!(tile.len() >= 512, "bf16 pack: tile too short");
     // [a0..a15, b0..b15] -> [a0, b0, a1, b1, ...]
     let idx = _mm512_set_epi16(
         31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4,
@@ -245,15 +286,25 @@ unsafe fn interleave_tile_avx512(src: *const f32, ld: usize, tile: &mut [u16]) {
     );
     let out = tile.as_mut_ptr() as *mut __m512i;
     for p in 0..16 {
-        let a = _mm512_loadu_ps(src.add(2 * p * ld));
-        let b = _mm512_loadu_ps(src.add((2 * p + 1) * ld));
-        let ab = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(b, a));
-        _mm512_storeu_si512(out.add(p), _mm512_permutexvar_epi16(idx, ab));
+        // SAFETY: rows 2p and 2p + 1 (16 floats each) lie inside `src` (the contract).
+        let (a, b) = unsafe {
+            (
+                _mm512_loadu_ps(src.add(2 * p * ld)),
+                _mm512_loadu_ps(src.add((2 * p + 1) * ld)),
+            )
+        };
+        let ab = bf16_bits(_mm512_cvtne2ps_pbh(b, a));
+        // SAFETY: store p of 16 fills values 32p..32p + 32 of the tile (asserted above).
+        unsafe { _mm512_storeu_si512(out.add(p), _mm512_permutexvar_epi16(idx, ab)) };
     }
 }
 
 /// `C = epilogue(A * B)` on AMX, on the calling thread only (inside parallel tasks such as
-/// attention's per-head work). The caller has checked [`amx_available`].
+/// attention's per-head work).
+///
+/// # Panics
+/// If AMX is not available ([`amx_available`]), a stride is shorter than its row, `a` or
+/// `c` is too short for `m` rows, or the bias is shorter than `n`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_amx_serial(
     isa: Isa,
@@ -265,9 +316,34 @@ pub fn gemm_amx_serial(
     ldc: usize,
     ep: &Epilogue,
 ) {
+    // SAFETY: C is a live, initialized slice of `c.len()` floats, borrowed mutably.
+    unsafe { gemm_amx_serial_raw(isa, m, a, lda, b, c.as_mut_ptr(), c.len(), ldc, ep) }
+}
+
+/// [`gemm_amx_serial`] on a C given as a pointer (see [`gemm::gemm_serial_raw`] for why).
+/// Only the `m x n` rectangle at `c` (row stride `ldc`) is read or written.
+///
+/// # Safety
+/// `clen` floats from `c` are valid for reads and writes, and no one else accesses the
+/// rectangle's elements during the call.
+///
+/// # Panics
+/// As [`gemm_amx_serial`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_amx_serial_raw(
+    isa: Isa,
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &AmxB,
+    c: *mut f32,
+    clen: usize,
+    ldc: usize,
+    ep: &Epilogue,
+) {
     assert!(amx_available(), "gemm_amx_serial: AMX not available");
     let (k, n) = (b.k, b.n);
-    gemm::check_args(m, k, n, a, lda, c.len(), ldc, ep);
+    gemm::check_args(m, k, n, a, lda, clen, ldc, ep);
     if m == 0 || n == 0 {
         return;
     }
@@ -279,7 +355,7 @@ pub fn gemm_amx_serial(
         np: b.np,
     };
     let mp = m.div_ceil(32) * 32;
-    let mut run = |a16: &mut Vec<u16>| {
+    let run = |a16: &mut Vec<u16>| {
         if a16.len() < mp * sh.kp {
             a16.resize(mp * sh.kp, 0);
         }
@@ -292,8 +368,9 @@ pub fn gemm_amx_serial(
                 &mut a16[rb * 16 * sh.kp..(rb + 1) * 16 * sh.kp],
             );
         }
-        let clen = c.len();
-        // SAFETY: AMX available (asserted); bounds checked above; this thread owns C.
+        // SAFETY: AMX is available (asserted); A's tiles cover the padded rows and k, B's
+        // the padded k and n, C's bounds are checked above, and the rectangle is this
+        // caller's (the contract).
         unsafe {
             amx::block(
                 0..mp,
@@ -301,17 +378,16 @@ pub fn gemm_amx_serial(
                 sh,
                 a16,
                 &b.tiles,
-                Out::F32 {
-                    c: c.as_mut_ptr(),
-                    len: clen,
-                    ldc,
-                },
+                Out::F32 { c, len: clen, ldc },
                 ep,
             )
         };
         if let Some(act_fn) = ep.act {
-            for row in c.chunks_mut(ldc).take(m) {
-                act::apply(isa, act_fn, &mut row[..n]);
+            for r in 0..m {
+                // SAFETY: row r's n values lie inside C (checked) and in this caller's
+                // rectangle, written by the product above.
+                let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), n) };
+                act::apply(isa, act_fn, row);
             }
         }
     };
@@ -322,6 +398,10 @@ pub fn gemm_amx_serial(
 }
 
 /// `C = epilogue(A * B)` with bf16 products, split over the rayon pool.
+///
+/// # Panics
+/// If a stride is shorter than its row, `a` or `c` is too short for `m` rows, or the bias
+/// is shorter than `n`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     isa: Isa,
@@ -374,8 +454,10 @@ enum Out {
     /// `kp` = this product's padded `n`), after the epilogue's activation.
     Tiles { t: *mut u16, kp: usize },
 }
-// SAFETY: tasks write disjoint blocks of the output (see `compute`).
+// SAFETY: an `Out` is only pointers; the tasks of `compute` that share it write disjoint
+// blocks of the output.
 unsafe impl Send for Out {}
+// SAFETY: as for `Send`.
 unsafe impl Sync for Out {}
 
 /// Rows of A per parallel task (a multiple of 32, the register block's height).
@@ -399,7 +481,9 @@ fn run_amx(
         len: c.len(),
         ldc,
     };
-    compute(isa, sh, a16, tiles, out, ep);
+    // SAFETY: `gemm` checked C's bounds for these m rows and n columns, borrows it mutably,
+    // and `tiles` came from a `Repr::Amx`, which exists only where AMX is available.
+    unsafe { compute(isa, sh, a16, tiles, out, ep) };
 }
 
 /// A (`m x k` fp32) into `a16` as bf16 AMX tiles, rows padded to 32, one 16-row block per task.
@@ -408,19 +492,27 @@ fn convert_all(sh: AmxShape, a: &[f32], lda: usize, a16: &mut Vec<u16>) {
     if a16.len() < mp * sh.kp {
         a16.resize(mp * sh.kp, 0);
     }
-    let ap = SendPtr16(a16.as_mut_ptr());
+    let ap = SendPtr(a16.as_mut_ptr());
     par_for(mp / 16, |rb| {
-        let dst = ap;
-        // SAFETY: each task writes its own 16-row block of the (large enough) buffer.
-        let block =
-            unsafe { std::slice::from_raw_parts_mut(dst.0.add(rb * 16 * sh.kp), 16 * sh.kp) };
+        // SAFETY: task rb writes only its own 16-row block, inside the buffer (resized to
+        // `mp * kp` above), which outlives `par_for`.
+        let block = unsafe { ap.slice_mut(rb * 16 * sh.kp, 16 * sh.kp) };
         convert_block(rb * 16, sh, a, lda, block);
     });
 }
 
 /// The product of `a16` (A in tiles, at least `mp * kp` values) and the packed B, split over
 /// the pool by row tasks and column groups.
-fn compute(isa: Isa, sh: AmxShape, a16: &[u16], tiles: &[u16], out: Out, ep: &Epilogue) {
+///
+/// # Safety
+/// AMX is available ([`amx_available`]); `tiles` is a packed B of `sh.kp x sh.np`; `out` is
+/// valid for writes of the `m x n` result (an `Out::F32` with C's bounds checked by
+/// `gemm::check_args`, or `Out::Tiles` of `m.div_ceil(32) * 32 * kp` values), and no one
+/// else accesses it during the call.
+///
+/// # Panics
+/// If `a16` is shorter than the padded A.
+unsafe fn compute(isa: Isa, sh: AmxShape, a16: &[u16], tiles: &[u16], out: Out, ep: &Epilogue) {
     let mp = sh.m.div_ceil(32) * 32;
     assert!(a16.len() >= mp * sh.kp, "bf16 gemm: A tiles too short");
     let row_tasks = mp.div_ceil(ROWS_PER_TASK);
@@ -442,8 +534,8 @@ fn compute(isa: Isa, sh: AmxShape, a16: &[u16], tiles: &[u16], out: Out, ep: &Ep
         let (g, rt) = (t / row_tasks, t % row_tasks);
         let rows = rt * ROWS_PER_TASK..((rt + 1) * ROWS_PER_TASK).min(mp);
         let cols = g * per_group..((g + 1) * per_group).min(col_blocks);
-        // SAFETY: AMX is available (checked when packing); tasks write disjoint rectangles
-        // of the output inside the bounds the callers checked.
+        // SAFETY: AMX is available and the output valid (the contract); tasks write
+        // disjoint (row task, column group) rectangles of it.
         unsafe {
             amx::block(rows, cols.clone(), sh, a16, tiles, out, ep);
         }
@@ -451,19 +543,13 @@ fn compute(isa: Isa, sh: AmxShape, a16: &[u16], tiles: &[u16], out: Out, ep: &Ep
             let (r0, r1) = (rt * ROWS_PER_TASK, ((rt + 1) * ROWS_PER_TASK).min(sh.m));
             let (c0, c1) = (cols.start * 32, (cols.end * 32).min(sh.n));
             for r in r0..r1 {
-                // SAFETY: row r, columns c0..c1 belong to this task.
+                // SAFETY: row r, columns c0..c1 lie inside C and belong to this task.
                 let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc + c0), c1 - c0) };
                 act::apply(isa, act_fn, row);
             }
         }
     });
 }
-
-#[derive(Clone, Copy)]
-struct SendPtr16(*mut u16);
-// SAFETY: tasks write disjoint blocks (see `convert_all`).
-unsafe impl Send for SendPtr16 {}
-unsafe impl Sync for SendPtr16 {}
 
 /// Activations kept in AMX tile layout between two products (see [`ffn`]).
 #[derive(Default)]
@@ -475,6 +561,10 @@ pub struct Tiles16(Vec<u16>);
 /// (at 8 x 128 tokens this saves, per layer, a 6 MiB fp32 write, its re-read and its
 /// conversion). Both weights must be on AMX ([`PackedBf16::is_amx`]), `w2.k() == w1.n()`,
 /// `A` is `m x w1.k()` and `C` is `m x w2.n()`, both dense.
+///
+/// # Panics
+/// If a weight is not on AMX, the shapes disagree, a bias is too short, or `ep1`
+/// accumulates.
 #[allow(clippy::too_many_arguments)]
 pub fn ffn(
     isa: Isa,
@@ -530,23 +620,23 @@ pub fn ffn(
         t: mid.0.as_mut_ptr(),
         kp: sh2.kp,
     };
+    let first = |buf: &mut Vec<u16>| {
+        convert_all(sh1, a, b1.k, buf);
+        // SAFETY: both weights are `Repr::Amx`, which exists only where AMX is available;
+        // `mid` holds the padded intermediate (resized above) and is borrowed mutably.
+        unsafe { compute(isa, sh1, buf, &b1.tiles, mid_out, ep1) };
+    };
     A16.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            convert_all(sh1, a, b1.k, &mut buf);
-            compute(isa, sh1, &buf, &b1.tiles, mid_out, ep1);
-        }
-        Err(_) => {
-            let mut buf = Vec::new();
-            convert_all(sh1, a, b1.k, &mut buf);
-            compute(isa, sh1, &buf, &b1.tiles, mid_out, ep1);
-        }
+        Ok(mut buf) => first(&mut buf),
+        Err(_) => first(&mut Vec::new()),
     });
     let out = Out::F32 {
         c: c.as_mut_ptr(),
         len: c.len(),
         ldc: b2.n,
     };
-    compute(isa, sh2, &mid.0, &b2.tiles, out, ep2);
+    // SAFETY: as above; C holds the m x n2 result (asserted) and is borrowed mutably.
+    unsafe { compute(isa, sh2, &mid.0, &b2.tiles, out, ep2) };
 }
 
 /// Rows `r0..r0 + 16` of A as AMX tiles: `block[kc][row][0..32] = bf16(A[r0 + row][32 kc..])`,
@@ -560,7 +650,7 @@ fn convert_block(r0: usize, sh: AmxShape, a: &[f32], lda: usize, block: &mut [u1
     );
     #[cfg(target_arch = "x86_64")]
     if avx512bf16_available() {
-        // SAFETY: the CPU reports AVX-512 BF16/BW; bounds asserted above.
+        // SAFETY: the CPU reports AVX-512 BF16/BW/F; bounds asserted above.
         unsafe { convert_block_avx512(r0, rows, sh, a, lda, block) };
         return;
     }
@@ -586,6 +676,7 @@ fn avx512bf16_available() -> bool {
     *BF16.get_or_init(|| {
         std::arch::is_x86_feature_detected!("avx512bf16")
             && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512f")
     })
 }
 
@@ -596,6 +687,10 @@ fn avx512bf16_available() -> bool {
 
 /// [`convert_block`] with `vcvtne2ps2bf16` (32 floats to bf16, round to nearest even, per
 /// instruction); the last chunk of each row loads under a mask.
+///
+/// # Safety
+/// The CPU supports AVX-512F/BW/BF16; `block` holds `16 * sh.kp` values and `a` the rows
+/// `r0..r0 + rows` of `sh.k` values at stride `lda` (both as `convert_block` asserts).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn convert_block_avx512(
@@ -612,30 +707,39 @@ unsafe fn convert_block_avx512(
     for row in 0..16 {
         if row >= rows {
             for kc in 0..kchunks {
-                _mm512_storeu_si512(
-                    dst.add((kc * 16 + row) * 32) as *mut __m512i,
-                    _mm512_setzero_si512(),
-                );
+                // SAFETY: 32 values of row `row` in chunk kc, inside `block` (the contract).
+                unsafe {
+                    _mm512_storeu_si512(
+                        dst.add((kc * 16 + row) * 32) as *mut __m512i,
+                        _mm512_setzero_si512(),
+                    )
+                };
             }
             continue;
         }
-        let src = a.as_ptr().add((r0 + row) * lda);
+        let src = a.as_ptr().wrapping_add((r0 + row) * lda);
         for kc in 0..kchunks {
             let left = sh.k - kc * 32;
-            let (lo, hi) = if left >= 32 {
-                (
-                    _mm512_loadu_ps(src.add(kc * 32)),
-                    _mm512_loadu_ps(src.add(kc * 32 + 16)),
-                )
-            } else {
-                let (m_lo, m_hi) = lane_masks(left);
-                (
-                    _mm512_maskz_loadu_ps(m_lo, src.add(kc * 32)),
-                    _mm512_maskz_loadu_ps(m_hi, src.wrapping_add(kc * 32 + 16)),
-                )
+            // SAFETY: full chunks read 32 values of this row of A, inside `a` (the contract);
+            // a partial last chunk reads only its `left` values under the masks (the address
+            // of the masked-off upper half may lie past the end, hence `wrapping_add`).
+            let (lo, hi) = unsafe {
+                if left >= 32 {
+                    (
+                        _mm512_loadu_ps(src.add(kc * 32)),
+                        _mm512_loadu_ps(src.add(kc * 32 + 16)),
+                    )
+                } else {
+                    let (m_lo, m_hi) = lane_masks(left);
+                    (
+                        _mm512_maskz_loadu_ps(m_lo, src.add(kc * 32)),
+                        _mm512_maskz_loadu_ps(m_hi, src.wrapping_add(kc * 32 + 16)),
+                    )
+                }
             };
-            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-            _mm512_storeu_si512(dst.add((kc * 16 + row) * 32) as *mut __m512i, packed);
+            let packed = bf16_bits(_mm512_cvtne2ps_pbh(hi, lo));
+            // SAFETY: 32 values of row `row` in chunk kc, inside `block` (the contract).
+            unsafe { _mm512_storeu_si512(dst.add((kc * 16 + row) * 32) as *mut __m512i, packed) };
         }
     }
 }
@@ -644,8 +748,8 @@ unsafe fn convert_block_avx512(
 mod amx {
     use super::super::gemm::Epilogue;
     use super::super::{act, lane_masks};
-    use super::{AmxShape, Out};
-    use crate::config::Activation;
+    use super::{bf16_bits, AmxShape, Out};
+    use crate::act::Act;
     use std::arch::asm;
 
     /// CPUID bits for AMX-BF16 and AMX-TILE, then Linux's permission for tile data.
@@ -687,9 +791,12 @@ mod amx {
     /// k = 384) stays in L1 while the column blocks of B stream past it sequentially from L2.
     ///
     /// # Safety
-    /// AMX is enabled for this process; `a16` is A in tiles (see `convert_block`), `tiles`
-    /// the packed weights, `c` holds `m` rows of `n` valid columns at stride `ldc`, and no one
-    /// else writes this rectangle.
+    /// AMX is available ([`super::amx_available`]: CPU, AVX-512 and the kernel's tile
+    /// permission); `a16` is A in tiles (see `convert_block`) for at least `rows.end` padded
+    /// rows, `tiles` the packed weights of `sh.kp x sh.np`, `cols.end <= sh.np / 32`; `out`
+    /// holds the `m` valid rows of `n` columns (at stride `ldc`, `Out::F32`) or the padded
+    /// tiles of the next product (`Out::Tiles`), and no one else accesses this call's
+    /// rectangle of it.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn block(
@@ -701,89 +808,99 @@ mod amx {
         out: Out,
         ep: &Epilogue,
     ) {
-        let cfg = config();
-        asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack));
-        let kchunks = sh.kp / 32;
-        let mut tmp = Accumulators([0f32; 32 * 32]);
-        // Column blocks per pass: their B tiles (kp * 64 bytes each) fit in a quarter of L2,
-        // so every 32-row slice of A multiplies them while they stay cached.
-        let chunk = (L2_B_BYTES / (sh.kp * 64)).max(1);
-        let mut first = cols.start;
-        while first < cols.end {
-            let pass = first..(first + chunk).min(cols.end);
-            first = pass.end;
-            let mut r0 = rows.start;
-            while r0 < rows.end {
-                // Tiles of the two 16-row blocks: contiguous 1 KiB each, one per k chunk.
-                let a0 = a16.as_ptr().add(r0 * sh.kp);
-                let a1 = a16.as_ptr().add((r0 + 16) * sh.kp);
-                for cb in pass.clone() {
-                    let b0 = tiles.as_ptr().add((2 * cb) * kchunks * 512);
-                    let b1 = tiles.as_ptr().add((2 * cb + 1) * kchunks * 512);
-                    asm!(
-                        "tilezero tmm0",
-                        "tilezero tmm1",
-                        "tilezero tmm2",
-                        "tilezero tmm3",
-                        options(nostack)
-                    );
-                    for kc in 0..kchunks {
-                        // The next chunk's B tiles (2 KiB) into L1 while this chunk multiplies:
-                        // without it every B tile load waits on L2.
-                        prefetch_tile(b0.add((kc + 1) * 512));
-                        prefetch_tile(b1.add((kc + 1) * 512));
-                        prefetch_tile(a0.add((kc + 1) * 512));
-                        prefetch_tile(a1.add((kc + 1) * 512));
+        // SAFETY: the tile configuration is a valid palette-1 layout; every tile load and
+        // prefetch address below is formed inside `a16` and `tiles` (the contract's sizes:
+        // row blocks r0, r0 + 16 < rows.end, column blocks cb < cols.end, k chunks < kchunks),
+        // except the next-chunk prefetches, which are hints that never fault and use
+        // `wrapping_add`; the stores go to `tmp`, 32 x 32 floats of this frame, and to this
+        // call's rectangle of `out` through the epilogues, whose contracts hold (AVX-512 and
+        // AVX-512 BF16 come with AMX). Only this function touches the tile registers, from
+        // `ldtilecfg` to `tilerelease`.
+        unsafe {
+            let cfg = config();
+            asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack));
+            let kchunks = sh.kp / 32;
+            let mut tmp = Accumulators([0f32; 32 * 32]);
+            // Column blocks per pass: their B tiles (kp * 64 bytes each) fit in a quarter of L2,
+            // so every 32-row slice of A multiplies them while they stay cached.
+            let chunk = (L2_B_BYTES / (sh.kp * 64)).max(1);
+            let mut first = cols.start;
+            while first < cols.end {
+                let pass = first..(first + chunk).min(cols.end);
+                first = pass.end;
+                let mut r0 = rows.start;
+                while r0 < rows.end {
+                    // Tiles of the two 16-row blocks: contiguous 1 KiB each, one per k chunk.
+                    let a0 = a16.as_ptr().add(r0 * sh.kp);
+                    let a1 = a16.as_ptr().add((r0 + 16) * sh.kp);
+                    for cb in pass.clone() {
+                        let b0 = tiles.as_ptr().add((2 * cb) * kchunks * 512);
+                        let b1 = tiles.as_ptr().add((2 * cb + 1) * kchunks * 512);
                         asm!(
-                            "tileloadd tmm4, [{a0} + {s}*1]",
-                            "tileloadd tmm6, [{b0} + {s}*1]",
-                            "tdpbf16ps tmm0, tmm4, tmm6",
-                            "tileloadd tmm7, [{b1} + {s}*1]",
-                            "tdpbf16ps tmm1, tmm4, tmm7",
-                            "tileloadd tmm5, [{a1} + {s}*1]",
-                            "tdpbf16ps tmm2, tmm5, tmm6",
-                            "tdpbf16ps tmm3, tmm5, tmm7",
-                            a0 = in(reg) a0.add(kc * 512),
-                            a1 = in(reg) a1.add(kc * 512),
-                            b0 = in(reg) b0.add(kc * 512),
-                            b1 = in(reg) b1.add(kc * 512),
-                            s = in(reg) 64usize,
+                            "tilezero tmm0",
+                            "tilezero tmm1",
+                            "tilezero tmm2",
+                            "tilezero tmm3",
+                            options(nostack)
+                        );
+                        for kc in 0..kchunks {
+                            // The next chunk's B tiles (2 KiB) into L1 while this chunk multiplies:
+                            // without it every B tile load waits on L2.
+                            prefetch_tile(b0.wrapping_add((kc + 1) * 512));
+                            prefetch_tile(b1.wrapping_add((kc + 1) * 512));
+                            prefetch_tile(a0.wrapping_add((kc + 1) * 512));
+                            prefetch_tile(a1.wrapping_add((kc + 1) * 512));
+                            asm!(
+                                "tileloadd tmm4, [{a0} + {s}*1]",
+                                "tileloadd tmm6, [{b0} + {s}*1]",
+                                "tdpbf16ps tmm0, tmm4, tmm6",
+                                "tileloadd tmm7, [{b1} + {s}*1]",
+                                "tdpbf16ps tmm1, tmm4, tmm7",
+                                "tileloadd tmm5, [{a1} + {s}*1]",
+                                "tdpbf16ps tmm2, tmm5, tmm6",
+                                "tdpbf16ps tmm3, tmm5, tmm7",
+                                a0 = in(reg) a0.add(kc * 512),
+                                a1 = in(reg) a1.add(kc * 512),
+                                b0 = in(reg) b0.add(kc * 512),
+                                b1 = in(reg) b1.add(kc * 512),
+                                s = in(reg) 64usize,
+                                options(nostack),
+                            );
+                        }
+                        let t = tmp.0.as_mut_ptr();
+                        asm!(
+                            "tilestored [{t0} + {s}*1], tmm0",
+                            "tilestored [{t1} + {s}*1], tmm1",
+                            "tilestored [{t2} + {s}*1], tmm2",
+                            "tilestored [{t3} + {s}*1], tmm3",
+                            t0 = in(reg) t,
+                            t1 = in(reg) t.add(16),
+                            t2 = in(reg) t.add(16 * 32),
+                            t3 = in(reg) t.add(16 * 32 + 16),
+                            s = in(reg) 128usize,
                             options(nostack),
                         );
+                        let c0 = cb * 32;
+                        let valid_rows = 32.min(sh.m.saturating_sub(r0));
+                        match out {
+                            Out::F32 { c, len, ldc } => epilogue(
+                                &tmp.0,
+                                valid_rows,
+                                c0,
+                                sh.n,
+                                c.add(r0 * ldc),
+                                len - r0 * ldc,
+                                ldc,
+                                ep,
+                            ),
+                            Out::Tiles { t, kp } => epilogue_tiles(&tmp.0, r0, cb, sh.n, t, kp, ep),
+                        }
                     }
-                    let t = tmp.0.as_mut_ptr();
-                    asm!(
-                        "tilestored [{t0} + {s}*1], tmm0",
-                        "tilestored [{t1} + {s}*1], tmm1",
-                        "tilestored [{t2} + {s}*1], tmm2",
-                        "tilestored [{t3} + {s}*1], tmm3",
-                        t0 = in(reg) t,
-                        t1 = in(reg) t.add(16),
-                        t2 = in(reg) t.add(16 * 32),
-                        t3 = in(reg) t.add(16 * 32 + 16),
-                        s = in(reg) 128usize,
-                        options(nostack),
-                    );
-                    let c0 = cb * 32;
-                    let valid_rows = 32.min(sh.m.saturating_sub(r0));
-                    match out {
-                        Out::F32 { c, len, ldc } => epilogue(
-                            &tmp.0,
-                            valid_rows,
-                            c0,
-                            sh.n,
-                            c.add(r0 * ldc),
-                            len - r0 * ldc,
-                            ldc,
-                            ep,
-                        ),
-                        Out::Tiles { t, kp } => epilogue_tiles(&tmp.0, r0, cb, sh.n, t, kp, ep),
-                    }
+                    r0 += 32;
                 }
-                r0 += 32;
             }
+            asm!("tilerelease", options(nostack));
         }
-        asm!("tilerelease", options(nostack));
     }
 
     /// Bytes of packed B one pass keeps hot (a quarter of a 2 MiB L2).
@@ -795,16 +912,22 @@ mod amx {
     /// Prefetches the 16 cache lines of one 1 KiB tile into L1 (a hint: never faults, so it
     /// may run past the end of the packed weights).
     #[inline(always)]
-    unsafe fn prefetch_tile(p: *const u16) {
+    fn prefetch_tile(p: *const u16) {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let p = p as *const i8;
         for line in 0..16 {
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line * 64));
+            // SAFETY: a prefetch only hints the cache; it reads nothing and never faults,
+            // whatever the address (SSE, which x86-64 always has).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line * 64)) };
         }
     }
 
     /// The epilogue's bias for columns `c0..c0 + 32` (zero in masked-off lanes and without
     /// a bias), as two 16-lane halves.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F, and the lanes the masks select (columns `c0..c0 + ncols`)
+    /// lie inside the bias (`check_args` checked it holds `n` values).
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn bias_pair(
@@ -815,10 +938,15 @@ mod amx {
     ) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512) {
         use std::arch::x86_64::*;
         match ep.bias {
-            Some(bias) => (
-                _mm512_maskz_loadu_ps(m_lo, bias.as_ptr().add(c0)),
-                _mm512_maskz_loadu_ps(m_hi, bias.as_ptr().add(c0 + 16)),
-            ),
+            // SAFETY: the masked loads touch only the selected lanes (the contract); the
+            // addresses are formed with `wrapping_add` as they may lie past the end.
+            Some(bias) => unsafe {
+                let p = bias.as_ptr();
+                (
+                    _mm512_maskz_loadu_ps(m_lo, p.wrapping_add(c0)),
+                    _mm512_maskz_loadu_ps(m_hi, p.wrapping_add(c0 + 16)),
+                )
+            },
             None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
         }
     }
@@ -827,6 +955,11 @@ mod amx {
     /// (rows `r0..r0 + 32`, k chunk `cb`) of the next product's left-hand side. Columns past
     /// `n` come out as `act(0) = 0` (zero weights, masked bias): the padding the next product
     /// needs; rows past `m` only ever meet output rows that are discarded.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F/DQ/BW/BF16; `t` holds the padded tiles of the next product
+    /// (`kp` values per row, rows up to `r0 + 32`), this block of them is the caller's alone,
+    /// and the bias holds `n` values.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512bf16")]
     unsafe fn epilogue_tiles(
@@ -842,30 +975,43 @@ mod amx {
         let c0 = cb * 32;
         let ncols = 32.min(n.saturating_sub(c0));
         let (m_lo, m_hi) = lane_masks(ncols);
-        let (bias_lo, bias_hi) = bias_pair(ep, c0, m_lo, m_hi);
+        // SAFETY: AVX-512F, and the masks select columns inside the bias (the contract).
+        let (bias_lo, bias_hi) = unsafe { bias_pair(ep, c0, m_lo, m_hi) };
         let alpha = _mm512_set1_ps(ep.alpha);
         let f = |v: __m512| match ep.act {
-            Some(Activation::Gelu) => act::avx512::gelu_erf(v),
-            Some(Activation::GeluNew) => act::avx512::gelu_tanh(v),
-            Some(Activation::Relu) => _mm512_max_ps(v, _mm512_setzero_ps()),
+            Some(Act::GeluErf) => act::avx512::gelu_erf(v),
+            Some(Act::GeluTanh) => act::avx512::gelu_tanh(v),
+            Some(Act::Relu) => _mm512_max_ps(v, _mm512_setzero_ps()),
             None => v,
         };
-        for i in 0..32 {
+        for (i, row) in acc.chunks_exact(32).enumerate() {
             let r = r0 + i;
-            let row = acc.as_ptr().add(i * 32);
-            let lo = f(_mm512_fmadd_ps(_mm512_loadu_ps(row), alpha, bias_lo));
-            let hi = f(_mm512_fmadd_ps(
-                _mm512_loadu_ps(row.add(16)),
-                alpha,
-                bias_hi,
-            ));
-            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-            let dst = t.add((r / 16) * 16 * kp + (cb * 16 + r % 16) * 32);
-            _mm512_storeu_si512(dst as *mut __m512i, packed);
+            let (row_lo, row_hi) = row.split_at(16);
+            // SAFETY: 16 floats each, inside this row of `acc`.
+            let (x_lo, x_hi) = unsafe {
+                (
+                    _mm512_loadu_ps(row_lo.as_ptr()),
+                    _mm512_loadu_ps(row_hi.as_ptr()),
+                )
+            };
+            let lo = f(_mm512_fmadd_ps(x_lo, alpha, bias_lo));
+            let hi = f(_mm512_fmadd_ps(x_hi, alpha, bias_hi));
+            let packed = bf16_bits(_mm512_cvtne2ps_pbh(hi, lo));
+            // SAFETY: row r's 32 values of k chunk cb in the next product's tiles, inside
+            // `t` and this caller's (the contract).
+            unsafe {
+                let dst = t.add((r / 16) * 16 * kp + (cb * 16 + r % 16) * 32);
+                _mm512_storeu_si512(dst as *mut __m512i, packed);
+            }
         }
     }
 
     /// `C[i][c0..c0 + 32] (+)= alpha * acc[i] + bias` for the valid rows and columns.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `clen` floats from `c` hold `rows` rows of the output at
+    /// stride `ldc`, of which columns `c0..min(c0 + 32, n)` are the caller's alone; the bias
+    /// holds `n` values.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -882,23 +1028,33 @@ mod amx {
         use std::arch::x86_64::*;
         let ncols = 32.min(n.saturating_sub(c0));
         let (m_lo, m_hi) = lane_masks(ncols);
-        let (bias_lo, bias_hi) = bias_pair(ep, c0, m_lo, m_hi);
+        // SAFETY: AVX-512F, and the masks select columns inside the bias (the contract).
+        let (bias_lo, bias_hi) = unsafe { bias_pair(ep, c0, m_lo, m_hi) };
         let alpha = _mm512_set1_ps(ep.alpha);
-        for i in 0..rows {
-            let out = c.add(i * ldc + c0);
+        for (i, row) in acc.chunks_exact(32).enumerate().take(rows) {
+            let (row_lo, row_hi) = row.split_at(16);
+            // SAFETY: 16 floats each, inside this row of `acc`.
+            let (x_lo, x_hi) = unsafe {
+                (
+                    _mm512_loadu_ps(row_lo.as_ptr()),
+                    _mm512_loadu_ps(row_hi.as_ptr()),
+                )
+            };
+            let mut v0 = _mm512_fmadd_ps(x_lo, alpha, bias_lo);
+            let mut v1 = _mm512_fmadd_ps(x_hi, alpha, bias_hi);
             debug_assert!(i * ldc + c0 + ncols <= clen);
-            let mut v0 = _mm512_fmadd_ps(_mm512_loadu_ps(acc.as_ptr().add(i * 32)), alpha, bias_lo);
-            let mut v1 = _mm512_fmadd_ps(
-                _mm512_loadu_ps(acc.as_ptr().add(i * 32 + 16)),
-                alpha,
-                bias_hi,
-            );
-            if ep.accumulate {
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m_lo, out));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m_hi, out.add(16)));
+            // SAFETY: the masks select row i's columns c0..c0 + ncols, inside C and the
+            // caller's (the contract); the masked-off upper half's address may lie past the
+            // end, hence `wrapping_add`.
+            unsafe {
+                let out = c.add(i * ldc + c0);
+                if ep.accumulate {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m_lo, out));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m_hi, out.wrapping_add(16)));
+                }
+                _mm512_mask_storeu_ps(out, m_lo, v0);
+                _mm512_mask_storeu_ps(out.wrapping_add(16), m_hi, v1);
             }
-            _mm512_mask_storeu_ps(out, m_lo, v0);
-            _mm512_mask_storeu_ps(out.add(16), m_hi, v1);
         }
     }
 }
@@ -911,6 +1067,10 @@ mod amx {
         false
     }
 
+    /// Never called: AMX is never available on this target.
+    ///
+    /// # Safety
+    /// None needed; it panics.
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn block(
         _rows: std::ops::Range<usize>,
@@ -928,7 +1088,7 @@ mod amx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Activation;
+    use crate::act::Act;
 
     #[test]
     fn rounding_is_nearest_even() {
@@ -961,7 +1121,7 @@ mod tests {
                 n,
                 &ep,
             );
-            let packed = PackedBf16::from_weight(&w, n, k);
+            let packed = PackedBf16::from_weight(Isa::detect(), &w, n, k);
             let mut got = vec![0.0; m * n];
             gemm(Isa::detect(), m, &a, k, &packed, &mut got, n, &ep);
             // Each product has relative error <= 2^-8 per operand.
@@ -1060,10 +1220,10 @@ mod tests {
         let b1: Vec<f32> = (0..f).map(|i| i as f32 * 0.01 - 0.3).collect();
         let b2: Vec<f32> = (0..h).map(|i| 0.2 - i as f32 * 0.01).collect();
         let (p1, p2) = (
-            PackedBf16::from_weight(&w1, f, h),
-            PackedBf16::from_weight(&w2, h, f),
+            PackedBf16::from_weight(Isa::detect(), &w1, f, h),
+            PackedBf16::from_weight(Isa::detect(), &w2, h, f),
         );
-        for act_fn in [Activation::Gelu, Activation::GeluNew, Activation::Relu] {
+        for act_fn in [Act::GeluErf, Act::GeluTanh, Act::Relu] {
             let ep1 = Epilogue {
                 bias: Some(&b1),
                 act: Some(act_fn),

@@ -5,9 +5,8 @@
 
 use std::path::Path;
 
-use adalbert_model::kernels::Isa;
 use adalbert_model::{
-    AdapterSpec, Backbone, Ctx, Kernels, Pooling, Route, Sharing, TaskLayout, TaskParams,
+    AdapterSpec, Backbone, Ctx, Isa, Kernels, Pooling, Route, Sharing, TaskLayout, TaskParams,
 };
 use candle_core::{DType, Device, Tensor};
 

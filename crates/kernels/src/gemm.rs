@@ -14,9 +14,9 @@
 //! a block the row tiles are outermost, so each tile's strip of A stays in L1 while it meets
 //! every panel of the group.
 
+use super::act::{self, Act};
 use super::norm::{self, Norm};
-use super::{act, par_for, Isa, SendPtr};
-use crate::config::Activation;
+use super::{par_for, Isa, SendPtr};
 
 /// Columns per packed panel (two 16-lane vectors).
 pub const NR: usize = 32;
@@ -25,9 +25,9 @@ pub const MR: usize = 12;
 /// Rows per parallel work block.
 pub const MC: usize = 96;
 /// Depth of one pass over K. Every pass ends in a C load/add/store epilogue and a drained
-/// FMA pipeline, so passes should be long: at 384 (one pass for a 384-wide layer) the
-/// products of an 8 x 128 forward ran 5-10% faster than at 128; the 12 x 384 strip of A and
-/// the 48 KiB panel slice then stream from L2, which the hardware prefetchers keep up with.
+/// FMA pipeline, so passes should be long: 384 is one pass for a 384-wide layer, and the
+/// 12 x 384 strip of A and the 48 KiB panel slice then stream from L2, which the hardware
+/// prefetchers keep up with.
 pub const KC: usize = 384;
 /// Bytes of packed B one column group may hold (half of a 2 MiB L2).
 const L2_B_BYTES: usize = 1 << 20;
@@ -41,10 +41,12 @@ pub struct PackedB {
 }
 
 impl PackedB {
+    /// Rows of `B` (the product's inner dimension).
     pub fn k(&self) -> usize {
         self.k
     }
 
+    /// Columns of `B` (the product's output width).
     pub fn n(&self) -> usize {
         self.n
     }
@@ -55,7 +57,7 @@ impl PackedB {
 
     /// Sizes the buffer for `k x n`. The packers write every valid column, so only the
     /// zero padding of a partial last panel needs clearing (attention repacks K and V per
-    /// head; zero-filling whole buffers there cost a millisecond per 8 x 128 forward).
+    /// head, where zero-filling whole buffers would be a visible share of its time).
     fn reset(&mut self, k: usize, n: usize) {
         self.k = k;
         self.n = n;
@@ -70,7 +72,10 @@ impl PackedB {
         }
     }
 
-    /// Packs `B = W^T` for a weight `W[n, k]` (PyTorch's `[out, in]`) with row stride `ldw`.
+    /// Packs `B = W^T` for a dense weight `W[n, k]` (PyTorch's `[out, in]`).
+    ///
+    /// # Panics
+    /// If `w` holds fewer than `n * k` values.
     pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
         let mut p = Self::default();
         p.pack_nk(w, k, n, k);
@@ -78,6 +83,9 @@ impl PackedB {
     }
 
     /// Packs `B = W^T` for `W[n, k]` with row stride `ldw`, reusing this buffer.
+    ///
+    /// # Panics
+    /// If `w` is too short for `n` rows of `k` values at stride `ldw`.
     pub fn pack_nk(&mut self, w: &[f32], ldw: usize, n: usize, k: usize) {
         assert!(
             n == 0 || k == 0 || w.len() >= (n - 1) * ldw + k,
@@ -85,7 +93,7 @@ impl PackedB {
         );
         self.reset(k, n);
         // 16 x 16 blocks by vector transposes (attention repacks every head's keys per
-        // forward, where the element-by-element loop cost a tenth of the attention time).
+        // forward, where the element-by-element loop is slow).
         let (n16, k16) = if Isa::Avx512.available() {
             (n / 16 * 16, k / 16 * 16)
         } else {
@@ -96,8 +104,9 @@ impl PackedB {
             let (panel, j0) = (c0 / NR, c0 % NR);
             let dst = &mut self.data[panel * k * NR..(panel + 1) * k * NR];
             for k0 in (0..k16).step_by(16) {
-                // SAFETY: AVX-512F checked; rows c0..c0 + 16 hold columns k0..k0 + 16 (the
-                // assert above), and the panel holds rows k0..k0 + 16.
+                // SAFETY: AVX-512F checked (n16 > 0 only then); rows c0..c0 + 16 of `w` hold
+                // columns k0..k0 + 16 (the assert above), and the panel holds rows
+                // k0..k0 + 16 of 32 values, from column j0 <= 16.
                 unsafe { transpose_block(&w[c0 * ldw + k0..], ldw, &mut dst[k0 * NR + j0..]) };
             }
         }
@@ -112,6 +121,9 @@ impl PackedB {
     }
 
     /// Packs `B[k, n]` given row-major with row stride `ldb`, reusing this buffer.
+    ///
+    /// # Panics
+    /// If `b` is too short for `k` rows of `n` values at stride `ldb`.
     pub fn pack_kn(&mut self, b: &[f32], ldb: usize, k: usize, n: usize) {
         assert!(
             n == 0 || k == 0 || b.len() >= (k - 1) * ldb + n,
@@ -141,10 +153,12 @@ unsafe fn transpose_block(src: &[f32], lds: usize, dst: &mut [f32]) {
     debug_assert!(src.len() >= 15 * lds + 16 && dst.len() >= 15 * NR + 16);
     let mut rows = [_mm512_setzero_si512(); 16];
     for (j, row) in rows.iter_mut().enumerate() {
-        *row = _mm512_castps_si512(_mm512_loadu_ps(src.as_ptr().add(j * lds)));
+        // SAFETY: row j's 16 values lie inside `src` (the contract).
+        *row = _mm512_castps_si512(unsafe { _mm512_loadu_ps(src.as_ptr().add(j * lds)) });
     }
     for (i, col) in super::transpose16x16(&rows).iter().enumerate() {
-        _mm512_storeu_ps(dst.as_mut_ptr().add(i * NR), _mm512_castsi512_ps(*col));
+        // SAFETY: row i's 16 values lie inside `dst` (the contract).
+        unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(i * NR), _mm512_castsi512_ps(*col)) };
     }
 }
 
@@ -156,7 +170,7 @@ pub struct Epilogue<'a> {
     /// Added per column; length >= n.
     pub bias: Option<&'a [f32]>,
     /// Applied after the bias.
-    pub act: Option<Activation>,
+    pub act: Option<Act>,
     /// Add the result to C instead of overwriting it.
     pub accumulate: bool,
 }
@@ -173,6 +187,7 @@ impl Default for Epilogue<'_> {
 }
 
 impl<'a> Epilogue<'a> {
+    /// Only a bias.
     pub fn bias(bias: &'a [f32]) -> Self {
         Self {
             bias: Some(bias),
@@ -216,7 +231,12 @@ pub struct RowNorm<'a> {
     pub residual: &'a [f32],
 }
 
-/// `C = epilogue(A * B)`, split over the rayon pool.
+/// `C = epilogue(A * B)` for `C[m, n]` with row stride `ldc`, `A[m, k]` with row stride `lda`
+/// (`k`, `n` from `b`), split over the rayon pool.
+///
+/// # Panics
+/// If a stride is shorter than its row, `a` or `c` is too short for `m` rows, or the bias
+/// holds fewer than `n` values.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     isa: Isa,
@@ -228,20 +248,26 @@ pub fn gemm(
     ldc: usize,
     ep: &Epilogue,
 ) {
-    // SAFETY: C is a live, initialized slice of `c.len()` floats.
+    check(m, a, lda, b, c.len(), ldc, ep);
+    // SAFETY: C is a live, initialized slice of `c.len()` floats, borrowed mutably.
     unsafe { gemm_with(isa, m, a, lda, b, c.as_mut_ptr(), c.len(), ldc, ep, None) }
 }
 
-/// `epilogue(A * B)` as a new `m x n` buffer. Not zero-filled first: the product's first
-/// pass stores every element without reading it (filling training activations with zeros
-/// only to overwrite them was about 6% of an adapter training step).
+/// `epilogue(A * B)` as a new dense `m x n` buffer. Not zero-filled first: the product's
+/// first pass stores every element without reading it (training activations are written
+/// once by their product, so a zero fill would be pure overhead).
+///
+/// # Panics
+/// As [`gemm`], and if the epilogue accumulates.
 pub fn gemm_new(isa: Isa, m: usize, a: &[f32], lda: usize, b: &PackedB, ep: &Epilogue) -> Vec<f32> {
     assert!(!ep.accumulate, "gemm_new: nothing to accumulate into");
     let len = m * b.n;
+    check(m, a, lda, b, len, b.n, ep);
     let mut c = Vec::with_capacity(len);
-    // SAFETY: with `ldc == n` the rows cover all `len` floats, and `gemm_with` writes each
-    // of them through the raw pointer before any read (no accumulation, and the K passes
-    // after the first read only what the first stored); the length is set afterwards.
+    // SAFETY: the capacity holds `len` floats; with `ldc == n` the rows cover all of them,
+    // and `gemm_with` writes each through the raw pointer before any read (no accumulation,
+    // and the K passes after the first read only what the first stored), so all `len` are
+    // initialized when the length is set.
     unsafe {
         gemm_with(isa, m, a, lda, b, c.as_mut_ptr(), len, b.n, ep, None);
         c.set_len(len);
@@ -252,6 +278,9 @@ pub fn gemm_new(isa: Isa, m: usize, a: &[f32], lda: usize, b: &PackedB, ep: &Epi
 /// `C = LayerNorm(epilogue(A * B) + residual)` for a contiguous `C[m, n]`. Each row block
 /// normalizes its rows while they are still in cache, when it spans all columns (a layer
 /// of up to `L2_B_BYTES / (4 KC)` = 682 outputs); wider products normalize in a second pass.
+///
+/// # Panics
+/// As [`gemm`], and if C, the residual or the LayerNorm are not `m x n` / `n` wide.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_norm(
     isa: Isa,
@@ -265,10 +294,14 @@ pub fn gemm_norm(
 ) {
     let n = b.n;
     assert!(
-        post.residual.len() == m * n && c.len() == m * n && post.norm.gamma.len() == n,
+        post.residual.len() == m * n
+            && c.len() == m * n
+            && post.norm.gamma.len() == n
+            && post.norm.beta.len() == n,
         "gemm_norm: C, residual and LayerNorm must all be {m} x {n}"
     );
-    // SAFETY: C is a live, initialized slice of `c.len()` floats.
+    check(m, a, lda, b, c.len(), n, ep);
+    // SAFETY: C is a live, initialized slice of `c.len()` floats, borrowed mutably.
     unsafe {
         gemm_with(
             isa,
@@ -285,7 +318,8 @@ pub fn gemm_norm(
     }
 }
 
-/// The parallel product behind [`gemm`], [`gemm_norm`] and [`gemm_new`].
+/// The parallel product behind [`gemm`], [`gemm_norm`] and [`gemm_new`]. The caller has run
+/// [`check`] on these arguments.
 ///
 /// # Safety
 /// `c` is valid for writes of `clen` floats (and for reads where `ep.accumulate`), and no
@@ -305,7 +339,7 @@ unsafe fn gemm_with(
     ep: &Epilogue,
     post: Option<&RowNorm>,
 ) {
-    check(m, a, lda, b, clen, ldc, ep);
+    let isa = isa.or_portable();
     if m == 0 || b.n == 0 {
         return;
     }
@@ -335,29 +369,43 @@ unsafe fn gemm_with(
     let per_group = panels.div_ceil(groups);
     let groups = panels.div_ceil(per_group);
     let cp = SendPtr(c);
-    let (ap, alen) = (a.as_ptr() as usize, a.len());
     let in_block = if groups == 1 { post } else { None };
     // Group-major task order: a thread's consecutive tasks share one slice of B.
     par_for(blocks * groups, |t| {
         let (g, blk) = (t / blocks, t % blocks);
         let rows = block_rows(blk);
         let pans = g * per_group..((g + 1) * per_group).min(panels);
-        // SAFETY: `check` bounded A and C for all m rows; tasks write disjoint
-        // (row block, panel group) rectangles of C.
+        // SAFETY: `check` bounded A and C for all m rows, `isa` is available
+        // (`or_portable`), and tasks write disjoint (row block, panel group) rectangles of C;
+        // a task with `in_block` spans all columns (one group), so its whole rows are its own.
         unsafe {
-            let a = std::slice::from_raw_parts(ap as *const f32, alen);
-            let c = cp;
-            block(isa, rows, pans, a, lda, b, c.0, clen, ldc, ep, in_block);
-        }
+            block(
+                isa,
+                rows,
+                pans,
+                a,
+                lda,
+                b,
+                cp.ptr(),
+                clen,
+                ldc,
+                ep,
+                in_block,
+            )
+        };
     });
     if let (Some(post), None) = (post, in_block) {
-        // SAFETY: every element is written by now.
-        let c = std::slice::from_raw_parts_mut(c, clen);
+        // SAFETY: `gemm_norm` passes a contiguous C of `clen` floats, every one written by
+        // now, and this call has it to itself.
+        let c = unsafe { std::slice::from_raw_parts_mut(c, clen) };
         norm::add_layer_norm(isa, c, Some(post.residual), post.norm);
     }
 }
 
 /// `C = epilogue(A * B)` on the calling thread only (for use inside parallel tasks).
+///
+/// # Panics
+/// As [`gemm`].
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_serial(
     isa: Isa,
@@ -369,20 +417,50 @@ pub fn gemm_serial(
     ldc: usize,
     ep: &Epilogue,
 ) {
-    check(m, a, lda, b, c.len(), ldc, ep);
+    // SAFETY: C is a live, initialized slice of `c.len()` floats, borrowed mutably.
+    unsafe { gemm_serial_raw(isa, m, a, lda, b, c.as_mut_ptr(), c.len(), ldc, ep) }
+}
+
+/// [`gemm_serial`] on a C given as a pointer, for parallel tasks that each own some columns
+/// of shared rows (one attention head's columns): they cannot hold overlapping `&mut`
+/// slices. Only the `m x n` rectangle at `c` (row stride `ldc`) is read or written.
+///
+/// # Safety
+/// `clen` floats from `c` are valid for reads and writes, and no one else accesses the
+/// rectangle's elements during the call.
+///
+/// # Panics
+/// As [`gemm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_serial_raw(
+    isa: Isa,
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    c: *mut f32,
+    clen: usize,
+    ldc: usize,
+    ep: &Epilogue,
+) {
+    check(m, a, lda, b, clen, ldc, ep);
     if m == 0 || b.n == 0 {
         return;
     }
-    let (clen, cp) = (c.len(), c.as_mut_ptr());
-    // SAFETY: bounds checked above; this thread owns all of C.
-    unsafe { block(isa, 0..m, 0..b.panels(), a, lda, b, cp, clen, ldc, ep, None) }
+    let isa = isa.or_portable();
+    // SAFETY: bounds checked above, `isa` is available, and the rectangle is this caller's
+    // (the contract).
+    unsafe { block(isa, 0..m, 0..b.panels(), a, lda, b, c, clen, ldc, ep, None) }
 }
 
-/// One rectangle of C: rows `rows`, column panels `pans`.
+/// One rectangle of C: rows `rows`, column panels `pans`; with `post`, the LayerNorm of
+/// whole rows `rows` of a contiguous C.
 ///
 /// # Safety
-/// `c` points to `clen` floats that hold all rows of C at stride `ldc`, and no other thread
-/// writes this rectangle.
+/// [`check`] passed for these arguments with all `m >= rows.end` rows; `isa` is available on
+/// this CPU; `c` points to `clen` floats that hold all rows of C at stride `ldc`, valid for
+/// writes (and reads where accumulating or after the first K pass); no other thread accesses
+/// this rectangle (with `post`: these whole rows) during the call.
 #[allow(clippy::too_many_arguments)]
 unsafe fn block(
     isa: Isa,
@@ -400,10 +478,8 @@ unsafe fn block(
     let k = b.k;
     let first_col = pans.start * NR;
     let last_col = (pans.end * NR).min(b.n);
-    // K in blocks of KC; later blocks add to C.
     // Row tiles outermost: a tile's strip of A (12 x 384) stays in L1 while it meets every
-    // panel of the group, which streams from L2 (1-3% faster forward passes than panels
-    // outermost, measured by alternating both orders within one process).
+    // panel of the group, which streams from L2.
     let tile_at = |r: usize, p: usize, k0: usize, kc: usize| {
         let first = k0 == 0;
         let c0 = p * NR;
@@ -420,7 +496,9 @@ unsafe fn block(
             // The first row tile meets each panel first; the others would re-request lines
             // already on their way and spend load slots doing it.
             prefetch: r == rows.start,
-            c: c.add(c_off),
+            // In bounds: `c_off` is inside C's `clen` floats (the debug assertion, which
+            // `check` guarantees).
+            c: c.wrapping_add(c_off),
             ldc,
             ncols,
             bias: if first {
@@ -431,10 +509,15 @@ unsafe fn block(
             alpha: ep.alpha,
             accumulate: ep.accumulate || !first,
         };
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => avx512::tile(mr, &tile),
-            _ => portable_tile(mr, &tile),
+        // SAFETY: the tile's rows of A, its panel of B and its mr x ncols rectangle of C
+        // are in bounds (`check`, and the panel holds k * NR floats per panel), the rectangle
+        // is this caller's (the contract), and AVX-512 is available when `isa` says so.
+        unsafe {
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => avx512::tile(mr, &tile),
+                _ => portable_tile(mr, &tile),
+            }
         }
     };
     // K in passes of KC, later passes adding to C; at least one, so that even k = 0 stores
@@ -457,7 +540,9 @@ unsafe fn block(
     if let Some(act_fn) = ep.act {
         let span = last_col - first_col;
         for r in rows.clone() {
-            let out = std::slice::from_raw_parts_mut(c.add(r * ldc + first_col), span);
+            // SAFETY: row r's columns first_col..last_col are inside C and in this caller's
+            // rectangle, and were all written by the K passes above.
+            let out = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc + first_col), span) };
             act::apply(isa, act_fn, out);
         }
     }
@@ -465,8 +550,10 @@ unsafe fn block(
     if let Some(post) = post {
         let n = b.n;
         let span = rows.start * n..rows.end * n;
-        let out = std::slice::from_raw_parts_mut(c.add(span.start), span.len());
-        norm::rows(isa, out, Some(&post.residual[span]), post.norm);
+        // SAFETY: C is contiguous (ldc == n) and these whole rows are this caller's (the
+        // contract), all written above.
+        let out = unsafe { std::slice::from_raw_parts_mut(c.add(span.start), span.len()) };
+        norm::add_layer_norm_serial(isa, out, Some(&post.residual[span]), post.norm);
     }
 }
 
@@ -488,18 +575,26 @@ struct Tile<'a> {
     ldc: usize,
     /// Valid columns in this panel (1..=NR).
     ncols: usize,
+    /// `ncols` values when given.
     bias: Option<&'a [f32]>,
     alpha: f32,
     accumulate: bool,
 }
 
 /// Plain-Rust tile for any CPU.
+///
+/// # Safety
+/// `t.a` holds `mr` rows of `t.k` floats at stride `t.lda`, `t.b` holds `t.k * NR` floats,
+/// and the `mr x t.ncols` rectangle at `t.c` (stride `t.ldc`) is valid for writes (and reads
+/// when accumulating) and accessed by no one else.
 unsafe fn portable_tile(mr: usize, t: &Tile) {
     let mut acc = [[0.0f32; NR]; MR];
     for kk in 0..t.k {
-        let bk = std::slice::from_raw_parts(t.b.add(kk * NR), NR);
+        // SAFETY: row kk of the panel, inside its k * NR floats.
+        let bk = unsafe { std::slice::from_raw_parts(t.b.add(kk * NR), NR) };
         for (i, row) in acc.iter_mut().enumerate().take(mr) {
-            let av = *t.a.add(i * t.lda + kk);
+            // SAFETY: row i < mr, column kk < k of A.
+            let av = unsafe { *t.a.add(i * t.lda + kk) };
             for (acc_j, &b_j) in row.iter_mut().zip(bk) {
                 *acc_j += av * b_j;
             }
@@ -508,12 +603,16 @@ unsafe fn portable_tile(mr: usize, t: &Tile) {
     // Raw reads and writes: C may be uninitialized before the first pass (see `gemm_new`).
     for (i, row) in acc.iter().enumerate().take(mr) {
         for (j, &r) in row.iter().enumerate().take(t.ncols) {
-            let o = t.c.add(i * t.ldc + j);
             let mut v = t.alpha * r;
             if let Some(bias) = t.bias {
                 v += bias[j];
             }
-            o.write(if t.accumulate { o.read() + v } else { v });
+            // SAFETY: element (i, j) of the rectangle (i < mr, j < ncols), read only when
+            // accumulating, i.e. after it was written.
+            unsafe {
+                let o = t.c.add(i * t.ldc + j);
+                o.write(if t.accumulate { o.read() + v } else { v });
+            }
         }
     }
 }
@@ -527,95 +626,120 @@ mod avx512 {
     /// Dispatches to the tile specialized for `mr` rows (1..=12).
     ///
     /// # Safety
-    /// The CPU supports AVX-512F; `t` describes valid memory.
+    /// The CPU supports AVX-512F and FMA, and `t` describes memory as for
+    /// [`super::portable_tile`].
     pub(super) unsafe fn tile(mr: usize, t: &Tile) {
         debug_assert!((1..=MR).contains(&mr));
-        match mr {
-            12 => kernel::<12>(t),
-            11 => kernel::<11>(t),
-            10 => kernel::<10>(t),
-            9 => kernel::<9>(t),
-            8 => kernel::<8>(t),
-            7 => kernel::<7>(t),
-            6 => kernel::<6>(t),
-            5 => kernel::<5>(t),
-            4 => kernel::<4>(t),
-            3 => kernel::<3>(t),
-            2 => kernel::<2>(t),
-            _ => kernel::<1>(t),
+        // SAFETY: the caller's contract is each kernel's.
+        unsafe {
+            match mr {
+                12 => kernel::<12>(t),
+                11 => kernel::<11>(t),
+                10 => kernel::<10>(t),
+                9 => kernel::<9>(t),
+                8 => kernel::<8>(t),
+                7 => kernel::<7>(t),
+                6 => kernel::<6>(t),
+                5 => kernel::<5>(t),
+                4 => kernel::<4>(t),
+                3 => kernel::<3>(t),
+                2 => kernel::<2>(t),
+                _ => kernel::<1>(t),
+            }
         }
     }
 
+    /// The `R x 32` register tile.
+    ///
+    /// # Safety
+    /// As [`tile`], with `mr == R`.
     #[target_feature(enable = "avx512f,fma")]
     unsafe fn kernel<const R: usize>(t: &Tile) {
         let mut lo = [_mm512_setzero_ps(); R];
         let mut hi = [_mm512_setzero_ps(); R];
+        // Row pointers of A; they advance along k and end at most one past their rows.
         let mut rows = [t.a; R];
         for (i, r) in rows.iter_mut().enumerate() {
-            *r = t.a.add(i * t.lda);
+            *r = t.a.wrapping_add(i * t.lda);
         }
         let mut b = t.b;
-        // One k step: two panel loads, R broadcasts, 2R FMAs. Unrolled by 4 so the twelve
-        // row pointers advance once per four steps (the steps use address displacements).
-        macro_rules! step {
-            ($u:expr) => {{
-                let bu = b.add($u * NR);
-                // When the weights stream from L3 (small batches), fetching the next panel
-                // while this one's row tiles run from cache overlaps transfer and arithmetic.
-                if t.prefetch {
-                    let next = bu.wrapping_add(t.next_panel) as *const i8;
-                    _mm_prefetch::<_MM_HINT_T1>(next);
-                    _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64));
-                }
-                let b0 = _mm512_loadu_ps(bu);
-                let b1 = _mm512_loadu_ps(bu.add(16));
-                for i in 0..R {
-                    let av = _mm512_set1_ps(*rows[i].add($u));
-                    lo[i] = _mm512_fmadd_ps(av, b0, lo[i]);
-                    hi[i] = _mm512_fmadd_ps(av, b1, hi[i]);
-                }
-            }};
-        }
-        let mut left = t.k;
-        while left >= 4 {
-            step!(0);
-            step!(1);
-            step!(2);
-            step!(3);
-            for r in rows.iter_mut() {
-                *r = r.add(4);
+        // SAFETY: (the k loop) every load reads A at row i < R, column < k, and the panel at
+        // row < k (its k * NR floats), inside the memory the contract gives; prefetches are
+        // hints that never fault.
+        unsafe {
+            // One k step: two panel loads, R broadcasts, 2R FMAs. Unrolled by 4 so the
+            // twelve row pointers advance once per four steps (the steps use address
+            // displacements).
+            macro_rules! step {
+                ($u:expr) => {{
+                    let bu = b.add($u * NR);
+                    // When the weights stream from L3 (small batches), fetching the next
+                    // panel while this one's row tiles run from cache overlaps transfer and
+                    // arithmetic.
+                    if t.prefetch {
+                        let next = bu.wrapping_add(t.next_panel) as *const i8;
+                        _mm_prefetch::<_MM_HINT_T1>(next);
+                        _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64));
+                    }
+                    let b0 = _mm512_loadu_ps(bu);
+                    let b1 = _mm512_loadu_ps(bu.add(16));
+                    for i in 0..R {
+                        let av = _mm512_set1_ps(*rows[i].add($u));
+                        lo[i] = _mm512_fmadd_ps(av, b0, lo[i]);
+                        hi[i] = _mm512_fmadd_ps(av, b1, hi[i]);
+                    }
+                }};
             }
-            b = b.add(4 * NR);
-            left -= 4;
-        }
-        while left > 0 {
-            step!(0);
-            for r in rows.iter_mut() {
-                *r = r.add(1);
+            let mut left = t.k;
+            while left >= 4 {
+                step!(0);
+                step!(1);
+                step!(2);
+                step!(3);
+                for r in rows.iter_mut() {
+                    *r = r.add(4);
+                }
+                b = b.add(4 * NR);
+                left -= 4;
             }
-            b = b.add(NR);
-            left -= 1;
+            while left > 0 {
+                step!(0);
+                for r in rows.iter_mut() {
+                    *r = r.add(1);
+                }
+                b = b.add(NR);
+                left -= 1;
+            }
         }
-        // Column masks for a partial last panel.
+        // Column masks for a partial last panel; masked-off lanes are neither read nor
+        // written, and their addresses are formed with `wrapping_add` (they may lie past the
+        // end of the buffer).
         let (m_lo, m_hi) = lane_masks(t.ncols);
         let alpha = _mm512_set1_ps(t.alpha);
         let (bias_lo, bias_hi) = match t.bias {
-            Some(bias) => (
-                _mm512_maskz_loadu_ps(m_lo, bias.as_ptr()),
-                _mm512_maskz_loadu_ps(m_hi, bias.as_ptr().add(16)),
-            ),
+            // SAFETY: the masks cover only the bias's `ncols` values.
+            Some(bias) => unsafe {
+                (
+                    _mm512_maskz_loadu_ps(m_lo, bias.as_ptr()),
+                    _mm512_maskz_loadu_ps(m_hi, bias.as_ptr().wrapping_add(16)),
+                )
+            },
             None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
         };
         for i in 0..R {
-            let c = t.c.add(i * t.ldc);
+            let c = t.c.wrapping_add(i * t.ldc);
             let mut v0 = _mm512_fmadd_ps(lo[i], alpha, bias_lo);
             let mut v1 = _mm512_fmadd_ps(hi[i], alpha, bias_hi);
-            if t.accumulate {
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m_lo, c));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m_hi, c.add(16)));
+            // SAFETY: the masks cover row i's `ncols` values of the rectangle, which the
+            // contract gives this call (read only when accumulating, i.e. after a write).
+            unsafe {
+                if t.accumulate {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m_lo, c));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m_hi, c.wrapping_add(16)));
+                }
+                _mm512_mask_storeu_ps(c, m_lo, v0);
+                _mm512_mask_storeu_ps(c.wrapping_add(16), m_hi, v1);
             }
-            _mm512_mask_storeu_ps(c, m_lo, v0);
-            _mm512_mask_storeu_ps(c.add(16), m_hi, v1);
         }
     }
 }
@@ -715,7 +839,7 @@ mod tests {
             let ep = Epilogue {
                 alpha: 0.5,
                 bias: Some(&bias),
-                act: Some(Activation::Relu),
+                act: Some(Act::Relu),
                 ..Epilogue::default()
             };
             for isa in [Isa::Portable, Isa::Avx512] {

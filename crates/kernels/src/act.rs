@@ -1,14 +1,28 @@
-//! Elementwise activations as branch-free polynomials: scalar forms for the portable path,
-//! and explicit AVX-512 forms ([`avx512`]) that use fused multiply-adds, `vscalefps` for 2^n
-//! and a refined `vrcp14ps` instead of a division (Rust never contracts `a * b + c` into an
-//! FMA on its own, and `vdivps` alone made the auto-vectorized GELU four times slower).
+//! Elementwise activations and their derivatives as branch-free polynomials: scalar forms
+//! for the portable path, and explicit AVX-512 forms (`avx512`) that use fused multiply-adds,
+//! `vscalefps` for 2^n and a refined `vrcp14ps` instead of a division (Rust never contracts
+//! `a * b + c` into an FMA on its own, and `vdivps` is slow enough to dominate a GELU).
 //!
 //! Accuracy (checked in the tests against libm): `exp` within 2 ulp on [-87, 88];
 //! `erf` within 6e-7 absolute (Abramowitz & Stegun 7.1.26 with our `exp`); `tanh` within
 //! 3e-7 absolute.
 
-use super::Isa;
-use crate::config::Activation;
+use super::{multiversion, par_rows, Isa};
+use crate::scratch::output_buffer;
+
+/// An activation function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// GELU, exact form `0.5 x (1 + erf(x / sqrt 2))`.
+    GeluErf,
+    /// GELU, tanh approximation `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`.
+    GeluTanh,
+    /// `max(x, 0)`.
+    Relu,
+}
+
+/// Elements per parallel task of the elementwise passes ([`apply_copy`], [`act_grad_par`]).
+pub const CHUNK: usize = 16384;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_359_4;
@@ -17,7 +31,7 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 /// `e^x`, with inputs above 88 clamped and exactly 0 below -87. The zero matters: a
 /// masked softmax entry or a GELU tail of about 1e-38 (what the clamp alone gives) makes
 /// the products that consume it denormal, and every denormal costs a microcode assist in
-/// the matrix multiply (training on padded batches ran several times slower).
+/// the matrix multiply (padded training batches are full of them).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let underflow = x < -87.0;
@@ -75,32 +89,103 @@ pub fn gelu_tanh(x: f32) -> f32 {
 }
 
 /// Applies `act` to every element of `x` in place.
-pub fn apply(isa: Isa, act: Activation, x: &mut [f32]) {
+pub fn apply(isa: Isa, act: Act, x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 {
-        // SAFETY: `Isa::Avx512` is only selected when the CPU reports AVX-512F.
+    if isa == Isa::Avx512 && isa.available() {
+        // SAFETY: the CPU reports AVX-512F and AVX-512DQ (`available`).
         unsafe { avx512::apply(act, x) };
         return;
     }
     let _ = isa;
     match act {
-        Activation::Gelu => x.iter_mut().for_each(|v| *v = gelu_erf(*v)),
-        Activation::GeluNew => x.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
-        Activation::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Act::GeluErf => x.iter_mut().for_each(|v| *v = gelu_erf(*v)),
+        Act::GeluTanh => x.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
+        Act::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
     }
 }
 
+/// `act(x)` as a new buffer, on the rayon pool (each chunk copied while in cache).
+pub fn apply_copy(isa: Isa, act: Act, x: &[f32]) -> Vec<f32> {
+    let mut y = output_buffer(x.len());
+    par_rows(&mut y, 1, CHUNK, |i0, yc| {
+        let len = yc.len();
+        yc.copy_from_slice(&x[i0..i0 + len]);
+        apply(isa, act, yc);
+    });
+    y
+}
+
+/// d/dx of GELU's erf form: `Phi(x) + x phi(x)`.
+#[inline(always)]
+pub fn gelu_erf_grad(x: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * exp(-0.5 * x * x)
+}
+
+/// d/dx of GELU's tanh form `0.5 x (1 + tanh(u))`, `u = c (x + 0.044715 x^3)`.
+#[inline(always)]
+pub fn gelu_tanh_grad(x: f32) -> f32 {
+    const C: f32 = 0.797_884_6;
+    const A: f32 = 0.044_715;
+    let t = tanh(C * (x + A * x * x * x));
+    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * C * (1.0 + 3.0 * A * x * x)
+}
+
+/// `dx = dy * act'(x)`, elementwise on the calling thread.
+///
+/// # Panics
+/// If `x`, `dy` and `dx` differ in length.
+pub fn act_grad(isa: Isa, act: Act, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    assert!(
+        x.len() == dy.len() && dx.len() == x.len(),
+        "act_grad: lengths differ"
+    );
+    match act {
+        Act::Relu => {
+            for ((o, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
+                *o = if v > 0.0 { d } else { 0.0 };
+            }
+        }
+        Act::GeluErf => {
+            multiversion!(isa, gelu_erf_grad_avx512, (x: &[f32], dy: &[f32], dx: &mut [f32]) {
+                for ((o, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
+                    *o = d * gelu_erf_grad(v);
+                }
+            })
+        }
+        Act::GeluTanh => {
+            multiversion!(isa, gelu_tanh_grad_avx512, (x: &[f32], dy: &[f32], dx: &mut [f32]) {
+                for ((o, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
+                    *o = d * gelu_tanh_grad(v);
+                }
+            })
+        }
+    }
+}
+
+/// [`act_grad`] on the rayon pool, into `dx`.
+///
+/// # Panics
+/// If `x`, `dy` and `dx` differ in length.
+pub fn act_grad_par(isa: Isa, act: Act, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    assert!(
+        x.len() == dy.len() && dx.len() == x.len(),
+        "act_grad_par: lengths differ"
+    );
+    par_rows(dx, 1, CHUNK, |i0, dc| {
+        let span = i0..i0 + dc.len();
+        act_grad(isa, act, &x[span.clone()], &dy[span], dc);
+    });
+}
+
 /// The same functions on 16 lanes. Each matches its scalar form above to a few ulp (tested).
+/// Every function here is compiled for AVX-512F and AVX-512DQ, which the CPU must support.
 #[cfg(target_arch = "x86_64")]
-pub mod avx512 {
-    use super::{LN2_HI, LN2_LO, LOG2E};
-    use crate::config::Activation;
+pub(crate) mod avx512 {
+    use super::{Act, LN2_HI, LN2_LO, LOG2E};
     use std::arch::x86_64::*;
 
     /// `e^x` per lane, like [`super::exp`] (exactly 0 below -87).
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F and AVX-512DQ.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
     pub fn exp(x: __m512) -> __m512 {
@@ -142,9 +227,6 @@ pub mod avx512 {
     }
 
     /// erf, Abramowitz & Stegun 7.1.26 (as [`super::erf`]).
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F and AVX-512DQ.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
     pub fn erf(x: __m512) -> __m512 {
@@ -166,9 +248,6 @@ pub mod avx512 {
     }
 
     /// GELU, exact (erf) form.
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F and AVX-512DQ.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
     pub fn gelu_erf(x: __m512) -> __m512 {
@@ -181,9 +260,6 @@ pub mod avx512 {
     }
 
     /// GELU, tanh form: `0.5 x (1 + tanh(u)) = x - x / (e^{2u} + 1)`.
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F and AVX-512DQ.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
     pub fn gelu_tanh(x: __m512) -> __m512 {
@@ -198,33 +274,42 @@ pub mod avx512 {
     }
 
     /// Applies `act` to every element of `x` in place.
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F and AVX-512DQ.
     #[target_feature(enable = "avx512f,avx512dq")]
-    pub unsafe fn apply(act: Activation, x: &mut [f32]) {
+    pub(crate) fn apply(act: Act, x: &mut [f32]) {
         // Closures inherit the enclosing target features, so each body inlines into `map`.
-        match act {
-            Activation::Gelu => map(x, |v| gelu_erf(v)),
-            Activation::GeluNew => map(x, |v| gelu_tanh(v)),
-            Activation::Relu => map(x, |v| _mm512_max_ps(v, _mm512_setzero_ps())),
+        // SAFETY: this function is compiled for AVX-512F, so the CPU has it, which is all
+        // `map` needs.
+        unsafe {
+            match act {
+                Act::GeluErf => map(x, |v| gelu_erf(v)),
+                Act::GeluTanh => map(x, |v| gelu_tanh(v)),
+                Act::Relu => map(x, |v| _mm512_max_ps(v, _mm512_setzero_ps())),
+            }
         }
     }
 
     /// `x[i] = f(x[i])`, 16 lanes at a time, the tail under a mask.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
     #[inline(always)]
     unsafe fn map(x: &mut [f32], f: impl Fn(__m512) -> __m512) {
         let n = x.len();
         let p = x.as_mut_ptr();
         let mut i = 0;
         while i + 16 <= n {
-            _mm512_storeu_ps(p.add(i), f(_mm512_loadu_ps(p.add(i))));
+            // SAFETY: lanes i..i + 16 lie inside `x`; AVX-512F by the caller's contract.
+            unsafe { _mm512_storeu_ps(p.add(i), f(_mm512_loadu_ps(p.add(i)))) };
             i += 16;
         }
         if i < n {
             let m: __mmask16 = (1u32 << (n - i)) as u16 - 1;
-            let v = _mm512_maskz_loadu_ps(m, p.add(i));
-            _mm512_mask_storeu_ps(p.add(i), m, f(v));
+            // SAFETY: the mask covers only lanes i..n, inside `x`; masked-off lanes are
+            // neither read nor written.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(m, p.add(i));
+                _mm512_mask_storeu_ps(p.add(i), m, f(v));
+            }
         }
     }
 }
@@ -279,7 +364,7 @@ mod tests {
     #[test]
     fn both_isas_agree() {
         let src: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.013).collect();
-        for act in [Activation::Gelu, Activation::GeluNew, Activation::Relu] {
+        for act in [Act::GeluErf, Act::GeluTanh, Act::Relu] {
             let mut a = src.clone();
             apply(Isa::Portable, act, &mut a);
             if Isa::Avx512.available() {
@@ -346,10 +431,10 @@ mod tests {
         }
         // Tails stay finite and exact where GELU saturates.
         let mut t = vec![-1e30f32, -100.0, 100.0, 1e30, 0.0, -0.0];
-        apply(Isa::Avx512, Activation::GeluNew, &mut t);
+        apply(Isa::Avx512, Act::GeluTanh, &mut t);
         assert_eq!(&t[..5], &[-0.0, -0.0, 100.0, 1e30, 0.0][..]);
         let mut t = vec![-1e30f32, -100.0, 100.0, 1e30];
-        apply(Isa::Avx512, Activation::Gelu, &mut t);
+        apply(Isa::Avx512, Act::GeluErf, &mut t);
         assert_eq!(t, vec![-0.0, -0.0, 100.0, 1e30]);
     }
 }
