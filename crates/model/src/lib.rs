@@ -16,7 +16,6 @@ pub mod head;
 pub mod kernels;
 pub mod multitask;
 pub mod nn;
-pub mod params;
 pub mod task_model;
 pub mod testing;
 pub mod tokenizer;
