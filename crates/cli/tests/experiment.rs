@@ -51,7 +51,8 @@ fault_seeds = 2
 [simulate]
 models = ["albert-base"]
 adapter = "houlsby:64"
-plan = "bits=8,sparsity=0.5,encoding=bitmask,bpc=2"
+plan = "edgebert8+prune=0.5:emb+bitmask"
+bits_per_cell = 2
 max_tasks = 2
 "#,
         model.display(),

@@ -9,7 +9,7 @@
 //! format   := 'fp32' | 'fp16' | 'bf16' | 'edgebert8'
 //!           | 'int' B (':' ('per-tensor' | 'per-channel' | 'sym' | 'asym'))*
 //!                                         B in 2..=8; default per-tensor, sym
-//!           | 'af' N 'e' E                AdaptivFloat, N in 2..=16, E in 1..=8, E < N
+//!           | 'af' N 'e' E                AdaptivFloat, N in 2..=16, E in 1..=7, E < N
 //!           | 'q' M '.' N                 signed fixed point, 1 + M + N in 2..=32 bits
 //! prune    := 'prune=' S (':' ('per-tensor' | 'global' | 'emb'))*
 //!                                         S in [0, 1); default per-tensor, no embeddings
@@ -55,7 +55,8 @@ use crate::faults::{bitflip, validate_bpc, FaultSpec, MaskCells, MlcSpec};
 use crate::formats::int::IntSpec;
 use crate::formats::Format;
 use crate::layout::Encoding;
-use crate::prune::validate_sparsity;
+use crate::prune::{prune_count, validate_sparsity};
+use crate::storage::{dense_bits, Storage};
 use crate::tensor::TensorRole;
 
 /// Which tensors a plan quantizes.
@@ -137,6 +138,45 @@ impl Default for Plan {
 }
 
 impl Plan {
+    /// Whether the plan prunes tensors of `role`.
+    pub fn prunes(&self, role: TensorRole) -> bool {
+        self.prune.is_some_and(|p| p.selects(role))
+    }
+
+    /// The storage of a tensor of `role` with `numel` elements under this plan, from its
+    /// size alone (what the hardware simulator sizes memories with): pruned roles keep
+    /// `numel - round(sparsity * numel)` non-zeros; quantized roles store the format's bits
+    /// per value (bit-mask: non-zeros only, plus one mask bit per element); other roles
+    /// stay dense fp32. Zeros the format itself creates (e.g. AdaptivFloat's flush to zero)
+    /// depend on the weights and are not counted; per-tensor metadata is not counted.
+    pub fn planned_storage(&self, role: TensorRole, numel: u64) -> Storage {
+        let pruned = match self.prune {
+            Some(p) if p.selects(role) => prune_count(numel as usize, p.sparsity) as u64,
+            _ => 0,
+        };
+        let nnz = numel - pruned;
+        if !self.scope.selects(role) {
+            return Storage {
+                numel,
+                nnz,
+                value_bits: dense_bits(numel, 32),
+                ..Storage::default()
+            };
+        }
+        let bits = self.format.bits();
+        let (value_bits, mask_bits) = match self.encoding {
+            Encoding::Dense => (dense_bits(numel, bits), 0),
+            Encoding::Bitmask => (dense_bits(nnz, bits), numel),
+        };
+        Storage {
+            numel,
+            nnz,
+            value_bits,
+            mask_bits,
+            metadata_bits: 0,
+        }
+    }
+
     /// Checks every parameter (used after deserializing from TOML, where the
     /// parser's checks did not run).
     pub fn validate(&self) -> Result<()> {
@@ -145,6 +185,74 @@ impl Plan {
             validate_sparsity(p.sparsity)?;
         }
         Ok(())
+    }
+}
+
+/// Plans written as a grid, the vocabulary of compression sweeps and design spaces:
+/// explicit `plans`, plus the product `formats` x `sparsity` x `encodings`, each built as
+/// `FORMAT[+prune=S[:PRUNE]][+ENCODING][+EXTRA]` (sparsity 0 adds no prune stage).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanGrid {
+    pub plans: Vec<String>,
+    /// Default `["fp32"]` when `sparsity` or `encodings` is given.
+    pub formats: Vec<String>,
+    /// Default `[0]`.
+    pub sparsity: Vec<f64>,
+    /// Default `["dense"]`.
+    pub encodings: Vec<String>,
+    /// Prune options appended to every prune stage (`global`, `emb`, `global:emb`).
+    pub prune: String,
+    /// A stage appended to every grid plan (e.g. `scope=all`).
+    pub extra: Option<String>,
+}
+
+impl PlanGrid {
+    /// Every plan of the grid, explicit ones first, each parsed; errors quote the plan.
+    pub fn expand(&self) -> Result<Vec<Plan>> {
+        let mut texts = self.plans.clone();
+        if !(self.formats.is_empty() && self.sparsity.is_empty() && self.encodings.is_empty()) {
+            let or = |v: &[String], d: &str| {
+                if v.is_empty() {
+                    vec![d.to_string()]
+                } else {
+                    v.to_vec()
+                }
+            };
+            let sparsity = if self.sparsity.is_empty() {
+                vec![0.0]
+            } else {
+                self.sparsity.clone()
+            };
+            for f in or(&self.formats, "fp32") {
+                for &s in &sparsity {
+                    for e in or(&self.encodings, "dense") {
+                        let mut p = f.clone();
+                        if s != 0.0 {
+                            p += &format!("+prune={s}");
+                            if !self.prune.is_empty() {
+                                p += &format!(":{}", self.prune);
+                            }
+                        }
+                        if e != "dense" {
+                            p += &format!("+{e}");
+                        }
+                        if let Some(x) = &self.extra {
+                            p += &format!("+{x}");
+                        }
+                        texts.push(p);
+                    }
+                }
+            }
+        }
+        texts
+            .iter()
+            .map(|t| {
+                t.parse().map_err(|e: CompressError| match e {
+                    CompressError::Spec { .. } => e,
+                    other => spec_error("plan", t, other.to_string()),
+                })
+            })
+            .collect()
     }
 }
 
@@ -572,6 +680,11 @@ mod tests {
         assert!(err("int1").contains("2..=8"));
         assert!(err("af8e8").contains("adaptivfloat.exp_bits"));
         assert!(err("af17e3").contains("adaptivfloat.bits"));
+        assert!(
+            err("af12e8").contains("adaptivfloat.exp_bits"),
+            "{}",
+            err("af12e8")
+        );
         assert!(err("q20.20").contains("fixed.bits"));
         assert!(
             err("int8+prune=1.0").contains("prune.sparsity = 1"),
@@ -590,6 +703,106 @@ mod tests {
         assert!(ferr("bitflip").contains("rate="));
         assert!(ferr("mlc:coding=hex").contains("coding=hex"));
         assert!(ferr("cosmic").contains("expected none"));
+    }
+
+    #[test]
+    fn grids_expand_in_order() {
+        let g = PlanGrid {
+            plans: vec!["fp16".into()],
+            formats: vec!["int8".into(), "af8e3".into()],
+            sparsity: vec![0.0, 0.5],
+            encodings: vec!["bitmask".into()],
+            prune: "emb".into(),
+            ..PlanGrid::default()
+        };
+        let got: Vec<String> = g.expand().unwrap().iter().map(Plan::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "fp16",
+                "int8:per-tensor:sym+bitmask",
+                "int8:per-tensor:sym+prune=0.5:per-tensor:emb+bitmask",
+                "af8e3+bitmask",
+                "af8e3+prune=0.5:per-tensor:emb+bitmask"
+            ]
+        );
+        let bad = PlanGrid {
+            formats: vec!["int9".into()],
+            ..PlanGrid::default()
+        };
+        assert!(bad.expand().unwrap_err().to_string().contains("int9"));
+    }
+
+    fn any_format() -> impl proptest::strategy::Strategy<Value = Format> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Format::Fp32),
+            Just(Format::Fp16),
+            Just(Format::Bf16),
+            Just(Format::EdgeBert8),
+            (2u8..=8, any::<bool>(), any::<bool>()).prop_map(|(bits, symmetric, per_channel)| {
+                Format::Int(IntSpec {
+                    bits,
+                    symmetric,
+                    per_channel,
+                })
+            }),
+            (2u8..=16, 1u8..=7)
+                .prop_filter("exponent < bits", |(n, e)| e < n)
+                .prop_map(|(bits, exp_bits)| Format::AdaptivFloat { bits, exp_bits }),
+            (0u8..=15, 0u8..=15)
+                .prop_filter("2..=32 bits", |(m, n)| (1 + m + n) >= 2)
+                .prop_map(|(int_bits, frac_bits)| Format::Fixed {
+                    int_bits,
+                    frac_bits
+                }),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_plan_round_trips(
+            format in any_format(),
+            prune in proptest::option::of((0u32..1000, proptest::bool::ANY, proptest::bool::ANY)),
+            bitmask in proptest::bool::ANY,
+            scope in 0usize..3,
+        ) {
+            let plan = Plan {
+                format,
+                prune: prune.map(|(s, global, include_embeddings)| PruneSpec {
+                    sparsity: f64::from(s) / 1000.0,
+                    global,
+                    include_embeddings,
+                }),
+                encoding: if bitmask { Encoding::Bitmask } else { Encoding::Dense },
+                scope: [QuantScope::Matrices, QuantScope::Weights, QuantScope::All][scope],
+            };
+            proptest::prop_assert_eq!(plan.to_string().parse::<Plan>().unwrap(), plan);
+        }
+
+        #[test]
+        fn every_fault_spec_round_trips(
+            kind in 0usize..3,
+            bpc in 1u8..=3,
+            gray in proptest::bool::ANY,
+            mlc_mask in proptest::bool::ANY,
+            sigma in 1u32..400,
+            midpoint in proptest::bool::ANY,
+            rate in 0u32..=1000,
+        ) {
+            let spec = match kind {
+                0 => FaultSpec::None,
+                1 => FaultSpec::Bitflip { rate: f64::from(rate) / 1000.0 },
+                _ => FaultSpec::Mlc(MlcSpec {
+                    bits_per_cell: bpc,
+                    coding: if gray { LevelCoding::Gray } else { LevelCoding::Binary },
+                    mask: if mlc_mask { MaskCells::Mlc } else { MaskCells::Slc },
+                    sigma_scale: f64::from(sigma) / 100.0,
+                    threshold: if midpoint { Threshold::Midpoint } else { Threshold::Intersection },
+                }),
+            };
+            proptest::prop_assert_eq!(spec.to_string().parse::<FaultSpec>().unwrap(), spec);
+        }
     }
 
     #[test]

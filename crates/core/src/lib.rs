@@ -10,8 +10,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod adapter;
 pub mod error;
 pub mod files;
 pub mod rng;
+pub mod shape;
 
+pub use adapter::{Activation, AdapterKind, AdapterSpec, Sharing};
 pub use error::{CoreError, Result};
+pub use shape::{Family, ModelShape, ParamCounts, TaskShape, TensorShape};

@@ -1,12 +1,18 @@
 //! Design-space exploration: sweep memory capacities, bits per cell, MAC array size, adapter
-//! size, sparsity and bits; keep the Pareto front over (energy, latency, area).
+//! size and compression plan; keep the Pareto front over (energy, latency, area).
 //!
-//! Workloads are built once per (adapter, sparsity, bits, bits-per-cell) and platforms once per
+//! Plans are written in the compression-sweep vocabulary of `adalbert_compress::PlanGrid`
+//! (`plans`, `formats` x `sparsity` x `encodings`, `prune` options), so a design space and a
+//! compression study name the same storage the same way.
+//!
+//! Workloads are built once per (adapter, plan, bits-per-cell) and platforms once per
 //! (MAC array, SRAM, RRAM); a design point is then four indices and a call to the
 //! allocation-free [`crate::sim::evaluate`], run in parallel with rayon.
 
-use std::fmt::Write as _;
 use std::path::Path;
+
+use adalbert_compress::plan::PlanGrid;
+use adalbert_core::{AdapterSpec, ModelShape, Sharing};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -15,9 +21,8 @@ use crate::arch::{Accelerator, Capacity, CapacityField};
 use crate::error::{field_err, Result};
 use crate::mapping::{Mapping, Platform};
 use crate::memory::MemoryTable;
-use crate::model_config::ModelConfig;
 use crate::sim::evaluate;
-use crate::spec::{AdapterSpec, Encoding, Plan, Policy, Sharing, TaskStore};
+use crate::spec::{Policy, StoragePlan, TaskStore};
 use crate::workload::{Workload, WorkloadSpec};
 
 /// A design space as written in TOML (see `configs/hw/dse-example.toml`).
@@ -36,9 +41,20 @@ pub struct SpaceFile {
     pub bits_per_cell: Vec<u32>,
     pub mac_array: Vec<u64>,
     pub adapter: Vec<String>,
+    /// Explicit plans (`int8+prune=0.5+bitmask`).
+    #[serde(default)]
+    pub plans: Vec<String>,
+    /// Number formats (`int4`, `af8e3`, `edgebert8`, ...), crossed with `sparsity` and
+    /// `encodings`.
+    #[serde(default)]
+    pub formats: Vec<String>,
+    #[serde(default)]
     pub sparsity: Vec<f64>,
-    pub bits: Vec<u32>,
-    pub encoding: String,
+    #[serde(default)]
+    pub encodings: Vec<String>,
+    /// Prune options of the grid plans (`emb`, `global`).
+    #[serde(default)]
+    pub prune: String,
     #[serde(default = "default_task_store")]
     pub task_store: String,
     pub requests_per_switch: f64,
@@ -60,8 +76,9 @@ pub struct DsePoint {
     pub sram: Capacity,
     pub rram: Capacity,
     pub mac_array: u64,
-    pub adapter: AdapterSpec,
-    pub plan: Plan,
+    /// `None` for the baselines (the plain model).
+    pub adapter: Option<AdapterSpec>,
+    pub plan: StoragePlan,
     pub feasible: bool,
     pub energy_pj: f64,
     pub latency_ns: f64,
@@ -72,11 +89,11 @@ pub struct DsePoint {
 
 /// A parsed space with its workloads and platforms built.
 pub struct Space {
-    pub model: ModelConfig,
+    pub model: ModelShape,
     pub file: SpaceFile,
     pub platforms: Vec<(u64, Capacity, Capacity, Platform)>,
     /// (adapter, plan, plain workload, adapter workload)
-    pub workloads: Vec<(AdapterSpec, Plan, Workload, Workload)>,
+    pub workloads: Vec<(AdapterSpec, StoragePlan, Workload, Workload)>,
     pub policies: Vec<Policy>,
     pub task_store: TaskStore,
 }
@@ -96,15 +113,27 @@ impl Space {
         tech: &MemoryTable,
     ) -> Result<Self> {
         let file: SpaceFile = crate::error::parse_toml(text, origin)?;
-        let model = ModelConfig::resolve(&file.model)?;
+        let model = ModelShape::resolve(&file.model)?;
         let sharing: Sharing = file.sharing.parse()?;
         let task_store: TaskStore = file.task_store.parse()?;
-        let encoding = match file.encoding.as_str() {
-            "dense" => Encoding::Dense,
-            "bitmask" => Encoding::Bitmask,
-            _ => return Err(field_err(origin, "encoding", "\"dense\" or \"bitmask\"")),
-        };
         nonempty(origin, &file)?;
+        let plans = PlanGrid {
+            plans: file.plans.clone(),
+            formats: file.formats.clone(),
+            sparsity: file.sparsity.clone(),
+            encodings: file.encodings.clone(),
+            prune: file.prune.clone(),
+            extra: None,
+        }
+        .expand()
+        .map_err(|e| field_err(origin, "plans/formats/sparsity/encodings", e.to_string()))?;
+        if plans.is_empty() {
+            return Err(field_err(
+                origin,
+                "plans/formats",
+                "at least one plan (`plans`, or `formats` with `sparsity`/`encodings`)",
+            ));
+        }
         let policies = file
             .policies
             .iter()
@@ -125,30 +154,27 @@ impl Space {
         let mut workloads = Vec::new();
         for ad in &file.adapter {
             let adapter: AdapterSpec = ad.parse()?;
-            for &sparsity in &file.sparsity {
-                for &bits in &file.bits {
-                    for &bpc in &file.bits_per_cell {
-                        let plan_text = format!("bits={bits},sparsity={sparsity},bpc={bpc}");
-                        let mut plan: Plan = plan_text.parse()?;
-                        plan.encoding = encoding;
-                        let spec = |a| {
-                            WorkloadSpec::new(
-                                model.clone(),
-                                a,
-                                sharing,
-                                plan,
-                                file.seq_len,
-                                file.num_labels,
-                                arch,
-                            )
-                        };
-                        workloads.push((
-                            adapter,
-                            plan,
-                            Workload::build(spec(AdapterSpec::None)),
-                            Workload::build(spec(adapter)),
-                        ));
-                    }
+            for &plan in &plans {
+                for &bpc in &file.bits_per_cell {
+                    let storage = StoragePlan::new(plan, bpc)
+                        .map_err(|e| field_err(origin, "bits_per_cell", e.to_string()))?;
+                    let spec = |a| {
+                        WorkloadSpec::new(
+                            model,
+                            a,
+                            sharing,
+                            storage,
+                            file.seq_len,
+                            file.num_labels,
+                            arch,
+                        )
+                    };
+                    workloads.push((
+                        adapter,
+                        storage,
+                        Workload::build(spec(None)),
+                        Workload::build(spec(Some(adapter))),
+                    ));
                 }
             }
         }
@@ -188,11 +214,7 @@ impl Space {
             sram: *sram,
             rram: *rram,
             mac_array: *mac,
-            adapter: if policy.is_baseline() {
-                AdapterSpec::None
-            } else {
-                *adapter
-            },
+            adapter: (!policy.is_baseline()).then_some(*adapter),
             plan: *plan,
             feasible: false,
             energy_pj: f64::NAN,
@@ -233,8 +255,6 @@ fn nonempty(origin: &str, f: &SpaceFile) -> Result<()> {
         ("bits_per_cell", f.bits_per_cell.len()),
         ("mac_array", f.mac_array.len()),
         ("adapter", f.adapter.len()),
-        ("sparsity", f.sparsity.len()),
-        ("bits", f.bits.len()),
     ];
     for (name, len) in lists {
         if len == 0 {
@@ -315,35 +335,50 @@ fn same(a: &DsePoint, b: &DsePoint) -> bool {
 
 /// CSV of every point, one row each; the `pareto` column marks the front.
 pub fn to_csv(model: &str, points: &[DsePoint]) -> String {
-    let mut s = String::from(
-        "model,policy,n_tasks,sram,rram,mac_array,adapter,bits,sparsity,encoding,bits_per_cell,feasible,energy_uj,latency_ms,area_mm2,switch_uj,pareto\n",
-    );
-    for p in points {
-        let enc = match p.plan.encoding {
-            Encoding::Dense => "dense",
-            Encoding::Bitmask => "bitmask",
-        };
-        let _ = writeln!(
-            s,
-            "{model},{},{},{},{},{},{},{},{},{enc},{},{},{:.6},{:.6},{:.6},{:.6},{}",
-            p.policy,
-            p.n_tasks,
-            p.sram.label(),
-            p.rram.label(),
-            p.mac_array,
-            p.adapter.to_string().replace(',', ";"),
-            p.plan.bits,
-            p.plan.sparsity,
-            p.plan.bits_per_cell,
-            p.feasible,
-            p.energy_pj / 1e6,
-            p.latency_ns / 1e6,
-            p.area_mm2,
-            p.switch_pj / 1e6,
-            p.pareto
-        );
-    }
-    s
+    let header = [
+        "model",
+        "policy",
+        "n_tasks",
+        "sram",
+        "rram",
+        "mac_array",
+        "adapter",
+        "plan",
+        "bits",
+        "sparsity",
+        "bits_per_cell",
+        "feasible",
+        "energy_uj",
+        "latency_ms",
+        "area_mm2",
+        "switch_uj",
+        "pareto",
+    ];
+    let rows: Vec<Vec<String>> = points
+        .iter()
+        .map(|p| {
+            vec![
+                model.to_string(),
+                p.policy.to_string(),
+                p.n_tasks.to_string(),
+                p.sram.label(),
+                p.rram.label(),
+                p.mac_array.to_string(),
+                p.adapter.map_or_else(|| "none".into(), |a| a.to_string()),
+                p.plan.plan.to_string(),
+                p.plan.value_bits().to_string(),
+                p.plan.plan.prune.map_or(0.0, |x| x.sparsity).to_string(),
+                p.plan.bits_per_cell.to_string(),
+                p.feasible.to_string(),
+                format!("{:.6}", p.energy_pj / 1e6),
+                format!("{:.6}", p.latency_ns / 1e6),
+                format!("{:.6}", p.area_mm2),
+                format!("{:.6}", p.switch_pj / 1e6),
+                p.pareto.to_string(),
+            ]
+        })
+        .collect();
+    adalbert_core::files::csv_string(&header, &rows)
 }
 
 #[cfg(test)]
@@ -357,8 +392,8 @@ mod tests {
             sram: Capacity::Auto,
             rram: Capacity::Auto,
             mac_array: 16,
-            adapter: AdapterSpec::None,
-            plan: Plan::default(),
+            adapter: None,
+            plan: StoragePlan::parse("int8", 1).unwrap(),
             feasible: true,
             energy_pj: e,
             latency_ns: l,
@@ -406,9 +441,9 @@ mod tests {
             bits_per_cell = [1, 2]
             mac_array = [16]
             adapter = ["houlsby:64"]
+            formats = ["int8"]
             sparsity = [0.5]
-            bits = [8]
-            encoding = "bitmask"
+            encodings = ["bitmask"]
             requests_per_switch = 1
         "#;
         let space = Space::from_toml_str(text, "space.toml", &arch, &tech).unwrap();
@@ -427,7 +462,7 @@ mod tests {
         let csv = to_csv("albert-base", &pts);
         assert_eq!(csv.lines().count(), 1 + pts.len());
         let err = Space::from_toml_str(
-            &text.replace("bits = [8]", "bits = []"),
+            &text.replace("formats = [\"int8\"]", "formats = [\"int9\"]"),
             "space.toml",
             &arch,
             &tech,
@@ -435,6 +470,6 @@ mod tests {
         .err()
         .unwrap()
         .to_string();
-        assert!(err.contains("space.toml") && err.contains("bits"), "{err}");
+        assert!(err.contains("space.toml") && err.contains("int9"), "{err}");
     }
 }

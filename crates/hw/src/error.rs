@@ -48,6 +48,12 @@ pub enum HwError {
         needed_mb: f64,
         capacity_mb: f64,
     },
+    /// A shared-vocabulary error: adapter spec, model shape.
+    #[error(transparent)]
+    Core(#[from] adalbert_core::CoreError),
+    /// A compression plan that does not parse or validate.
+    #[error(transparent)]
+    Compress(#[from] adalbert_compress::CompressError),
     /// Writing an output (CSV, SVG, report) failed.
     #[error("cannot write {path}: {message}")]
     Output { path: PathBuf, message: String },

@@ -11,7 +11,8 @@
 //!
 //! Every number comes from a data file with its source (`data/*.toml`, embedded at build time,
 //! replaceable by user files): [`memory`] (NVMExplorer cell rows, DRAM, scaling rules),
-//! [`arch`] (datapath, Horowitz energies), [`model_config`] (built-in model configs).
+//! [`arch`] (datapath, Horowitz energies); model shapes come from `adalbert_core::ModelShape`
+//! (built-in names or a model directory), storage from `adalbert_compress` plans.
 //! The pipeline: [`workload::Workload`] -> [`mapping::Mapping`] (a [`spec::Policy`]) ->
 //! [`sim::evaluate`] -> [`sim::PolicyReport`]; [`scenario::Scenario`] wires it up,
 //! [`dse`] sweeps it and [`report`] writes the committed results.
@@ -24,7 +25,6 @@ pub mod dse;
 pub mod error;
 pub mod mapping;
 pub mod memory;
-pub mod model_config;
 pub mod plot;
 pub mod report;
 pub mod scenario;
@@ -33,12 +33,12 @@ pub mod sourced;
 pub mod spec;
 pub mod workload;
 
+pub use adalbert_core::{AdapterSpec, ModelShape, Sharing};
 pub use arch::{Accelerator, Capacity};
 pub use error::{HwError, Result};
 pub use mapping::{Mapping, Platform};
 pub use memory::MemoryTable;
-pub use model_config::ModelConfig;
 pub use scenario::{Defaults, Scenario};
 pub use sim::{run_schedule, simulate, PolicyReport};
-pub use spec::{AdapterSpec, Encoding, Plan, Policy, Sharing, TaskStore};
+pub use spec::{Policy, StoragePlan, TaskStore};
 pub use workload::{Workload, WorkloadSpec};

@@ -8,12 +8,13 @@ use std::path::Path;
 use crate::arch::Capacity;
 use crate::compare::{compare, compare_table, CompareRow};
 use crate::error::{HwError, Result};
+use adalbert_core::{AdapterSpec, ModelShape, Sharing};
+
 use crate::mapping::Platform;
-use crate::model_config::ModelConfig;
 use crate::plot::{line_panels, Panel};
 use crate::scenario::{Defaults, Scenario};
 use crate::sourced::Provenance;
-use crate::spec::{AdapterSpec, Plan, Policy, Sharing, TaskStore};
+use crate::spec::{Policy, StoragePlan, TaskStore};
 
 /// Models of the committed comparison.
 pub const REPORT_MODELS: [&str; 2] = ["albert-base", "minilm"];
@@ -65,7 +66,10 @@ pub fn write_hardware_report(
     md.push_str(&b.body);
     md.push_str(&assumptions(platform, defaults));
     write(&dir.join("hardware.md"), &md)?;
-    write(&dir.join("hardware.csv"), &b.csv)?;
+    write(
+        &dir.join("hardware.csv"),
+        &adalbert_core::files::csv_string(&CSV_HEADER, &b.csv),
+    )?;
     line_panels(&dir.join("hardware.svg"), &b.panels, 2)?;
     Ok(b.headlines)
 }
@@ -75,9 +79,9 @@ struct Builder<'a> {
     platform: &'a Platform,
     defaults: &'a Defaults,
     adapter: AdapterSpec,
-    plan: Plan,
+    plan: StoragePlan,
     body: String,
-    csv: String,
+    csv: Vec<Vec<String>>,
     panels: Vec<Panel>,
     headlines: Vec<Headline>,
     findings: Vec<String>,
@@ -89,9 +93,9 @@ impl<'a> Builder<'a> {
             platform,
             defaults,
             adapter: defaults.adapter.parse()?,
-            plan: defaults.plan.parse()?,
+            plan: defaults.storage_plan()?,
             body: String::new(),
-            csv: String::from(CSV_HEADER),
+            csv: Vec::new(),
             panels: Vec::new(),
             headlines: Vec::new(),
             findings: Vec::new(),
@@ -100,12 +104,12 @@ impl<'a> Builder<'a> {
 
     fn scenario(&self, platform: Platform, model: &str, sharing: Sharing) -> Result<Scenario> {
         let d = self.defaults;
-        let cfg = ModelConfig::resolve(model)?;
+        let cfg = ModelShape::resolve(model)?;
         let (seq, labels) = (d.seq_len.value as u64, d.num_labels.value as u64);
         Ok(Scenario::new(
             platform,
             cfg,
-            self.adapter,
+            Some(self.adapter),
             sharing,
             self.plan,
             seq,
@@ -115,13 +119,11 @@ impl<'a> Builder<'a> {
 
     /// Sharings worth reporting: with one application per layer (BERT-style) both coincide.
     fn sharings(model: &str) -> Result<&'static [Sharing]> {
-        Ok(
-            if ModelConfig::resolve(model)?.applications_per_group() > 1 {
-                &[Sharing::PerApplication, Sharing::Shared]
-            } else {
-                &[Sharing::PerApplication]
-            },
-        )
+        Ok(if ModelShape::resolve(model)?.layers_per_group() > 1 {
+            &[Sharing::PerApplication, Sharing::Shared]
+        } else {
+            &[Sharing::PerApplication]
+        })
     }
 
     /// Memories sized to each policy's need.
@@ -183,7 +185,7 @@ fn write(path: &Path, text: &str) -> Result<()> {
     adalbert_core::files::write_atomic(path, text.as_bytes()).map_err(|e| out_err(path, e))
 }
 
-fn header(platform: &Platform, d: &Defaults, adapter: AdapterSpec, plan: Plan) -> String {
+fn header(platform: &Platform, d: &Defaults, adapter: AdapterSpec, plan: StoragePlan) -> String {
     let a = &platform.arch;
     let mut s = String::new();
     let _ = writeln!(s, "# Hardware results: adapter-ALBERT on heterogeneous SRAM/RRAM vs ALBERT on the same accelerator\n");
@@ -313,26 +315,85 @@ fn switch_section(scenario: &Scenario) -> Result<String> {
     Ok(s)
 }
 
-const CSV_HEADER: &str = "model,sharing,chip,n_tasks,policy,energy_per_request_uj,latency_per_request_ms,area_mm2,inference_uj,mac_uj,special_uj,buffer_uj,sram_read_uj,sram_write_uj,rram_read_uj,leakage_uj,switch_uj,switch_ms,sram_mb,rram_values_mb,rram_mask_mb,dram_mb,e_vs_dram,l_vs_dram,a_vs_dram,e_vs_sram,l_vs_sram,a_vs_sram\n";
+const CSV_HEADER: [&str; 28] = [
+    "model",
+    "sharing",
+    "chip",
+    "n_tasks",
+    "policy",
+    "energy_per_request_uj",
+    "latency_per_request_ms",
+    "area_mm2",
+    "inference_uj",
+    "mac_uj",
+    "special_uj",
+    "buffer_uj",
+    "sram_read_uj",
+    "sram_write_uj",
+    "rram_read_uj",
+    "leakage_uj",
+    "switch_uj",
+    "switch_ms",
+    "sram_mb",
+    "rram_values_mb",
+    "rram_mask_mb",
+    "dram_mb",
+    "e_vs_dram",
+    "l_vs_dram",
+    "a_vs_dram",
+    "e_vs_sram",
+    "l_vs_sram",
+    "a_vs_sram",
+];
 
-fn csv_rows(csv: &mut String, model: &str, sharing: Sharing, chip: &str, rows: &[CompareRow]) {
+fn csv_rows(
+    csv: &mut Vec<Vec<String>>,
+    model: &str,
+    sharing: Sharing,
+    chip: &str,
+    rows: &[CompareRow],
+) {
+    let f6 = |x: f64| format!("{x:.6}");
     for r in rows {
         let Some(p) = r.report else { continue };
         let e = &p.energy;
         let o = &p.occupancy;
-        let ratios = |x: Option<[f64; 3]>| {
-            x.map_or(",,".to_string(), |v| {
-                format!("{:.6},{:.6},{:.6}", v[0], v[1], v[2])
-            })
-        };
-        let _ = writeln!(
-            csv,
-            "{model},{sharing},{chip},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{},{}",
-            r.n_tasks, r.policy, r.energy_pj / 1e6, r.latency_ns / 1e6, r.area_mm2, p.energy_pj / 1e6,
-            e.mac / 1e6, e.special / 1e6, e.buffer_read / 1e6, e.sram_read / 1e6, e.sram_write / 1e6, e.rram_read / 1e6, e.leakage / 1e6,
-            p.switch.energy_pj / 1e6, p.switch.latency_ns / 1e6, o.sram_capacity_bytes / 1e6, o.rram_value_bytes / 1e6,
-            o.rram_mask_bytes / 1e6, o.dram_bytes / 1e6, ratios(r.vs_dram), ratios(r.vs_sram)
+        let mut row = vec![
+            model.to_string(),
+            sharing.to_string(),
+            chip.to_string(),
+            r.n_tasks.to_string(),
+            r.policy.to_string(),
+        ];
+        row.extend(
+            [
+                r.energy_pj / 1e6,
+                r.latency_ns / 1e6,
+                r.area_mm2,
+                p.energy_pj / 1e6,
+                e.mac / 1e6,
+                e.special / 1e6,
+                e.buffer_read / 1e6,
+                e.sram_read / 1e6,
+                e.sram_write / 1e6,
+                e.rram_read / 1e6,
+                e.leakage / 1e6,
+                p.switch.energy_pj / 1e6,
+                p.switch.latency_ns / 1e6,
+                o.sram_capacity_bytes / 1e6,
+                o.rram_value_bytes / 1e6,
+                o.rram_mask_bytes / 1e6,
+                o.dram_bytes / 1e6,
+            ]
+            .map(f6),
         );
+        for ratios in [r.vs_dram, r.vs_sram] {
+            match ratios {
+                Some(v) => row.extend(v.map(f6)),
+                None => row.extend(["", "", ""].map(String::from)),
+            }
+        }
+        csv.push(row);
     }
 }
 

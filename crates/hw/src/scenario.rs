@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{HwError, Result};
 use crate::mapping::Platform;
-use crate::model_config::ModelConfig;
+use adalbert_core::{AdapterSpec, ModelShape, Sharing};
+
 use crate::sim::{simulate, PolicyReport};
 use crate::sourced::{Num, Provenance};
-use crate::spec::{AdapterSpec, Plan, Policy, Sharing, TaskStore};
+use crate::spec::{Policy, StoragePlan, TaskStore};
 use crate::workload::{Workload, WorkloadSpec};
 
 /// Embedded workload defaults (sequence length, labels, adapter, plan) with their sources.
@@ -23,8 +24,11 @@ pub struct Defaults {
     pub num_labels: Num,
     pub adapter: String,
     pub sharing: String,
+    /// A compression plan of `adalbert_compress` (the string `adalbert compress` takes).
     pub plan: String,
     pub plan_source: String,
+    /// Bits per RRAM cell of the backbone's values.
+    pub bits_per_cell: Num,
     pub requests_per_switch: Num,
     pub same_chip: SameChip,
 }
@@ -49,9 +53,16 @@ impl Defaults {
         d.num_labels.count(origin, "num_labels")?;
         d.requests_per_switch
             .positive(origin, "requests_per_switch")?;
+        d.bits_per_cell.count(origin, "bits_per_cell")?;
+        d.storage_plan()?;
         d.same_chip.sram_mb.positive(origin, "same_chip.sram_mb")?;
         d.same_chip.rram_mb.positive(origin, "same_chip.rram_mb")?;
         Ok(d)
+    }
+
+    /// The default plan with its bits per cell.
+    pub fn storage_plan(&self) -> Result<StoragePlan> {
+        StoragePlan::parse(&self.plan, self.bits_per_cell.value as u32)
     }
 
     /// Sourced numbers, for assumption lists.
@@ -60,6 +71,7 @@ impl Defaults {
             Provenance::of("defaults.seq_len", &self.seq_len),
             Provenance::of("defaults.num_labels", &self.num_labels),
             Provenance::of("defaults.requests_per_switch", &self.requests_per_switch),
+            Provenance::of("defaults.bits_per_cell", &self.bits_per_cell),
             Provenance::of("defaults.same_chip.sram_mb", &self.same_chip.sram_mb),
             Provenance::of("defaults.same_chip.rram_mb", &self.same_chip.rram_mb),
         ]
@@ -77,28 +89,19 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// Build both workloads.
+    /// Build both workloads (`adapter` `None`: the adapter policies run the plain model too).
     pub fn new(
         platform: Platform,
-        model: ModelConfig,
-        adapter: AdapterSpec,
+        model: ModelShape,
+        adapter: Option<AdapterSpec>,
         sharing: Sharing,
-        plan: Plan,
+        plan: StoragePlan,
         seq_len: u64,
         num_labels: u64,
     ) -> Self {
-        let spec = |a| {
-            WorkloadSpec::new(
-                model.clone(),
-                a,
-                sharing,
-                plan,
-                seq_len,
-                num_labels,
-                &platform.arch,
-            )
-        };
-        let plain = Workload::build(spec(AdapterSpec::None));
+        let spec =
+            |a| WorkloadSpec::new(model, a, sharing, plan, seq_len, num_labels, &platform.arch);
+        let plain = Workload::build(spec(None));
         let adapted = Workload::build(spec(adapter));
         Scenario {
             platform,

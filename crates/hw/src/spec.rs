@@ -1,222 +1,74 @@
-//! The small spec strings a user types: adapter (`houlsby:64`, `lora:r=8,alpha=16`...), adapter
-//! sharing, compression plan (`bits=8,sparsity=0.5,encoding=bitmask,bpc=2`) and mapping policy.
+//! What the simulator adds to the shared vocabulary: the storage plan (a compression plan of
+//! `adalbert_compress` plus RRAM bits per cell), mapping policies, task stores and schedules.
+//! Adapter specs and sharing are `adalbert_core`'s, compression plans `adalbert_compress`'s.
 
 use std::fmt;
 use std::str::FromStr;
 
+use adalbert_compress::Plan;
+use adalbert_core::AdapterSpec;
 use serde::Serialize;
 
 use crate::error::{HwError, Result};
 
-/// Which adapter each task adds to the frozen backbone.
+/// An adapter spec of the shared grammar (`houlsby:64`, `lora:r=8,alpha=16`,
+/// `pfeiffer:32,act=gelu`), or `none` for the plain model.
+pub fn parse_adapter(text: &str) -> Result<Option<AdapterSpec>> {
+    if text.trim() == "none" {
+        return Ok(None);
+    }
+    Ok(Some(text.parse()?))
+}
+
+/// How the backbone is stored: a compression plan (the grammar of `adalbert_compress`, e.g.
+/// `int8+prune=0.5+bitmask`, the same strings `adalbert compress` takes) and the bits per
+/// RRAM cell of its values (the bit mask stays in single-level cells).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum AdapterSpec {
-    /// No adapter: the plain model (baselines fine-tune everything).
-    None,
-    /// Two bottleneck adapters per layer (after attention output and after FFN output).
-    Houlsby { size: u64 },
-    /// One bottleneck adapter per layer, after the FFN.
-    Pfeiffer { size: u64 },
-    /// One bottleneck adapter per layer, in parallel with the FFN.
-    Parallel { size: u64 },
-    /// Low-rank updates on the query and value projections.
-    Lora { rank: u64, alpha: f64 },
-}
-
-const ADAPTER_EXPECTED: &str =
-    "none, houlsby:M, pfeiffer:M, parallel:M or lora:r=R[,alpha=A] with M, R > 0";
-
-impl FromStr for AdapterSpec {
-    type Err = HwError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = || HwError::Spec {
-            what: "adapter spec",
-            input: s.to_string(),
-            expected: ADAPTER_EXPECTED.into(),
-        };
-        let t = s.trim().to_ascii_lowercase();
-        if t == "none" {
-            return Ok(AdapterSpec::None);
-        }
-        let (kind, arg) = t.split_once(':').ok_or_else(bad)?;
-        let size = || {
-            arg.trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|m| *m > 0)
-                .ok_or_else(bad)
-        };
-        match kind.trim() {
-            "houlsby" => Ok(AdapterSpec::Houlsby { size: size()? }),
-            "pfeiffer" => Ok(AdapterSpec::Pfeiffer { size: size()? }),
-            "parallel" => Ok(AdapterSpec::Parallel { size: size()? }),
-            "lora" => parse_lora(arg).ok_or_else(bad),
-            _ => Err(bad()),
-        }
-    }
-}
-
-fn parse_lora(arg: &str) -> Option<AdapterSpec> {
-    let mut rank = None;
-    let mut alpha = None;
-    for part in arg.split(',') {
-        let (k, v) = part.split_once('=')?;
-        match k.trim() {
-            "r" => rank = v.trim().parse::<u64>().ok().filter(|r| *r > 0),
-            "alpha" => alpha = v.trim().parse::<f64>().ok().filter(|a| a.is_finite()),
-            _ => return None,
-        }
-    }
-    let rank = rank?;
-    Some(AdapterSpec::Lora {
-        rank,
-        alpha: alpha.unwrap_or(rank as f64),
-    })
-}
-
-impl fmt::Display for AdapterSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AdapterSpec::None => write!(f, "none"),
-            AdapterSpec::Houlsby { size } => write!(f, "houlsby:{size}"),
-            AdapterSpec::Pfeiffer { size } => write!(f, "pfeiffer:{size}"),
-            AdapterSpec::Parallel { size } => write!(f, "parallel:{size}"),
-            AdapterSpec::Lora { rank, alpha } => write!(f, "lora:r={rank},alpha={alpha}"),
-        }
-    }
-}
-
-/// Adapters distinct per layer application, or one set shared by all applications of a layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Sharing {
-    PerApplication,
-    Shared,
-}
-
-impl FromStr for Sharing {
-    type Err = HwError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim() {
-            "per-application" => Ok(Sharing::PerApplication),
-            "shared" => Ok(Sharing::Shared),
-            _ => Err(HwError::Spec {
-                what: "adapter sharing",
-                input: s.to_string(),
-                expected: "per-application or shared".into(),
-            }),
-        }
-    }
-}
-
-impl fmt::Display for Sharing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Sharing::PerApplication => "per-application",
-            Sharing::Shared => "shared",
-        })
-    }
-}
-
-/// How the backbone's weights are laid out in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Encoding {
-    /// Every value stored, zeros included.
-    Dense,
-    /// Non-zero values plus one mask bit per element (REFERENCE §6).
-    Bitmask,
-}
-
-/// Compression plan for the stored weights.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Plan {
-    /// Bits per stored weight value.
-    pub bits: u32,
-    /// Fraction of backbone weights that are zero.
-    pub sparsity: f64,
-    pub encoding: Encoding,
-    /// Bits per RRAM cell for the values (the mask stays single-level when `mask_in_slc`).
+pub struct StoragePlan {
+    #[serde(serialize_with = "plan_as_string")]
+    pub plan: Plan,
     pub bits_per_cell: u32,
 }
 
-const PLAN_EXPECTED: &str =
-    "comma-separated bits=1..32, sparsity=0..<1, encoding=dense|bitmask, bpc=1..3 (e.g. bits=8,sparsity=0.5,encoding=bitmask,bpc=2)";
+fn plan_as_string<S: serde::Serializer>(plan: &Plan, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(plan)
+}
 
-impl Default for Plan {
-    /// Uncompressed 8-bit dense, single-level cells.
-    fn default() -> Self {
-        Plan {
-            bits: 8,
-            sparsity: 0.0,
-            encoding: Encoding::Dense,
-            bits_per_cell: 1,
+impl StoragePlan {
+    /// Checks the plan and that `bits_per_cell` is 1..=3 (the cell data's range).
+    pub fn new(plan: Plan, bits_per_cell: u32) -> Result<Self> {
+        plan.validate()?;
+        if !(1..=3).contains(&bits_per_cell) {
+            return Err(HwError::Spec {
+                what: "bits per cell",
+                input: bits_per_cell.to_string(),
+                expected: "1, 2 or 3".into(),
+            });
         }
+        Ok(Self {
+            plan,
+            bits_per_cell,
+        })
+    }
+
+    /// Parses a plan string and pairs it with `bits_per_cell`.
+    pub fn parse(plan: &str, bits_per_cell: u32) -> Result<Self> {
+        Self::new(plan.parse()?, bits_per_cell)
+    }
+
+    /// Bits of each stored value of a quantized tensor (also the width task parameters are
+    /// kept at in the accelerator's memories).
+    pub fn value_bits(&self) -> u32 {
+        self.plan.format.bits()
     }
 }
 
-impl FromStr for Plan {
-    type Err = HwError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = |why: &str| HwError::Spec {
-            what: "compression plan",
-            input: s.to_string(),
-            expected: format!("{PLAN_EXPECTED}; {why}"),
-        };
-        let mut plan = Plan::default();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| bad("missing `=`"))?;
-            let v = v.trim();
-            match k.trim() {
-                "bits" => {
-                    plan.bits = v
-                        .parse()
-                        .ok()
-                        .filter(|b| (1..=32).contains(b))
-                        .ok_or_else(|| bad("bad bits"))?
-                }
-                "sparsity" => {
-                    plan.sparsity = v
-                        .parse()
-                        .ok()
-                        .filter(|x: &f64| (0.0..1.0).contains(x))
-                        .ok_or_else(|| bad("bad sparsity"))?
-                }
-                "encoding" => {
-                    plan.encoding = match v {
-                        "dense" => Encoding::Dense,
-                        "bitmask" => Encoding::Bitmask,
-                        _ => return Err(bad("bad encoding")),
-                    }
-                }
-                "bpc" => {
-                    plan.bits_per_cell = v
-                        .parse()
-                        .ok()
-                        .filter(|b| (1..=3).contains(b))
-                        .ok_or_else(|| bad("bad bpc"))?
-                }
-                other => return Err(bad(&format!("unknown key `{other}`"))),
-            }
-        }
-        Ok(plan)
-    }
-}
-
-impl fmt::Display for Plan {
+impl fmt::Display for StoragePlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let enc = match self.encoding {
-            Encoding::Dense => "dense",
-            Encoding::Bitmask => "bitmask",
-        };
         write!(
             f,
-            "bits={},sparsity={},encoding={enc},bpc={}",
-            self.bits, self.sparsity, self.bits_per_cell
+            "{} at {} bit(s) per RRAM cell",
+            self.plan, self.bits_per_cell
         )
     }
 }
@@ -365,72 +217,25 @@ mod tests {
     }
 
     #[test]
-    fn adapter_specs_parse_and_round_trip() {
-        assert_eq!(
-            "houlsby:64".parse::<AdapterSpec>().unwrap(),
-            AdapterSpec::Houlsby { size: 64 }
-        );
-        assert_eq!(
-            "pfeiffer:16".parse::<AdapterSpec>().unwrap(),
-            AdapterSpec::Pfeiffer { size: 16 }
-        );
-        assert_eq!(
-            "parallel:8".parse::<AdapterSpec>().unwrap(),
-            AdapterSpec::Parallel { size: 8 }
-        );
-        assert_eq!(
-            "lora:r=8,alpha=16".parse::<AdapterSpec>().unwrap(),
-            AdapterSpec::Lora {
-                rank: 8,
-                alpha: 16.0
-            }
-        );
-        assert_eq!(
-            "lora:r=4".parse::<AdapterSpec>().unwrap(),
-            AdapterSpec::Lora {
-                rank: 4,
-                alpha: 4.0
-            }
-        );
-        assert_eq!("none".parse::<AdapterSpec>().unwrap(), AdapterSpec::None);
-        for bad in [
-            "houlsby",
-            "houlsby:0",
-            "lora:8",
-            "mystery:3",
-            "lora:r=8,beta=2",
-        ] {
-            let err = bad.parse::<AdapterSpec>().unwrap_err().to_string();
-            assert!(err.contains(bad) && err.contains("houlsby:M"), "{err}");
+    fn adapters_take_the_shared_grammar_or_none() {
+        assert_eq!(parse_adapter("none").unwrap(), None);
+        for spec in ["lora:r=8", "lora:8", "houlsby:64,act=gelu", "pfeiffer:16"] {
+            let a = parse_adapter(spec).unwrap().unwrap();
+            assert_eq!(parse_adapter(&a.to_string()).unwrap(), Some(a));
         }
-        let s = AdapterSpec::Lora {
-            rank: 8,
-            alpha: 16.0,
-        };
-        assert_eq!(s.to_string().parse::<AdapterSpec>().unwrap(), s);
+        assert!(parse_adapter("houlsby").is_err());
     }
 
     #[test]
-    fn plan_parses_with_defaults_and_rejects_bad_keys() {
-        let p: Plan = "bits=4,sparsity=0.75,encoding=bitmask,bpc=3"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            (p.bits, p.sparsity, p.encoding, p.bits_per_cell),
-            (4, 0.75, Encoding::Bitmask, 3)
-        );
-        assert_eq!("".parse::<Plan>().unwrap(), Plan::default());
-        assert_eq!(p.to_string().parse::<Plan>().unwrap(), p);
-        for bad in [
-            "bits=0",
-            "sparsity=1.0",
-            "encoding=csr",
-            "bpc=4",
-            "speed=2",
-            "bits",
-        ] {
-            assert!(bad.parse::<Plan>().is_err(), "{bad}");
-        }
+    fn storage_plans_take_compress_plans_and_check_cells() {
+        let p = StoragePlan::parse("int8+prune=0.5+bitmask", 2).unwrap();
+        assert_eq!((p.value_bits(), p.bits_per_cell), (8, 2));
+        assert!(p.to_string().starts_with("int8:per-tensor:sym+prune=0.5"));
+        assert!(StoragePlan::parse("int8", 4)
+            .unwrap_err()
+            .to_string()
+            .contains("1, 2 or 3"));
+        assert!(StoragePlan::parse("bits=8", 2).is_err());
     }
 
     #[test]

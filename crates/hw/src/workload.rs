@@ -1,13 +1,15 @@
 //! The workload of one inference: every tensor (size in bits, role, reads per inference) and
-//! every operation (with its shapes), built from a model config, an adapter spec, a compression
-//! plan and a sequence length. Built once per (model, adapter, plan) so that evaluating a design
+//! every operation (with its shapes), built from a model shape, an adapter spec, a storage plan
+//! and a sequence length. Built once per (model, adapter, plan) so that evaluating a design
 //! point only walks a short, pre-merged list of operations.
 
 use serde::Serialize;
 
+use adalbert_compress::{Encoding, TensorRole};
+use adalbert_core::{AdapterKind, AdapterSpec, ModelShape, Sharing};
+
 use crate::arch::Accelerator;
-use crate::model_config::{ModelConfig, ModelType};
-use crate::spec::{AdapterSpec, Encoding, Plan, Sharing};
+use crate::spec::StoragePlan;
 
 /// Who a tensor belongs to: decides where a mapping policy may place it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -98,10 +100,11 @@ pub struct SimOp {
 /// Everything needed to describe a workload.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkloadSpec {
-    pub model: ModelConfig,
-    pub adapter: AdapterSpec,
+    pub model: ModelShape,
+    /// `None`: the plain model (what the baselines run).
+    pub adapter: Option<AdapterSpec>,
     pub sharing: Sharing,
-    pub plan: Plan,
+    pub plan: StoragePlan,
     pub seq_len: u64,
     pub num_labels: u64,
     pub activation_bits: u64,
@@ -112,10 +115,10 @@ pub struct WorkloadSpec {
 impl WorkloadSpec {
     /// A spec whose datapath-dependent fields come from `arch`.
     pub fn new(
-        model: ModelConfig,
-        adapter: AdapterSpec,
+        model: ModelShape,
+        adapter: Option<AdapterSpec>,
         sharing: Sharing,
-        plan: Plan,
+        plan: StoragePlan,
         seq_len: u64,
         num_labels: u64,
         arch: &Accelerator,
@@ -286,20 +289,43 @@ fn same_cost(a: &SimOp, b: &SimOp) -> bool {
         && a.mac_density == b.mac_density
 }
 
-/// Stored bits of `numel` values under `plan` (backbone) or dense (task tensors).
-pub fn stored_bits(numel: u64, plan: &Plan, compressed: bool) -> (u64, u64, f64) {
-    let bits = u64::from(plan.bits);
-    if !compressed {
-        return (numel * bits, 0, 1.0);
+/// Stored value bits, mask bits and MAC density of a module made of `parts` (compress role,
+/// elements). Backbone modules are stored as the plan says for each role
+/// ([`adalbert_compress::Plan::planned_storage`]: the same rules `adalbert compress` applies
+/// to real weights); task modules densely at the plan's value width. The density (fraction
+/// of MACs not skipped) is the stored non-zeros over the elements when a bit mask tells the
+/// datapath where the zeros are, else 1.
+pub fn stored_bits(
+    parts: &[(TensorRole, u64)],
+    plan: &StoragePlan,
+    backbone: bool,
+) -> (u64, u64, f64) {
+    let numel: u64 = parts.iter().map(|p| p.1).sum();
+    if !backbone {
+        return (numel * u64::from(plan.value_bits()), 0, 1.0);
     }
-    let density = 1.0 - plan.sparsity;
-    match plan.encoding {
-        Encoding::Dense => (numel * bits, 0, 1.0),
-        Encoding::Bitmask => {
-            let nnz = (numel as f64 * density).round() as u64;
-            (nnz * bits, numel, density)
-        }
+    let mut s = adalbert_compress::storage::Storage::default();
+    for &(role, n) in parts {
+        s += plan.plan.planned_storage(role, n);
     }
+    let density = match plan.plan.encoding {
+        Encoding::Bitmask if numel > 0 => s.nnz as f64 / numel as f64,
+        _ => 1.0,
+    };
+    (s.value_bits, s.mask_bits, density)
+}
+
+/// The parts of a linear module: its `[out, in]` weight matrix and its bias.
+fn linear(in_dim: u64, out_dim: u64) -> [(TensorRole, u64); 2] {
+    [
+        (TensorRole::Matrix, in_dim * out_dim),
+        (TensorRole::Bias, out_dim),
+    ]
+}
+
+/// The parts of a LayerNorm of width `dim` (gain and shift).
+fn norm(dim: u64) -> [(TensorRole, u64); 1] {
+    [(TensorRole::Norm, 2 * dim)]
 }
 
 struct Builder<'a> {
@@ -331,12 +357,12 @@ struct TaskParams {
 }
 
 impl Builder<'_> {
-    fn param(&mut self, name: String, numel: u64, role: Role) -> usize {
+    fn param(&mut self, name: String, parts: &[(TensorRole, u64)], role: Role) -> usize {
         let (value_bits, mask_bits, density) =
-            stored_bits(numel, &self.spec.plan, role == Role::Backbone);
+            stored_bits(parts, &self.spec.plan, role == Role::Backbone);
         self.tensors.push(Tensor {
             name,
-            numel,
+            numel: parts.iter().map(|p| p.1).sum(),
             role,
             value_bits,
             mask_bits,
@@ -371,24 +397,30 @@ impl Builder<'_> {
     }
 
     fn embeddings(&mut self) {
-        let c = &self.spec.model;
-        let (l, e) = (self.spec.seq_len, c.embedding_size);
+        let c = self.spec.model;
+        let (l, e) = (self.spec.seq_len, c.embedding_size as u64);
+        let (vocab, positions, types) = (
+            c.vocab_size as u64,
+            c.max_position_embeddings as u64,
+            c.type_vocab_size as u64,
+        );
+        let table = |rows: u64| [(TensorRole::Embedding, rows * e)];
         let word = self.param(
             "embeddings.word_embeddings".into(),
-            c.vocab_size * e,
+            &table(vocab),
             Role::Backbone,
         );
         let pos = self.param(
             "embeddings.position_embeddings".into(),
-            c.max_position_embeddings * e,
+            &table(positions),
             Role::Backbone,
         );
         let typ = self.param(
             "embeddings.token_type_embeddings".into(),
-            c.type_vocab_size * e,
+            &table(types),
             Role::Backbone,
         );
-        let norm = self.param("embeddings.LayerNorm".into(), 2 * e, Role::Backbone);
+        let norm = self.param("embeddings.LayerNorm".into(), &norm(e), Role::Backbone);
         self.op(
             "embeddings.word_lookup",
             OpKind::Gather,
@@ -397,7 +429,7 @@ impl Builder<'_> {
             1,
             e,
             Some(word),
-            l as f64 / c.vocab_size as f64,
+            l as f64 / vocab as f64,
         );
         self.op(
             "embeddings.position_lookup",
@@ -407,7 +439,7 @@ impl Builder<'_> {
             1,
             e,
             Some(pos),
-            l as f64 / c.max_position_embeddings as f64,
+            l as f64 / positions as f64,
         );
         self.op(
             "embeddings.type_lookup",
@@ -417,7 +449,7 @@ impl Builder<'_> {
             1,
             e,
             Some(typ),
-            l as f64 / c.type_vocab_size as f64,
+            l as f64 / types as f64,
         );
         self.op("embeddings.sum", OpKind::Add, 2, l, 1, e, None, 0.0);
         self.op(
@@ -430,11 +462,11 @@ impl Builder<'_> {
             Some(norm),
             1.0,
         );
-        if c.model_type == ModelType::Albert {
-            let h = c.hidden_size;
+        if c.has_projection() {
+            let h = c.hidden_size as u64;
             let map = self.param(
                 "encoder.embedding_hidden_mapping_in".into(),
-                e * h + h,
+                &linear(e, h),
                 Role::Backbone,
             );
             self.op(
@@ -451,44 +483,22 @@ impl Builder<'_> {
     }
 
     fn layer_params(&mut self, prefix: &str) -> LayerParams {
-        let c = &self.spec.model;
-        let (h, f) = (c.hidden_size, c.intermediate_size);
-        let names: [&str; 8] = match c.model_type {
-            ModelType::Albert => [
-                "attention.query",
-                "attention.key",
-                "attention.value",
-                "attention.dense",
-                "attention.LayerNorm",
-                "ffn",
-                "ffn_output",
-                "full_layer_layer_norm",
-            ],
-            ModelType::Bert => [
-                "attention.self.query",
-                "attention.self.key",
-                "attention.self.value",
-                "attention.output.dense",
-                "attention.output.LayerNorm",
-                "intermediate.dense",
-                "output.dense",
-                "output.LayerNorm",
-            ],
-        };
-        let sizes = [
-            h * h + h,
-            h * h + h,
-            h * h + h,
-            h * h + h,
-            2 * h,
-            h * f + f,
-            f * h + h,
-            2 * h,
+        let c = self.spec.model;
+        let (h, f) = (c.hidden_size as u64, c.intermediate_size as u64);
+        let n = c.family.module_names();
+        let modules: [(&str, Vec<(TensorRole, u64)>); 8] = [
+            (n.query, linear(h, h).to_vec()),
+            (n.key, linear(h, h).to_vec()),
+            (n.value, linear(h, h).to_vec()),
+            (n.dense, linear(h, h).to_vec()),
+            (n.attention_layer_norm, norm(h).to_vec()),
+            (n.ffn, linear(h, f).to_vec()),
+            (n.ffn_output, linear(f, h).to_vec()),
+            (n.full_layer_layer_norm, norm(h).to_vec()),
         ];
-        let ids: Vec<usize> = names
+        let ids: Vec<usize> = modules
             .iter()
-            .zip(sizes)
-            .map(|(n, s)| self.param(format!("{prefix}.{n}"), s, Role::Backbone))
+            .map(|(name, parts)| self.param(format!("{prefix}.{name}"), parts, Role::Backbone))
             .collect();
         LayerParams {
             q: ids[0],
@@ -503,60 +513,54 @@ impl Builder<'_> {
     }
 
     fn task_params(&mut self, prefix: &str) -> TaskParams {
-        let h = self.spec.model.hidden_size;
+        let h = self.spec.model.hidden_size as u64;
         let mut t = TaskParams::default();
-        let bottleneck = |b: &mut Self, where_: &str, m: u64| {
+        let Some(spec) = self.spec.adapter else {
+            return t;
+        };
+        let m = spec.size as u64;
+        let bottleneck = |b: &mut Self, at: &str| {
             let down = b.param(
-                format!("{prefix}.adapter_{where_}.down"),
-                h * m + m,
+                format!("{prefix}.adapter_{at}.down"),
+                &linear(h, m),
                 Role::Task,
             );
             let up = b.param(
-                format!("{prefix}.adapter_{where_}.up"),
-                m * h + h,
+                format!("{prefix}.adapter_{at}.up"),
+                &linear(m, h),
                 Role::Task,
             );
             (down, up)
         };
-        match self.spec.adapter {
-            AdapterSpec::None => return t,
-            AdapterSpec::Houlsby { size } => {
-                t.attn_adapter = Some(bottleneck(self, "attention", size));
-                t.ffn_adapter = Some(bottleneck(self, "output", size));
+        match spec.kind {
+            AdapterKind::Houlsby => {
+                t.attn_adapter = Some(bottleneck(self, "attention"));
+                t.ffn_adapter = Some(bottleneck(self, "output"));
             }
-            AdapterSpec::Pfeiffer { size } => {
-                t.ffn_adapter = Some(bottleneck(self, "output", size))
-            }
-            AdapterSpec::Parallel { size } => {
-                t.ffn_adapter = Some(bottleneck(self, "parallel", size))
-            }
-            AdapterSpec::Lora { rank, .. } => {
-                let r = rank;
+            AdapterKind::Pfeiffer => t.ffn_adapter = Some(bottleneck(self, "output")),
+            AdapterKind::Parallel => t.ffn_adapter = Some(bottleneck(self, "parallel")),
+            AdapterKind::Lora => {
+                let matrix = |rows: u64, cols: u64| [(TensorRole::Matrix, rows * cols)];
                 t.lora = Some([
-                    self.param(format!("{prefix}.lora_query.a"), h * r, Role::Task),
-                    self.param(format!("{prefix}.lora_query.b"), r * h, Role::Task),
-                    self.param(format!("{prefix}.lora_value.a"), h * r, Role::Task),
-                    self.param(format!("{prefix}.lora_value.b"), r * h, Role::Task),
+                    self.param(format!("{prefix}.lora_query.a"), &matrix(m, h), Role::Task),
+                    self.param(format!("{prefix}.lora_query.b"), &matrix(h, m), Role::Task),
+                    self.param(format!("{prefix}.lora_value.a"), &matrix(m, h), Role::Task),
+                    self.param(format!("{prefix}.lora_value.b"), &matrix(h, m), Role::Task),
                 ]);
                 return t;
             }
         }
-        t.attn_norm = Some(self.param(format!("{prefix}.attention_norm"), 2 * h, Role::Task));
-        t.out_norm = Some(self.param(format!("{prefix}.output_norm"), 2 * h, Role::Task));
+        t.attn_norm = Some(self.param(format!("{prefix}.attention_norm"), &norm(h), Role::Task));
+        t.out_norm = Some(self.param(format!("{prefix}.output_norm"), &norm(h), Role::Task));
         t
     }
 
     fn encoder(&mut self) {
-        let c = self.spec.model.clone();
-        let apps = c.applications_per_group();
+        let c = self.spec.model;
+        let apps = c.layers_per_group() as u64;
         for g in 0..c.num_hidden_groups {
             for i in 0..c.inner_group_num {
-                let prefix = match c.model_type {
-                    ModelType::Albert => {
-                        format!("encoder.albert_layer_groups.{g}.albert_layers.{i}")
-                    }
-                    ModelType::Bert => format!("encoder.layer.{g}"),
-                };
+                let prefix = c.layer_prefix(g, i);
                 let layer = self.layer_params(&prefix);
                 let layer_bits: u64 = self.tensors[layer.q..=layer.out_norm]
                     .iter()
@@ -574,8 +578,8 @@ impl Builder<'_> {
                     }
                     Sharing::PerApplication => {
                         for a in 0..apps {
-                            let task =
-                                self.task_params(&format!("task.layer.{}.{i}", g * apps + a));
+                            let task = self
+                                .task_params(&format!("task.layer.{}.{i}", g as u64 * apps + a));
                             self.layer_ops(&layer, &task, 1, fraction);
                         }
                     }
@@ -585,7 +589,7 @@ impl Builder<'_> {
     }
 
     fn adapter_ops(&mut self, name: &str, count: u64, ids: (usize, usize)) {
-        let (l, h) = (self.spec.seq_len, self.spec.model.hidden_size);
+        let (l, h) = (self.spec.seq_len, self.spec.model.hidden_size as u64);
         let m = self.tensors[ids.0].numel / (h + 1);
         self.op(
             &format!("{name}.down"),
@@ -630,7 +634,7 @@ impl Builder<'_> {
     }
 
     fn lora_ops(&mut self, name: &str, count: u64, a: usize, b: usize) {
-        let (l, h) = (self.spec.seq_len, self.spec.model.hidden_size);
+        let (l, h) = (self.spec.seq_len, self.spec.model.hidden_size as u64);
         let r = self.tensors[a].numel / h;
         self.op(
             &format!("{name}.a"),
@@ -666,12 +670,12 @@ impl Builder<'_> {
 
     /// One layer execution's operations (`count` executions), in dataflow order.
     fn layer_ops(&mut self, p: &LayerParams, t: &TaskParams, count: u64, frac: f64) {
-        let c = &self.spec.model;
+        let c = self.spec.model;
         let (l, h, f, heads) = (
             self.spec.seq_len,
-            c.hidden_size,
-            c.intermediate_size,
-            c.num_attention_heads,
+            c.hidden_size as u64,
+            c.intermediate_size as u64,
+            c.num_attention_heads as u64,
         );
         let d = h / heads;
         self.op(
@@ -772,7 +776,10 @@ impl Builder<'_> {
             Some(norm1),
             f1,
         );
-        let parallel = matches!(self.spec.adapter, AdapterSpec::Parallel { .. });
+        let parallel = self
+            .spec
+            .adapter
+            .is_some_and(|a| a.kind == AdapterKind::Parallel);
         if let (true, Some(ids)) = (parallel, t.ffn_adapter) {
             self.adapter_ops("layer.adapter_parallel", count, ids);
         }
@@ -824,10 +831,9 @@ impl Builder<'_> {
     }
 
     fn head(&mut self) {
-        let c = &self.spec.model;
-        let (h, labels) = (c.hidden_size, self.spec.num_labels);
-        let pooler = self.param("pooler".into(), h * h + h, Role::Backbone);
-        let classifier = self.param("classifier".into(), h * labels + labels, Role::Task);
+        let (h, labels) = (self.spec.model.hidden_size as u64, self.spec.num_labels);
+        let pooler = self.param("pooler".into(), &linear(h, h), Role::Backbone);
+        let classifier = self.param("classifier".into(), &linear(h, labels), Role::Task);
         self.op(
             "pooler.dense",
             OpKind::Matmul,
@@ -854,22 +860,16 @@ impl Builder<'_> {
 
     /// Activation tensors of one layer execution (reused by every execution).
     fn activations(&mut self) {
-        let c = &self.spec.model;
+        let c = self.spec.model;
         let (l, e, h, f, heads) = (
             self.spec.seq_len,
-            c.embedding_size,
-            c.hidden_size,
-            c.intermediate_size,
-            c.num_attention_heads,
+            c.embedding_size as u64,
+            c.hidden_size as u64,
+            c.intermediate_size as u64,
+            c.num_attention_heads as u64,
         );
-        let execs = c.layer_executions() as f64;
-        let m = match self.spec.adapter {
-            AdapterSpec::None => 0,
-            AdapterSpec::Houlsby { size }
-            | AdapterSpec::Pfeiffer { size }
-            | AdapterSpec::Parallel { size } => size,
-            AdapterSpec::Lora { rank, .. } => rank,
-        };
+        let execs = c.applications() as f64;
+        let m = self.spec.adapter.map_or(0, |a| a.size as u64);
         let mut acts = vec![
             ("act.embedding.sum", l * e, 1.0),
             ("act.embedding.hidden", l * h, 1.0),
@@ -904,13 +904,15 @@ impl Builder<'_> {
 mod tests {
     use super::*;
 
+    /// A workload of a built-in model; adapter `none` is the plain model, plan `""` fp32.
     fn build(model: &str, adapter: &str, sharing: Sharing, plan: &str) -> Workload {
         let arch = Accelerator::builtin().unwrap();
+        let plan = if plan.is_empty() { "fp32" } else { plan };
         let spec = WorkloadSpec::new(
-            ModelConfig::resolve(model).unwrap(),
-            adapter.parse().unwrap(),
+            ModelShape::resolve(model).unwrap(),
+            (adapter != "none").then(|| adapter.parse().unwrap()),
             sharing,
-            plan.parse().unwrap(),
+            StoragePlan::parse(plan, 1).unwrap(),
             128,
             2,
             &arch,
@@ -984,20 +986,41 @@ mod tests {
     }
 
     #[test]
-    fn bitmask_storage_matches_reference_example() {
-        let dense = build("albert-base", "none", Sharing::Shared, "bits=8");
+    fn bitmask_storage_follows_the_compression_plan() {
         let bytes =
             |w: &Workload| (w.totals.backbone_value_bits + w.totals.backbone_mask_bits) / 8.0;
+        let dense = build("albert-base", "none", Sharing::Shared, "int8+scope=all");
         assert_eq!(bytes(&dense), 11_683_584.0);
-        let sparse = build(
+        // Matrices and embeddings (11,671,808 elements) half pruned, biases and norms (11,776)
+        // kept; everything at 8 bits with one mask bit per element:
+        // (5,835,904 + 11,776) * 8 + 11,683,584 bits = 7,308,128 bytes.
+        let all = build(
             "albert-base",
             "none",
             Sharing::Shared,
-            "bits=8,sparsity=0.5,encoding=bitmask",
+            "int8+prune=0.5:emb+bitmask+scope=all",
         );
-        // nnz * 8 + numel = 5,841,792 * 8 + 11,683,584 bits = 7,302,240 bytes
-        assert_eq!(bytes(&sparse), 7_302_240.0);
-        assert_eq!(format!("{:.2}", bytes(&sparse) / 1e6), "7.30");
+        assert_eq!(bytes(&all), 7_308_128.0);
+        // The default scope keeps biases and norms dense fp32 (no mask):
+        // 5,835,904 * 8 + 11,671,808 mask bits + 11,776 * 32 bits = 7,341,984 bytes.
+        let weights = build(
+            "albert-base",
+            "none",
+            Sharing::Shared,
+            "int8+prune=0.5:emb+bitmask",
+        );
+        assert_eq!(bytes(&weights), 7_341_984.0);
+        // Without `emb` the embedding tables (3,905,792 elements) are not pruned.
+        let matrices = build(
+            "albert-base",
+            "none",
+            Sharing::Shared,
+            "int8+prune=0.5+bitmask",
+        );
+        assert_eq!(
+            bytes(&matrices),
+            ((3_905_792 + 3_883_008) * 8 + 11_671_808 + 11_776 * 32) as f64 / 8.0
+        );
     }
 
     #[test]
@@ -1036,13 +1059,13 @@ mod tests {
             "hidden_size": 32, "num_hidden_layers": 12, "num_attention_heads": 2,
             "intermediate_size": 64, "num_hidden_groups": 1, "inner_group_num": 1,
             "max_position_embeddings": 64, "type_vocab_size": 2}"#;
-        let model = ModelConfig::from_json_str(json, "tiny", "tiny.json").unwrap();
+        let model = ModelShape::from_json(json, "tiny.json").unwrap();
         let arch = Accelerator::builtin().unwrap();
         let spec = WorkloadSpec::new(
             model,
-            AdapterSpec::None,
+            None,
             Sharing::Shared,
-            Plan::default(),
+            StoragePlan::parse("int8+scope=all", 1).unwrap(),
             16,
             2,
             &arch,

@@ -4,17 +4,18 @@ use adalbert_hw::compare::{compare, compare_table};
 use adalbert_hw::sim::run_schedule;
 use adalbert_hw::workload::Role;
 use adalbert_hw::{
-    Accelerator, AdapterSpec, Capacity, HwError, MemoryTable, ModelConfig, Plan, Platform, Policy,
-    Scenario, Sharing, TaskStore,
+    Accelerator, Capacity, HwError, MemoryTable, ModelShape, Platform, Policy, Scenario, Sharing,
+    StoragePlan, TaskStore,
 };
 
+/// A scenario with RRAM values at 2 bits per cell; adapter `none` runs the plain model.
 fn scenario_with(platform: Platform, model: &str, adapter: &str, plan: &str) -> Scenario {
     Scenario::new(
         platform,
-        ModelConfig::resolve(model).unwrap(),
-        adapter.parse().unwrap(),
+        ModelShape::resolve(model).unwrap(),
+        (adapter != "none").then(|| adapter.parse().unwrap()),
         Sharing::PerApplication,
-        plan.parse().unwrap(),
+        StoragePlan::parse(plan, 2).unwrap(),
         128,
         2,
     )
@@ -24,7 +25,11 @@ fn scenario(model: &str, adapter: &str, plan: &str) -> Scenario {
     scenario_with(Platform::builtin().unwrap(), model, adapter, plan)
 }
 
-const PLAN: &str = "bits=8,sparsity=0.5,encoding=bitmask,bpc=2";
+/// Every backbone tensor at 8 bits, matrices and embeddings half pruned, bit-mask encoded:
+/// 5,835,904 + 11,776 (biases and norms, not pruned) = 5,847,680 stored values.
+const PLAN: &str = "int8+prune=0.5:emb+bitmask+scope=all";
+/// Every tensor dense at 8 bits.
+const DENSE8: &str = "int8+scope=all";
 
 #[test]
 fn more_sparsity_or_fewer_bits_never_increase_backbone_bytes() {
@@ -35,14 +40,14 @@ fn more_sparsity_or_fewer_bits_never_increase_backbone_bytes() {
     for enc in ["dense", "bitmask"] {
         let mut prev = f64::INFINITY;
         for sp in [0.0, 0.25, 0.5, 0.75, 0.9] {
-            let b = bytes(&format!("bits=8,sparsity={sp},encoding={enc}"));
+            let b = bytes(&format!("int8+prune={sp}:emb+{enc}"));
             assert!(b <= prev, "{enc} sparsity {sp}");
             prev = b;
         }
         let mut prev = f64::INFINITY;
-        for bits in [16, 8, 6, 4, 2] {
-            let b = bytes(&format!("bits={bits},sparsity=0.5,encoding={enc}"));
-            assert!(b < prev, "{enc} bits {bits}");
+        for format in ["fp16", "int8", "int6", "int4", "int2"] {
+            let b = bytes(&format!("{format}+prune=0.5:emb+{enc}"));
+            assert!(b < prev, "{enc} {format}");
             prev = b;
         }
     }
@@ -112,8 +117,9 @@ fn over_capacity_mapping_is_refused_with_a_clear_error() {
 fn switch_costs_follow_the_policies() {
     let s = scenario("albert-base", "houlsby:64", PLAN);
     let dram = s.run(Policy::AlbertDram, 4, TaskStore::OnChip).unwrap();
-    // albert-dram reloads the whole sparse model: 7,302,240 bytes + classifier 1,538 bytes.
-    assert_eq!(dram.switch.dram_bits, (7_302_240.0 + 1_538.0) * 8.0);
+    // albert-dram reloads the whole sparse model: 5,847,680 values + 11,683,584 mask bits =
+    // 7,308,128 bytes, + the 1,538-parameter classifier at 8 bits.
+    assert_eq!(dram.switch.dram_bits, (7_308_128.0 + 1_538.0) * 8.0);
     let tech = MemoryTable::builtin().unwrap();
     let min_energy = dram.switch.dram_bits * tech.dram.energy_pj_per_bit.value;
     assert!(dram.switch.energy_pj > min_energy);
@@ -159,13 +165,13 @@ fn schedule_counts_switches_between_consecutive_tasks() {
 fn hetero_places_backbone_in_rram_and_reads_it_there() {
     let s = scenario("albert-base", "houlsby:64", PLAN);
     let r = s.run(Policy::AdapterHetero, 1, TaskStore::OnChip).unwrap();
-    // values at 8 bits for 5,841,792 non-zeros; one mask bit per element (SLC)
-    assert_eq!(r.occupancy.rram_value_bytes, 5_841_792.0);
+    // values at 8 bits for 5,847,680 non-zeros; one mask bit per element (SLC)
+    assert_eq!(r.occupancy.rram_value_bytes, 5_847_680.0);
     assert_eq!(r.occupancy.rram_mask_bytes, 11_683_584.0 / 8.0);
     // cells: values at 2 bits per cell + mask at 1 bit per cell
     assert_eq!(
         r.occupancy.rram_cells,
-        5_841_792.0 * 8.0 / 2.0 + 11_683_584.0
+        5_847_680.0 * 8.0 / 2.0 + 11_683_584.0
     );
     assert!(r.energy.rram_read > 0.0 && r.area.rram > 0.0);
     let sram = s.run(Policy::AdapterSram, 1, TaskStore::OnChip).unwrap();
@@ -179,7 +185,7 @@ fn hetero_places_backbone_in_rram_and_reads_it_there() {
 fn compute_bound_latency_is_hand_computed() {
     // Dense plan, adapter-sram: every op is compute-bound or SRAM-bound; check the Q projection's
     // compute time alone: 128 * ceil(768/16) * ceil(768/16) cycles at 1 GHz = 294,912 ns.
-    let s = scenario("albert-base", "none", "bits=8");
+    let s = scenario("albert-base", "none", DENSE8);
     let q = s
         .plain
         .sim_ops
@@ -209,10 +215,10 @@ fn adapter_hetero_area_grows_slowly_and_baseline_sram_fast() {
     // one adapter set shared by the 12 applications: 12x smaller task tensors
     let shared = Scenario::new(
         Platform::builtin().unwrap(),
-        ModelConfig::resolve("albert-base").unwrap(),
-        "houlsby:64".parse().unwrap(),
+        ModelShape::resolve("albert-base").unwrap(),
+        Some("houlsby:64".parse().unwrap()),
         Sharing::Shared,
-        PLAN.parse().unwrap(),
+        StoragePlan::parse(PLAN, 2).unwrap(),
         128,
         2,
     );
@@ -235,8 +241,6 @@ fn compare_prints_ratios_against_both_baselines() {
     let table = compare_table(&rows);
     println!("{table}");
     assert!(table.contains("adapter-hetero"));
-    let _ = AdapterSpec::None;
-    let _ = Plan::default();
 }
 
 #[test]
@@ -254,7 +258,7 @@ fn compute_cycles_of_albert_base_are_hand_computed() {
     // embeddings: 2 adds + LayerNorm over 128x128, E->H 128*8*48; pooler 48*48, tanh 48,
     // classifier 48 * 1, entropy 1.
     let rest = 2 * 128 * 128 / 16 + 128 * 128 / 16 + 128 * 8 * 48 + 48 * 48 + 48 + 48 + 1;
-    let s = scenario("albert-base", "none", "bits=8");
+    let s = scenario("albert-base", "none", DENSE8);
     let r = s.run(Policy::AlbertSram, 1, TaskStore::OnChip).unwrap();
     assert_eq!(r.compute_ns, (12 * layer + rest) as f64);
 }
@@ -280,7 +284,7 @@ fn energy_terms_follow_from_tensor_reads() {
     let mac = p.arch.mac_pj;
     assert!(r.energy.mac < r.macs * mac && r.energy.mac > 0.5 * r.macs * mac);
     // dense plan: nothing is skipped
-    let dense = scenario("albert-base", "houlsby:64", "bits=8");
+    let dense = scenario("albert-base", "houlsby:64", DENSE8);
     let d = dense
         .run(Policy::AdapterHetero, 1, TaskStore::OnChip)
         .unwrap();

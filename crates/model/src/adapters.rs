@@ -5,175 +5,17 @@
 //! just those tensors plus metadata, and switching task swaps only them.
 
 use std::collections::HashMap;
-use std::fmt;
+
+pub use adalbert_core::{AdapterKind, AdapterSpec, Sharing};
 
 use adalbert_core::rng::Normal;
+use adalbert_core::TaskShape;
 use candle_core::{Device, Tensor};
 
-use crate::albert::{activate, activate_t, Backbone, Names};
+use crate::albert::{activate, activate_t, Backbone};
 use crate::config::{Activation, EncoderConfig};
 use crate::error::{ModelError, Result};
 use crate::nn::{Ctx, LayerNorm, Linear};
-
-/// Where a task's adapter sits in each layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AdapterKind {
-    /// Two bottlenecks per layer: after the attention projection and after the FFN output.
-    Houlsby,
-    /// One bottleneck per layer, after the FFN output.
-    Pfeiffer,
-    /// One bottleneck beside the FFN, reading the FFN's input.
-    Parallel,
-    /// Low-rank updates of the query and value projections.
-    Lora,
-}
-
-/// A parsed adapter spec such as `houlsby:64`, `pfeiffer:32,act=gelu` or `lora:r=8,alpha=16`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AdapterSpec {
-    pub kind: AdapterKind,
-    /// Bottleneck width m, or LoRA rank r.
-    pub size: usize,
-    /// LoRA scaling numerator (update scaled by alpha / r); ignored by bottlenecks.
-    pub alpha: f64,
-    /// Bottleneck non-linearity.
-    pub activation: Activation,
-}
-
-impl AdapterSpec {
-    pub fn parse(spec: &str) -> Result<Self> {
-        let bad = |reason: String| ModelError::AdapterSpec {
-            spec: spec.to_string(),
-            reason,
-        };
-        let (kind_s, rest) = spec.split_once(':').ok_or_else(|| {
-            bad("expected KIND:SIZE, e.g. houlsby:64, pfeiffer:64, parallel:64, lora:r=8".into())
-        })?;
-        let kind = match kind_s {
-            "houlsby" => AdapterKind::Houlsby,
-            "pfeiffer" => AdapterKind::Pfeiffer,
-            "parallel" => AdapterKind::Parallel,
-            "lora" => AdapterKind::Lora,
-            other => {
-                return Err(bad(format!(
-                    "unknown kind `{other}`: expected houlsby, pfeiffer, parallel or lora"
-                )))
-            }
-        };
-        let mut size = None;
-        let mut alpha = None;
-        let mut activation = Activation::Relu;
-        for item in rest.split(',') {
-            let (k, v) = match item.split_once('=') {
-                Some((k, v)) => (k.trim(), v.trim()),
-                None => ("size", item.trim()),
-            };
-            match k {
-                "size" | "m" | "r" => {
-                    let n: usize = v
-                        .parse()
-                        .map_err(|_| bad(format!("size `{v}` is not a positive integer")))?;
-                    if n == 0 || n > 8192 {
-                        return Err(bad(format!("size {n} must be in 1..=8192")));
-                    }
-                    size = Some(n);
-                }
-                "alpha" => {
-                    let a: f64 = v
-                        .parse()
-                        .ok()
-                        .filter(|a: &f64| a.is_finite() && *a > 0.0)
-                        .ok_or_else(|| bad(format!("alpha `{v}` is not a positive number")))?;
-                    alpha = Some(a);
-                }
-                "act" => {
-                    activation = match v {
-                        "swish" | "silu" => {
-                            return Err(bad(
-                                "act swish is not supported; use relu, gelu or gelu_new".into(),
-                            ))
-                        }
-                        other => Activation::parse(other).ok_or_else(|| {
-                            bad(format!("act `{other}`: expected relu, gelu or gelu_new"))
-                        })?,
-                    }
-                }
-                other => return Err(bad(format!("unknown option `{other}`"))),
-            }
-        }
-        let size = size.ok_or_else(|| bad("missing size".into()))?;
-        if alpha.is_some() && kind != AdapterKind::Lora {
-            return Err(bad("alpha applies to lora only".into()));
-        }
-        Ok(Self {
-            kind,
-            size,
-            alpha: alpha.unwrap_or(size as f64),
-            activation,
-        })
-    }
-
-    /// Trainable adapter parameters attached to one layer application of hidden size `h`.
-    pub fn params_per_application(&self, h: usize) -> usize {
-        let bottleneck = 2 * h * self.size + self.size + h;
-        match self.kind {
-            AdapterKind::Houlsby => 2 * bottleneck,
-            AdapterKind::Pfeiffer | AdapterKind::Parallel => bottleneck,
-            AdapterKind::Lora => 2 * 2 * h * self.size,
-        }
-    }
-}
-
-impl fmt::Display for AdapterSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            AdapterKind::Houlsby => "houlsby",
-            AdapterKind::Pfeiffer => "pfeiffer",
-            AdapterKind::Parallel => "parallel",
-            AdapterKind::Lora => "lora",
-        };
-        if self.kind == AdapterKind::Lora {
-            write!(f, "lora:r={},alpha={}", self.size, self.alpha)
-        } else {
-            let act = match self.activation {
-                Activation::Relu => "relu",
-                Activation::Gelu => "gelu",
-                Activation::GeluNew => "gelu_new",
-            };
-            write!(f, "{kind}:{},act={act}", self.size)
-        }
-    }
-}
-
-/// Whether each layer application has its own adapters, or all share one set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Sharing {
-    #[default]
-    PerApplication,
-    Shared,
-}
-
-impl Sharing {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "per-application" => Ok(Self::PerApplication),
-            "shared" => Ok(Self::Shared),
-            other => Err(ModelError::AdapterSpec {
-                spec: other.to_string(),
-                reason: "sharing must be `per-application` or `shared`".into(),
-            }),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PerApplication => "per-application",
-            Self::Shared => "shared",
-        }
-    }
-}
 
 /// `up(act(down(x)))`: the residual bottleneck of Houlsby et al.
 #[derive(Clone, Debug)]
@@ -303,7 +145,7 @@ impl TaskParams {
         tensors: &HashMap<String, Tensor>,
     ) -> Result<Self> {
         let src = TensorSource { tensors };
-        let h = config.hidden_size;
+        let h = config.shape.hidden_size;
         let eps = config.layer_norm_eps;
         let mut layers = Vec::new();
         for k in 0..layout.task_layer_count(config) {
@@ -350,7 +192,11 @@ impl TaskParams {
             layers.push(layer);
         }
         let embeddings_layer_norm = if layout.layer_norms {
-            Some(src.layer_norm("task.embeddings.LayerNorm", config.embedding_size, eps)?)
+            Some(src.layer_norm(
+                "task.embeddings.LayerNorm",
+                config.shape.embedding_size,
+                eps,
+            )?)
         } else {
             None
         };
@@ -370,25 +216,30 @@ impl TaskParams {
 }
 
 impl TaskLayout {
+    /// The counting view of this layout (shared with the simulator's arithmetic).
+    pub fn task_shape(&self) -> TaskShape {
+        TaskShape {
+            adapter: self.adapter,
+            sharing: self.sharing,
+            layer_norms: self.layer_norms,
+            pooler: self.pooler,
+            num_labels: self.num_labels,
+        }
+    }
+
     /// Number of task-layer parameter sets: one per layer application, or one if shared.
     pub fn task_layer_count(&self, config: &EncoderConfig) -> usize {
-        let needs_layers = self.adapter.is_some() || self.layer_norms;
-        match (needs_layers, self.sharing) {
-            (false, _) => 0,
-            (true, Sharing::Shared) => 1,
-            (true, Sharing::PerApplication) => config.num_hidden_layers * config.inner_group_num,
-        }
+        config.shape.task_layers(&self.task_shape())
     }
 
     /// Initial values of every task tensor: adapters near identity (up-projections zero),
     /// LayerNorm and pooler copies of the backbone's, a small random classifier. Seeded.
     pub fn init_tensors(&self, backbone: &Backbone, seed: u64) -> Result<HashMap<String, Tensor>> {
         let config = &backbone.config;
-        let h = config.hidden_size;
+        let h = config.shape.hidden_size;
         let dev = Device::Cpu;
         let mut rng = Normal::new(seed);
         let mut out = HashMap::new();
-        let names = Names(config.family);
         for k in 0..self.task_layer_count(config) {
             let p = format!("task.layers.{k}");
             if let Some(spec) = &self.adapter {
@@ -436,7 +287,6 @@ impl TaskLayout {
             }
             if self.layer_norms {
                 let layer = backbone_layer_for(backbone, k);
-                let _ = &names;
                 copy_ln(
                     &mut out,
                     &format!("{p}.attention.LayerNorm"),
@@ -478,29 +328,16 @@ impl TaskLayout {
 
     /// Trainable parameter count of this layout on `config`.
     pub fn param_count(&self, config: &EncoderConfig) -> usize {
-        let h = config.hidden_size;
-        let per_layer = self
-            .adapter
-            .as_ref()
-            .map_or(0, |s| s.params_per_application(h))
-            + if self.layer_norms { 4 * h } else { 0 };
-        let mut n = self.task_layer_count(config) * per_layer;
-        if self.layer_norms {
-            n += 2 * config.embedding_size;
-        }
-        if self.pooler {
-            n += h * h + h;
-        }
-        n + self.num_labels * h + self.num_labels
+        config.shape.task_params(&self.task_shape())
     }
 }
 
 /// The backbone layer that task layer `k` accompanies (for copying its LayerNorms).
 fn backbone_layer_for(backbone: &Backbone, k: usize) -> &crate::albert::AlbertLayer {
     let c = &backbone.config;
-    let i = k / c.inner_group_num;
-    let j = k % c.inner_group_num;
-    let g = (i / c.layers_per_group()).min(c.num_hidden_groups - 1);
+    let i = k / c.shape.inner_group_num;
+    let j = k % c.shape.inner_group_num;
+    let g = (i / c.shape.layers_per_group()).min(c.shape.num_hidden_groups - 1);
     &backbone.encoder.albert_layer_groups[g].albert_layers[j]
 }
 
@@ -568,34 +405,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn specs_parse_and_reject() {
-        let s = AdapterSpec::parse("houlsby:64").unwrap();
-        assert_eq!((s.kind, s.size), (AdapterKind::Houlsby, 64));
-        assert_eq!(s.params_per_application(768), 198_272);
-        let l = AdapterSpec::parse("lora:r=8,alpha=16").unwrap();
-        assert_eq!((l.kind, l.size, l.alpha), (AdapterKind::Lora, 8, 16.0));
-        let g = AdapterSpec::parse("pfeiffer:32,act=gelu").unwrap();
-        assert_eq!(g.activation, Activation::Gelu);
-        assert_eq!(AdapterSpec::parse(&g.to_string()).unwrap(), g);
-        for bad in [
-            "houlsby",
-            "houlsby:0",
-            "foo:3",
-            "houlsby:x",
-            "pfeiffer:8,alpha=2",
-            "lora:r=4,bogus=1",
-        ] {
-            let e = AdapterSpec::parse(bad).unwrap_err().to_string();
-            assert!(e.contains(bad), "{e}");
-        }
-    }
-
-    #[test]
     fn layout_counts_match_reference_arithmetic() {
         let c = EncoderConfig::albert_base();
         let spec = AdapterSpec::parse("houlsby:64").unwrap();
         let shared = TaskLayout {
-            adapter: Some(spec.clone()),
+            adapter: Some(spec),
             sharing: Sharing::Shared,
             layer_norms: false,
             pooler: false,

@@ -79,16 +79,19 @@ pub struct AlbertEmbeddings {
 
 impl AlbertEmbeddings {
     fn load(ck: &Checkpoint, c: &EncoderConfig) -> Result<Self> {
-        let e = c.embedding_size;
+        let e = c.shape.embedding_size;
         Ok(Self {
-            word_embeddings: ck.get("embeddings.word_embeddings.weight", &[c.vocab_size, e])?,
+            word_embeddings: ck.get(
+                "embeddings.word_embeddings.weight",
+                &[c.shape.vocab_size, e],
+            )?,
             position_embeddings: ck.get(
                 "embeddings.position_embeddings.weight",
-                &[c.max_position_embeddings, e],
+                &[c.shape.max_position_embeddings, e],
             )?,
             token_type_embeddings: ck.get(
                 "embeddings.token_type_embeddings.weight",
-                &[c.type_vocab_size, e],
+                &[c.shape.type_vocab_size, e],
             )?,
             layer_norm: LayerNorm::load(ck, "embeddings.LayerNorm", e, c.layer_norm_eps)?,
         })
@@ -140,7 +143,7 @@ pub struct AlbertAttention {
 
 impl AlbertAttention {
     fn load(ck: &Checkpoint, c: &EncoderConfig, p: &str, n: &Names) -> Result<Self> {
-        let h = c.hidden_size;
+        let h = c.shape.hidden_size;
         let lin = |name: &str| Linear::load(ck, &format!("{p}.{name}"), h, h);
         Ok(Self {
             query: lin(n.query())?,
@@ -153,8 +156,8 @@ impl AlbertAttention {
                 h,
                 c.layer_norm_eps,
             )?,
-            num_attention_heads: c.num_attention_heads,
-            attention_head_size: c.head_dim(),
+            num_attention_heads: c.shape.num_attention_heads,
+            attention_head_size: c.shape.head_dim(),
             qkv: OnceLock::new(),
         })
     }
@@ -349,7 +352,7 @@ pub struct AlbertLayer {
 
 impl AlbertLayer {
     fn load(ck: &Checkpoint, c: &EncoderConfig, p: &str, n: &Names) -> Result<Self> {
-        let (h, f) = (c.hidden_size, c.intermediate_size);
+        let (h, f) = (c.shape.hidden_size, c.shape.intermediate_size);
         Ok(Self {
             attention: AlbertAttention::load(ck, c, p, n)?,
             ffn: Linear::load(ck, &format!("{p}.{}", n.ffn()), h, f)?,
@@ -503,20 +506,20 @@ pub struct AlbertTransformer {
 
 impl AlbertTransformer {
     fn load(ck: &Checkpoint, c: &EncoderConfig) -> Result<Self> {
-        let names = Names(c.family);
-        let embedding_hidden_mapping_in = if c.has_projection() {
+        let names = Names(c.shape.family);
+        let embedding_hidden_mapping_in = if c.shape.has_projection() {
             Some(Linear::load(
                 ck,
                 "encoder.embedding_hidden_mapping_in",
-                c.embedding_size,
-                c.hidden_size,
+                c.shape.embedding_size,
+                c.shape.hidden_size,
             )?)
         } else {
             None
         };
-        let mut groups = Vec::with_capacity(c.num_hidden_groups);
-        for g in 0..c.num_hidden_groups {
-            let layers = (0..c.inner_group_num)
+        let mut groups = Vec::with_capacity(c.shape.num_hidden_groups);
+        for g in 0..c.shape.num_hidden_groups {
+            let layers = (0..c.shape.inner_group_num)
                 .map(|j| AlbertLayer::load(ck, c, &names.layer(g, j), &names))
                 .collect::<Result<Vec<_>>>()?;
             groups.push(AlbertLayerGroup {
@@ -565,11 +568,16 @@ impl Backbone {
     /// Builds the backbone from checkpoint tensors; a missing pooler is allowed (sentence
     /// encoders such as all-MiniLM-L6-v2 may ship without one).
     pub fn load(ck: &Checkpoint, config: &EncoderConfig) -> Result<Self> {
-        let names = Names(config.family);
+        let names = Names(config.shape.family);
         let pooler_name = names.pooler();
         let pooler = if ck.contains(&format!("{pooler_name}.weight")) {
             Some(Pooler {
-                dense: Linear::load(ck, pooler_name, config.hidden_size, config.hidden_size)?,
+                dense: Linear::load(
+                    ck,
+                    pooler_name,
+                    config.shape.hidden_size,
+                    config.shape.hidden_size,
+                )?,
             })
         } else {
             None
@@ -622,10 +630,10 @@ impl Backbone {
         if s == 0 {
             return Err(ModelError::Input("empty sequence".into()));
         }
-        if s > c.max_position_embeddings {
+        if s > c.shape.max_position_embeddings {
             return Err(ModelError::Input(format!(
                 "sequence length {s} exceeds max_position_embeddings {}",
-                c.max_position_embeddings
+                c.shape.max_position_embeddings
             )));
         }
         if token_type_ids.dims() != input_ids.dims() {
@@ -636,17 +644,17 @@ impl Backbone {
             )));
         }
         let (min_id, max_id) = id_range(input_ids)?;
-        if min_id < 0 || max_id as usize >= c.vocab_size {
+        if min_id < 0 || max_id as usize >= c.shape.vocab_size {
             return Err(ModelError::Input(format!(
                 "token id out of range [0, {}): found {min_id}..={max_id}",
-                c.vocab_size
+                c.shape.vocab_size
             )));
         }
         let (min_t, max_t) = id_range(token_type_ids)?;
-        if min_t < 0 || max_t as usize >= c.type_vocab_size {
+        if min_t < 0 || max_t as usize >= c.shape.type_vocab_size {
             return Err(ModelError::Input(format!(
                 "token type id out of range [0, {})",
-                c.type_vocab_size
+                c.shape.type_vocab_size
             )));
         }
         Ok(())
@@ -704,11 +712,11 @@ impl Backbone {
         if let Some(m) = &self.encoder.embedding_hidden_mapping_in {
             h = m.forward_t(&h, ctx)?;
         }
-        let per_group = c.layers_per_group();
-        for i in 0..c.num_hidden_layers {
+        let per_group = c.shape.layers_per_group();
+        for i in 0..c.shape.num_hidden_layers {
             let group = &self.encoder.albert_layer_groups[i / per_group];
             for (j, layer) in group.albert_layers.iter().enumerate() {
-                let application = i * c.inner_group_num + j;
+                let application = i * c.shape.inner_group_num + j;
                 h = layer.forward(&h, &mask_bias, route, application, ctx)?;
             }
         }
@@ -741,9 +749,19 @@ impl Backbone {
         })
     }
 
+    /// Parameter counts of this backbone by part; the pooler counts only when the checkpoint
+    /// has one (sentence encoders may ship without).
+    pub fn param_counts(&self) -> adalbert_core::ParamCounts {
+        let mut counts = self.config.shape.param_counts();
+        if self.pooler.is_none() {
+            counts.pooler = 0;
+        }
+        counts
+    }
+
     /// Number of layer applications (where per-application adapters attach).
     pub fn num_applications(&self) -> usize {
-        self.config.num_hidden_layers * self.config.inner_group_num
+        self.config.shape.num_hidden_layers * self.config.shape.inner_group_num
     }
 }
 

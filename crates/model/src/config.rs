@@ -1,62 +1,25 @@
 //! The encoder configuration, read from a Hugging Face `config.json`.
 //!
-//! ALBERT and BERT are one architecture here (REFERENCE §2): BERT is ALBERT with one layer group
-//! per layer, E = H, no E->H projection and erf GELU. [`EncoderConfig`] holds the generalized
-//! form; [`Family`] only decides the checkpoint's tensor names.
+//! ALBERT and BERT are one architecture here: BERT is ALBERT with one layer group per layer,
+//! E = H, no E->H projection and erf GELU. [`EncoderConfig`] is the shape ([`ModelShape`],
+//! shared with the storage arithmetic and the simulator) plus what only running the model
+//! needs: activation, LayerNorm epsilon, dropout and label names.
 
 use std::path::Path;
 
 use serde_json::Value;
 
+pub use adalbert_core::{Activation, Family, ModelShape};
+
 use crate::error::{ModelError, Result};
-
-/// Which checkpoint layout (tensor names) the weights follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    Albert,
-    Bert,
-}
-
-/// Hidden activation of the feed-forward block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    /// tanh approximation (`gelu_new`, `gelu_pytorch_tanh`), ALBERT's default.
-    GeluNew,
-    /// exact erf form (`gelu`), BERT's default.
-    Gelu,
-    Relu,
-}
-
-impl Activation {
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluNew),
-            "gelu" => Some(Self::Gelu),
-            "relu" => Some(Self::Relu),
-            _ => None,
-        }
-    }
-}
 
 /// The generalized ALBERT/BERT encoder configuration.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EncoderConfig {
-    pub family: Family,
-    pub vocab_size: usize,
-    /// E: width of the (factorized) embeddings. Equals `hidden_size` for BERT.
-    pub embedding_size: usize,
-    pub hidden_size: usize,
-    /// Number of layer applications (ALBERT re-applies shared groups).
-    pub num_hidden_layers: usize,
-    pub num_hidden_groups: usize,
-    pub inner_group_num: usize,
-    pub num_attention_heads: usize,
-    pub intermediate_size: usize,
+    /// The shape-deciding fields (sizes, groups, family).
+    #[serde(flatten)]
+    pub shape: ModelShape,
     pub hidden_act: Activation,
-    pub max_position_embeddings: usize,
-    pub type_vocab_size: usize,
     pub layer_norm_eps: f64,
     pub hidden_dropout_prob: f64,
     pub attention_probs_dropout_prob: f64,
@@ -89,24 +52,14 @@ impl EncoderConfig {
         let obj = v
             .as_object()
             .ok_or_else(|| err("expected a JSON object".into()))?;
-        let usize_field = |key: &str| -> Result<usize> {
-            let f = obj
-                .get(key)
-                .ok_or_else(|| err(format!("missing field `{key}` (a positive integer)")))?;
-            match f.as_u64() {
-                Some(n) if n > 0 => Ok(n as usize),
-                _ => Err(err(format!(
-                    "field `{key}` must be a positive integer, found {f}"
-                ))),
+        let shape = ModelShape::from_object(obj, &source.display().to_string())?;
+        if let Some(p) = obj.get("position_embedding_type").and_then(Value::as_str) {
+            if p != "absolute" {
+                return Err(err(format!(
+                    "position_embedding_type `{p}` is not supported (only \"absolute\")"
+                )));
             }
-        };
-        let opt_usize = |key: &str, default: usize| -> Result<usize> {
-            if obj.contains_key(key) {
-                usize_field(key)
-            } else {
-                Ok(default)
-            }
-        };
+        }
         let opt_f64 = |key: &str, default: f64| -> Result<f64> {
             match obj.get(key) {
                 None | Some(Value::Null) => Ok(default),
@@ -120,72 +73,21 @@ impl EncoderConfig {
                     }),
             }
         };
-        let model_type = obj
-            .get("model_type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| err("missing field `model_type` (\"albert\" or \"bert\")".into()))?;
-        let family = match model_type {
-            "albert" => Family::Albert,
-            "bert" => Family::Bert,
-            other => {
-                return Err(err(format!(
-                    "unsupported model_type `{other}`: expected \"albert\" or \"bert\""
-                )))
-            }
-        };
-        if let Some(p) = obj.get("position_embedding_type").and_then(Value::as_str) {
-            if p != "absolute" {
-                return Err(err(format!(
-                    "position_embedding_type `{p}` is not supported (only \"absolute\")"
-                )));
-            }
-        }
-        let hidden_size = usize_field("hidden_size")?;
-        let num_hidden_layers = usize_field("num_hidden_layers")?;
-        let (embedding_size, num_hidden_groups, inner_group_num) = match family {
-            Family::Albert => (
-                opt_usize("embedding_size", 128)?,
-                opt_usize("num_hidden_groups", 1)?,
-                opt_usize("inner_group_num", 1)?,
-            ),
-            Family::Bert => (hidden_size, num_hidden_layers, 1),
-        };
-        let num_attention_heads = usize_field("num_attention_heads")?;
-        if hidden_size % num_attention_heads != 0 {
-            return Err(err(format!(
-                "hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}"
-            )));
-        }
-        if num_hidden_layers % num_hidden_groups != 0 {
-            return Err(err(format!(
-                "num_hidden_layers {num_hidden_layers} is not a multiple of num_hidden_groups {num_hidden_groups}"
-            )));
-        }
-        let act_name = obj
-            .get("hidden_act")
-            .and_then(Value::as_str)
-            .unwrap_or(match family {
-                Family::Albert => "gelu_new",
-                Family::Bert => "gelu",
-            });
+        let act_name =
+            obj.get("hidden_act")
+                .and_then(Value::as_str)
+                .unwrap_or(match shape.family {
+                    Family::Albert => "gelu_new",
+                    Family::Bert => "gelu",
+                });
         let hidden_act = Activation::parse(act_name).ok_or_else(|| {
             err(format!(
                 "unsupported hidden_act `{act_name}`: expected gelu_new, gelu_pytorch_tanh, gelu or relu"
             ))
         })?;
         Ok(Self {
-            family,
-            vocab_size: usize_field("vocab_size")?,
-            embedding_size,
-            hidden_size,
-            num_hidden_layers,
-            num_hidden_groups,
-            inner_group_num,
-            num_attention_heads,
-            intermediate_size: usize_field("intermediate_size")?,
+            shape,
             hidden_act,
-            max_position_embeddings: opt_usize("max_position_embeddings", 512)?,
-            type_vocab_size: opt_usize("type_vocab_size", 2)?,
             layer_norm_eps: opt_f64("layer_norm_eps", 1e-12)?,
             hidden_dropout_prob: opt_f64("hidden_dropout_prob", 0.0)?,
             attention_probs_dropout_prob: opt_f64("attention_probs_dropout_prob", 0.0)?,
@@ -193,54 +95,25 @@ impl EncoderConfig {
         })
     }
 
-    /// Built-in albert-base-v2 configuration (REFERENCE §2), for arithmetic without weights.
+    /// albert-base-v2, for arithmetic without weights.
     pub fn albert_base() -> Self {
+        Self::builtin("albert-base", Activation::GeluNew, 0.0)
+    }
+
+    /// bert-base-uncased.
+    pub fn bert_base() -> Self {
+        Self::builtin("bert-base", Activation::Gelu, 0.1)
+    }
+
+    fn builtin(name: &str, hidden_act: Activation, dropout: f64) -> Self {
         Self {
-            family: Family::Albert,
-            vocab_size: 30000,
-            embedding_size: 128,
-            hidden_size: 768,
-            num_hidden_layers: 12,
-            num_hidden_groups: 1,
-            inner_group_num: 1,
-            num_attention_heads: 12,
-            intermediate_size: 3072,
-            hidden_act: Activation::GeluNew,
-            max_position_embeddings: 512,
-            type_vocab_size: 2,
+            shape: ModelShape::builtin(name).unwrap_or_else(|| unreachable!("built-in {name}")),
+            hidden_act,
             layer_norm_eps: 1e-12,
-            hidden_dropout_prob: 0.0,
-            attention_probs_dropout_prob: 0.0,
+            hidden_dropout_prob: dropout,
+            attention_probs_dropout_prob: dropout,
             labels: vec![],
         }
-    }
-
-    /// Built-in bert-base-uncased configuration.
-    pub fn bert_base() -> Self {
-        Self {
-            family: Family::Bert,
-            vocab_size: 30522,
-            embedding_size: 768,
-            num_hidden_groups: 12,
-            hidden_act: Activation::Gelu,
-            hidden_dropout_prob: 0.1,
-            attention_probs_dropout_prob: 0.1,
-            ..Self::albert_base()
-        }
-    }
-
-    pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
-    }
-
-    /// Layer applications per group: HF maps application `i` to group `i / (layers / groups)`.
-    pub fn layers_per_group(&self) -> usize {
-        self.num_hidden_layers / self.num_hidden_groups
-    }
-
-    /// Whether the checkpoint has an E->H projection (every ALBERT has one, BERT none).
-    pub fn has_projection(&self) -> bool {
-        self.family == Family::Albert
     }
 }
 
@@ -280,10 +153,10 @@ mod tests {
             "num_attention_heads":2,"intermediate_size":16}"#,
         )
         .unwrap();
-        assert_eq!(c.embedding_size, 8);
-        assert_eq!(c.num_hidden_groups, 3);
+        assert_eq!(c.shape.embedding_size, 8);
+        assert_eq!(c.shape.num_hidden_groups, 3);
         assert_eq!(c.hidden_act, Activation::Gelu);
-        assert!(!c.has_projection());
+        assert!(!c.shape.has_projection());
     }
 
     #[test]
@@ -302,7 +175,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("multiple of num_attention_heads"), "{e}");
+        assert!(
+            e.contains("num_attention_heads") && e.contains("divisor"),
+            "{e}"
+        );
         let e = parse(
             r#"{"model_type":"bert","vocab_size":-1,"hidden_size":8,"num_hidden_layers":3,
             "num_attention_heads":2,"intermediate_size":16}"#,

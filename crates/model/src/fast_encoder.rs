@@ -368,7 +368,7 @@ impl FastEncoder {
         let c = &bb.config;
         let (batch, seq) = input_ids.dims2()?;
         let tokens = batch * seq;
-        let (e, h) = (c.embedding_size, c.hidden_size);
+        let (e, h) = (c.shape.embedding_size, c.shape.hidden_size);
         let ids = input_ids
             .to_dtype(DType::I64)?
             .flatten_all()?
@@ -417,10 +417,10 @@ impl FastEncoder {
             None => emb,
         };
 
-        let per_group = c.layers_per_group();
-        for i in 0..c.num_hidden_layers {
+        let per_group = c.shape.layers_per_group();
+        for i in 0..c.shape.num_hidden_layers {
             for (j, layer) in self.groups[i / per_group].iter().enumerate() {
-                let application = i * c.inner_group_num + j;
+                let application = i * c.shape.inner_group_num + j;
                 self.layer(layer, &mut x, &mask, batch, seq, parts, application, bufs)?;
             }
         }

@@ -21,7 +21,6 @@ mod fast_encoder;
 pub mod head;
 pub mod multitask;
 pub mod nn;
-pub mod params;
 pub mod task_model;
 pub mod testing;
 pub mod tokenizer;

@@ -69,7 +69,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 fn run(bb: &Backbone, route: &Route) -> (Tensor, Option<Tensor>) {
-    let (ids, types, mask) = inputs(bb.config.vocab_size);
+    let (ids, types, mask) = inputs(bb.config.shape.vocab_size);
     let out = bb
         .forward_routed(&ids, &types, &mask, route, &Ctx::eval())
         .unwrap();

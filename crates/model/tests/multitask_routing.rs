@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use adalbert_model::params::ParamCounts;
 use adalbert_model::{
     AdapterSpec, Backbone, Ctx, EncoderConfig, Pooling, Route, Sharing, TaskLayout, TaskParams,
 };
@@ -131,7 +130,7 @@ fn tasks_share_the_backbone_and_own_few_bytes() {
     assert_eq!(q.id(), id_before);
     assert_eq!(before, q.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     // A task holds none of the backbone's matrices: its parameter count is the layout's.
-    let backbone_params = ParamCounts::of(&config).total();
+    let backbone_params = config.shape.param_counts().total();
     for (layout, _) in &tasks {
         let n = layout.param_count(&config);
         assert!(

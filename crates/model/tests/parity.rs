@@ -55,7 +55,8 @@ fn check(name: &str, expect_logits: bool) {
     assert!(d <= TOL, "{name}: pooler_output differs by {d}");
     if expect_logits {
         let logits_ref = &reference["logits"];
-        let head = SequenceClassifier::load(&ck, config.hidden_size, logits_ref.dims()[1]).unwrap();
+        let head =
+            SequenceClassifier::load(&ck, config.shape.hidden_size, logits_ref.dims()[1]).unwrap();
         let logits = head.forward(&pooled, &Ctx::eval()).unwrap();
         let d = max_abs_diff(&logits, logits_ref);
         assert!(d <= TOL, "{name}: logits differ by {d}");
@@ -86,7 +87,7 @@ fn bert_without_prefix_relu() {
 fn wrong_shape_names_tensor_and_file() {
     let dir = fixture("albert_shared");
     let mut config = EncoderConfig::from_path(&dir).unwrap();
-    config.intermediate_size += 1;
+    config.shape.intermediate_size += 1;
     let ck = Checkpoint::open(&dir).unwrap();
     let err = Backbone::load(&ck, &config).err().unwrap().to_string();
     assert!(
@@ -101,7 +102,7 @@ fn out_of_range_ids_and_long_inputs_are_errors() {
     let config = EncoderConfig::from_path(&dir).unwrap();
     let backbone = Backbone::load(&Checkpoint::open(&dir).unwrap(), &config).unwrap();
     let dev = Device::Cpu;
-    let ids = Tensor::new(&[[1i64, config.vocab_size as i64]], &dev).unwrap();
+    let ids = Tensor::new(&[[1i64, config.shape.vocab_size as i64]], &dev).unwrap();
     let types = ids.zeros_like().unwrap();
     let mask = ids.ones_like().unwrap();
     let e = backbone
@@ -111,7 +112,7 @@ fn out_of_range_ids_and_long_inputs_are_errors() {
         .to_string();
     assert!(e.contains("token id out of range"), "{e}");
     let long = Tensor::ones(
-        (1, config.max_position_embeddings + 1),
+        (1, config.shape.max_position_embeddings + 1),
         candle_core::DType::I64,
         &dev,
     )

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use adalbert_model::params::ParamCounts;
 use adalbert_model::tokenizer::TextInput;
 use adalbert_model::{LoadedTask, MultiTask, Prediction, TaskBundle};
 use axum::body::Bytes;
@@ -64,17 +63,12 @@ impl AppState {
         )
         .map_err(ServeError::Worker)?;
         let c = &mt.backbone.config;
-        let params = ParamCounts::of(c);
-        let params = if mt.backbone.pooler.is_some() {
-            params.total()
-        } else {
-            params.backbone()
-        };
+        let params = mt.backbone.param_counts().total();
         let backbone_info = json!({
             "sha256": mt.backbone_sha256,
-            "family": c.family,
-            "hidden_size": c.hidden_size,
-            "layers": c.num_hidden_layers,
+            "family": c.shape.family,
+            "hidden_size": c.shape.hidden_size,
+            "layers": c.shape.num_hidden_layers,
             "params": params,
             "bytes": params * 4,
             "max_len": mt.tokenizer.max_len(),

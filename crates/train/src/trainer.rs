@@ -303,7 +303,7 @@ fn build(
 ) -> Result<Setup> {
     let num_labels = job.task.num_outputs();
     let (adapter, sharing, layer_norms, pooler) = match &job.mode {
-        Mode::Adapter { spec, sharing } => (Some(spec.clone()), *sharing, true, job.train_pooler),
+        Mode::Adapter { spec, sharing } => (Some(*spec), *sharing, true, job.train_pooler),
         Mode::Head => (None, Sharing::PerApplication, false, job.train_pooler),
         Mode::Full => (None, Sharing::PerApplication, false, false),
     };

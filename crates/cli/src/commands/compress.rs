@@ -665,7 +665,7 @@ fn recover(
     let layout = &meta.layout;
     let mode = match (&layout.adapter, meta.mode) {
         (Some(spec), TrainMode::Adapter) => Mode::Adapter {
-            spec: spec.clone(),
+            spec: *spec,
             sharing: layout.sharing,
         },
         (None, TrainMode::Head) => Mode::Head,

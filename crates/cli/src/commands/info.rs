@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use adalbert_model::params::ParamCounts;
 use adalbert_model::{Backbone, EncoderConfig, Family};
 use anyhow::Context;
 
@@ -20,13 +19,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (backbone, ck) = Backbone::from_dir(&args.model)
         .with_context(|| format!("loading model from {}", args.model.display()))?;
     let c = &backbone.config;
-    let counts = ParamCounts::of(c);
-    let pooler = if backbone.pooler.is_some() {
-        counts.pooler
-    } else {
-        0
-    };
-    let total = counts.backbone() + pooler;
+    let counts = backbone.param_counts();
+    let (pooler, total) = (counts.pooler, counts.total());
     if args.json {
         let v = serde_json::json!({
             "config": c, "weights_file": ck.path(),
@@ -43,8 +37,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("family       {}", family(c));
     println!(
         "shape        vocab {} | E {} | H {} | heads {} | FFN {} | {} layer applications of {} group(s) x {} layer(s) | act {:?} | max pos {}",
-        c.vocab_size, c.embedding_size, c.hidden_size, c.num_attention_heads, c.intermediate_size,
-        c.num_hidden_layers, c.num_hidden_groups, c.inner_group_num, c.hidden_act, c.max_position_embeddings
+        c.shape.vocab_size, c.shape.embedding_size, c.shape.hidden_size, c.shape.num_attention_heads, c.shape.intermediate_size,
+        c.shape.num_hidden_layers, c.shape.num_hidden_groups, c.shape.inner_group_num, c.hidden_act, c.shape.max_position_embeddings
     );
     println!();
     println!("{:<22} {:>14}", "part", "parameters");
@@ -68,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn family(c: &EncoderConfig) -> &'static str {
-    match c.family {
+    match c.shape.family {
         Family::Albert => "albert",
         Family::Bert => "bert (run as ALBERT with one group per layer, E = H)",
     }

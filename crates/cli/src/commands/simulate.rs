@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use adalbert_hw::compare::{compare, compare_table, report_table};
-use adalbert_hw::spec::parse_schedule;
+use adalbert_hw::spec::{parse_adapter, parse_schedule};
 use adalbert_hw::{
-    report, run_schedule, Accelerator, AdapterSpec, Capacity, Defaults, MemoryTable, ModelConfig,
-    Plan, Platform, Policy, Scenario, Sharing, TaskStore,
+    report, run_schedule, Accelerator, Capacity, Defaults, MemoryTable, ModelShape, Platform,
+    Policy, Scenario, Sharing, StoragePlan, TaskStore,
 };
 use anyhow::{Context, Result};
 
@@ -29,15 +29,20 @@ pub struct Args {
     /// Mapping policy: albert-dram, albert-sram, adapter-hetero, adapter-sram.
     #[arg(long, default_value = "adapter-hetero")]
     policy: String,
-    /// Adapter: none, houlsby:M, pfeiffer:M, parallel:M, lora:r=R[,alpha=A] (default from data/defaults.toml).
+    /// Adapter, as `train` takes it: houlsby:M, pfeiffer:M, parallel:M, lora:r=R[,alpha=A]
+    /// (optionally `,act=...`), or none (default from the hardware data's defaults.toml).
     #[arg(long)]
     adapter: Option<String>,
     /// Adapter sharing: per-application or shared.
     #[arg(long)]
     sharing: Option<String>,
-    /// Compression plan, e.g. bits=8,sparsity=0.5,encoding=bitmask,bpc=2.
+    /// Compression plan of the backbone, as `compress` takes it, e.g. int8+prune=0.5+bitmask
+    /// (default from the hardware data's defaults.toml).
     #[arg(long)]
     plan: Option<String>,
+    /// Bits per RRAM cell of the backbone's values, 1..=3 (the mask stays single-level).
+    #[arg(long)]
+    bits_per_cell: Option<u32>,
     /// Sequence length.
     #[arg(long)]
     seq_len: Option<u64>,
@@ -106,17 +111,17 @@ pub fn run(args: Args) -> Result<()> {
         println!("wrote {}", dir.join("hardware.{md,csv,svg}").display());
         return Ok(());
     }
-    let adapter: AdapterSpec = args
-        .adapter
-        .as_deref()
-        .unwrap_or(&defaults.adapter)
-        .parse()?;
+    let adapter = parse_adapter(args.adapter.as_deref().unwrap_or(&defaults.adapter))?;
     let sharing: Sharing = args
         .sharing
         .as_deref()
         .unwrap_or(&defaults.sharing)
         .parse()?;
-    let plan: Plan = args.plan.as_deref().unwrap_or(&defaults.plan).parse()?;
+    let plan = StoragePlan::parse(
+        args.plan.as_deref().unwrap_or(&defaults.plan),
+        args.bits_per_cell
+            .unwrap_or(defaults.bits_per_cell.value as u32),
+    )?;
     let seq = args.seq_len.unwrap_or(defaults.seq_len.value as u64);
     let labels = args.labels.unwrap_or(defaults.num_labels.value as u64);
     let rps = args
@@ -129,7 +134,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     anyhow::ensure!(args.tasks > 0, "--tasks must be at least 1");
     anyhow::ensure!(rps > 0.0, "--requests-per-switch must be > 0");
-    let model = ModelConfig::resolve(&args.model)?;
+    let model = ModelShape::resolve(&args.model)?;
     let scenario = Scenario::new(platform, model, adapter, sharing, plan, seq, labels);
     if args.compare {
         let max = if args.tasks > 1 { args.tasks } else { 8 };
@@ -138,14 +143,19 @@ pub fn run(args: Args) -> Result<()> {
             println!("{}", serde_json::to_string(&rows)?);
         } else {
             println!(
-                "{} | adapter {adapter} ({sharing}) | plan {plan} | seq {seq}\n",
-                args.model
+                "{} | adapter {} ({sharing}) | plan {plan} | seq {seq}\n",
+                args.model,
+                adapter_name(adapter)
             );
             print!("{}", compare_table(&rows));
         }
         return Ok(());
     }
     single(&args, &scenario, store, rps)
+}
+
+fn adapter_name(adapter: Option<adalbert_hw::AdapterSpec>) -> String {
+    adapter.map_or_else(|| "none".into(), |a| a.to_string())
 }
 
 fn single(args: &Args, scenario: &Scenario, store: TaskStore, rps: f64) -> Result<()> {
@@ -159,7 +169,7 @@ fn single(args: &Args, scenario: &Scenario, store: TaskStore, rps: f64) -> Resul
     if args.json {
         let mut v = serde_json::json!({
             "model": workload.spec.model,
-            "adapter": workload.spec.adapter.to_string(),
+            "adapter": adapter_name(workload.spec.adapter),
             "sharing": workload.spec.sharing,
             "plan": workload.spec.plan.to_string(),
             "seq_len": workload.spec.seq_len,
@@ -179,7 +189,7 @@ fn single(args: &Args, scenario: &Scenario, store: TaskStore, rps: f64) -> Resul
     println!(
         "{} | adapter {} ({}) | plan {} | seq {}\n",
         args.model,
-        workload.spec.adapter,
+        adapter_name(workload.spec.adapter),
         workload.spec.sharing,
         workload.spec.plan,
         workload.spec.seq_len

@@ -104,7 +104,11 @@ pub struct SimulateSection {
     pub adapter: String,
     #[serde(default = "default_sharing")]
     pub sharing: String,
+    /// Backbone compression plan, as `adalbert compress` takes it (`int8+prune=0.5+bitmask`).
     pub plan: String,
+    /// Bits per RRAM cell of the backbone's values.
+    #[serde(default = "default_bits_per_cell")]
+    pub bits_per_cell: u32,
     #[serde(default = "default_max_tasks")]
     pub max_tasks: u64,
     #[serde(default = "default_seq")]
@@ -151,6 +155,9 @@ fn default_one() -> u64 {
 }
 fn default_one_f() -> f64 {
     1.0
+}
+fn default_bits_per_cell() -> u32 {
+    2
 }
 fn default_max_tasks() -> u64 {
     8
@@ -234,11 +241,9 @@ impl Experiment {
             if s.max_tasks == 0 || s.max_tasks > 64 {
                 return Err(at("simulate.max_tasks", "must be in 1..=64".into()));
             }
-            s.plan
-                .parse::<adalbert_hw::Plan>()
+            adalbert_hw::StoragePlan::parse(&s.plan, s.bits_per_cell)
                 .map_err(|e| at("simulate.plan", e.to_string()))?;
-            s.adapter
-                .parse::<adalbert_hw::AdapterSpec>()
+            adalbert_hw::spec::parse_adapter(&s.adapter)
                 .map_err(|e| at("simulate.adapter", e.to_string()))?;
         }
         adalbert_model::Sharing::parse(&self.train.sharing)

@@ -16,7 +16,6 @@ pub mod train_stage;
 use std::path::PathBuf;
 
 use adalbert_model::checkpoint::{sha256_file, weights_file};
-use adalbert_model::params::ParamCounts;
 use adalbert_model::EncoderConfig;
 use anyhow::Context;
 
@@ -56,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let weights = weights_file(&exp.model)?;
     let sha = sha256_file(&weights)?;
     let config = EncoderConfig::from_path(&exp.model)?;
-    let backbone_params = ParamCounts::of(&config).total();
+    let backbone_params = config.shape.param_counts().total();
     let items = train_stage::items(&exp);
     eprintln!("[1/4] train: {} item(s)", items.len());
     let mut train_records = Vec::new();

@@ -456,7 +456,7 @@ fn dse_table(points: &[DsePoint]) -> Table {
             p.n_tasks.to_string(),
             p.policy.to_string(),
             p.mac_array.to_string(),
-            p.adapter.to_string(),
+            p.adapter.map_or_else(|| "none".into(), |a| a.to_string()),
             p.plan.to_string(),
             f3(p.energy_pj / 1e6),
             f3(p.latency_ns / 1e6),

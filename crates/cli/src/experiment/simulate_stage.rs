@@ -3,9 +3,9 @@
 
 use adalbert_hw::compare::{compare, CompareRow};
 use adalbert_hw::dse::{mark_pareto, DsePoint, Space};
+use adalbert_hw::spec::parse_adapter;
 use adalbert_hw::{
-    Accelerator, AdapterSpec, MemoryTable, ModelConfig, Plan, Platform, Scenario, Sharing,
-    TaskStore,
+    Accelerator, MemoryTable, ModelShape, Platform, Scenario, Sharing, StoragePlan, TaskStore,
 };
 use anyhow::Context;
 
@@ -20,13 +20,13 @@ pub fn run(
     sec: &SimulateSection,
     num_labels: u64,
 ) -> anyhow::Result<(Vec<SimResult>, Option<Vec<DsePoint>>)> {
-    let adapter: AdapterSpec = sec.adapter.parse()?;
+    let adapter = parse_adapter(&sec.adapter)?;
     let sharing: Sharing = sec.sharing.parse()?;
-    let plan: Plan = sec.plan.parse()?;
+    let plan = StoragePlan::parse(&sec.plan, sec.bits_per_cell)?;
     let mut results = Vec::new();
     for m in &sec.models {
         let platform = Platform::new(Accelerator::builtin()?, MemoryTable::builtin()?)?;
-        let model = ModelConfig::resolve(m).with_context(|| format!("simulate.models: `{m}`"))?;
+        let model = ModelShape::resolve(m).with_context(|| format!("simulate.models: `{m}`"))?;
         let scenario = Scenario::new(
             platform,
             model,

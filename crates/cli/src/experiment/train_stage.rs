@@ -110,7 +110,7 @@ pub fn run_item(
     let method = method_of(&item.method)?;
     let mode = match &method {
         Method::Adapter(spec) => Mode::Adapter {
-            spec: spec.clone(),
+            spec: *spec,
             sharing: Sharing::parse(&t.sharing)?,
         },
         Method::Full => Mode::Full,

@@ -36,7 +36,7 @@ pub struct AdaptivFloat {
 
 impl AdaptivFloat {
     /// A format with an explicit `bias`; fails on widths outside `bits` 2..=16,
-    /// `exp_bits` 1..=8 with at least zero mantissa bits, or a bias that would put
+    /// `exp_bits` 1..=7 with at least zero mantissa bits, or a bias that would put
     /// `min` below the normal f32 range or `max` above it.
     pub fn with_bias(bits: u8, exp_bits: u8, bias: i32) -> Result<Self> {
         validate_widths(bits, exp_bits)?;
@@ -200,11 +200,16 @@ fn validate_widths(bits: u8, exp_bits: u8) -> Result<()> {
     if !(2..=16).contains(&bits) {
         return Err(out_of_range("adaptivfloat.bits", bits, "2..=16"));
     }
-    if !(1..=8).contains(&exp_bits) || exp_bits > bits - 1 {
+    // 2^e - 1 exponent steps above the bias must stay inside f32's normal exponents
+    // (-126..=127) for the bit-level encoder, which e = 8 cannot.
+    if !(1..=7).contains(&exp_bits) || exp_bits > bits - 1 {
         return Err(out_of_range(
             "adaptivfloat.exp_bits",
             exp_bits,
-            format!("1..={} (at most bits - 1)", (bits - 1).min(8)),
+            format!(
+                "1..={} (at most bits - 1, and at most 7 so the exponent range fits f32)",
+                (bits - 1).min(7)
+            ),
         ));
     }
     Ok(())
