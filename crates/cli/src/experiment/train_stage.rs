@@ -122,7 +122,7 @@ pub fn run_item(
         Method::Head => t.lr_head,
     };
     let pooling = match t.pooling.as_str() {
-        "auto" => crate::commands::train::default_pooling(&exp.model),
+        "auto" => adalbert_model::checkpoint::default_pooling(&exp.model),
         p => Pooling::parse(p)?,
     };
     let train_set = load_dataset(&item.task, Some(&data), Split::Train, exp.split_seed)
