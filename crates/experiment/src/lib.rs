@@ -19,8 +19,15 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod config;
 pub mod error;
+pub mod report;
+mod run;
+pub mod stages;
 pub mod stats;
+pub mod sweep;
 
 pub use cache::Cache;
+pub use config::Experiment;
 pub use error::{ExperimentError, Result};
+pub use run::{check, run, RunOptions, RunOutcome};
