@@ -1,5 +1,5 @@
 //! `adalbert run` end to end through the real binary: tiny random ALBERT, tiny offline-suite
-//! fixtures, one compression plan, one simulation. The binary prints the headline rows and the
+//! fixtures, two compression plans, one simulation. The binary prints the headline rows and the
 //! report path, `--resume` reuses the finished items, `--check` only validates, and an invalid
 //! file is an error naming the key. (The report's contents are tested in the experiment crate.)
 
@@ -10,6 +10,7 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The experiment crate's tiny experiment, on a tiny random ALBERT written into `dir`.
 fn experiment(dir: &Path) -> PathBuf {
     let model = dir.join("model");
     let words = [
@@ -17,37 +18,11 @@ fn experiment(dir: &Path) -> PathBuf {
     ];
     adalbert_model::testing::write_tiny_albert(&model, &words).unwrap();
     let data = root().join("crates/tasks/tests/fixtures/assets");
-    let text = format!(
-        r#"
-name = "tiny"
-model = "{}"
-data = "{}"
-seeds = [3]
-
-[train]
-epochs = 1
-batch = 8
-max_len = 16
-
-[tasks]
-names = ["movie-polarity", "movie-rating"]
-methods = ["houlsby:4", "head"]
-
-[compress]
-method = "houlsby:4"
-plans = ["int8"]
-faults = ["none", "mlc:bpc=3"]
-seeds = 2
-
-[simulate]
-models = ["albert-base"]
-adapter = "houlsby:64"
-plan = "bits=8,sparsity=0.5,encoding=bitmask,bpc=2"
-max_tasks = 2
-"#,
-        model.display(),
-        data.display()
-    );
+    let template =
+        std::fs::read_to_string(root().join("crates/experiment/tests/fixtures/tiny.toml")).unwrap();
+    let text = template
+        .replace("MODEL", &model.display().to_string())
+        .replace("DATA", &data.display().to_string());
     let path = dir.join("tiny.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -91,7 +66,7 @@ fn run_prints_the_headlines_and_resumes() {
     assert!(report.is_file());
     assert_eq!(run(true), first, "a resumed run prints the same rows");
     let check = stdout_of(adalbert(&[Path::new("run"), &exp, Path::new("--check")]));
-    assert!(check.contains("is valid: 4 training item(s)"), "{check}");
+    assert!(check.contains("is valid: 5 training item(s)"), "{check}");
 }
 
 #[test]

@@ -28,46 +28,27 @@ fn tiny_model(dir: &Path) {
     adalbert_model::testing::write_tiny_albert(dir, &WORDS).unwrap();
 }
 
-/// The tiny experiment with `compress` as its `[compress]` section.
+/// The tiny experiment (tests/fixtures/tiny.toml) in `dir`, with `methods` as its methods
+/// and `compress` as the body of its `[compress]` section.
 fn experiment(dir: &Path, methods: &str, compress: &str) -> PathBuf {
     let model = dir.join("model");
     if !model.is_dir() {
         tiny_model(&model);
     }
-    let text = format!(
-        r#"
-name = "tiny"
-model = "{}"
-data = "{}"
-seeds = [3]
-note = "tiny end-to-end test"
-
-[train]
-epochs = 1
-batch = 8
-max_len = 16
-
-[tasks]
-names = ["movie-polarity", "movie-rating"]
-methods = {methods}
-
-[sweep]
-tasks = ["movie-polarity"]
-kind = "houlsby"
-sizes = [2, 4]
-
-[compress]
-{compress}
-
-[simulate]
-models = ["albert-base"]
-adapter = "houlsby:64"
-plan = "bits=8,sparsity=0.5,encoding=bitmask,bpc=2"
-max_tasks = 2
-"#,
-        model.display(),
-        data().display()
-    );
+    let template = include_str!("fixtures/tiny.toml");
+    let section = |name: &str| {
+        let start = template.find(&format!("[{name}]\n")).unwrap();
+        let end = template[start..].find("\n\n").unwrap() + start;
+        &template[start..end]
+    };
+    let text = template
+        .replace("MODEL", &model.display().to_string())
+        .replace("DATA", &data().display().to_string())
+        .replace(
+            "methods = [\"houlsby:4\", \"head\"]",
+            &format!("methods = {methods}"),
+        )
+        .replace(section("compress"), &format!("[compress]\n{compress}"));
     let path = dir.join("tiny.toml");
     std::fs::write(&path, text).unwrap();
     path
