@@ -35,10 +35,11 @@ fn adalbert(args: &[&Path]) -> Output {
         .unwrap()
 }
 
-fn stdout_of(o: Output) -> String {
-    let stderr = String::from_utf8_lossy(&o.stderr);
+/// stdout and stderr of a successful command.
+fn outputs(o: Output) -> (String, String) {
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "adalbert failed: {stderr}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    (String::from_utf8_lossy(&o.stdout).into_owned(), stderr)
 }
 
 #[test]
@@ -51,9 +52,18 @@ fn run_prints_the_headlines_and_resumes() {
         if resume {
             args.push(Path::new("--resume"));
         }
-        stdout_of(adalbert(&args))
+        outputs(adalbert(&args))
     };
-    let first = run(false);
+    let (first, progress) = run(false);
+    for line in [
+        "[1/4] train: 5 item(s)",
+        "  (5/5) movie-polarity / houlsby:2 / seed 3",
+        "[2/4] compress and faults",
+        "  plan af6e3+prune=0.5+bitmask | faults mlc:bpc=3 | seed 1",
+        "[4/4] report",
+    ] {
+        assert!(progress.contains(line), "{line}: {progress}");
+    }
     for head in [
         "Table 1 | movie-polarity: houlsby:4 accuracy ",
         "Table 2 | plan int8 faults mlc:bpc=3: mean metric over tasks ",
@@ -64,8 +74,13 @@ fn run_prints_the_headlines_and_resumes() {
     let report = out.join("report/report.md");
     assert!(first.ends_with(&format!("report written to {}\n", report.display())));
     assert!(report.is_file());
-    assert_eq!(run(true), first, "a resumed run prints the same rows");
-    let check = stdout_of(adalbert(&[Path::new("run"), &exp, Path::new("--check")]));
+    let (again, progress) = run(true);
+    assert_eq!(again, first, "a resumed run prints the same rows");
+    assert!(
+        !progress.contains("  plan "),
+        "nothing is recomputed: {progress}"
+    );
+    let (check, _) = outputs(adalbert(&[Path::new("run"), &exp, Path::new("--check")]));
     assert!(check.contains("is valid: 5 training item(s)"), "{check}");
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use adalbert_experiment::config::Experiment;
 use adalbert_experiment::error::chain;
 use adalbert_experiment::stages::train::TrainRecord;
-use adalbert_experiment::sweep::{self, Flags, Point};
+use adalbert_experiment::sweep::{self, Flags, Point, Progress};
 use adalbert_experiment::{run, RunOptions};
 
 fn root() -> PathBuf {
@@ -349,7 +349,11 @@ fn compress_refuses_full_and_foreign_bundles_and_trusts_only_sound_cache_records
     let (s, r) = flags(&model, vec![bundle("full")], &out)
         .into_sweep()
         .unwrap();
-    let e = chain(&sweep::run_sweep(&s, &r, false, true).err().unwrap());
+    let e = chain(
+        &sweep::run_sweep(&s, &r, false, Progress::Hidden)
+            .err()
+            .unwrap(),
+    );
     assert!(e.contains("full fine-tuning"), "{e}");
 
     // Another backbone (same vocabulary, other weights) refuses the bundle by its sha256.
@@ -363,20 +367,28 @@ fn compress_refuses_full_and_foreign_bundles_and_trusts_only_sound_cache_records
     let (s, r) = flags(&other, vec![bundle("houlsby:4")], &out)
         .into_sweep()
         .unwrap();
-    let e = chain(&sweep::run_sweep(&s, &r, false, true).err().unwrap());
+    let e = chain(
+        &sweep::run_sweep(&s, &r, false, Progress::Hidden)
+            .err()
+            .unwrap(),
+    );
     assert!(e.contains("retrain"), "{e}");
 
     // Rows come point-major with their seeds; resume reads every row back.
     let (s, r) = flags(&model, vec![bundle("houlsby:4")], &out)
         .into_sweep()
         .unwrap();
-    let first = sweep::run_sweep(&s, &r, false, true).unwrap().rows;
+    let first = sweep::run_sweep(&s, &r, false, Progress::Hidden)
+        .unwrap()
+        .rows;
     let seeds: Vec<u64> = first.iter().map(|r| r.seed).collect();
     assert_eq!(seeds, [5, 5, 6, 5, 5, 6]);
     let (header, lines) = csv_rows(&r.csv);
     assert_eq!((header[0].as_str(), lines.len()), ("group", 6));
     let seconds = |rows: &[sweep::Row]| rows.iter().map(|r| r.seconds).collect::<Vec<_>>();
-    let again = sweep::run_sweep(&s, &r, true, true).unwrap().rows;
+    let again = sweep::run_sweep(&s, &r, true, Progress::Hidden)
+        .unwrap()
+        .rows;
     // Read back through JSON: equal up to the last bit of a decimal round trip.
     for (a, b) in seconds(&again).iter().zip(seconds(&first)) {
         assert!((a - b).abs() <= 1e-12 * b.abs(), "{a} vs {b}");
@@ -403,7 +415,9 @@ fn compress_refuses_full_and_foreign_bundles_and_trusts_only_sound_cache_records
         .as_f64()
         .unwrap();
     std::fs::write(victim, &text[..text.len() / 2]).unwrap();
-    let healed = sweep::run_sweep(&s, &r, true, true).unwrap().rows;
+    let healed = sweep::run_sweep(&s, &r, true, Progress::Hidden)
+        .unwrap()
+        .rows;
     let changed: Vec<usize> = (0..6)
         .filter(|&i| healed[i].seconds != again[i].seconds)
         .collect();

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use adalbert_experiment::sweep::{self, Flags};
+use adalbert_experiment::sweep::{self, Flags, Progress};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -85,7 +85,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         .into_sweep()?,
     };
-    let outcome = sweep::run_sweep(&spec, &report, args.resume, args.json)?;
+    let progress = if args.json {
+        Progress::Hidden
+    } else {
+        Progress::Bar
+    };
+    let outcome = sweep::run_sweep(&spec, &report, args.resume, progress)?;
     if args.json {
         for r in &outcome.rows {
             println!("{}", serde_json::to_string(r)?);

@@ -12,7 +12,7 @@ use crate::cache::Cache;
 use crate::config::Experiment;
 use crate::error::Result;
 use crate::stats::Summary;
-use crate::sweep::{self, BundleSource, Point, Row, Sweep};
+use crate::sweep::{self, BundleSource, Point, Progress, Row, Sweep};
 
 /// One (task, plan, faults) point of Table 2, aggregated over fault seeds.
 #[derive(Debug, Clone)]
@@ -79,7 +79,7 @@ pub fn run(
         return Ok(vec![]);
     }
     let points = sweep::expand(&sweep.groups)?;
-    let rows = sweep::execute(&sweep, &points, cache, false)?;
+    let rows = sweep::execute(&sweep, &points, cache, Progress::Lines)?;
     Ok(aggregate(&points, &rows, sweep.bundles.len()))
 }
 

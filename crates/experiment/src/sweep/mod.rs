@@ -42,7 +42,7 @@ use crate::cache::Cache;
 use crate::error::{Context, ExperimentError, Result};
 
 pub use report::{csv, markdown, terminal_summary};
-pub use run::{execute, Row};
+pub use run::{execute, Progress, Row};
 
 /// One group of compression points (see the module docs for the keys).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -431,18 +431,17 @@ pub struct Outcome {
 }
 
 /// Runs a whole sweep for `adalbert compress`: every point through the cache in
-/// `<out>/cache`, then the CSV and the Markdown summary, written atomically. `quiet` hides the
-/// progress bars.
+/// `<out>/cache`, then the CSV and the Markdown summary, written atomically.
 pub fn run_sweep(
     sweep: &Sweep,
     report: &SweepReport,
     resume: bool,
-    quiet: bool,
+    progress: Progress,
 ) -> Result<Outcome> {
     let points = expand(&sweep.groups)?;
     let cache = Cache::new(sweep.out.join("cache"), resume)?;
     let t0 = Instant::now();
-    let rows = execute(sweep, &points, &cache, quiet)?;
+    let rows = execute(sweep, &points, &cache, progress)?;
     let seconds = t0.elapsed().as_secs_f64();
     adalbert_core::files::write_atomic(&report.csv, csv(&rows).as_bytes())?;
     let md = markdown(sweep, report, &rows, seconds);

@@ -126,9 +126,25 @@ struct Loaded {
     dev: Vec<Example>,
 }
 
+/// How a sweep shows its progress on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing (e.g. when stdout carries JSON rows).
+    Hidden,
+    /// One progress bar over all (point, bundle) pairs, as `adalbert compress` shows.
+    Bar,
+    /// One line per point computed (not read from the cache), as a stage of `adalbert run`.
+    Lines,
+}
+
 /// Runs `points` of `sweep` through `cache`; rows come point-major (one per bundle, in bundle
-/// order, for each point in order). `quiet` hides the progress bars.
-pub fn execute(sweep: &Sweep, points: &[Point], cache: &Cache, quiet: bool) -> Result<Vec<Row>> {
+/// order, for each point in order).
+pub fn execute(
+    sweep: &Sweep,
+    points: &[Point],
+    cache: &Cache,
+    progress: Progress,
+) -> Result<Vec<Row>> {
     let model_dir = &sweep.model;
     let config = EncoderConfig::from_path(model_dir)
         .context(|| format!("loading the config of {}", model_dir.display()))?;
@@ -141,7 +157,7 @@ pub fn execute(sweep: &Sweep, points: &[Point], cache: &Cache, quiet: bool) -> R
         .iter()
         .map(|b| load_bundle(b, sweep, &config, &model_sha))
         .collect::<Result<Vec<_>>>()?;
-    let bar = progress_bar((points.len() * loaded.len()) as u64, quiet);
+    let bar = progress_bar((points.len() * loaded.len()) as u64, progress);
     // Evaluations by (weights sha, bundle index), shared between bit-identical points.
     let mut evals: HashMap<(String, usize), BTreeMap<String, f64>> = HashMap::new();
     let mut rows = Vec::with_capacity(points.len() * loaded.len());
@@ -161,6 +177,12 @@ pub fn execute(sweep: &Sweep, points: &[Point], cache: &Cache, quiet: bool) -> R
             }
             continue;
         }
+        if progress == Progress::Lines {
+            eprintln!(
+                "  plan {} | faults {} | seed {}",
+                point.plan_text, point.faults_text, point.seed
+            );
+        }
         let t_point = Instant::now();
         let c = compress_checkpoint(&ck, &point.plan, &point.faults, point.seed)
             .context(|| format!("applying plan `{}`", point.plan))?;
@@ -177,7 +199,8 @@ pub fn execute(sweep: &Sweep, points: &[Point], cache: &Cache, quiet: bool) -> R
             }
             let t0 = Instant::now();
             let (metrics, shared) = if point.recover_epochs > 0 {
-                (recover(sweep, point, l, &c, &keys[bi], quiet)?, false)
+                let show = progress != Progress::Hidden;
+                (recover(sweep, point, l, &c, &keys[bi], show)?, false)
             } else {
                 let eval_key = Cache::key(
                     "eval",
@@ -252,8 +275,8 @@ pub fn execute(sweep: &Sweep, points: &[Point], cache: &Cache, quiet: bool) -> R
     Ok(rows)
 }
 
-fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
-    if quiet {
+fn progress_bar(len: u64, progress: Progress) -> ProgressBar {
+    if progress != Progress::Bar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
@@ -334,7 +357,7 @@ fn recover(
     l: &Loaded,
     c: &CompressedCheckpoint,
     key: &Key,
-    quiet: bool,
+    show_progress: bool,
 ) -> Result<BTreeMap<String, f64>> {
     let meta = &l.bundle.meta;
     let layout = &meta.layout;
@@ -388,7 +411,7 @@ fn recover(
             config,
             out,
             resume: false,
-            progress: !quiet,
+            progress: show_progress,
             stop_after_epochs: None,
         },
         Start {
