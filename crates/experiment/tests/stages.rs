@@ -346,14 +346,13 @@ fn compress_refuses_full_and_foreign_bundles_and_trusts_only_sound_cache_records
     let model = dir.path().join("model");
     let out = dir.path().join("cmp");
 
-    let (s, r) = flags(&model, vec![bundle("full")], &out)
-        .into_sweep()
-        .unwrap();
-    let e = chain(
-        &sweep::run_sweep(&s, &r, false, Progress::Hidden)
-            .err()
-            .unwrap(),
-    );
+    // The error of a sweep of `bundle` on `model`.
+    let refused = |model: &Path, bundle: PathBuf| {
+        let (s, r) = flags(model, vec![bundle], &out).into_sweep().unwrap();
+        let err = sweep::run_sweep(&s, &r, false, Progress::Hidden).err();
+        chain(&err.expect("the sweep is refused"))
+    };
+    let e = refused(&model, bundle("full"));
     assert!(e.contains("full fine-tuning"), "{e}");
 
     // Another backbone (same vocabulary, other weights) refuses the bundle by its sha256.
@@ -364,14 +363,7 @@ fn compress_refuses_full_and_foreign_bundles_and_trusts_only_sound_cache_records
         std::fs::copy(fixture.join(f), other.join(f)).unwrap();
     }
     std::fs::copy(model.join("vocab.txt"), other.join("vocab.txt")).unwrap();
-    let (s, r) = flags(&other, vec![bundle("houlsby:4")], &out)
-        .into_sweep()
-        .unwrap();
-    let e = chain(
-        &sweep::run_sweep(&s, &r, false, Progress::Hidden)
-            .err()
-            .unwrap(),
-    );
+    let e = refused(&other, bundle("houlsby:4"));
     assert!(e.contains("retrain"), "{e}");
 
     // Rows come point-major with their seeds; resume reads every row back.
