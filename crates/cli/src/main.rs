@@ -6,7 +6,6 @@ use adalbert_model::exec::Workload;
 use clap::{Parser, Subcommand};
 
 mod commands;
-mod experiment;
 
 /// Energy-efficient multi-task NLP at the edge: one frozen ALBERT/BERT backbone, per-task adapters.
 #[derive(Parser)]
@@ -24,7 +23,7 @@ enum Command {
     /// Print one embedding vector per text.
     Embed(commands::embed::Args),
     /// Run a whole experiment file: train, compress, simulate, report.
-    Run(experiment::Args),
+    Run(commands::run::Args),
     /// Train one task: adapters (--adapter SPEC), or the --mode full / head baselines.
     Train(commands::train::Args),
     /// Evaluate a task bundle with the official metrics; write predictions or GLUE files.
@@ -53,7 +52,7 @@ fn main() -> anyhow::Result<()> {
         Command::Embed(a) => commands::embed::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Train(a) => commands::train::run(a),
-        Command::Run(a) => experiment::run(a),
+        Command::Run(a) => commands::run::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Predict(a) => commands::predict::run(a),
         Command::Serve(a) => commands::serve::run(a),

@@ -207,8 +207,9 @@ pub struct PlanGrid {
 }
 
 impl PlanGrid {
-    /// Every plan of the grid, explicit ones first, each parsed; errors quote the plan.
-    pub fn expand(&self) -> Result<Vec<Plan>> {
+    /// The plan texts of the grid, as written: `plans` first, then the product with
+    /// encodings varying fastest, then sparsities, then formats.
+    pub fn texts(&self) -> Vec<String> {
         let mut texts = self.plans.clone();
         if !(self.formats.is_empty() && self.sparsity.is_empty() && self.encodings.is_empty()) {
             let or = |v: &[String], d: &str| {
@@ -245,6 +246,11 @@ impl PlanGrid {
             }
         }
         texts
+    }
+
+    /// Every plan of the grid ([`PlanGrid::texts`]) parsed; errors quote the plan.
+    pub fn expand(&self) -> Result<Vec<Plan>> {
+        self.texts()
             .iter()
             .map(|t| {
                 t.parse().map_err(|e: CompressError| match e {

@@ -119,6 +119,17 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
+/// The pooling a checkpoint directory was made for: mean pooling for a sentence-transformers
+/// checkpoint (it ships `modules.json` or `sentence_bert_config.json`; it was trained for mean
+/// pooling), else the pooler, as Hugging Face task models use.
+pub fn default_pooling(dir: &Path) -> crate::Pooling {
+    if dir.join("sentence_bert_config.json").is_file() || dir.join("modules.json").is_file() {
+        crate::Pooling::Mean
+    } else {
+        crate::Pooling::Pooler
+    }
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

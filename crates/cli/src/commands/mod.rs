@@ -6,6 +6,7 @@ pub mod embed;
 pub mod eval;
 pub mod info;
 pub mod predict;
+pub mod run;
 pub mod serve;
 pub mod simulate;
 pub mod train;

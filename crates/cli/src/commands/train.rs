@@ -1,6 +1,6 @@
 //! `adalbert train`: one task's bundle from a frozen backbone (or a full fine-tune).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use adalbert_model::{AdapterSpec, Pooling, Sharing};
 use adalbert_tasks::{load_dataset, Split};
@@ -98,21 +98,11 @@ pub fn mode_of(args: &Args) -> anyhow::Result<Mode> {
     })
 }
 
-/// Mean pooling for sentence-transformers checkpoints (they were trained for it), else the
-/// pooler, as Hugging Face task models use.
-pub fn default_pooling(model: &Path) -> Pooling {
-    if model.join("sentence_bert_config.json").is_file() || model.join("modules.json").is_file() {
-        Pooling::Mean
-    } else {
-        Pooling::Pooler
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mode = mode_of(&args)?;
     let pooling = match &args.pooling {
         Some(p) => Pooling::parse(p)?,
-        None => default_pooling(&args.model),
+        None => adalbert_model::checkpoint::default_pooling(&args.model),
     };
     let lr = args
         .lr

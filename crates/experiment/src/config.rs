@@ -1,11 +1,13 @@
-//! The experiment file: one TOML that reproduces a whole study.
+//! The experiment file: one TOML that reproduces a whole study (`configs/*.toml`).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+use crate::error::{ExperimentError, Result};
+use crate::sweep::{self, Group};
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
     pub name: String,
@@ -64,7 +66,7 @@ pub struct TrainSection {
     pub dropout: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TasksSection {
     pub names: Vec<String>,
@@ -72,7 +74,7 @@ pub struct TasksSection {
     pub methods: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SweepSection {
     pub tasks: Vec<String>,
@@ -81,22 +83,63 @@ pub struct SweepSection {
     pub sizes: Vec<usize>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The `[compress]` section: which trained bundles are evaluated on the compressed backbone,
+/// and the compression groups, in the vocabulary of `adalbert compress --sweep` (see
+/// [`crate::sweep`]). The section's own group keys (`plans`, `faults`, `seeds`, ...) form one
+/// group named `compress`; `[[compress.group]]` tables add more.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "toml::Table")]
 pub struct CompressSection {
-    /// Which trained method's bundles are evaluated on the compressed backbone.
+    /// Which trained method's bundles are evaluated (one of `tasks.methods`, not `full`).
     pub method: String,
-    pub plans: Vec<String>,
-    #[serde(default = "default_faults")]
-    pub faults: Vec<String>,
-    /// Seeds per faulty point (fault-free points run once).
-    #[serde(default = "default_one")]
-    pub fault_seeds: u64,
-    #[serde(default)]
+    /// Evaluate on the first N dev examples (default: `train.max_eval`).
     pub max_eval: Option<usize>,
+    pub groups: Vec<Group>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Name of the group the `[compress]` section's own keys form.
+pub const SECTION_GROUP: &str = "compress";
+
+impl TryFrom<toml::Table> for CompressSection {
+    type Error = String;
+
+    fn try_from(mut table: toml::Table) -> std::result::Result<Self, String> {
+        let method = match table.remove("method") {
+            Some(toml::Value::String(m)) => m,
+            Some(other) => return Err(format!("`method`: expected a string, found {other}")),
+            None => return Err("missing field `method`".into()),
+        };
+        let max_eval = table
+            .remove("max_eval")
+            .map(|v| v.try_into::<usize>())
+            .transpose()
+            .map_err(|e| format!("`max_eval`: {e}"))?;
+        let listed: Vec<Group> = table
+            .remove("group")
+            .map(|v| v.try_into())
+            .transpose()
+            .map_err(|e| format!("`group`: {e}"))?
+            .unwrap_or_default();
+        let mut groups = Vec::with_capacity(listed.len() + 1);
+        if !table.is_empty() {
+            let mut own: Group = toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| e.to_string())?;
+            if own.name.is_empty() {
+                own.name = SECTION_GROUP.into();
+            }
+            groups.push(own);
+        }
+        groups.extend(listed);
+        Ok(Self {
+            method,
+            max_eval,
+            groups,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulateSection {
     /// Built-in names (albert-base, bert-base, minilm) or model directories.
@@ -147,12 +190,6 @@ fn default_sharing() -> String {
 fn default_dropout() -> f64 {
     0.1
 }
-fn default_faults() -> Vec<String> {
-    vec!["none".into()]
-}
-fn default_one() -> u64 {
-    1
-}
 fn default_one_f() -> f64 {
     1.0
 }
@@ -167,18 +204,28 @@ fn default_seq() -> u64 {
 }
 
 impl Experiment {
-    /// Reads and validates an experiment file; errors name the key and what was expected.
-    pub fn load(path: &Path) -> anyhow::Result<(Self, String)> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read experiment file {}", path.display()))?;
-        let exp: Experiment = toml::from_str(&text)
-            .with_context(|| format!("invalid experiment file {}", path.display()))?;
+    /// Reads and validates an experiment file (returned with its text); errors name the key
+    /// and what was expected.
+    pub fn load(path: &Path) -> Result<(Self, String)> {
+        let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let exp: Experiment = toml::from_str(&text).map_err(|e| ExperimentError::Toml {
+            what: "experiment file",
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
         exp.validate(path)?;
         Ok((exp, text))
     }
 
-    fn validate(&self, path: &Path) -> anyhow::Result<()> {
-        let at = |key: &str, why: String| anyhow::anyhow!("{}: `{key}` {why}", path.display());
+    fn validate(&self, path: &Path) -> Result<()> {
+        let at = |key: &str, why: String| ExperimentError::Config {
+            origin: path.display().to_string(),
+            key: key.into(),
+            reason: why,
+        };
         if !self.model.join("config.json").is_file() {
             return Err(at(
                 "model",
@@ -194,10 +241,8 @@ impl Experiment {
         if self.tasks.names.is_empty() || self.tasks.methods.is_empty() {
             return Err(at("tasks", "needs at least one name and one method".into()));
         }
-        check_unique(&self.tasks.names, "tasks.names")
-            .map_err(|e| at("tasks.names", e.to_string()))?;
-        check_unique(&self.tasks.methods, "tasks.methods")
-            .map_err(|e| at("tasks.methods", e.to_string()))?;
+        check_unique(&self.tasks.names).map_err(|e| at("tasks.names", e))?;
+        check_unique(&self.tasks.methods).map_err(|e| at("tasks.methods", e))?;
         for name in self.all_tasks() {
             let spec =
                 adalbert_tasks::task_spec(&name).map_err(|e| at("tasks.names", e.to_string()))?;
@@ -220,17 +265,13 @@ impl Experiment {
                     format!("`{}` is not one of tasks.methods", c.method),
                 ));
             }
-            for p in &c.plans {
-                p.parse::<adalbert_compress::Plan>()
-                    .map_err(|e| at("compress.plans", e.to_string()))?;
+            if method_of(&c.method)? == Method::Full {
+                return Err(at(
+                    "compress.method",
+                    "= full: a full fine-tuning bundle carries its own backbone; compress evaluates adapter and head bundles on the shared backbone".into(),
+                ));
             }
-            for f in &c.faults {
-                f.parse::<adalbert_compress::FaultSpec>()
-                    .map_err(|e| at("compress.faults", e.to_string()))?;
-            }
-            if c.fault_seeds == 0 {
-                return Err(at("compress.fault_seeds", "must be at least 1".into()));
-            }
+            sweep::expand(&c.groups).map_err(|e| at("compress", crate::error::chain(&e)))?;
         }
         if let Some(s) = &self.sweep {
             for &m in &s.sizes {
@@ -288,7 +329,7 @@ pub enum Method {
     Head,
 }
 
-pub fn method_of(s: &str) -> anyhow::Result<Method> {
+pub fn method_of(s: &str) -> Result<Method> {
     Ok(match s {
         "full" => Method::Full,
         "head" => Method::Head,
@@ -296,11 +337,12 @@ pub fn method_of(s: &str) -> anyhow::Result<Method> {
     })
 }
 
-pub fn check_unique(xs: &[String], key: &str) -> anyhow::Result<()> {
+/// The first entry `xs` lists twice, as an error message.
+fn check_unique(xs: &[String]) -> std::result::Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for x in xs {
         if !seen.insert(x) {
-            bail!("lists `{x}` twice (in `{key}`)");
+            return Err(format!("lists `{x}` twice"));
         }
     }
     Ok(())

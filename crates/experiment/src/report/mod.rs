@@ -1,5 +1,8 @@
 //! The report folder: report.md, one CSV per table and SVG figures (plotters, through the
-//! hw crate's plotting helpers). Every figure is drawn from the same rows as its CSV.
+//! hw crate's plotting helpers). Every figure is drawn from the same rows as its CSV, and every
+//! spread comes from [`crate::stats`].
+
+mod table;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,11 +12,13 @@ use adalbert_hw::dse::DsePoint;
 use adalbert_hw::plot::{line_panels, pareto_svg, Panel};
 use adalbert_hw::Policy;
 
-use super::compress_stage::CompressRecord;
-use super::config::Experiment;
-use super::simulate_stage::SimResult;
-use super::table::{f2, f3, f4, Table};
-use super::train_stage::TrainRecord;
+use crate::config::Experiment;
+use crate::error::Result;
+use crate::stages::compress::CompressRecord;
+use crate::stages::simulate::SimResult;
+use crate::stages::train::TrainRecord;
+use crate::stats::{self, Summary, SD_HEADER};
+use table::{f2, f3, f4, Table};
 
 pub struct Provenance {
     pub config_text: String,
@@ -37,8 +42,8 @@ pub struct Headlines {
     pub lines: Vec<String>,
 }
 
-pub fn write(dir: &Path, inp: &Inputs) -> anyhow::Result<Headlines> {
-    std::fs::create_dir_all(dir)?;
+/// Writes the report folder `dir` (created if missing); returns the headline rows.
+pub fn write(dir: &Path, inp: &Inputs) -> Result<Headlines> {
     let mut md = String::new();
     let mut heads = Vec::new();
     let exp = inp.exp;
@@ -53,7 +58,7 @@ pub fn write(dir: &Path, inp: &Inputs) -> anyhow::Result<Headlines> {
         md,
         "## Table 1: full fine-tuning vs adapters vs head-only\n"
     );
-    let _ = writeln!(md, "Dev-set metric of the best epoch (mean over seeds), trainable parameters, and the bytes each task adds on a device (fp32; a full fine-tuned task is a whole model). Backbone: {} parameters.\n", inp.prov.backbone_params);
+    let _ = writeln!(md, "Dev-set metric of the best epoch (mean over seeds and sample standard deviation, n-1; {} for a single seed), trainable parameters, and the bytes each task adds on a device (fp32; a full fine-tuned task is a whole model). Backbone: {} parameters.\n", stats::UNDEFINED, inp.prov.backbone_params);
     md.push_str(&t1.markdown());
     heads.extend(table1_headlines(inp));
     if let Some(sweep) = &exp.sweep {
@@ -61,7 +66,9 @@ pub fn write(dir: &Path, inp: &Inputs) -> anyhow::Result<Headlines> {
         t.write_csv(&dir.join("sweep_adapter_size.csv"))?;
         let _ = writeln!(md, "\n### Metric vs adapter size ({})\n", sweep.kind);
         md.push_str(&t.markdown());
-        line_panels(&dir.join("fig_adapter_size.svg"), &panels, 2)?;
+        write_svg(&dir.join("fig_adapter_size.svg"), |p| {
+            line_panels(p, &panels, 2)
+        })?;
         let _ = writeln!(md, "\n![metric vs adapter size](fig_adapter_size.svg)\n");
     }
     if !inp.compress.is_empty() {
@@ -71,13 +78,12 @@ pub fn write(dir: &Path, inp: &Inputs) -> anyhow::Result<Headlines> {
             md,
             "\n## Table 2: robustness to compression and RRAM faults\n"
         );
-        let _ = writeln!(md, "Dev metric of the `{}` bundles evaluated on the compressed backbone (mean and standard deviation over fault seeds), and the backbone's storage.\n", exp.compress.as_ref().map_or("", |c| c.method.as_str()));
+        let _ = writeln!(md, "Dev metric of the `{}` bundles evaluated on the compressed backbone (mean and sample standard deviation, n-1, over fault seeds; {} for a single seed), and the backbone's storage.\n", exp.compress.as_ref().map_or("", |c| c.method.as_str()), stats::UNDEFINED);
         md.push_str(&t2.markdown());
-        line_panels(
-            &dir.join("fig_compression.svg"),
-            &compression_panels(inp),
-            2,
-        )?;
+        let panels = compression_panels(inp);
+        write_svg(&dir.join("fig_compression.svg"), |p| {
+            line_panels(p, &panels, 2)
+        })?;
         let _ = writeln!(md, "\n![metric vs compression](fig_compression.svg)\n");
         heads.extend(table2_headlines(inp));
     }
@@ -89,7 +95,8 @@ pub fn write(dir: &Path, inp: &Inputs) -> anyhow::Result<Headlines> {
             let _ = writeln!(md, "adapter `{}` ({}), backbone plan `{}`, sequence length {}, a task switch every {} request(s). Ratios are adapter-hetero / baseline (below 1 is better). Assumptions and sources: `crates/hw/data/*.toml` and `results/hardware.md`.\n", s.adapter, s.sharing, s.plan, s.seq_len, s.requests_per_switch);
         }
         md.push_str(&t3.markdown());
-        line_panels(&dir.join("fig_tasks.svg"), &task_panels(inp), 2)?;
+        let panels = task_panels(inp);
+        write_svg(&dir.join("fig_tasks.svg"), |p| line_panels(p, &panels, 2))?;
         let _ = writeln!(
             md,
             "\n![energy and area vs number of tasks](fig_tasks.svg)\n"
@@ -104,11 +111,9 @@ pub fn write(dir: &Path, inp: &Inputs) -> anyhow::Result<Headlines> {
             .filter(|p| p.feasible)
             .map(|p| (p.energy_pj / 1e6, p.latency_ns / 1e6, p.area_mm2, p.pareto))
             .collect();
-        pareto_svg(
-            &dir.join("fig_pareto.svg"),
-            &scatter,
-            "design space: energy (uJ/request)",
-        )?;
+        write_svg(&dir.join("fig_pareto.svg"), |p| {
+            pareto_svg(p, &scatter, "design space: energy (uJ/request)")
+        })?;
         let _ = writeln!(md, "\n## Design space\n\n{} design points, {} feasible, {} on the Pareto front (per task count). Front: `dse_pareto.csv`.\n\n![Pareto front](fig_pareto.svg)\n", points.len(), points.iter().filter(|p| p.feasible).count(), t.rows.len());
     }
     let _ = writeln!(
@@ -116,8 +121,27 @@ pub fn write(dir: &Path, inp: &Inputs) -> anyhow::Result<Headlines> {
         "\n## Configuration\n\n```toml\n{}\n```",
         inp.prov.config_text.trim()
     );
-    super::cache::write_atomic(&dir.join("report.md"), md.as_bytes())?;
+    adalbert_core::files::write_atomic(&dir.join("report.md"), md.as_bytes())?;
     Ok(Headlines { lines: heads })
+}
+
+/// Draws an SVG with one of hw's plotting helpers (which write to a path) into a temporary
+/// folder, then writes it to `path` atomically like every other output.
+fn write_svg(path: &Path, draw: impl FnOnce(&Path) -> adalbert_hw::Result<()>) -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|source| adalbert_core::CoreError::Io {
+        action: "cannot create a temporary folder for",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let drawn = tmp.path().join("figure.svg");
+    draw(&drawn)?;
+    let bytes = std::fs::read(&drawn).map_err(|source| adalbert_core::CoreError::Io {
+        action: "cannot read the figure drawn for",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    adalbert_core::files::write_atomic(path, &bytes)?;
+    Ok(())
 }
 
 fn provenance(md: &mut String, inp: &Inputs) {
@@ -129,20 +153,27 @@ fn provenance(md: &mut String, inp: &Inputs) {
     let _ = writeln!(md, "| training seeds | {:?} |", e.seeds);
     let _ = writeln!(md, "| split seed | {} |", e.split_seed);
     if let Some(c) = &e.compress {
-        let _ = writeln!(md, "| fault seeds | 0..{} |", c.fault_seeds);
+        let _ = writeln!(md, "| fault seeds | {} |", fault_seeds(c));
     }
     let _ = writeln!(md, "| tool version | {} |", p.tool_version);
     let _ = writeln!(md, "| git revision | `{}` |\n", p.git_revision);
 }
 
-/// Mean and population standard deviation.
-fn mean_std(xs: &[f64]) -> (f64, f64) {
-    if xs.is_empty() {
-        return (f64::NAN, f64::NAN);
+/// The fault seeds of every `[compress]` group, as `first..end` ranges (end exclusive).
+fn fault_seeds(c: &crate::config::CompressSection) -> String {
+    let mut ranges: Vec<String> = Vec::new();
+    for g in &c.groups {
+        let r = format!("{}..{}", g.first_seed, g.first_seed + g.seeds.unwrap_or(1));
+        if !ranges.contains(&r) {
+            ranges.push(r);
+        }
     }
-    let m = xs.iter().sum::<f64>() / xs.len() as f64;
-    let v = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / xs.len() as f64;
-    (m, v.sqrt())
+    ranges.join(", ")
+}
+
+/// The primary metric of records (one per seed) of one (task, method).
+fn metric_summary(rs: &[&TrainRecord]) -> Summary {
+    Summary::of(&rs.iter().map(|r| r.primary_value).collect::<Vec<_>>())
 }
 
 /// Records of (task, method) grouped over seeds, in configuration order.
@@ -159,7 +190,7 @@ fn table1(inp: &Inputs) -> Table {
         "method",
         "metric",
         "value",
-        "std",
+        SD_HEADER,
         "trainable params",
         "% of backbone",
         "bytes per task",
@@ -171,15 +202,15 @@ fn table1(inp: &Inputs) -> Table {
         for method in &inp.exp.tasks.methods {
             let rs = grouped(inp, task, method);
             let Some(first) = rs.first() else { continue };
-            let (m, s) = mean_std(&rs.iter().map(|r| r.primary_value).collect::<Vec<_>>());
-            let secs = rs.iter().map(|r| r.train_seconds).sum::<f64>() / rs.len() as f64;
-            let eps = rs.iter().map(|r| r.examples_per_second).sum::<f64>() / rs.len() as f64;
+            let s = metric_summary(&rs);
+            let secs = stats::mean(&rs.iter().map(|r| r.train_seconds).collect::<Vec<_>>());
+            let eps = stats::mean(&rs.iter().map(|r| r.examples_per_second).collect::<Vec<_>>());
             t.push(vec![
                 task.clone(),
                 method.clone(),
                 first.primary.clone(),
-                f4(m),
-                f4(s),
+                f4(s.mean),
+                s.sd_text(4),
                 first.trainable_params.to_string(),
                 f2(100.0 * first.trainable_params as f64 / inp.prov.backbone_params as f64),
                 first.task_bytes.to_string(),
@@ -202,7 +233,7 @@ fn table1_headlines(inp: &Inputs) -> Vec<String> {
             .iter()
             .filter_map(|m| {
                 let rs = grouped(inp, task, m);
-                let (v, _) = mean_std(&rs.iter().map(|r| r.primary_value).collect::<Vec<_>>());
+                let v = metric_summary(&rs).mean;
                 rs.first().map(|r| format!("{m} {} {}", r.primary, f4(v)))
             })
             .collect();
@@ -231,7 +262,7 @@ fn sweep_table(inp: &Inputs, kind: &str) -> (Table, Vec<Panel>) {
             let method = format!("{kind}:{size}");
             let rs = grouped(inp, task, &method);
             let Some(first) = rs.first() else { continue };
-            let (m, _) = mean_std(&rs.iter().map(|r| r.primary_value).collect::<Vec<_>>());
+            let m = metric_summary(&rs).mean;
             metric = first.primary.clone();
             t.push(vec![
                 task.clone(),
@@ -260,7 +291,7 @@ fn table2(inp: &Inputs) -> Table {
         "faults",
         "metric",
         "mean",
-        "std",
+        SD_HEADER,
         "seeds",
         "backbone bytes",
         "bytes by role",
@@ -271,9 +302,9 @@ fn table2(inp: &Inputs) -> Table {
             r.plan.clone(),
             r.faults.clone(),
             r.metric.clone(),
-            f4(r.mean),
-            f4(r.std),
-            r.values.len().to_string(),
+            f4(r.summary.mean),
+            r.summary.sd_text(4),
+            r.summary.n.to_string(),
             r.backbone_bytes.to_string(),
             r.bytes_by_role
                 .iter()
@@ -291,12 +322,12 @@ fn table2_headlines(inp: &Inputs) -> Vec<String> {
         by_plan
             .entry((r.plan.clone(), r.faults.clone()))
             .or_default()
-            .push(r.mean);
+            .push(r.summary.mean);
     }
     by_plan
         .into_iter()
         .map(|((plan, faults), v)| {
-            let (m, _) = mean_std(&v);
+            let m = stats::mean(&v);
             format!(
                 "Table 2 | plan {plan} faults {faults}: mean metric over tasks {}",
                 f4(m)
@@ -319,7 +350,7 @@ fn compression_panels(inp: &Inputs) -> Vec<Panel> {
                 series
                     .entry(format!("{} {}", r.task, r.series))
                     .or_default()
-                    .push((r.x, r.mean));
+                    .push((r.x, r.summary.mean));
             }
         }
         if series.is_empty() {

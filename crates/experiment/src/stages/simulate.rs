@@ -1,4 +1,4 @@
-//! Stage 4: energy, latency and area of adapter-ALBERT on heterogeneous memory against
+//! Stage 3: energy, latency and area of adapter-ALBERT on heterogeneous memory against
 //! ALBERT on the same hardware, for 1..N tasks (and an optional design-space sweep).
 
 use adalbert_hw::compare::{compare, CompareRow};
@@ -7,9 +7,9 @@ use adalbert_hw::spec::parse_adapter;
 use adalbert_hw::{
     Accelerator, MemoryTable, ModelShape, Platform, Scenario, Sharing, StoragePlan, TaskStore,
 };
-use anyhow::Context;
 
-use super::config::SimulateSection;
+use crate::config::SimulateSection;
+use crate::error::{Context, Result};
 
 pub struct SimResult {
     pub model: String,
@@ -19,14 +19,14 @@ pub struct SimResult {
 pub fn run(
     sec: &SimulateSection,
     num_labels: u64,
-) -> anyhow::Result<(Vec<SimResult>, Option<Vec<DsePoint>>)> {
+) -> Result<(Vec<SimResult>, Option<Vec<DsePoint>>)> {
     let adapter = parse_adapter(&sec.adapter)?;
     let sharing: Sharing = sec.sharing.parse()?;
     let plan = StoragePlan::parse(&sec.plan, sec.bits_per_cell)?;
     let mut results = Vec::new();
     for m in &sec.models {
         let platform = Platform::new(Accelerator::builtin()?, MemoryTable::builtin()?)?;
-        let model = ModelShape::resolve(m).with_context(|| format!("simulate.models: `{m}`"))?;
+        let model = ModelShape::resolve(m).context(|| format!("simulate.models: `{m}`"))?;
         let scenario = Scenario::new(
             platform,
             model,
@@ -50,7 +50,7 @@ pub fn run(
     let dse = match &sec.dse_space {
         Some(path) => {
             let space = Space::from_path(path, &Accelerator::builtin()?, &MemoryTable::builtin()?)
-                .with_context(|| format!("simulate.dse_space: {}", path.display()))?;
+                .context(|| format!("simulate.dse_space: {}", path.display()))?;
             let mut points = space.run();
             mark_pareto(&mut points);
             Some(points)

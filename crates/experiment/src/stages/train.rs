@@ -3,14 +3,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use adalbert_model::checkpoint::default_pooling;
 use adalbert_model::{Pooling, Sharing};
 use adalbert_tasks::{load_dataset, Split};
 use adalbert_train::{train, Mode, TrainConfig, TrainJob};
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::cache::Cache;
-use super::config::{method_of, Experiment, Method};
+use crate::cache::Cache;
+use crate::config::{method_of, Experiment, Method, TrainSection};
+use crate::error::{Context, Result};
 
 /// One finished training run, as reported in Table 1 and the sweep.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,10 +41,11 @@ struct TrainKey<'a> {
     seed: u64,
     split_seed: u64,
     data: &'a Path,
-    train: &'a super::config::TrainSection,
+    train: &'a TrainSection,
     tool: &'a str,
 }
 
+/// One training run of the experiment.
 pub struct Item {
     pub task: String,
     pub method: String,
@@ -82,26 +84,30 @@ pub fn items(exp: &Experiment) -> Vec<Item> {
     out
 }
 
+/// Trains one item (or reads it back from `cache`); its bundle goes to `<out_dir>/bundles`.
+/// With `cache.resume()` an interrupted training run continues from its run state.
 pub fn run_item(
     exp: &Experiment,
     item: &Item,
     backbone_sha256: &str,
     out_dir: &Path,
     cache: &Cache,
-    resume: bool,
-) -> anyhow::Result<TrainRecord> {
+) -> Result<TrainRecord> {
     let data = exp.data_for(&item.task);
-    let key = Cache::key(&TrainKey {
-        backbone_sha256,
-        task: &item.task,
-        method: &item.method,
-        seed: item.seed,
-        split_seed: exp.split_seed,
-        data: &data,
-        train: &exp.train,
-        tool: env!("CARGO_PKG_VERSION"),
-    });
-    if let Some(r) = cache.get::<TrainRecord>("train", &key) {
+    let key = Cache::key(
+        "train",
+        &TrainKey {
+            backbone_sha256,
+            task: &item.task,
+            method: &item.method,
+            seed: item.seed,
+            split_seed: exp.split_seed,
+            data: &data,
+            train: &exp.train,
+            tool: env!("CARGO_PKG_VERSION"),
+        },
+    )?;
+    if let Some(r) = cache.get::<TrainRecord>(&key) {
         if r.bundle.is_file() {
             return Ok(r);
         }
@@ -122,17 +128,19 @@ pub fn run_item(
         Method::Head => t.lr_head,
     };
     let pooling = match t.pooling.as_str() {
-        "auto" => crate::commands::train::default_pooling(&exp.model),
+        "auto" => default_pooling(&exp.model),
         p => Pooling::parse(p)?,
     };
     let train_set = load_dataset(&item.task, Some(&data), Split::Train, exp.split_seed)
-        .with_context(|| format!("loading the training split of `{}`", item.task))?;
+        .context(|| format!("loading the training split of `{}`", item.task))?;
     let dev_set = load_dataset(&item.task, Some(&data), Split::Dev, exp.split_seed)
-        .with_context(|| format!("loading the dev split of `{}`", item.task))?;
+        .context(|| format!("loading the dev split of `{}`", item.task))?;
     let safe_method = item.method.replace([':', ',', '='], "-");
     let bundle = out_dir.join("bundles").join(format!(
-        "{}__{safe_method}__s{}__{key}.safetensors",
-        item.task, item.seed
+        "{}__{safe_method}__s{}__{}.safetensors",
+        item.task,
+        item.seed,
+        key.hex()
     ));
     let outcome = train(TrainJob {
         model_dir: &exp.model,
@@ -154,11 +162,11 @@ pub fn run_item(
             ..TrainConfig::default()
         },
         out: bundle.clone(),
-        resume,
+        resume: cache.resume(),
         progress: true,
         stop_after_epochs: None,
     })
-    .with_context(|| format!("training {} / {}", item.task, item.method))?;
+    .context(|| format!("training {} / {}", item.task, item.method))?;
     let primary = train_set.task.primary.name().to_string();
     let loaded = adalbert_model::TaskBundle::load(&bundle)?;
     let record = TrainRecord {
@@ -185,6 +193,6 @@ pub fn run_item(
             .map_or(dev_set.examples.len(), |m| m.min(dev_set.examples.len())),
         bundle,
     };
-    cache.put("train", &key, &record)?;
+    cache.put(&key, &record)?;
     Ok(record)
 }

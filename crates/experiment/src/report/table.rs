@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use crate::error::Result;
+
 pub struct Table {
     pub headers: Vec<String>,
     pub rows: Vec<Vec<String>>,
@@ -30,53 +32,33 @@ impl Table {
     }
 
     pub fn csv(&self) -> String {
-        let line = |cells: &[String]| {
-            cells
-                .iter()
-                .map(|c| {
-                    if c.contains([',', '"', '\n']) {
-                        format!("\"{}\"", c.replace('"', "\"\""))
-                    } else {
-                        c.clone()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let mut s = line(&self.headers) + "\n";
-        for r in &self.rows {
-            s.push_str(&line(r));
-            s.push('\n');
-        }
-        s
+        let headers: Vec<&str> = self.headers.iter().map(String::as_str).collect();
+        adalbert_core::files::csv_string(&headers, &self.rows)
     }
 
-    pub fn write_csv(&self, path: &Path) -> anyhow::Result<()> {
-        super::cache::write_atomic(path, self.csv().as_bytes())
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        adalbert_core::files::write_atomic(path, self.csv().as_bytes())?;
+        Ok(())
     }
 }
 
-/// Fixed formatting of numbers shared by every table.
-pub fn f4(x: f64) -> String {
+/// Fixed formatting of numbers shared by every table (`nan` for NaN).
+pub fn fixed(x: f64, decimals: usize) -> String {
     if x.is_nan() {
         "nan".into()
     } else {
-        format!("{x:.4}")
+        format!("{x:.decimals$}")
     }
 }
 
 pub fn f2(x: f64) -> String {
-    if x.is_nan() {
-        "nan".into()
-    } else {
-        format!("{x:.2}")
-    }
+    fixed(x, 2)
 }
 
 pub fn f3(x: f64) -> String {
-    if x.is_nan() {
-        "nan".into()
-    } else {
-        format!("{x:.3}")
-    }
+    fixed(x, 3)
+}
+
+pub fn f4(x: f64) -> String {
+    fixed(x, 4)
 }

@@ -1,0 +1,213 @@
+//! The one result cache of every stage and of `adalbert compress`: content-addressed,
+//! written atomically, read back with `--resume`.
+//!
+//! A key is the sha256 of a JSON description of everything an item's result depends on, with
+//! the stage name and [`CACHE_FORMAT`]; a changed input gives a new key, so a stale result is
+//! never found. Each record is written atomically to `<dir>/<stage>-<key>.json`, so an
+//! interrupted run loses no finished item. A record is trusted only when it parses and names
+//! the same format, stage and key as the file it was found under; anything else (a file cut
+//! short, edited, or copied from another key) counts as missing and is recomputed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ExperimentError, Result};
+
+/// Bumped whenever a change of code changes what a cached record means (its fields, or the
+/// computation behind them), so old records are no longer found.
+pub const CACHE_FORMAT: u32 = 2;
+
+/// Hex digits of a key: 64 bits, ample for the items of any study, short enough for the file
+/// names that carry it (trained bundles, recovered bundles).
+const KEY_HEX_DIGITS: usize = 16;
+
+pub struct Cache {
+    dir: PathBuf,
+    resume: bool,
+}
+
+/// The address of one cached item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    stage: String,
+    hex: String,
+}
+
+impl Key {
+    /// The hash in hex (also used in names of files an item writes).
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+
+    pub fn stage(&self) -> &str {
+        &self.stage
+    }
+}
+
+#[derive(Serialize)]
+struct Described<'a, T> {
+    format: u32,
+    stage: &'a str,
+    inputs: &'a T,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record<T> {
+    format: u32,
+    stage: String,
+    key: String,
+    value: T,
+}
+
+impl Cache {
+    /// A cache in `dir` (created if missing); `resume` decides whether [`Cache::get`] reads.
+    pub fn new(dir: PathBuf, resume: bool) -> Result<Self> {
+        std::fs::create_dir_all(&dir).map_err(|source| {
+            ExperimentError::Core(adalbert_core::CoreError::Io {
+                action: "cannot create directory",
+                path: dir.clone(),
+                source,
+            })
+        })?;
+        Ok(Self { dir, resume })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether finished items are read back.
+    pub fn resume(&self) -> bool {
+        self.resume
+    }
+
+    /// The key of an item of `stage` whose result depends on exactly `inputs`.
+    pub fn key(stage: &str, inputs: &impl Serialize) -> Result<Key> {
+        let json = serde_json::to_string(&Described {
+            format: CACHE_FORMAT,
+            stage,
+            inputs,
+        })?;
+        let digest = Sha256::digest(json.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Key {
+            stage: stage.to_string(),
+            hex: hex[..KEY_HEX_DIGITS].to_string(),
+        })
+    }
+
+    fn path(&self, key: &Key) -> PathBuf {
+        self.dir.join(format!("{}-{}.json", key.stage, key.hex))
+    }
+
+    /// The finished result of `key` when resuming and a trustworthy record exists.
+    pub fn get<T: DeserializeOwned>(&self, key: &Key) -> Option<T> {
+        if !self.resume {
+            return None;
+        }
+        let text = std::fs::read_to_string(self.path(key)).ok()?;
+        let record: Record<T> = serde_json::from_str(&text).ok()?;
+        (record.format == CACHE_FORMAT && record.stage == key.stage && record.key == key.hex)
+            .then_some(record.value)
+    }
+
+    /// Stores the result of `key`, atomically.
+    pub fn put<T: Serialize>(&self, key: &Key, value: &T) -> Result<()> {
+        let json = serde_json::to_vec_pretty(&Record {
+            format: CACHE_FORMAT,
+            stage: key.stage.clone(),
+            key: key.hex.clone(),
+            value,
+        })?;
+        adalbert_core::files::write_atomic(&self.path(key), &json)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Inputs<'a> {
+        plan: &'a str,
+        seed: u64,
+    }
+
+    #[test]
+    fn a_changed_input_or_stage_gives_a_new_key() {
+        let k = |plan, seed| Cache::key("compress", &Inputs { plan, seed }).unwrap();
+        assert_eq!(k("int8", 0), k("int8", 0));
+        assert_ne!(k("int8", 0), k("int8", 1));
+        assert_ne!(k("int8", 0), k("int4", 0));
+        let other = Cache::key(
+            "train",
+            &Inputs {
+                plan: "int8",
+                seed: 0,
+            },
+        )
+        .unwrap();
+        assert_ne!(other.hex(), k("int8", 0).hex());
+        assert_eq!(k("int8", 0).hex().len(), KEY_HEX_DIGITS);
+    }
+
+    #[test]
+    fn resume_reads_back_and_a_fresh_run_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Cache::key(
+            "eval",
+            &Inputs {
+                plan: "fp32",
+                seed: 3,
+            },
+        )
+        .unwrap();
+        let fresh = Cache::new(dir.path().join("cache"), false).unwrap();
+        fresh.put(&key, &vec![0.5, 0.25]).unwrap();
+        assert_eq!(
+            fresh.get::<Vec<f64>>(&key),
+            None,
+            "without resume nothing is read"
+        );
+        let resumed = Cache::new(dir.path().join("cache"), true).unwrap();
+        assert_eq!(resumed.get::<Vec<f64>>(&key), Some(vec![0.5, 0.25]));
+        let missing = Cache::key(
+            "eval",
+            &Inputs {
+                plan: "fp32",
+                seed: 4,
+            },
+        )
+        .unwrap();
+        assert_eq!(resumed.get::<Vec<f64>>(&missing), None);
+        // Only the record itself is left in the folder: no temporary files.
+        assert_eq!(std::fs::read_dir(resumed.dir()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_or_foreign_record_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().to_path_buf(), true).unwrap();
+        let a = Cache::key("eval", &Inputs { plan: "a", seed: 0 }).unwrap();
+        let b = Cache::key("eval", &Inputs { plan: "b", seed: 0 }).unwrap();
+        cache.put(&a, &1.0f64).unwrap();
+        let path = cache.path(&a);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Cut short: not JSON any more.
+        std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+        assert_eq!(cache.get::<f64>(&a), None);
+        // Another key's record under this key's name.
+        cache.put(&b, &2.0f64).unwrap();
+        std::fs::copy(cache.path(&b), &path).unwrap();
+        assert_eq!(cache.get::<f64>(&a), None);
+        // The wrong shape of value.
+        cache.put(&a, &"text").unwrap();
+        assert_eq!(cache.get::<f64>(&a), None);
+        // Recomputed and stored again, it is read back.
+        cache.put(&a, &1.0f64).unwrap();
+        assert_eq!(cache.get::<f64>(&a), Some(1.0));
+    }
+}

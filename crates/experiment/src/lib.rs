@@ -1,0 +1,33 @@
+//! Studies driven by one file, and the compression sweeps of `adalbert compress`.
+//!
+//! **For:** turning an experiment file (`configs/*.toml`, run by `adalbert run`) into a report:
+//! the [`config`] it is written in; the [`stages`] (train every task and method, evaluate the
+//! bundles on the compressed and faulty backbone, simulate the hardware); the one
+//! content-addressed [`cache`] every stage reads and writes, so `--resume` skips finished
+//! items; the one compression runner [`sweep`] with its TOML vocabulary, shared by
+//! `adalbert compress` and the compress stage; the [`stats`] behind every mean and spread; and
+//! the [`report`] (Markdown, CSVs, SVG figures).
+//!
+//! **Not for:** the arithmetic itself. Training lives in `adalbert-train`, the model in
+//! `adalbert-model`, number formats, pruning and faults in `adalbert-compress`, the hardware
+//! model in `adalbert-hw`; this crate only sequences them, caches their results and reports
+//! them. Argument parsing and printing stay in the binary.
+//!
+//! Flow of one study: config -> items (each keyed by a hash of its inputs) -> cache ->
+//! report. Every output file is written atomically and every CSV through the `csv` crate.
+
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod report;
+mod run;
+pub mod stages;
+pub mod stats;
+pub mod sweep;
+
+pub use cache::Cache;
+pub use config::Experiment;
+pub use error::{ExperimentError, Result};
+pub use run::{check, run, RunOptions, RunOutcome};

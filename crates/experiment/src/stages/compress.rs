@@ -1,0 +1,209 @@
+//! Stage 2: the `[compress]` groups run through the one compression runner
+//! ([`crate::sweep`]) on the `compress.method` bundles of the first training seed, aggregated
+//! over fault seeds for Table 2 and its figure.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use adalbert_compress::{Encoding, FaultSpec, Plan};
+
+use super::train::TrainRecord;
+use crate::cache::Cache;
+use crate::config::Experiment;
+use crate::error::Result;
+use crate::stats::Summary;
+use crate::sweep::{self, BundleSource, Point, Progress, Row, Sweep};
+
+/// One (task, plan, faults) point of Table 2, aggregated over fault seeds.
+#[derive(Debug, Clone)]
+pub struct CompressRecord {
+    pub task: String,
+    /// The plan as the experiment file wrote it (with the recovery epochs, if any).
+    pub plan: String,
+    /// The fault spec as the experiment file wrote it.
+    pub faults: String,
+    pub metric: String,
+    /// The metric over fault seeds.
+    pub values: Vec<f64>,
+    pub summary: Summary,
+    pub backbone_bytes: u64,
+    pub bytes_by_role: BTreeMap<String, u64>,
+    /// Which figure panel the point belongs to (`bits`, `sparsity`, `bpc`) and its x value.
+    pub axis: String,
+    pub x: f64,
+    /// Series name within the panel (e.g. `dense` / `bitmask`).
+    pub series: String,
+}
+
+/// The sweep the experiment's `[compress]` section describes, or `None` without one.
+pub fn sweep_of(exp: &Experiment, trained: &[TrainRecord], out_dir: &Path) -> Option<Sweep> {
+    let sec = exp.compress.as_ref()?;
+    let seed0 = exp.seeds[0];
+    let bundles = exp
+        .tasks
+        .names
+        .iter()
+        .filter_map(|t| {
+            trained
+                .iter()
+                .find(|r| &r.task == t && r.method == sec.method && r.seed == seed0)
+        })
+        .map(|r| BundleSource {
+            path: r.bundle.clone(),
+            data: Some(exp.data_for(&r.task)),
+        })
+        .collect();
+    Some(Sweep {
+        model: exp.model.clone(),
+        bundles,
+        split_seed: exp.split_seed,
+        max_eval: sec.max_eval.or(exp.train.max_eval),
+        max_len: exp.train.max_len,
+        out: out_dir.to_path_buf(),
+        groups: sec.groups.clone(),
+    })
+}
+
+/// Evaluates the `compress.method` bundles of every task on every point of the `[compress]`
+/// groups, through `cache`.
+pub fn run(
+    exp: &Experiment,
+    trained: &[TrainRecord],
+    out_dir: &Path,
+    cache: &Cache,
+) -> Result<Vec<CompressRecord>> {
+    let Some(sweep) = sweep_of(exp, trained, out_dir) else {
+        return Ok(vec![]);
+    };
+    if sweep.bundles.is_empty() {
+        return Ok(vec![]);
+    }
+    let points = sweep::expand(&sweep.groups)?;
+    let rows = sweep::execute(&sweep, &points, cache, Progress::Lines)?;
+    Ok(aggregate(&points, &rows, sweep.bundles.len()))
+}
+
+/// Rows (point-major, `n_bundles` per point) grouped by (group, plan, faults, recovery) in
+/// first-seen order and, within that, by bundle.
+fn aggregate(points: &[Point], rows: &[Row], n_bundles: usize) -> Vec<CompressRecord> {
+    type ConfigKey<'a> = (usize, &'a str, &'a str, usize);
+    let mut configs: Vec<(ConfigKey, Vec<usize>)> = Vec::new();
+    for (pi, p) in points.iter().enumerate() {
+        let k = (
+            p.group,
+            p.plan_text.as_str(),
+            p.faults_text.as_str(),
+            p.recover_epochs,
+        );
+        match configs.iter_mut().find(|(kk, _)| *kk == k) {
+            Some((_, v)) => v.push(pi),
+            None => configs.push((k, vec![pi])),
+        }
+    }
+    let mut out = Vec::new();
+    for (_, point_ids) in &configs {
+        let first = &points[point_ids[0]];
+        for bi in 0..n_bundles {
+            let results: Vec<&Row> = point_ids
+                .iter()
+                .map(|&pi| &rows[pi * n_bundles + bi])
+                .collect();
+            out.push(record(first, &results));
+        }
+    }
+    out
+}
+
+fn record(p: &Point, results: &[&Row]) -> CompressRecord {
+    let values: Vec<f64> = results.iter().map(|r| r.value).collect();
+    let encoding = match p.plan.encoding {
+        Encoding::Dense => "dense".to_string(),
+        Encoding::Bitmask => "bitmask".to_string(),
+    };
+    let (axis, x, series) = panel(&p.plan, &p.faults, encoding);
+    let first = results[0];
+    let plan = if p.recover_epochs > 0 {
+        format!("{} (recovery {} epochs)", p.plan_text, p.recover_epochs)
+    } else {
+        p.plan_text.clone()
+    };
+    CompressRecord {
+        task: first.task.clone(),
+        plan,
+        faults: p.faults_text.clone(),
+        metric: first.metric.clone(),
+        summary: Summary::of(&values),
+        values,
+        backbone_bytes: first.backbone_bytes(),
+        bytes_by_role: first.bytes_by_role(),
+        axis: axis.into(),
+        x,
+        series,
+    }
+}
+
+/// The figure panel of a point: bits per cell under MLC faults, else sparsity when pruned,
+/// else the format's bits.
+fn panel(plan: &Plan, faults: &FaultSpec, encoding: String) -> (&'static str, f64, String) {
+    match (faults, &plan.prune) {
+        (FaultSpec::Mlc(m), _) => ("bpc", f64::from(m.bits_per_cell), encoding),
+        (_, Some(p)) => ("sparsity", p.sparsity, plan.format.to_string()),
+        _ => ("bits", f64::from(plan.format.bits()), "format".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::Group;
+
+    fn row(task: &str, value: f64) -> Row {
+        serde_json::from_value(serde_json::json!({
+            "group": "compress", "task": task, "bundle": "b", "plan": "p", "faults": "f",
+            "seed": 0, "recover_epochs": 0, "metric": "accuracy", "value": value,
+            "metrics": {}, "n_eval": 5, "payload_bits": 80, "metadata_bits": 9,
+            "fp32_bits": 320, "role_bits": {"matrix": 64, "norm": 16},
+            "role_metadata_bits": {"matrix": 9}, "numel": 10, "nnz": 10, "value_cells": 10,
+            "value_flipped_cells": 0, "mask_cells": 0, "mask_flipped_cells": 0,
+            "flipped_bits": 0, "decode_mismatches": 0, "analytic_cell_error_rate": null,
+            "weights_sha256": "w", "shared_eval": false, "seconds": 0.5
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_aggregate_per_plan_faults_and_task_over_fault_seeds() {
+        let g: Group = toml::from_str(
+            "name = \"compress\"\nplans = [\"int8\", \"af4e3+prune=0.5+bitmask\"]\nfaults = [\"none\", \"mlc:bpc=3\"]\nseeds = 3",
+        )
+        .unwrap();
+        let points = sweep::expand(&[g]).unwrap();
+        assert_eq!(points.len(), 2 * (1 + 3));
+        // Two bundles per point: task a gets the point index, task b a constant.
+        let rows: Vec<Row> = (0..points.len())
+            .flat_map(|i| [row("a", i as f64), row("b", 0.5)])
+            .collect();
+        let recs = aggregate(&points, &rows, 2);
+        assert_eq!(recs.len(), 2 * 2 * 2);
+        let r = &recs[2];
+        assert_eq!(
+            (r.task.as_str(), r.plan.as_str(), r.faults.as_str()),
+            ("a", "int8", "mlc:bpc=3")
+        );
+        assert_eq!(r.values, [1.0, 2.0, 3.0]);
+        assert_eq!(r.summary.mean, 2.0);
+        assert_eq!(r.summary.sd, Some(1.0));
+        assert_eq!(
+            (r.axis.as_str(), r.x, r.series.as_str()),
+            ("bpc", 3.0, "dense")
+        );
+        assert_eq!(recs[0].summary.sd, None, "fault-free points run once");
+        assert_eq!((recs[0].axis.as_str(), recs[0].x), ("bits", 8.0));
+        let pruned = &recs[4];
+        assert_eq!(pruned.plan, "af4e3+prune=0.5+bitmask");
+        assert_eq!((pruned.axis.as_str(), pruned.x), ("sparsity", 0.5));
+        assert_eq!(r.backbone_bytes, 12);
+        assert_eq!(r.bytes_by_role["matrix"], 10);
+        assert_eq!(r.bytes_by_role["norm"], 2);
+    }
+}
