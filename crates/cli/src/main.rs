@@ -11,8 +11,19 @@ mod commands;
 #[derive(Parser)]
 #[command(name = "adalbert", version, about)]
 struct Cli {
+    /// Log lines on stderr as `text` or `json` (one object per line). Which events: the
+    /// `RUST_LOG` variable (e.g. `RUST_LOG=debug`, `RUST_LOG=adalbert_serve=trace`);
+    /// default `info`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -47,6 +58,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Before any thread starts (see `configure_process`).
     adalbert_model::exec::configure_process(workload(&cli.command));
+    install_logging(cli.log_format);
     match cli.command {
         Command::Info(a) => commands::info::run(a),
         Command::Embed(a) => commands::embed::run(a),
@@ -60,6 +72,21 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(a) => commands::simulate::run(*a),
         Command::Dse(a) => commands::dse::run(a),
     }
+}
+
+/// Events of every crate go to stderr, filtered by `RUST_LOG` (default `info`), so stdout
+/// stays for results (`--json` output, tables) and can be piped.
+fn install_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // `try_init` fails only if a subscriber is already installed, which cannot happen here.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// What a command will do, for the process policy.
