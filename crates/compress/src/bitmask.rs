@@ -1,5 +1,6 @@
 //! Bit-mask sparse encoding: one mask bit per element plus the non-zero codes packed
-//! back to back (REFERENCE §6), as EdgeBERT stores sparse weights for zero-skipping.
+//! back to back (docs/sources.md#bit-mask-storage), as EdgeBERT stores sparse weights for
+//! zero-skipping.
 //!
 //! Storage is exactly `nnz * bits + numel` bits. An element is "zero" when its code
 //! equals its channel's zero code ([`ZeroCodes`]), which for every format but
@@ -116,7 +117,7 @@ impl BitmaskTensor {
         self.values.len() / self.bits as usize
     }
 
-    /// `nnz * bits + numel`, the REFERENCE §6 storage formula.
+    /// `nnz * bits + numel`, the storage formula of docs/sources.md#bit-mask-storage.
     pub fn storage_bits(&self) -> u64 {
         bitmask_bits(self.numel as u64, self.nnz() as u64, self.bits)
     }
@@ -142,7 +143,8 @@ impl BitmaskTensor {
     }
 }
 
-/// Storage of a bit-mask tensor: `nnz * bits_per_value + numel` bits (REFERENCE §6).
+/// Storage of a bit-mask tensor: `nnz * bits_per_value + numel` bits
+/// (docs/sources.md#bit-mask-storage).
 pub fn bitmask_bits(numel: u64, nnz: u64, bits_per_value: u32) -> u64 {
     nnz * u64::from(bits_per_value) + numel
 }

@@ -30,7 +30,8 @@
 //!
 //! ```text
 //! faults := 'none'
-//!         | 'mlc' (':' mopt)*             MLC RRAM read faults (REFERENCE §6)
+//!         | 'mlc' (':' mopt)*             MLC RRAM read faults
+//!                                         (docs/sources.md#mlc-rram-read-faults)
 //!         | 'bitflip:rate=' P             independent flips, P in [0, 1]
 //! mopt   := 'bpc=' (1|2|3)                default 2
 //!         | 'coding=' ('binary' | 'gray') default binary

@@ -37,7 +37,7 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// The REFERENCE §6 payload: value bits plus mask bits.
+    /// The payload of docs/sources.md#bit-mask-storage: value bits plus mask bits.
     pub fn payload_bits(&self) -> u64 {
         self.value_bits + self.mask_bits
     }

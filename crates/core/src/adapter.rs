@@ -181,7 +181,7 @@ impl AdapterSpec {
 
     /// Trainable adapter parameters attached to one layer application of hidden size `h`:
     /// a bottleneck has `2 h m + m + h` (down and up projections with biases), a LoRA pair
-    /// `2 h r` for each of query and value.
+    /// `2 h r` for each of query and value (docs/sources.md#houlsby-adapters).
     pub fn params_per_application(&self, h: usize) -> usize {
         match self.kind {
             AdapterKind::Lora => 2 * 2 * h * self.size,

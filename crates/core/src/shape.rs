@@ -23,7 +23,8 @@ pub enum Family {
 }
 
 /// Built-in shapes as (name, config.json text), for arithmetic without a checkpoint. Each file
-/// names its source in `_source`.
+/// names its source in `_source` (docs/sources.md#model-configurations; the counts they give:
+/// docs/sources.md#parameter-counts).
 pub const BUILTIN_MODELS: [(&str, &str); 3] = [
     (
         "albert-base",

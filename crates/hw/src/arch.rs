@@ -1,6 +1,8 @@
 //! The accelerator description: MAC array, clock, operand widths, energy per operation scaled
 //! from Horowitz (ISSCC 2014, 45 nm) to the chip's node, datapath area, buffers and the choice and
-//! size of its main memories. Parsed from TOML (`data/edgebert.toml` is the default).
+//! size of its main memories. Parsed from TOML (`data/edgebert.toml` is the default). Sources:
+//! docs/sources.md#edgebert, docs/sources.md#horowitz-energies, docs/sources.md#node-scaling,
+//! docs/sources.md#accelerator-assumptions.
 
 use std::path::Path;
 

@@ -1,6 +1,7 @@
 //! Memory technologies: the NVMExplorer anchor rows (2 MB, 22 nm, 1 bit per cell), the capacity
 //! scaling by bank tiling, the multi-level-cell model and off-chip DRAM. The formulas are written
-//! out in `data/memory.toml`; this file only evaluates them.
+//! out in `data/memory.toml`; this file only evaluates them. Sources:
+//! docs/sources.md#nvmexplorer-memory-rows, docs/sources.md#memory-scaling, docs/sources.md#dram.
 
 use std::path::Path;
 
@@ -346,7 +347,8 @@ mod tests {
     #[test]
     fn every_reference_row_is_reproduced_exactly_at_the_anchor() {
         let t = table();
-        // (name, area, read ns, write ns, read pJ, write pJ, leakage mW) from REFERENCE §6.
+        // (name, area, read ns, write ns, read pJ, write pJ, leakage mW), the rows of
+        // docs/sources.md#nvmexplorer-memory-rows.
         let rows = [
             (
                 "rram-best-readedp",
@@ -500,7 +502,7 @@ mod tests {
     #[test]
     fn missing_source_is_rejected_with_the_field_name() {
         let text = BUILTIN_MEMORY_TOML.replace(
-            "source = \"assumed: a 4 GiB LPDDR4 part, typical of edge SoCs\"",
+            "source = \"assumed: a 4 GiB LPDDR4 part, typical of edge SoCs; docs/sources.md#dram\"",
             "source = \"\"",
         );
         let err = MemoryTable::from_toml_str(&text, "test.toml")

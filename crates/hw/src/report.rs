@@ -32,7 +32,7 @@ pub const MODEL_ASSUMPTIONS: [&str; 12] = [
     "Leakage of every on-chip memory and buffer is charged over the whole run; DRAM background and refresh power is not charged (favours albert-dram).",
     "Memories sized \"auto\": each policy gets exactly the capacity it needs (each policy on its smallest chip). Fixed capacities are checked and charged in full.",
     "albert-dram keeps one fine-tuned model per task in DRAM and copies the active one into SRAM on every switch (DRAM energy + SRAM writes + leakage during the copy); albert-sram holds every task's model in SRAM; the adapter policies hold every task's adapters, task layer norms and classifier on chip (task store on-chip: a switch moves no data).",
-    "The same compression plan (bits, sparsity, bit-mask encoding) applies to the baselines' fine-tuned models and to the shared backbone; task-specific tensors are stored dense at the same bit width; the bit mask stays in single-level cells (MaxNVM, REFERENCE §6).",
+    "The same compression plan (bits, sparsity, bit-mask encoding) applies to the baselines' fine-tuned models and to the shared backbone; task-specific tensors are stored dense at the same bit width; the bit mask stays in single-level cells (MaxNVM, docs/sources.md#maxnvm).",
     "Round-robin requests over N tasks with a switch every `requests_per_switch` requests; N = 1 never switches. Energy/latency per request = inference + amortised switch.",
     "Task-specific tensors of an adapter model: adapters, the layer's two LayerNorms per application (Houlsby, Pfeiffer, parallel) and the classifier head (num_labels outputs); the pooler stays in the backbone. Activations: the largest phase (attention or FFN) of one layer is resident.",
     "These are this simulator's first-order figures: the paper's own PPA tables are not available offline and are not reproduced or invented here.",
@@ -193,7 +193,7 @@ fn header(platform: &Platform, d: &Defaults, adapter: AdapterSpec, plan: Storage
     let _ = writeln!(s, "## Setup\n");
     let _ = writeln!(s, "- Accelerator: {} ({}x{} MACs at {} GHz, {}-bit activations, {} nm), datapath {:.3} mm2, buffers {:.0} KiB.",
         a.name, a.mac_rows, a.mac_cols, a.clock_ghz, a.activation_bits, a.spec().technology.node_nm.value, a.datapath_area_mm2, a.buffer_bits / 8192.0);
-    let _ = writeln!(s, "- SRAM cell row: `{}`; RRAM cell row: `{}` (NVMExplorer, REFERENCE §6); capacities: SRAM {}, RRAM {} (\"auto\" = sized to each policy's need).",
+    let _ = writeln!(s, "- SRAM cell row: `{}`; RRAM cell row: `{}` (NVMExplorer, docs/sources.md#nvmexplorer-memory-rows); capacities: SRAM {}, RRAM {} (\"auto\" = sized to each policy's need).",
         a.sram_cell, a.rram_cell, a.sram_capacity.label(), a.rram_capacity.label());
     let _ = writeln!(
         s,
@@ -448,7 +448,7 @@ fn assumptions(platform: &Platform, d: &Defaults) -> String {
         let _ = writeln!(s, "- {a}");
     }
     s.push_str("\nMemory scaling rules (`crates/hw/data/memory.toml`): cells = bits / bits per cell; k = cells / anchor cells; area = k * A0 * (1 + overhead * (b - 1)); leakage = k * L0; route = sqrt(A0) * max(0, sqrt(k) - 1) mm; read = R0 * (1 + c * (b - 1)) + route * wire delay; energy per word = E0 * (1 + c * (b - 1)) + word bits * route * wire energy.\n\n");
-    s.push_str("Every number used, with its source (`crates/hw/data/*.toml`):\n\n| key | value | source |\n|---|---|---|\n");
+    s.push_str("Every number used, with its source (`crates/hw/data/*.toml`; each source is explained in `docs/sources.md`):\n\n| key | value | source |\n|---|---|---|\n");
     let mut all: Vec<Provenance> = platform.arch.provenance();
     all.extend(platform.tech.provenance());
     all.extend(d.provenance());

@@ -971,7 +971,7 @@ mod tests {
         let shared = build("albert-base", "houlsby:64", Sharing::Shared, "");
         assert_eq!(adapters(&shared), 198_272);
         assert_eq!(norms(&shared), 3_072);
-        // 1.70% and 20.36% of ALBERT (REFERENCE §2)
+        // 1.70% and 20.36% of ALBERT (docs/sources.md#houlsby-adapters)
         let pct = |n: u64| (n as f64 / 11_683_584.0 * 10_000.0).round() / 100.0;
         assert_eq!((pct(198_272), pct(12 * 198_272)), (1.70, 20.36));
     }

@@ -1,7 +1,7 @@
 //! The official GLUE metrics, computed the way scikit-learn and SciPy compute them (the
 //! implementations behind HF `evaluate`'s `glue` metric), so numbers compare one to one with
-//! published results. Golden tests check them against values produced by those libraries
-//! (`tools/metrics/make_fixtures.py`).
+//! published results (which task uses which metric: docs/sources.md#glue-metrics). Golden tests
+//! check them against values produced by those libraries (`tools/metrics/make_fixtures.py`).
 //!
 //! Degenerate inputs follow the reference libraries, not intuition:
 //! - MCC is 0 when either the predictions or the golds hold a single class

@@ -18,7 +18,8 @@ pub enum TaskKind {
 }
 
 /// An official metric. [`Metric::name`] gives the name used in reports and by
-/// [`crate::evaluate`], matching the names of HF `evaluate`'s GLUE metric.
+/// [`crate::evaluate`], matching the names of HF `evaluate`'s GLUE metric except `mcc`, which
+/// `glue.py` calls `matthews_correlation` (docs/sources.md#glue-metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
     /// Fraction of exact matches.

@@ -1,5 +1,5 @@
 //! Multi-level-cell RRAM read faults: the per-level Gaussian model of NVMExplorer's
-//! fault injector (REFERENCE §6).
+//! fault injector nvmFI (docs/sources.md#mlc-rram-read-faults).
 //!
 //! A cell storing `k` bits is programmed to one of `2^k` levels; reading it senses a
 //! normalised conductance drawn from `N(mean_l, sigma_l)`. Between adjacent levels
@@ -8,12 +8,13 @@
 //! level `l` is misread as `l - 1` with `P(X_l < t_(l-1,l))` and as `l + 1` with
 //! `P(X_l > t_(l,l+1))`, each a Gaussian tail computed with `erfc`.
 //!
-//! Thresholds: REFERENCE §6 words it as "the midpoint threshold", but the per-cell
-//! rates it quotes (about 1e-8 at 2 bits/cell, 4e-3 at 3) come from NVMExplorer's
-//! code, which places the threshold where the two level densities intersect
-//! (`solveGauss`). Midpoints give 1.1e-7 and 1.4e-2 instead. The primary source wins:
-//! [`Threshold::Intersection`] is the default and [`Threshold::Midpoint`] is kept
-//! selectable.
+//! Thresholds: the model is sometimes summarised as a misread "beyond the midpoint
+//! threshold", but the per-cell rates quoted with it (about 1e-8 at 2 bits/cell, 4e-3
+//! at 3) come from NVMExplorer's code, which places the threshold where the two level
+//! densities intersect (`solveGauss` in nvmFI's `fi_utils.py`). Midpoints give 1.1e-7
+//! and 1.4e-2 instead. The primary source wins: [`Threshold::Intersection`] is the
+//! default and [`Threshold::Midpoint`] is kept selectable
+//! (docs/sources.md#known-discrepancies).
 //!
 //! Cells hold `k` consecutive bits of the stored bit stream ([`PackedBits`]), so a
 //! cell may straddle two codes, as in a memory array; a final partial cell is padded
@@ -29,7 +30,8 @@ use super::FaultCounts;
 use crate::bits::{low_mask, PackedBits};
 use crate::error::{out_of_range, Result};
 
-/// NVMExplorer `mlc_rram_args`: (mean, sigma) per level for 1, 2 and 3 bits per cell.
+/// NVMExplorer `mlc_rram_args`: (mean, sigma) per level for 1, 2 and 3 bits per cell, to
+/// five decimals (docs/sources.md#mlc-rram-read-faults).
 const RRAM_LEVELS: [&[(f64, f64)]; 3] = [
     &[(0.0, 0.00865), (1.0, 0.0034)],
     &[
@@ -326,7 +328,7 @@ mod tests {
 
     #[test]
     fn analytic_rates_match_reference_figures() {
-        // REFERENCE §6: about 1e-8 per cell at 2 bits/cell, about 4e-3 at 3.
+        // docs/sources.md#mlc-rram-read-faults: about 1e-8 per cell at 2 bits/cell, about 4e-3 at 3.
         let r2 = MlcModel::rram(2, Threshold::Intersection)
             .unwrap()
             .mean_cell_error_rate();
@@ -339,7 +341,8 @@ mod tests {
         assert!((r2 - 7.907e-9).abs() < 0.01e-9, "2 bpc: {r2:e}");
         assert!((r3 - 3.8065e-3).abs() < 0.001e-3, "3 bpc: {r3:e}");
         assert!(r1 < 1e-100, "1 bpc: {r1:e}");
-        // The literal midpoint reading of the reference gives larger rates.
+        // Midpoint thresholds (the summary's wording, docs/sources.md#known-discrepancies) give
+        // larger rates.
         let m2 = MlcModel::rram(2, Threshold::Midpoint)
             .unwrap()
             .mean_cell_error_rate();

@@ -1,4 +1,5 @@
-//! AdaptivFloat (Tambe et al., DAC 2020), exactly as REFERENCE §5.
+//! AdaptivFloat (Tambe et al., arXiv 1909.13271, DAC 2020), as defined in
+//! docs/sources.md#adaptivfloat (the range and underflow rules of EdgeBERT's hardware).
 //!
 //! An `n`-bit word holds a sign, `e` exponent bits and `m = n - 1 - e` mantissa bits.
 //! One bias per tensor, `bias = floor(log2(max|W|)) - (2^e - 1)`, places the top of the
@@ -9,7 +10,7 @@
 //!
 //! Quantization: `|w| < min/2 -> 0`; `min/2 <= |w| < min -> ±min`; `|w| > max -> ±max`;
 //! otherwise the mantissa is rounded to `m` bits half to even (a carry moves to the
-//! next exponent). The comparisons use `|w|` before rounding, as the reference states.
+//! next exponent). The comparisons use `|w|` before rounding, as EdgeBERT's `set_value` does.
 //!
 //! Word layout: sign in bit `n-1`, exponent in bits `m..n-1`, mantissa in bits `0..m`,
 //! so AdaptivFloat(8, 3) words are EdgeBERT's 1/3/4 words. Zero always encodes as
@@ -55,7 +56,7 @@ impl AdaptivFloat {
         })
     }
 
-    /// Fits the bias to `data` (REFERENCE §5); an all-zero tensor gets the bias of
+    /// Fits the bias to `data` (docs/sources.md#adaptivfloat); an all-zero tensor gets the bias of
     /// `max|W| = 1`, which is harmless because every word is then the zero word.
     pub fn fit(bits: u8, exp_bits: u8, data: &[f32]) -> Result<Self> {
         validate_widths(bits, exp_bits)?;

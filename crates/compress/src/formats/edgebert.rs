@@ -1,5 +1,6 @@
-//! EdgeBERT's 8-bit weight encoding (REFERENCE §4): AdaptivFloat(8, 3) with a 3-bit
-//! per-tensor exponent-bias register.
+//! EdgeBERT's 8-bit weight encoding (harvard-acc/EdgeBERT `hw/cmod/include/Spec.h` and
+//! `AdpfloatSpec.h`; docs/sources.md#edgebert-weight-encoding): AdaptivFloat(8, 3) with a
+//! 3-bit per-tensor exponent-bias register.
 //!
 //! A byte is `s eee mmmm` (sign in bit 7, exponent in bits 4..7, mantissa in bits
 //! 0..4) and means `±2^(bias + E) (1 + M/16)`; byte `0x00` (and `0x80`) is zero, there
@@ -25,7 +26,7 @@ use serde::Serialize;
 use super::adaptivfloat::{floor_log2, AdaptivFloat};
 use crate::error::{check_len, out_of_range, Result};
 
-/// Added to the stored 3-bit bias to get the exponent bias.
+/// Added to the stored 3-bit bias to get the exponent bias (EdgeBERT's `kAdpfloatOffset`).
 pub const BIAS_OFFSET: i32 = -10;
 /// Largest value of the 3-bit bias register.
 pub const MAX_STORED_BIAS: u8 = 7;

@@ -1,5 +1,6 @@
 //! Signed fixed point Qm.n: a sign bit, `m` integer bits and `n` fraction bits, so a
-//! word is `1 + m + n` bits wide (Q4.11 is 16 bits; EdgeBERT's activations are Q5.10).
+//! word is `1 + m + n` bits wide (Q4.11 is 16 bits; EdgeBERT's activations are Q5.10,
+//! docs/sources.md#edgebert-datapath).
 //!
 //! A word is the two's-complement integer `q` and means `q / 2^n`. Encoding rounds
 //! `w * 2^n` half to even and saturates at `-2^(m+n)` and `2^(m+n) - 1`, so the

@@ -1,4 +1,4 @@
-//! IEEE fp16 and bfloat16 storage through the `half` crate.
+//! IEEE fp16 and bfloat16 storage through the `half` crate (docs/sources.md#other-number-formats).
 //!
 //! Conversion rounds to nearest even. Unlike an IEEE cast, values beyond the largest
 //! finite number saturate to it (fp16: ±65504, bf16: ±3.3895e38) instead of becoming

@@ -1,5 +1,5 @@
 //! Uniform integer quantization, 2 to 8 bits, symmetric or asymmetric, per tensor or
-//! per output channel.
+//! per output channel (docs/sources.md#other-number-formats).
 //!
 //! Symmetric: `scale = max|w| / (2^(b-1) - 1)`, `q = clamp(round(w / scale))` in
 //! `[-(2^(b-1) - 1), 2^(b-1) - 1]` (the most negative code is left unused so that the

@@ -191,7 +191,7 @@ impl Codec {
     }
 
     /// Bits of per-tensor side information (scales, zero points, bias register),
-    /// reported apart from the REFERENCE §6 payload formula.
+    /// reported apart from the payload formula of docs/sources.md#bit-mask-storage.
     pub fn metadata_bits(&self) -> u64 {
         match self {
             Codec::Int(q) => q.metadata_bits(),

