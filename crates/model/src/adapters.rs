@@ -5,6 +5,7 @@
 //! just those tensors plus metadata, and switching task swaps only them.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 pub use adalbert_core::{AdapterKind, AdapterSpec, Sharing};
 
@@ -16,6 +17,7 @@ use crate::albert::{activate, activate_t, Backbone};
 use crate::config::{Activation, EncoderConfig};
 use crate::error::{ModelError, Result};
 use crate::nn::{Ctx, LayerNorm, Linear};
+use crate::weights::Weights;
 
 /// `up(act(down(x)))`: the residual bottleneck of Houlsby et al.
 #[derive(Clone, Debug)]
@@ -144,25 +146,25 @@ impl TaskParams {
         layout: &TaskLayout,
         tensors: &HashMap<String, Tensor>,
     ) -> Result<Self> {
-        let src = TensorSource { tensors };
+        let vb = Weights::from_tensors(tensors, Path::new("task parameters"));
         let h = config.shape.hidden_size;
         let eps = config.layer_norm_eps;
         let mut layers = Vec::new();
         for k in 0..layout.task_layer_count(config) {
-            let p = format!("task.layers.{k}");
+            let vb = vb.pp(format!("task.layers.{k}"));
             let mut layer = TaskLayer::default();
             if let Some(spec) = &layout.adapter {
                 let bottleneck = |name: &str| -> Result<Bottleneck> {
                     Ok(Bottleneck {
-                        down: src.linear(&format!("{p}.{name}.down"), h, spec.size)?,
-                        up: src.linear(&format!("{p}.{name}.up"), spec.size, h)?,
+                        down: Linear::load(vb.pp(name).pp("down"), h, spec.size)?,
+                        up: Linear::load(vb.pp(name).pp("up"), spec.size, h)?,
                         activation: spec.activation,
                     })
                 };
                 let lora = |name: &str| -> Result<Lora> {
                     Ok(Lora {
-                        a: src.get(&format!("{p}.{name}.a"), &[spec.size, h])?,
-                        b: src.get(&format!("{p}.{name}.b"), &[h, spec.size])?,
+                        a: vb.pp(name).get("a", &[spec.size, h])?,
+                        b: vb.pp(name).get("b", &[h, spec.size])?,
                         scale: spec.alpha / spec.size as f64,
                     })
                 };
@@ -185,23 +187,20 @@ impl TaskParams {
             }
             if layout.layer_norms {
                 layer.attention_layer_norm =
-                    Some(src.layer_norm(&format!("{p}.attention.LayerNorm"), h, eps)?);
+                    Some(LayerNorm::load(vb.pp("attention.LayerNorm"), h, eps)?);
                 layer.full_layer_layer_norm =
-                    Some(src.layer_norm(&format!("{p}.full_layer_layer_norm"), h, eps)?);
+                    Some(LayerNorm::load(vb.pp("full_layer_layer_norm"), h, eps)?);
             }
             layers.push(layer);
         }
         let embeddings_layer_norm = if layout.layer_norms {
-            Some(src.layer_norm(
-                "task.embeddings.LayerNorm",
-                config.shape.embedding_size,
-                eps,
-            )?)
+            let width = config.shape.embedding_size;
+            Some(LayerNorm::load(vb.pp("task.embeddings.LayerNorm"), width, eps)?)
         } else {
             None
         };
         let pooler = if layout.pooler {
-            Some(src.linear("task.pooler", h, h)?)
+            Some(Linear::load(vb.pp("task.pooler"), h, h)?)
         } else {
             None
         };
@@ -210,7 +209,7 @@ impl TaskParams {
             sharing: layout.sharing,
             embeddings_layer_norm,
             pooler,
-            classifier: src.linear("classifier", h, layout.num_labels)?,
+            classifier: Linear::load(vb.pp("classifier"), h, layout.num_labels)?,
         })
     }
 }
@@ -351,47 +350,6 @@ fn copy_ln(out: &mut HashMap<String, Tensor>, name: &str, ln: &LayerNorm) {
         format!("{name}.bias"),
         ln.bias.copy().unwrap_or_else(|_| ln.bias.clone()),
     );
-}
-
-struct TensorSource<'a> {
-    tensors: &'a HashMap<String, Tensor>,
-}
-
-impl TensorSource<'_> {
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                path: "task parameters".into(),
-            })?;
-        if t.dims() != shape {
-            return Err(ModelError::WrongShape {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                found: t.dims().to_vec(),
-                path: "task parameters".into(),
-            });
-        }
-        Ok(t.clone())
-    }
-
-    fn linear(&self, name: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
-        Ok(Linear::new(
-            self.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
-            Some(self.get(&format!("{name}.bias"), &[out_dim])?),
-        ))
-    }
-
-    fn layer_norm(&self, name: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            weight: self.get(&format!("{name}.weight"), &[dim])?,
-            bias: self.get(&format!("{name}.bias"), &[dim])?,
-            eps,
-        })
-    }
 }
 
 /// A seeded N(0, std^2) tensor (the task-initialization stream of `adalbert_core::rng`).

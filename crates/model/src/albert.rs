@@ -3,7 +3,8 @@
 //! Struct and field names mirror Hugging Face's `modeling_albert.py` (`AlbertEmbeddings`,
 //! `AlbertAttention`, `AlbertLayer`, `AlbertLayerGroup`, `AlbertTransformer`), so checkpoint
 //! tensor names stay greppable. BERT runs through the same code: one group per layer, E = H and
-//! no `embedding_hidden_mapping_in`; [`Names`] maps the modules to BERT's tensor names.
+//! no `embedding_hidden_mapping_in`; [`adalbert_core::Family::module_names`] gives BERT's
+//! tensor names where they differ.
 //!
 //! Task-specific parameters ([`crate::adapters::TaskParams`]) hook in at the places the
 //! adapter literature puts them: after the attention output projection and after the FFN
@@ -16,58 +17,13 @@ use candle_core::{DType, Tensor};
 
 use crate::adapters::{Lora, TaskLayer, TaskParams};
 use crate::checkpoint::Checkpoint;
-use crate::config::{Activation, EncoderConfig, Family};
+use crate::config::{Activation, EncoderConfig};
 use crate::error::{ModelError, Result};
 use crate::exec::{inference_path, InferencePath, Isa, Kernels, TrainKernels};
 use crate::fast_encoder::FastEncoder;
 use crate::nn::{Ctx, LayerNorm, Linear};
 use crate::train_ops::{self, FrozenLinear};
-
-/// Checkpoint tensor names of each module, per family.
-pub struct Names(pub Family);
-
-impl Names {
-    /// Prefix of layer `j` inside group `g`.
-    pub fn layer(&self, g: usize, j: usize) -> String {
-        match self.0 {
-            Family::Albert => format!("encoder.albert_layer_groups.{g}.albert_layers.{j}"),
-            Family::Bert => format!("encoder.layer.{g}"),
-        }
-    }
-    fn query(&self) -> &'static str {
-        self.pick("attention.query", "attention.self.query")
-    }
-    fn key(&self) -> &'static str {
-        self.pick("attention.key", "attention.self.key")
-    }
-    fn value(&self) -> &'static str {
-        self.pick("attention.value", "attention.self.value")
-    }
-    fn dense(&self) -> &'static str {
-        self.pick("attention.dense", "attention.output.dense")
-    }
-    pub fn attention_layer_norm(&self) -> &'static str {
-        self.pick("attention.LayerNorm", "attention.output.LayerNorm")
-    }
-    fn ffn(&self) -> &'static str {
-        self.pick("ffn", "intermediate.dense")
-    }
-    fn ffn_output(&self) -> &'static str {
-        self.pick("ffn_output", "output.dense")
-    }
-    pub fn full_layer_layer_norm(&self) -> &'static str {
-        self.pick("full_layer_layer_norm", "output.LayerNorm")
-    }
-    pub fn pooler(&self) -> &'static str {
-        self.pick("pooler", "pooler.dense")
-    }
-    fn pick(&self, albert: &'static str, bert: &'static str) -> &'static str {
-        match self.0 {
-            Family::Albert => albert,
-            Family::Bert => bert,
-        }
-    }
-}
+use crate::weights::Weights;
 
 /// Word, position and token-type embeddings of width E, then LayerNorm.
 pub struct AlbertEmbeddings {
@@ -78,22 +34,16 @@ pub struct AlbertEmbeddings {
 }
 
 impl AlbertEmbeddings {
-    fn load(ck: &Checkpoint, c: &EncoderConfig) -> Result<Self> {
-        let e = c.shape.embedding_size;
+    /// Loads from `embeddings.` (`vb` is that prefix).
+    pub fn load(vb: Weights, config: &EncoderConfig) -> Result<Self> {
+        let shape = &config.shape;
+        let width = shape.embedding_size;
+        let table = |name: &str, rows: usize| vb.pp(name).get("weight", &[rows, width]);
         Ok(Self {
-            word_embeddings: ck.get(
-                "embeddings.word_embeddings.weight",
-                &[c.shape.vocab_size, e],
-            )?,
-            position_embeddings: ck.get(
-                "embeddings.position_embeddings.weight",
-                &[c.shape.max_position_embeddings, e],
-            )?,
-            token_type_embeddings: ck.get(
-                "embeddings.token_type_embeddings.weight",
-                &[c.shape.type_vocab_size, e],
-            )?,
-            layer_norm: LayerNorm::load(ck, "embeddings.LayerNorm", e, c.layer_norm_eps)?,
+            word_embeddings: table("word_embeddings", shape.vocab_size)?,
+            position_embeddings: table("position_embeddings", shape.max_position_embeddings)?,
+            token_type_embeddings: table("token_type_embeddings", shape.type_vocab_size)?,
+            layer_norm: LayerNorm::load(vb.pp("LayerNorm"), width, config.layer_norm_eps)?,
         })
     }
 
@@ -142,22 +92,25 @@ pub struct AlbertAttention {
 }
 
 impl AlbertAttention {
-    fn load(ck: &Checkpoint, c: &EncoderConfig, p: &str, n: &Names) -> Result<Self> {
-        let h = c.shape.hidden_size;
-        let lin = |name: &str| Linear::load(ck, &format!("{p}.{name}"), h, h);
+    /// Loads from the layer's prefix `vb`: ALBERT keeps these tensors under `attention.`,
+    /// BERT under `attention.self.` and `attention.output.`, as
+    /// [`adalbert_core::Family::module_names`] spells them.
+    pub fn load(vb: &Weights, config: &EncoderConfig) -> Result<Self> {
+        let names = config.shape.family.module_names();
+        let hidden = config.shape.hidden_size;
+        let square = |name: &str| Linear::load(vb.pp(name), hidden, hidden);
         Ok(Self {
-            query: lin(n.query())?,
-            key: lin(n.key())?,
-            value: lin(n.value())?,
-            dense: lin(n.dense())?,
+            query: square(names.query)?,
+            key: square(names.key)?,
+            value: square(names.value)?,
+            dense: square(names.dense)?,
             layer_norm: LayerNorm::load(
-                ck,
-                &format!("{p}.{}", n.attention_layer_norm()),
-                h,
-                c.layer_norm_eps,
+                vb.pp(names.attention_layer_norm),
+                hidden,
+                config.layer_norm_eps,
             )?,
-            num_attention_heads: c.shape.num_attention_heads,
-            attention_head_size: c.shape.head_dim(),
+            num_attention_heads: config.shape.num_attention_heads,
+            attention_head_size: config.shape.head_dim(),
             qkv: OnceLock::new(),
         })
     }
@@ -351,19 +304,20 @@ pub struct AlbertLayer {
 }
 
 impl AlbertLayer {
-    fn load(ck: &Checkpoint, c: &EncoderConfig, p: &str, n: &Names) -> Result<Self> {
-        let (h, f) = (c.shape.hidden_size, c.shape.intermediate_size);
+    /// Loads from the layer's prefix `vb` ([`adalbert_core::ModelShape::layer_prefix`]).
+    pub fn load(vb: &Weights, config: &EncoderConfig) -> Result<Self> {
+        let names = config.shape.family.module_names();
+        let (hidden, inner) = (config.shape.hidden_size, config.shape.intermediate_size);
         Ok(Self {
-            attention: AlbertAttention::load(ck, c, p, n)?,
-            ffn: Linear::load(ck, &format!("{p}.{}", n.ffn()), h, f)?,
-            ffn_output: Linear::load(ck, &format!("{p}.{}", n.ffn_output()), f, h)?,
+            attention: AlbertAttention::load(vb, config)?,
+            ffn: Linear::load(vb.pp(names.ffn), hidden, inner)?,
+            ffn_output: Linear::load(vb.pp(names.ffn_output), inner, hidden)?,
             full_layer_layer_norm: LayerNorm::load(
-                ck,
-                &format!("{p}.{}", n.full_layer_layer_norm()),
-                h,
-                c.layer_norm_eps,
+                vb.pp(names.full_layer_layer_norm),
+                hidden,
+                config.layer_norm_eps,
             )?,
-            activation: c.hidden_act,
+            activation: config.hidden_act,
         })
     }
 
@@ -498,6 +452,18 @@ pub struct AlbertLayerGroup {
     pub albert_layers: Vec<AlbertLayer>,
 }
 
+impl AlbertLayerGroup {
+    /// Loads group `group` from the checkpoint's root `vb` (the layer prefixes,
+    /// [`adalbert_core::ModelShape::layer_prefix`], are full names).
+    pub fn load(vb: &Weights, config: &EncoderConfig, group: usize) -> Result<Self> {
+        let shape = &config.shape;
+        let albert_layers = (0..shape.inner_group_num)
+            .map(|j| AlbertLayer::load(&vb.pp(shape.layer_prefix(group, j)), config))
+            .collect::<Result<_>>()?;
+        Ok(Self { albert_layers })
+    }
+}
+
 /// The E->H projection and the layer groups, applied `num_hidden_layers` times.
 pub struct AlbertTransformer {
     pub embedding_hidden_mapping_in: Option<Linear>,
@@ -505,30 +471,22 @@ pub struct AlbertTransformer {
 }
 
 impl AlbertTransformer {
-    fn load(ck: &Checkpoint, c: &EncoderConfig) -> Result<Self> {
-        let names = Names(c.shape.family);
-        let embedding_hidden_mapping_in = if c.shape.has_projection() {
-            Some(Linear::load(
-                ck,
-                "encoder.embedding_hidden_mapping_in",
-                c.shape.embedding_size,
-                c.shape.hidden_size,
-            )?)
-        } else {
-            None
-        };
-        let mut groups = Vec::with_capacity(c.shape.num_hidden_groups);
-        for g in 0..c.shape.num_hidden_groups {
-            let layers = (0..c.shape.inner_group_num)
-                .map(|j| AlbertLayer::load(ck, c, &names.layer(g, j), &names))
-                .collect::<Result<Vec<_>>>()?;
-            groups.push(AlbertLayerGroup {
-                albert_layers: layers,
-            });
-        }
+    /// Loads from the checkpoint's root `vb`.
+    pub fn load(vb: &Weights, config: &EncoderConfig) -> Result<Self> {
+        let shape = &config.shape;
+        let embedding_hidden_mapping_in = shape
+            .has_projection()
+            .then(|| {
+                let vb = vb.pp("encoder.embedding_hidden_mapping_in");
+                Linear::load(vb, shape.embedding_size, shape.hidden_size)
+            })
+            .transpose()?;
+        let albert_layer_groups = (0..shape.num_hidden_groups)
+            .map(|g| AlbertLayerGroup::load(vb, config, g))
+            .collect::<Result<_>>()?;
         Ok(Self {
             embedding_hidden_mapping_in,
-            albert_layer_groups: groups,
+            albert_layer_groups,
         })
     }
 }
@@ -539,6 +497,14 @@ pub struct Pooler {
 }
 
 impl Pooler {
+    /// Loads from `vb` (`pooler` in ALBERT, `pooler.dense` in BERT).
+    pub fn load(vb: Weights, config: &EncoderConfig) -> Result<Self> {
+        let hidden = config.shape.hidden_size;
+        Ok(Self {
+            dense: Linear::load(vb, hidden, hidden)?,
+        })
+    }
+
     pub fn forward(&self, cls: &Tensor) -> Result<Tensor> {
         Ok(self.dense.forward(cls)?.tanh()?)
     }
@@ -567,25 +533,22 @@ pub struct Backbone {
 impl Backbone {
     /// Builds the backbone from checkpoint tensors; a missing pooler is allowed (sentence
     /// encoders such as all-MiniLM-L6-v2 may ship without one).
-    pub fn load(ck: &Checkpoint, config: &EncoderConfig) -> Result<Self> {
-        let names = Names(config.shape.family);
-        let pooler_name = names.pooler();
-        let pooler = if ck.contains(&format!("{pooler_name}.weight")) {
-            Some(Pooler {
-                dense: Linear::load(
-                    ck,
-                    pooler_name,
-                    config.shape.hidden_size,
-                    config.shape.hidden_size,
-                )?,
-            })
+    pub fn load(checkpoint: &Checkpoint, config: &EncoderConfig) -> Result<Self> {
+        Self::from_weights(&Weights::new(checkpoint), config)
+    }
+
+    /// [`Backbone::load`] from the checkpoint's root `vb`.
+    pub fn from_weights(vb: &Weights, config: &EncoderConfig) -> Result<Self> {
+        let pooler = vb.pp(config.shape.family.module_names().pooler);
+        let pooler = if pooler.contains("weight") {
+            Some(Pooler::load(pooler, config)?)
         } else {
             None
         };
         Ok(Self {
             config: config.clone(),
-            embeddings: AlbertEmbeddings::load(ck, config)?,
-            encoder: AlbertTransformer::load(ck, config)?,
+            embeddings: AlbertEmbeddings::load(vb.pp("embeddings"), config)?,
+            encoder: AlbertTransformer::load(vb, config)?,
             pooler,
             kernels: Kernels::Auto,
             fast: OnceLock::new(),

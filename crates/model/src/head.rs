@@ -6,6 +6,7 @@ use candle_core::Tensor;
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 use crate::nn::{Ctx, Linear};
+use crate::weights::Weights;
 
 pub struct SequenceClassifier {
     pub classifier: Linear,
@@ -14,7 +15,7 @@ pub struct SequenceClassifier {
 impl SequenceClassifier {
     pub fn load(ck: &Checkpoint, hidden_size: usize, num_labels: usize) -> Result<Self> {
         Ok(Self {
-            classifier: Linear::load(ck, "classifier", hidden_size, num_labels)?,
+            classifier: Linear::load(Weights::new(ck).pp("classifier"), hidden_size, num_labels)?,
         })
     }
 

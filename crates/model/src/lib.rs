@@ -25,6 +25,7 @@ pub mod task_model;
 pub mod testing;
 pub mod tokenizer;
 pub mod train_ops;
+pub mod weights;
 
 pub use adapters::{AdapterKind, AdapterSpec, Pooling, Sharing, TaskLayout, TaskParams};
 pub use albert::{Backbone, EncoderOutput, Route};
@@ -36,3 +37,4 @@ pub use exec::{Isa, Kernels, TrainKernels};
 pub use multitask::{LoadedTask, MultiTask, Prediction};
 pub use nn::Ctx;
 pub use task_model::TaskModel;
+pub use weights::Weights;

@@ -10,11 +10,11 @@ use std::sync::{Arc, OnceLock};
 use adalbert_kernels::dropout;
 use candle_core::{Tensor, D};
 
-use crate::checkpoint::Checkpoint;
 use crate::config::Activation;
 use crate::error::Result;
 use crate::exec::{default_isa, TrainKernels};
 use crate::train_ops::{self, FrozenLinear};
+use crate::weights::Weights;
 
 /// Forward-pass context: training or inference, and the seeded dropout stream.
 pub struct Ctx {
@@ -155,10 +155,11 @@ impl Linear {
         }
     }
 
-    pub fn load(ck: &Checkpoint, name: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
+    /// `weight [out_dim, in_dim]` and `bias [out_dim]` under `vb`'s prefix.
+    pub fn load(vb: Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
         Ok(Self::new(
-            ck.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
-            Some(ck.get(&format!("{name}.bias"), &[out_dim])?),
+            vb.get("weight", &[out_dim, in_dim])?,
+            Some(vb.get("bias", &[out_dim])?),
         ))
     }
 
@@ -228,10 +229,11 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn load(ck: &Checkpoint, name: &str, dim: usize, eps: f64) -> Result<Self> {
+    /// `weight [dim]` and `bias [dim]` under `vb`'s prefix.
+    pub fn load(vb: Weights, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
-            weight: ck.get(&format!("{name}.weight"), &[dim])?,
-            bias: ck.get(&format!("{name}.bias"), &[dim])?,
+            weight: vb.get("weight", &[dim])?,
+            bias: vb.get("bias", &[dim])?,
             eps,
         })
     }
