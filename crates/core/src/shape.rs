@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::adapter::{AdapterSpec, Sharing};
 use crate::error::{CoreError, Result};
+use crate::site::Site;
 
 /// Which checkpoint layout (tensor names) the weights follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -360,8 +361,9 @@ impl ModelShape {
     /// embeddings' LayerNorm, an optional pooler, the classifier.
     pub fn task_params(&self, task: &TaskShape) -> usize {
         let h = self.hidden_size;
+        let norms: usize = Site::LAYER_NORMS.iter().map(|s| s.params(h, 0)).sum();
         let per_layer = task.adapter.map_or(0, |s| s.params_per_application(h))
-            + if task.layer_norms { 4 * h } else { 0 };
+            + if task.layer_norms { norms } else { 0 };
         let mut n = self.task_layers(task) * per_layer;
         if task.layer_norms {
             n += 2 * self.embedding_size;

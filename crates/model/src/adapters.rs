@@ -7,19 +7,20 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-pub use adalbert_core::{AdapterKind, AdapterSpec, Sharing};
+pub use adalbert_core::{AdapterKind, AdapterSpec, Projection, Sharing, Site, Sublayer};
 
 use adalbert_core::rng::Normal;
 use adalbert_core::TaskShape;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
-use crate::albert::{activate, activate_t, Backbone};
+use crate::albert::{activate_t, Backbone};
 use crate::config::{Activation, EncoderConfig};
 use crate::error::{ModelError, Result};
 use crate::nn::{Ctx, LayerNorm, Linear};
 use crate::weights::Weights;
 
-/// `up(act(down(x)))`: the residual bottleneck of Houlsby et al.
+/// `up(act(down(x)))`: the bottleneck of Houlsby et al., at a [`Site::Parallel`] or
+/// [`Site::Sequential`].
 #[derive(Clone, Debug)]
 pub struct Bottleneck {
     pub down: Linear,
@@ -28,29 +29,47 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.up
-            .forward(&activate(&self.down.forward(x)?, self.activation)?)
+    /// Loads `down [m, H]` and `up [H, m]` (with biases) from the site's prefix `vb`.
+    pub fn load(vb: Weights, hidden: usize, spec: &AdapterSpec) -> Result<Self> {
+        Ok(Self {
+            down: Linear::load(vb.pp("down"), hidden, spec.size)?,
+            up: Linear::load(vb.pp("up"), spec.size, hidden)?,
+            activation: spec.activation,
+        })
     }
 
-    pub fn forward_residual(&self, x: &Tensor) -> Result<Tensor> {
-        Ok((x + self.forward(x)?)?)
+    /// Initial tensors under `prefix`: near the identity (the up-projection zero), the
+    /// down-projection drawn from `rng`.
+    fn init(
+        prefix: &str,
+        hidden: usize,
+        width: usize,
+        rng: &mut Normal,
+        out: &mut Tensors,
+    ) -> Result<()> {
+        out.insert(
+            format!("{prefix}.down.weight"),
+            normal_tensor(rng, &[width, hidden])?,
+        );
+        out.insert(format!("{prefix}.down.bias"), zeros(&[width])?);
+        out.insert(format!("{prefix}.up.weight"), zeros(&[hidden, width])?);
+        out.insert(format!("{prefix}.up.bias"), zeros(&[hidden])?);
+        Ok(())
     }
 
-    /// [`Bottleneck::forward`] on the fused training ops when `ctx` uses them.
     pub fn forward_t(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let down = self.down.forward_t(x, ctx)?;
         self.up
             .forward_t(&activate_t(&down, self.activation, ctx)?, ctx)
     }
 
-    /// [`Bottleneck::forward_residual`] on the fused training ops when `ctx` uses them.
+    /// `x + forward(x)`.
     pub fn forward_residual_t(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         Ok((x + self.forward_t(x, ctx)?)?)
     }
 }
 
-/// Low-rank update `(alpha / r) * B A x` of a frozen projection.
+/// Low-rank update `(alpha / r) * B A x` of a frozen projection, at a [`Site::Lora`].
 #[derive(Clone, Debug)]
 pub struct Lora {
     /// [r, H]
@@ -61,22 +80,111 @@ pub struct Lora {
 }
 
 impl Lora {
+    /// Loads `a [r, H]` and `b [H, r]` from the site's prefix `vb`.
+    pub fn load(vb: Weights, hidden: usize, spec: &AdapterSpec) -> Result<Self> {
+        Ok(Self {
+            a: vb.get("a", &[spec.size, hidden])?,
+            b: vb.get("b", &[hidden, spec.size])?,
+            scale: spec.alpha / spec.size as f64,
+        })
+    }
+
+    /// Initial tensors under `prefix`: a zero update (`b` zero), `a` drawn from `rng`.
+    fn init(
+        prefix: &str,
+        hidden: usize,
+        rank: usize,
+        rng: &mut Normal,
+        out: &mut Tensors,
+    ) -> Result<()> {
+        out.insert(format!("{prefix}.a"), normal_tensor(rng, &[rank, hidden])?);
+        out.insert(format!("{prefix}.b"), zeros(&[hidden, rank])?);
+        Ok(())
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let down = x.broadcast_matmul(&self.a.t()?)?;
         Ok((down.broadcast_matmul(&self.b.t()?)? * self.scale)?)
     }
 }
 
-/// A task's parameters for one layer application.
+/// What a task holds at one [`Site`].
+#[derive(Clone, Debug)]
+pub enum SiteParams {
+    Bottleneck(Bottleneck),
+    Lora(Lora),
+    LayerNorm(LayerNorm),
+}
+
+/// A task's parameters for one layer application, by site.
 #[derive(Clone, Debug, Default)]
 pub struct TaskLayer {
-    pub attention_adapter: Option<Bottleneck>,
-    pub output_adapter: Option<Bottleneck>,
-    pub parallel_adapter: Option<Bottleneck>,
-    pub lora_query: Option<Lora>,
-    pub lora_value: Option<Lora>,
-    pub attention_layer_norm: Option<LayerNorm>,
-    pub full_layer_layer_norm: Option<LayerNorm>,
+    sites: Vec<(Site, SiteParams)>,
+}
+
+impl TaskLayer {
+    pub fn get(&self, site: Site) -> Option<&SiteParams> {
+        self.sites.iter().find(|(s, _)| *s == site).map(|(_, p)| p)
+    }
+
+    pub fn bottleneck(&self, site: Site) -> Option<&Bottleneck> {
+        match self.get(site)? {
+            SiteParams::Bottleneck(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn lora(&self, projection: Projection) -> Option<&Lora> {
+        match self.get(Site::Lora(projection))? {
+            SiteParams::Lora(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn layer_norm(&self, sublayer: Sublayer) -> Option<&LayerNorm> {
+        match self.get(Site::LayerNorm(sublayer))? {
+            SiteParams::LayerNorm(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn has_lora(&self) -> bool {
+        self.sites.iter().any(|(s, _)| matches!(s, Site::Lora(_)))
+    }
+
+    /// This layer's parameters at the end of `sublayer`.
+    pub fn end(&self, sublayer: Sublayer) -> SublayerEnd<'_> {
+        SublayerEnd {
+            parallel: self.bottleneck(Site::Parallel(sublayer)),
+            sequential: self.bottleneck(Site::Sequential(sublayer)),
+            layer_norm: self.layer_norm(sublayer),
+        }
+    }
+}
+
+/// A task's parameters at the end of one sublayer, where every execution path applies them
+/// as `LayerNorm'(x + s(y + p(x)))` (see [`adalbert_core::site`]); `None` parts are the
+/// identity (the backbone's LayerNorm for `layer_norm`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SublayerEnd<'a> {
+    pub parallel: Option<&'a Bottleneck>,
+    pub sequential: Option<&'a Bottleneck>,
+    pub layer_norm: Option<&'a LayerNorm>,
+}
+
+impl<'a> SublayerEnd<'a> {
+    /// The end of `sublayer` at layer application `application` for `task` (nothing for the
+    /// bare backbone).
+    pub fn of(task: Option<&'a TaskParams>, application: usize, sublayer: Sublayer) -> Self {
+        task.and_then(|t| t.layer(application))
+            .map_or_else(Self::default, |l| l.end(sublayer))
+    }
+
+    /// Whether a bottleneck runs here (so the LayerNorm cannot be fused into the
+    /// sublayer's last product).
+    pub fn has_adapter(&self) -> bool {
+        self.parallel.is_some() || self.sequential.is_some()
+    }
 }
 
 /// What a task owns besides the frozen backbone.
@@ -140,6 +248,11 @@ impl TaskParams {
         }
     }
 
+    /// The LoRA update of `projection` at layer application `application`, if any.
+    pub fn lora(&self, application: usize, projection: Projection) -> Option<&Lora> {
+        self.layer(application)?.lora(projection)
+    }
+
     /// Builds the task from named tensors (bundle contents or trainable variables).
     pub fn from_tensors(
         config: &EncoderConfig,
@@ -147,60 +260,38 @@ impl TaskParams {
         tensors: &HashMap<String, Tensor>,
     ) -> Result<Self> {
         let vb = Weights::from_tensors(tensors, Path::new("task parameters"));
-        let h = config.shape.hidden_size;
+        let hidden = config.shape.hidden_size;
         let eps = config.layer_norm_eps;
         let mut layers = Vec::new();
         for k in 0..layout.task_layer_count(config) {
             let vb = vb.pp(format!("task.layers.{k}"));
             let mut layer = TaskLayer::default();
-            if let Some(spec) = &layout.adapter {
-                let bottleneck = |name: &str| -> Result<Bottleneck> {
-                    Ok(Bottleneck {
-                        down: Linear::load(vb.pp(name).pp("down"), h, spec.size)?,
-                        up: Linear::load(vb.pp(name).pp("up"), spec.size, h)?,
-                        activation: spec.activation,
-                    })
+            for (site, spec) in layout.adapter_sites() {
+                let vb = vb.pp(site.name());
+                let params = match site {
+                    Site::Lora(_) => SiteParams::Lora(Lora::load(vb, hidden, spec)?),
+                    _ => SiteParams::Bottleneck(Bottleneck::load(vb, hidden, spec)?),
                 };
-                let lora = |name: &str| -> Result<Lora> {
-                    Ok(Lora {
-                        a: vb.pp(name).get("a", &[spec.size, h])?,
-                        b: vb.pp(name).get("b", &[h, spec.size])?,
-                        scale: spec.alpha / spec.size as f64,
-                    })
-                };
-                match spec.kind {
-                    AdapterKind::Houlsby => {
-                        layer.attention_adapter = Some(bottleneck("attention_adapter")?);
-                        layer.output_adapter = Some(bottleneck("output_adapter")?);
-                    }
-                    AdapterKind::Pfeiffer => {
-                        layer.output_adapter = Some(bottleneck("output_adapter")?)
-                    }
-                    AdapterKind::Parallel => {
-                        layer.parallel_adapter = Some(bottleneck("parallel_adapter")?)
-                    }
-                    AdapterKind::Lora => {
-                        layer.lora_query = Some(lora("lora_query")?);
-                        layer.lora_value = Some(lora("lora_value")?);
-                    }
-                }
+                layer.sites.push((site, params));
             }
-            if layout.layer_norms {
-                layer.attention_layer_norm =
-                    Some(LayerNorm::load(vb.pp("attention.LayerNorm"), h, eps)?);
-                layer.full_layer_layer_norm =
-                    Some(LayerNorm::load(vb.pp("full_layer_layer_norm"), h, eps)?);
+            for site in layout.layer_norm_sites() {
+                let norm = LayerNorm::load(vb.pp(site.name()), hidden, eps)?;
+                layer.sites.push((site, SiteParams::LayerNorm(norm)));
             }
             layers.push(layer);
         }
         let embeddings_layer_norm = if layout.layer_norms {
             let width = config.shape.embedding_size;
-            Some(LayerNorm::load(vb.pp("task.embeddings.LayerNorm"), width, eps)?)
+            Some(LayerNorm::load(
+                vb.pp("task.embeddings.LayerNorm"),
+                width,
+                eps,
+            )?)
         } else {
             None
         };
         let pooler = if layout.pooler {
-            Some(Linear::load(vb.pp("task.pooler"), h, h)?)
+            Some(Linear::load(vb.pp("task.pooler"), hidden, hidden)?)
         } else {
             None
         };
@@ -209,7 +300,7 @@ impl TaskParams {
             sharing: layout.sharing,
             embeddings_layer_norm,
             pooler,
-            classifier: Linear::load(vb.pp("classifier"), h, layout.num_labels)?,
+            classifier: Linear::load(vb.pp("classifier"), hidden, layout.num_labels)?,
         })
     }
 }
@@ -231,71 +322,43 @@ impl TaskLayout {
         config.shape.task_layers(&self.task_shape())
     }
 
+    /// The adapter's sites in every task layer (none for head-only training), with the spec.
+    fn adapter_sites(&self) -> impl Iterator<Item = (Site, &AdapterSpec)> {
+        self.adapter
+            .iter()
+            .flat_map(|spec| spec.kind.sites().iter().map(move |&site| (site, spec)))
+    }
+
+    /// The LayerNorm copies in every task layer (none unless the layout trains them).
+    fn layer_norm_sites(&self) -> impl Iterator<Item = Site> {
+        self.layer_norms
+            .then_some(Site::LAYER_NORMS)
+            .into_iter()
+            .flatten()
+    }
+
     /// Initial values of every task tensor: adapters near identity (up-projections zero),
     /// LayerNorm and pooler copies of the backbone's, a small random classifier. Seeded.
     pub fn init_tensors(&self, backbone: &Backbone, seed: u64) -> Result<HashMap<String, Tensor>> {
         let config = &backbone.config;
-        let h = config.shape.hidden_size;
-        let dev = Device::Cpu;
+        let hidden = config.shape.hidden_size;
         let mut rng = Normal::new(seed);
         let mut out = HashMap::new();
         for k in 0..self.task_layer_count(config) {
-            let p = format!("task.layers.{k}");
-            if let Some(spec) = &self.adapter {
-                let m = spec.size;
-                let mut bottleneck =
-                    |name: &str, out: &mut HashMap<String, Tensor>| -> Result<()> {
-                        out.insert(
-                            format!("{p}.{name}.down.weight"),
-                            normal_tensor(&mut rng, &[m, h], 0.02, &dev)?,
-                        );
-                        out.insert(
-                            format!("{p}.{name}.down.bias"),
-                            Tensor::zeros(m, candle_core::DType::F32, &dev)?,
-                        );
-                        out.insert(
-                            format!("{p}.{name}.up.weight"),
-                            Tensor::zeros((h, m), candle_core::DType::F32, &dev)?,
-                        );
-                        out.insert(
-                            format!("{p}.{name}.up.bias"),
-                            Tensor::zeros(h, candle_core::DType::F32, &dev)?,
-                        );
-                        Ok(())
-                    };
-                match spec.kind {
-                    AdapterKind::Houlsby => {
-                        bottleneck("attention_adapter", &mut out)?;
-                        bottleneck("output_adapter", &mut out)?;
-                    }
-                    AdapterKind::Pfeiffer => bottleneck("output_adapter", &mut out)?,
-                    AdapterKind::Parallel => bottleneck("parallel_adapter", &mut out)?,
-                    AdapterKind::Lora => {
-                        for name in ["lora_query", "lora_value"] {
-                            out.insert(
-                                format!("{p}.{name}.a"),
-                                normal_tensor(&mut rng, &[m, h], 0.02, &dev)?,
-                            );
-                            out.insert(
-                                format!("{p}.{name}.b"),
-                                Tensor::zeros((h, m), candle_core::DType::F32, &dev)?,
-                            );
-                        }
-                    }
+            let prefix = format!("task.layers.{k}");
+            for (site, spec) in self.adapter_sites() {
+                let prefix = format!("{prefix}.{}", site.name());
+                match site {
+                    Site::Lora(_) => Lora::init(&prefix, hidden, spec.size, &mut rng, &mut out)?,
+                    _ => Bottleneck::init(&prefix, hidden, spec.size, &mut rng, &mut out)?,
                 }
             }
-            if self.layer_norms {
-                let layer = backbone_layer_for(backbone, k);
-                copy_ln(
-                    &mut out,
-                    &format!("{p}.attention.LayerNorm"),
-                    &layer.attention.layer_norm,
-                );
-                copy_ln(
-                    &mut out,
-                    &format!("{p}.full_layer_layer_norm"),
-                    &layer.full_layer_layer_norm,
-                );
+            for site in self.layer_norm_sites() {
+                let Site::LayerNorm(sublayer) = site else {
+                    continue;
+                };
+                let norm = backbone_layer_for(backbone, k).layer_norm(sublayer);
+                copy_ln(&mut out, &format!("{prefix}.{}", site.name()), norm);
             }
         }
         if self.layer_norms {
@@ -316,12 +379,9 @@ impl TaskLayout {
         }
         out.insert(
             "classifier.weight".into(),
-            normal_tensor(&mut rng, &[self.num_labels, h], 0.02, &dev)?,
+            normal_tensor(&mut rng, &[self.num_labels, hidden])?,
         );
-        out.insert(
-            "classifier.bias".into(),
-            Tensor::zeros(self.num_labels, candle_core::DType::F32, &dev)?,
-        );
+        out.insert("classifier.bias".into(), zeros(&[self.num_labels])?);
         Ok(out)
     }
 
@@ -352,10 +412,16 @@ fn copy_ln(out: &mut HashMap<String, Tensor>, name: &str, ln: &LayerNorm) {
     );
 }
 
-/// A seeded N(0, std^2) tensor (the task-initialization stream of `adalbert_core::rng`).
-fn normal_tensor(rng: &mut Normal, shape: &[usize], std: f64, dev: &Device) -> Result<Tensor> {
+type Tensors = HashMap<String, Tensor>;
+
+/// A seeded N(0, 0.02^2) tensor (the task-initialization stream of `adalbert_core::rng`).
+fn normal_tensor(rng: &mut Normal, shape: &[usize]) -> Result<Tensor> {
     let n: usize = shape.iter().product();
-    Ok(Tensor::from_vec(rng.vec_f32(n, std), shape, dev)?)
+    Ok(Tensor::from_vec(rng.vec_f32(n, 0.02), shape, &Device::Cpu)?)
+}
+
+fn zeros(shape: &[usize]) -> Result<Tensor> {
+    Ok(Tensor::zeros(shape, DType::F32, &Device::Cpu)?)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Tensor};
 
-use crate::adapters::{Lora, TaskLayer, TaskParams};
+use crate::adapters::{Projection, Sublayer, SublayerEnd, TaskLayer, TaskParams};
 use crate::checkpoint::Checkpoint;
 use crate::config::{Activation, EncoderConfig};
 use crate::error::{ModelError, Result};
@@ -115,8 +115,8 @@ impl AlbertAttention {
         })
     }
 
-    /// The query, key and value projections, with each row's task LoRA added to the query
-    /// and value where its layer has one.
+    /// The query, key and value projections, with each row's task LoRA added where its
+    /// layer has one.
     fn project_qkv(
         &self,
         x: &Tensor,
@@ -124,24 +124,24 @@ impl AlbertAttention {
         application: usize,
         ctx: &Ctx,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let mut q = self.query.forward_t(x, ctx)?;
-        let k = self.key.forward_t(x, ctx)?;
-        let mut v = self.value.forward_t(x, ctx)?;
-        if route.any_layer(application, |l| {
-            l.lora_query.is_some() || l.lora_value.is_some()
-        }) {
-            let lora = |proj: &Tensor, pick: fn(&TaskLayer) -> Option<&Lora>| {
-                route.per_task(&[proj, x], |task, r| {
-                    match task.and_then(|t| t.layer(application)).and_then(pick) {
-                        Some(l) => Ok((&r[0] + l.forward(&r[1])?)?),
-                        None => Ok(r[0].clone()),
-                    }
-                })
-            };
-            q = lora(&q, |l| l.lora_query.as_ref())?;
-            v = lora(&v, |l| l.lora_value.as_ref())?;
-        }
-        Ok((q, k, v))
+        let [q, k, v] = [&self.query, &self.key, &self.value].map(|l| l.forward_t(x, ctx));
+        let [q, k, v] = [
+            (Projection::Query, q?),
+            (Projection::Key, k?),
+            (Projection::Value, v?),
+        ]
+        .map(|(projection, y)| {
+            if !route.any_layer(application, |l| l.lora(projection).is_some()) {
+                return Ok(y);
+            }
+            route.per_task(&[&y, x], |task, r| {
+                match task.and_then(|t| t.lora(application, projection)) {
+                    Some(l) => Ok((&r[0] + l.forward(&r[1])?)?),
+                    None => Ok(r[0].clone()),
+                }
+            })
+        });
+        Ok((q?, k?, v?))
     }
 
     /// [B, S, H] -> [B, heads, S, head_dim]
@@ -191,9 +191,7 @@ impl AlbertAttention {
         kernels: TrainKernels,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
-        let lora = route.any_layer(application, |l| {
-            l.lora_query.is_some() || l.lora_value.is_some()
-        });
+        let lora = route.any_layer(application, TaskLayer::has_lora);
         let frozen = self.query.is_frozen() && self.key.is_frozen() && self.value.is_frozen();
         let qkv = if kernels.frozen_gemm && frozen && !lora {
             let packed = match self.qkv.get() {
@@ -262,12 +260,9 @@ impl AlbertAttention {
         let mut inputs = vec![x, projected];
         inputs.extend(drop.as_ref());
         route.per_task(&inputs, |task, r| {
-            let layer = task.and_then(|t| t.layer(application));
-            let ln = layer
-                .and_then(|l| l.attention_layer_norm.as_ref())
-                .unwrap_or(&self.layer_norm);
-            let adapter = layer.and_then(|l| l.attention_adapter.as_ref());
-            fused_residual_norm(&r[0], &r[1], r.get(2), adapter, ln, ctx, kernels)
+            let end = SublayerEnd::of(task, application, Sublayer::Attention);
+            let ln = end.layer_norm.unwrap_or(&self.layer_norm);
+            fused_residual_norm(&r[0], &r[1], r.get(2), end.sequential, ln, ctx, kernels)
         })
     }
 
@@ -281,14 +276,12 @@ impl AlbertAttention {
         ctx: &Ctx,
     ) -> Result<Tensor> {
         route.per_task(&[x, projected], |task, r| {
-            let layer = task.and_then(|t| t.layer(application));
-            let projected = match layer.and_then(|l| l.attention_adapter.as_ref()) {
+            let end = SublayerEnd::of(task, application, Sublayer::Attention);
+            let projected = match end.sequential {
                 Some(a) => a.forward_residual_t(&r[1], ctx)?,
                 None => r[1].clone(),
             };
-            let ln = layer
-                .and_then(|l| l.attention_layer_norm.as_ref())
-                .unwrap_or(&self.layer_norm);
+            let ln = end.layer_norm.unwrap_or(&self.layer_norm);
             ln.forward(&(&r[0] + projected)?, ctx)
         })
     }
@@ -321,6 +314,14 @@ impl AlbertLayer {
         })
     }
 
+    /// The backbone's LayerNorm at the end of `sublayer`.
+    pub fn layer_norm(&self, sublayer: Sublayer) -> &LayerNorm {
+        match sublayer {
+            Sublayer::Attention => &self.attention.layer_norm,
+            Sublayer::FeedForward => &self.full_layer_layer_norm,
+        }
+    }
+
     fn forward(
         &self,
         x: &Tensor,
@@ -344,12 +345,10 @@ impl AlbertLayer {
             let mut inputs = vec![&a, &out];
             inputs.extend(drop.as_ref());
             return route.per_task(&inputs, |task, r| {
-                let layer = task.and_then(|t| t.layer(application));
-                let ln = layer
-                    .and_then(|l| l.full_layer_layer_norm.as_ref())
-                    .unwrap_or(&self.full_layer_layer_norm);
-                let adapter = layer.and_then(|l| l.output_adapter.as_ref());
-                match layer.and_then(|l| l.parallel_adapter.as_ref()) {
+                let end = SublayerEnd::of(task, application, Sublayer::FeedForward);
+                let ln = end.layer_norm.unwrap_or(&self.full_layer_layer_norm);
+                let adapter = end.sequential;
+                match end.parallel {
                     Some(p) => {
                         let mut out = r[1].clone();
                         if let Some(m) = r.get(2) {
@@ -365,17 +364,15 @@ impl AlbertLayer {
         let hidden = activate_t(&self.ffn.forward_t(&a, ctx)?, self.activation, ctx)?;
         let out = ctx.dropout(&self.ffn_output.forward_t(&hidden, ctx)?)?;
         route.per_task(&[&a, &out], |task, r| {
-            let layer = task.and_then(|t| t.layer(application));
+            let end = SublayerEnd::of(task, application, Sublayer::FeedForward);
             let mut out = r[1].clone();
-            if let Some(p) = layer.and_then(|l| l.parallel_adapter.as_ref()) {
+            if let Some(p) = end.parallel {
                 out = (out + p.forward_t(&r[0], ctx)?)?;
             }
-            if let Some(o) = layer.and_then(|l| l.output_adapter.as_ref()) {
+            if let Some(o) = end.sequential {
                 out = o.forward_residual_t(&out, ctx)?;
             }
-            let ln = layer
-                .and_then(|l| l.full_layer_layer_norm.as_ref())
-                .unwrap_or(&self.full_layer_layer_norm);
+            let ln = end.layer_norm.unwrap_or(&self.full_layer_layer_norm);
             ln.forward(&(out + &r[0])?, ctx)
         })
     }

@@ -22,7 +22,7 @@ use adalbert_kernels::norm::{add_layer_norm, add_layer_norm_serial, Norm};
 use adalbert_kernels::{par_row_ranges, Isa};
 use candle_core::{DType, Device, Storage, Tensor, TensorId};
 
-use crate::adapters::{Bottleneck, Lora, TaskLayer, TaskParams};
+use crate::adapters::{Bottleneck, Lora, Projection, Sublayer, SublayerEnd, TaskParams};
 use crate::albert::{AlbertLayer, Backbone};
 use crate::error::{ModelError, Result};
 use crate::exec::{kernel_act, Precision};
@@ -428,14 +428,14 @@ impl FastEncoder {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn layer<'a>(
+    fn layer(
         &self,
         l: &FastLayer,
         x: &mut [f32],
         mask: &[f32],
         batch: usize,
         seq: usize,
-        parts: &[Part<'a>],
+        parts: &[Part],
         application: usize,
         bufs: &mut Buffers,
     ) -> Result<()> {
@@ -443,38 +443,17 @@ impl FastEncoder {
         let tokens = batch * seq;
         let h = l.heads * l.head_dim;
         let f = l.ffn.n();
-        let layer_of = |task: Option<&'a TaskParams>| task.and_then(|t| t.layer(application));
 
         // Attention.
         let qkv = sized(&mut bufs.qkv, tokens * 3 * h);
         l.qkv.forward(isa, tokens, x, qkv, None);
         for &(r0, n, task) in parts {
-            if let Some(tl) = layer_of(task) {
-                let rows = r0 * h..(r0 + n) * h;
-                let qkv_rows = &mut qkv[r0 * 3 * h..(r0 + n) * 3 * h];
-                if let Some(lora) = &tl.lora_query {
-                    self.lora(
-                        lora,
-                        n,
-                        &x[rows.clone()],
-                        h,
-                        qkv_rows,
-                        0,
-                        3 * h,
-                        &mut bufs.small,
-                    )?;
-                }
-                if let Some(lora) = &tl.lora_value {
-                    self.lora(
-                        lora,
-                        n,
-                        &x[rows],
-                        h,
-                        qkv_rows,
-                        2 * h,
-                        3 * h,
-                        &mut bufs.small,
-                    )?;
+            for projection in Projection::ALL {
+                if let Some(lora) = task.and_then(|t| t.lora(application, projection)) {
+                    let qkv_rows = &mut qkv[r0 * 3 * h..(r0 + n) * 3 * h];
+                    let x_rows = &x[r0 * h..(r0 + n) * h];
+                    let col0 = projection.index() * h;
+                    self.lora(lora, n, x_rows, h, qkv_rows, col0, 3 * h, &mut bufs.small)?;
                 }
             }
         }
@@ -489,61 +468,29 @@ impl FastEncoder {
             Precision::F32 => attention(isa, qkv, mask, shape, context),
             Precision::Bf16 => attention_bf16(isa, qkv, mask, shape, context),
         }
-        // a = LayerNorm(dense(context) [+ adapter] + x). The LayerNorm runs inside the last
-        // product before it: the dense projection when one task without an attention
-        // adapter covers the batch, else each task's adapter (or a separate pass).
+        // a = LayerNorm(dense(context) [+ adapters] + x). The LayerNorm runs inside the last
+        // product before it: the dense projection when one task without attention adapters
+        // covers the batch, else each task's adapter (or a separate pass).
         let a = sized(&mut bufs.attn, tokens * h);
-        let attention_norm = |tl: Option<&TaskLayer>| -> Result<NormRef> {
-            self.sublayer_norm(
-                tl.and_then(|t| t.attention_layer_norm.as_ref()),
-                &l.ln_attention,
-            )
-        };
-        match parts {
-            [(_, _, task)] if layer_of(*task).is_none_or(|t| t.attention_adapter.is_none()) => {
-                let ln = attention_norm(layer_of(*task))?;
+        let attention_end = Sublayer::Attention;
+        match self.fusable_norm(parts, application, attention_end, &l.ln_attention)? {
+            Some(ln) => {
                 let post = RowNorm {
                     norm: &ln,
                     residual: x,
                 };
                 l.dense.forward_norm(isa, tokens, context, a, post);
             }
-            _ => {
+            None => {
                 l.dense.forward(isa, tokens, context, a, None);
-                for &(r0, n, task) in parts {
-                    let tl = layer_of(task);
-                    let rows = r0 * h..(r0 + n) * h;
-                    let ln = attention_norm(tl)?;
-                    let post = RowNorm {
-                        norm: &ln,
-                        residual: &x[rows.clone()],
-                    };
-                    match tl.and_then(|t| t.attention_adapter.as_ref()) {
-                        Some(ad) => self.bottleneck(ad, n, None, &mut a[rows], Some(post))?,
-                        None => add_layer_norm(isa, &mut a[rows], Some(post.residual), &ln),
-                    }
-                }
+                self.end_sublayer(parts, application, attention_end, &l.ln_attention, x, a)?;
             }
         }
 
         // Feed-forward: the output overwrites x (no longer needed), then x = LN(x + a),
-        // fused like the attention's LayerNorm: into the output projection when one task
-        // without feed-forward adapters covers the batch, else into each task's last adapter.
-        let output_norm = |tl: Option<&TaskLayer>| -> Result<NormRef> {
-            self.sublayer_norm(
-                tl.and_then(|t| t.full_layer_layer_norm.as_ref()),
-                &l.ln_output,
-            )
-        };
-        let fused = match parts {
-            [(_, _, task)]
-                if layer_of(*task)
-                    .is_none_or(|t| t.parallel_adapter.is_none() && t.output_adapter.is_none()) =>
-            {
-                Some(output_norm(layer_of(*task))?)
-            }
-            _ => None,
-        };
+        // fused like the attention's LayerNorm.
+        let ffn_end = Sublayer::FeedForward;
+        let fused = self.fusable_norm(parts, application, ffn_end, &l.ln_output)?;
         match (&l.ffn.w, &l.ffn_output.w) {
             // Compressed path on AMX: the intermediate stays in bf16 tiles.
             (Weights::Bf16(w1), Weights::Bf16(w2)) if w1.is_amx() && w2.is_amx() => {
@@ -576,28 +523,62 @@ impl FastEncoder {
                 }
             }
         }
-        if fused.is_some() {
-            return Ok(());
+        if fused.is_none() {
+            self.end_sublayer(parts, application, ffn_end, &l.ln_output, a, x)?;
         }
+        Ok(())
+    }
+
+    /// The LayerNorm ending `sublayer`, when one task without adapters there covers the
+    /// batch: it can then run inside the sublayer's last product.
+    fn fusable_norm<'n>(
+        &self,
+        parts: &[Part],
+        application: usize,
+        sublayer: Sublayer,
+        backbone: &'n Norm,
+    ) -> Result<Option<NormRef<'n>>> {
+        let [(_, _, task)] = parts else {
+            return Ok(None);
+        };
+        let end = SublayerEnd::of(*task, application, sublayer);
+        if end.has_adapter() {
+            return Ok(None);
+        }
+        self.sublayer_norm(end.layer_norm, backbone).map(Some)
+    }
+
+    /// `out = LayerNorm'(residual + s(out + p(residual)))` for each task's rows: the end of
+    /// `sublayer` with each task's adapters ([`SublayerEnd`]), the LayerNorm inside the last
+    /// adapter's product.
+    fn end_sublayer(
+        &self,
+        parts: &[Part],
+        application: usize,
+        sublayer: Sublayer,
+        backbone_norm: &Norm,
+        residual: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let h = backbone_norm.gamma.len();
         for &(r0, n, task) in parts {
-            let tl = layer_of(task);
+            let end = SublayerEnd::of(task, application, sublayer);
             let rows = r0 * h..(r0 + n) * h;
-            let ln = output_norm(tl)?;
+            let ln = self.sublayer_norm(end.layer_norm, backbone_norm)?;
             let post = RowNorm {
                 norm: &ln,
-                residual: &a[rows.clone()],
+                residual: &residual[rows.clone()],
             };
-            let parallel = tl.and_then(|t| t.parallel_adapter.as_ref());
-            let output = tl.and_then(|t| t.output_adapter.as_ref());
-            if let Some(ad) = parallel {
-                let last = output.is_none().then_some(post);
-                self.bottleneck(ad, n, Some(&a[rows.clone()]), &mut x[rows.clone()], last)?;
+            let out = &mut out[rows];
+            if let Some(ad) = end.parallel {
+                let last = end.sequential.is_none().then_some(post);
+                self.bottleneck(ad, n, Some(post.residual), out, last)?;
             }
-            if let Some(ad) = output {
-                self.bottleneck(ad, n, None, &mut x[rows.clone()], Some(post))?;
+            if let Some(ad) = end.sequential {
+                self.bottleneck(ad, n, None, out, Some(post))?;
             }
-            if parallel.is_none() && output.is_none() {
-                add_layer_norm(isa, &mut x[rows], Some(post.residual), &ln);
+            if !end.has_adapter() {
+                add_layer_norm(self.isa, out, Some(post.residual), &ln);
             }
         }
         Ok(())

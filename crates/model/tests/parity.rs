@@ -149,7 +149,9 @@ fn a_loaded_backbone_reads_exactly_the_shapes_tensors() {
             .collect();
         assert_eq!(vb.names_read(), want, "{name}");
     }
-    let albert = EncoderConfig::from_path(&fixture("albert_groups")).unwrap().shape;
+    let albert = EncoderConfig::from_path(&fixture("albert_groups"))
+        .unwrap()
+        .shape;
     assert!(albert.num_hidden_groups == 2 && albert.inner_group_num == 2);
     assert_ne!(albert.embedding_size, albert.hidden_size);
 }
