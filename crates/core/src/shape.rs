@@ -268,6 +268,17 @@ impl ModelShape {
         self.num_hidden_layers * self.inner_group_num
     }
 
+    /// The stored layer that layer application `application` runs, as (group, layer inside
+    /// the group): application `i * inner_group_num + j` is layer `j` of group
+    /// `i / layers_per_group()`.
+    pub fn stored_layer(&self, application: usize) -> (usize, usize) {
+        let (i, j) = (
+            application / self.inner_group_num,
+            application % self.inner_group_num,
+        );
+        (i / self.layers_per_group(), j)
+    }
+
     /// Distinct (stored) transformer layers.
     pub fn distinct_layers(&self) -> usize {
         self.num_hidden_groups * self.inner_group_num

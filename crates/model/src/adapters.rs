@@ -13,10 +13,10 @@ use adalbert_core::rng::Normal;
 use adalbert_core::TaskShape;
 use candle_core::{DType, Device, Tensor};
 
-use crate::albert::{activate_t, Backbone};
+use crate::backbone::Backbone;
 use crate::config::{Activation, EncoderConfig};
 use crate::error::{ModelError, Result};
-use crate::nn::{Ctx, LayerNorm, Linear};
+use crate::nn::{activate, Ctx, LayerNorm, Linear};
 use crate::weights::Weights;
 
 /// `up(act(down(x)))`: the bottleneck of Houlsby et al., at a [`Site::Parallel`] or
@@ -57,15 +57,16 @@ impl Bottleneck {
         Ok(())
     }
 
-    pub fn forward_t(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let down = self.down.forward_t(x, ctx)?;
+    /// `up(act(down(input)))`, on the ops `ctx` chooses.
+    pub fn forward(&self, input: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let down = self.down.forward(input, ctx)?;
         self.up
-            .forward_t(&activate_t(&down, self.activation, ctx)?, ctx)
+            .forward(&activate(&down, self.activation, ctx)?, ctx)
     }
 
-    /// `x + forward(x)`.
-    pub fn forward_residual_t(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        Ok((x + self.forward_t(x, ctx)?)?)
+    /// `input + forward(input)`.
+    pub fn forward_residual(&self, input: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        Ok((input + self.forward(input, ctx)?)?)
     }
 }
 
@@ -102,8 +103,9 @@ impl Lora {
         Ok(())
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let down = x.broadcast_matmul(&self.a.t()?)?;
+    /// `scale * input A^T B^T`, on candle's ops in every context.
+    pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
+        let down = input.broadcast_matmul(&self.a.t()?)?;
         Ok((down.broadcast_matmul(&self.b.t()?)? * self.scale)?)
     }
 }
@@ -123,6 +125,12 @@ pub struct TaskLayer {
 }
 
 impl TaskLayer {
+    /// Sets what sits at `site` (replacing what was there).
+    pub fn insert(&mut self, site: Site, params: SiteParams) {
+        self.sites.retain(|(s, _)| *s != site);
+        self.sites.push((site, params));
+    }
+
     pub fn get(&self, site: Site) -> Option<&SiteParams> {
         self.sites.iter().find(|(s, _)| *s == site).map(|(_, p)| p)
     }
@@ -272,11 +280,11 @@ impl TaskParams {
                     Site::Lora(_) => SiteParams::Lora(Lora::load(vb, hidden, spec)?),
                     _ => SiteParams::Bottleneck(Bottleneck::load(vb, hidden, spec)?),
                 };
-                layer.sites.push((site, params));
+                layer.insert(site, params);
             }
             for site in layout.layer_norm_sites() {
                 let norm = LayerNorm::load(vb.pp(site.name()), hidden, eps)?;
-                layer.sites.push((site, SiteParams::LayerNorm(norm)));
+                layer.insert(site, SiteParams::LayerNorm(norm));
             }
             layers.push(layer);
         }
@@ -357,7 +365,7 @@ impl TaskLayout {
                 let Site::LayerNorm(sublayer) = site else {
                     continue;
                 };
-                let norm = backbone_layer_for(backbone, k).layer_norm(sublayer);
+                let norm = backbone.encoder.layer(k).layer_norm(sublayer);
                 copy_ln(&mut out, &format!("{prefix}.{}", site.name()), norm);
             }
         }
@@ -389,15 +397,6 @@ impl TaskLayout {
     pub fn param_count(&self, config: &EncoderConfig) -> usize {
         config.shape.task_params(&self.task_shape())
     }
-}
-
-/// The backbone layer that task layer `k` accompanies (for copying its LayerNorms).
-fn backbone_layer_for(backbone: &Backbone, k: usize) -> &crate::albert::AlbertLayer {
-    let c = &backbone.config;
-    let i = k / c.shape.inner_group_num;
-    let j = k % c.shape.inner_group_num;
-    let g = (i / c.shape.layers_per_group()).min(c.shape.num_hidden_groups - 1);
-    &backbone.encoder.albert_layer_groups[g].albert_layers[j]
 }
 
 fn copy_ln(out: &mut HashMap<String, Tensor>, name: &str, ln: &LayerNorm) {

@@ -12,7 +12,7 @@
 //! only for the final hidden state.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use adalbert_kernels::act::Act;
 use adalbert_kernels::attention::{attention, attention_bf16, AttentionShape};
@@ -23,8 +23,10 @@ use adalbert_kernels::{par_row_ranges, Isa};
 use candle_core::{DType, Device, Storage, Tensor, TensorId};
 
 use crate::adapters::{Bottleneck, Lora, Projection, Sublayer, SublayerEnd, TaskParams};
-use crate::albert::{AlbertLayer, Backbone};
+use crate::albert::AlbertLayer;
+use crate::backbone::Backbone;
 use crate::error::{ModelError, Result};
+use crate::exec::{inference_path, InferencePath, Kernels};
 use crate::exec::{kernel_act, Precision};
 use crate::nn::{LayerNorm, Linear};
 
@@ -154,33 +156,54 @@ struct FastLayer {
 }
 
 impl FastLayer {
-    fn new(l: &AlbertLayer, isa: Isa, precision: Precision) -> Result<Self> {
-        let at = &l.attention;
-        let (h, k) = at.query.weight.dims2()?;
+    fn new(layer: &AlbertLayer, isa: Isa, precision: Precision) -> Result<Self> {
+        let at = &layer.attention;
         // Fused QKV: rows [q; k; v] of a [3H, H] weight.
-        let mut w = Vec::with_capacity(3 * h * k);
-        let mut bias = Vec::with_capacity(3 * h);
-        for lin in [&at.query, &at.key, &at.value] {
-            w.extend(to_vec(&lin.weight)?);
-            match &lin.bias {
-                Some(b) => bias.extend(to_vec(b)?),
-                None => bias.extend(std::iter::repeat_n(0.0, h)),
-            }
-        }
+        let (weight, bias) = at.stacked_qkv()?;
+        let (n, k) = weight.dims2()?;
         Ok(Self {
             qkv: PackedLinear {
-                w: PackedLinear::pack(&w, 3 * h, k, isa, precision),
-                bias: Some(bias),
+                w: with_f32(&weight, |w| PackedLinear::pack(w, n, k, isa, precision))?,
+                bias: Some(to_vec(&bias)?),
             },
             dense: PackedLinear::new(&at.dense, isa, precision)?,
             ln_attention: norm(&at.layer_norm)?,
-            ffn: PackedLinear::new(&l.ffn, isa, precision)?,
-            ffn_output: PackedLinear::new(&l.ffn_output, isa, precision)?,
-            ln_output: norm(&l.full_layer_layer_norm)?,
-            activation: kernel_act(l.activation),
+            ffn: PackedLinear::new(&layer.ffn, isa, precision)?,
+            ffn_output: PackedLinear::new(&layer.ffn_output, isa, precision)?,
+            ln_output: norm(&layer.full_layer_layer_norm)?,
+            activation: kernel_act(layer.activation),
             heads: at.num_attention_heads,
             head_dim: at.attention_head_size,
         })
+    }
+}
+
+/// The eval forward's path for one backbone: the kernels asked for, and the backbone packed
+/// for them on first use (`None` where [`inference_path`] chose candle's ops or the packing
+/// refused the backbone).
+pub(crate) struct FastPath {
+    kernels: Kernels,
+    packed: OnceLock<Option<FastEncoder>>,
+}
+
+impl FastPath {
+    pub(crate) fn new(kernels: Kernels) -> Self {
+        Self {
+            kernels,
+            packed: OnceLock::new(),
+        }
+    }
+
+    /// `backbone` packed for adalbert's kernels, or `None` where candle's ops run.
+    pub(crate) fn get(&self, backbone: &Backbone) -> Option<&FastEncoder> {
+        self.packed
+            .get_or_init(|| match inference_path(self.kernels) {
+                InferencePath::Candle => None,
+                InferencePath::Kernels { isa, precision } => {
+                    FastEncoder::new(backbone, isa, precision).ok()
+                }
+            })
+            .as_ref()
     }
 }
 
@@ -417,12 +440,10 @@ impl FastEncoder {
             None => emb,
         };
 
-        let per_group = c.shape.layers_per_group();
-        for i in 0..c.shape.num_hidden_layers {
-            for (j, layer) in self.groups[i / per_group].iter().enumerate() {
-                let application = i * c.shape.inner_group_num + j;
-                self.layer(layer, &mut x, &mask, batch, seq, parts, application, bufs)?;
-            }
+        for application in 0..c.shape.applications() {
+            let (group, j) = c.shape.stored_layer(application);
+            let layer = &self.groups[group][j];
+            self.layer(layer, &mut x, &mask, batch, seq, parts, application, bufs)?;
         }
         Ok(Tensor::from_vec(x, (batch, seq, h), &Device::Cpu)?)
     }

@@ -21,6 +21,6 @@ impl SequenceClassifier {
 
     /// Logits [B, num_labels] (a regression head has one output).
     pub fn forward(&self, pooled: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        self.classifier.forward(&ctx.dropout(pooled)?)
+        self.classifier.forward_candle(&ctx.dropout(pooled)?)
     }
 }

@@ -60,24 +60,24 @@ impl Ctx {
 
     /// Inverted dropout with a mask drawn from this context's seeded generator, so two
     /// training runs with the same seed see the same masks.
-    pub fn dropout(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn dropout(&self, input: &Tensor) -> Result<Tensor> {
         if !self.train || self.dropout <= 0.0 {
-            return Ok(x.clone());
+            return Ok(input.clone());
         }
-        let mask = self.dropout_mask(x.elem_count());
+        let mask = self.dropout_mask(input.elem_count());
         if let Some(k) = self.train_kernels() {
-            return train_ops::dropout(x, mask, k.isa);
+            return train_ops::dropout(input, mask, k.isa);
         }
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
-        Ok(x.mul(&mask)?)
+        let mask = Tensor::from_vec(mask, input.shape(), input.device())?;
+        Ok(input.mul(&mask)?)
     }
 
-    /// `x * mask` for a mask from [`Ctx::next_dropout_mask`] held as a tensor of `x`'s shape.
-    pub fn dropout_with(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// `input * mask` for a mask from [`Ctx::dropout_mask_like`].
+    pub fn dropout_with(&self, input: &Tensor, mask: &Tensor) -> Result<Tensor> {
         if let Some(k) = self.train_kernels() {
-            return train_ops::dropout(x, mask.flatten_all()?.to_vec1()?, k.isa);
+            return train_ops::dropout(input, mask.flatten_all()?.to_vec1()?, k.isa);
         }
-        Ok(x.mul(mask)?)
+        Ok(input.mul(mask)?)
     }
 
     /// The next `n` dropout multipliers (0 or `1 / (1 - p)`), in the order [`Ctx::dropout`]
@@ -87,6 +87,15 @@ impl Ctx {
             return None;
         }
         Some(self.dropout_mask(n))
+    }
+
+    /// The next dropout mask for `like`'s elements as a tensor of its shape, so that
+    /// splitting a batch by rows splits the mask with them; `None` when dropout is off.
+    pub fn dropout_mask_like(&self, like: &Tensor) -> Result<Option<Tensor>> {
+        self.next_dropout_mask(like.elem_count())
+            .map(|m| Tensor::from_vec(m, like.shape(), like.device()))
+            .transpose()
+            .map_err(Into::into)
     }
 
     /// Element `i` is drawn from the generator's state after `i + 1` steps, which SplitMix64
@@ -169,31 +178,40 @@ impl Linear {
         !self.weight.track_op() && self.bias.as_ref().is_none_or(|b| !b.track_op())
     }
 
-    /// [`Linear::forward`], on the fused training ops when `ctx` uses them:
-    /// [`train_ops::frozen_linear`] for frozen weights (packed once, on the first such call),
-    /// [`train_ops::linear`] for trainable ones.
-    pub fn forward_t(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+    /// `input W^T + b`, on the op `ctx` chooses: in fused training
+    /// [`train_ops::frozen_linear`] for frozen weights (packed once, on the first such call)
+    /// and [`train_ops::linear`] for trainable ones; candle's ops otherwise.
+    pub fn forward(&self, input: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         match ctx.train_kernels() {
             Some(k) if k.frozen_gemm && self.is_frozen() => {
-                train_ops::frozen_linear(x, self.frozen_packed()?, k.isa)
+                train_ops::frozen_linear(input, self.frozen_packed()?, k.isa)
             }
             Some(k) => match &self.bias {
-                Some(b) => train_ops::linear(x, &self.weight, b, k.isa),
-                None => self.forward(x),
+                Some(b) => train_ops::linear(input, &self.weight, b, k.isa),
+                None => self.forward_candle(input),
             },
-            None => self.forward(x),
+            None => self.forward_candle(input),
         }
     }
 
-    /// `act(self.forward_t(x))`, as one fused node ([`train_ops::frozen_linear_act`]) when
+    /// `act(self.forward(input))`, as one fused node ([`train_ops::frozen_linear_act`]) when
     /// the layer runs on [`FrozenLinear`].
-    pub fn forward_act_t(&self, x: &Tensor, act: Activation, ctx: &Ctx) -> Result<Tensor> {
+    pub fn forward_act(&self, input: &Tensor, act: Activation, ctx: &Ctx) -> Result<Tensor> {
         match ctx.train_kernels() {
             Some(k) if k.frozen_gemm && self.is_frozen() => {
-                train_ops::frozen_linear_act(x, self.frozen_packed()?, act, k.isa)
+                train_ops::frozen_linear_act(input, self.frozen_packed()?, act, k.isa)
             }
-            _ => crate::albert::activate_t(&self.forward_t(x, ctx)?, act, ctx),
+            _ => activate(&self.forward(input, ctx)?, act, ctx),
         }
+    }
+
+    /// `input W^T + b` on candle's ops, whatever the context.
+    pub fn forward_candle(&self, input: &Tensor) -> Result<Tensor> {
+        let y = input.broadcast_matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
     }
 
     /// The weights packed for [`FrozenLinear`] (packed on the first call).
@@ -207,16 +225,20 @@ impl Linear {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight.t()?)?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
-    }
-
     pub fn out_dim(&self) -> usize {
         self.weight.dims()[0]
+    }
+}
+
+/// `act(input)`, with GELU on the fused training op when `ctx` uses them.
+pub fn activate(input: &Tensor, act: Activation, ctx: &Ctx) -> Result<Tensor> {
+    match ctx.train_kernels() {
+        Some(k) if act != Activation::Relu => train_ops::gelu(input, act, k.isa),
+        _ => Ok(match act {
+            Activation::GeluNew => input.gelu()?,
+            Activation::Gelu => input.gelu_erf()?,
+            Activation::Relu => input.relu()?,
+        }),
     }
 }
 
@@ -238,7 +260,10 @@ impl LayerNorm {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+    /// LayerNorm of `input` on the op `ctx` chooses: the fused training op, candle's
+    /// differentiable composite in training without it, candle's fused kernel in eval.
+    pub fn forward(&self, input: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let x = input;
         if let Some(k) = ctx.train_kernels() {
             return train_ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32, k.isa);
         }
