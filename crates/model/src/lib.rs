@@ -36,11 +36,11 @@ pub mod error;
 pub mod exec;
 mod fast_encoder;
 mod fused;
-pub mod head;
 pub mod multitask;
 pub mod nn;
 pub mod route;
 pub mod task_model;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokenizer;
 pub mod train_ops;

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use adalbert_model::head::SequenceClassifier;
+use adalbert_model::nn::Linear;
 use adalbert_model::{Backbone, Checkpoint, Ctx, EncoderConfig, Weights};
 use candle_core::{Device, Tensor};
 
@@ -55,9 +55,11 @@ fn check(name: &str, expect_logits: bool) {
     assert!(d <= TOL, "{name}: pooler_output differs by {d}");
     if expect_logits {
         let logits_ref = &reference["logits"];
-        let head =
-            SequenceClassifier::load(&ck, config.shape.hidden_size, logits_ref.dims()[1]).unwrap();
-        let logits = head.forward(&pooled, &Ctx::eval()).unwrap();
+        // The head of `AlbertForSequenceClassification` / `BertForSequenceClassification`.
+        let head = Weights::new(&ck).pp("classifier");
+        let classifier =
+            Linear::load(head, config.shape.hidden_size, logits_ref.dims()[1]).unwrap();
+        let logits = classifier.forward(&pooled, &Ctx::eval()).unwrap();
         let d = max_abs_diff(&logits, logits_ref);
         assert!(d <= TOL, "{name}: logits differ by {d}");
     }
