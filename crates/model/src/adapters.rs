@@ -3,6 +3,13 @@
 //! A task never changes a backbone tensor. What it owns is a flat set of named tensors
 //! (`task.layers.{k}.output_adapter.down.weight`, `classifier.weight`, ...) so a task bundle is
 //! just those tensors plus metadata, and switching task swaps only them.
+//!
+//! Where each parameter attaches is [`adalbert_core::site`]: an adapter kind is the list of
+//! sites it fills ([`AdapterKind::sites`]), and a [`TaskLayer`] holds its parameters by site.
+//! Loading ([`TaskParams::from_tensors`]) and initializing ([`TaskLayout::init_tensors`]) walk
+//! those sites; every execution path reads them back through [`TaskLayer::lora`] and
+//! [`SublayerEnd`]. A new kind made of these sites is one row in that table; a new kind of
+//! site (say, scaling vectors) also needs its math in each path.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -225,8 +232,8 @@ pub enum Pooling {
 }
 
 impl Pooling {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
             "pooler" => Ok(Self::Pooler),
             "mean" => Ok(Self::Mean),
             "cls" => Ok(Self::Cls),

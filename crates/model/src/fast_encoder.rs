@@ -3,10 +3,11 @@
 //!
 //! Built once per backbone (on its first eval forward): every linear layer's weight is
 //! packed for [`gemm`], the query/key/value projections are fused into one `[H, 3H]` matrix
-//! with one bias, and LayerNorm parameters are copied to plain vectors. Task parameters
-//! (adapters, LoRA, per-task LayerNorms) are applied per row range exactly where the candle
-//! path applies them; their (small) weights are packed per call because they may be
-//! trainable variables that change between calls.
+//! with one bias, and LayerNorm parameters are copied to plain vectors. Task parameters are
+//! applied per row range at the sites the candle path applies them ([`adalbert_core::site`]):
+//! LoRA updates into the fused QKV output, everything else at each sublayer's end
+//! ([`SublayerEnd`]). Their (small) weights are packed on first use and kept, except
+//! trainable variables, which change in place between calls.
 //!
 //! Activations live in flat row-major `[tokens, width]` buffers; the candle tensor is built
 //! only for the final hidden state.
@@ -284,11 +285,11 @@ const TASK_PACK_CAP: usize = 4096;
 type Part<'a> = (usize, usize, Option<&'a TaskParams>);
 
 impl FastEncoder {
-    /// Packs `bb`'s weights. Refuses a backbone whose weights are trainable variables (full
+    /// Packs the backbone's weights. Refuses a backbone whose weights are trainable variables (full
     /// fine-tuning): a packed copy would go stale at the next optimizer step.
-    pub(crate) fn new(bb: &Backbone, isa: Isa, precision: Precision) -> Result<Self> {
-        let mut variable = bb.embeddings.word_embeddings.is_variable();
-        for g in &bb.encoder.albert_layer_groups {
+    pub(crate) fn new(backbone: &Backbone, isa: Isa, precision: Precision) -> Result<Self> {
+        let mut variable = backbone.embeddings.word_embeddings.is_variable();
+        for g in &backbone.encoder.albert_layer_groups {
             for l in &g.albert_layers {
                 let a = &l.attention;
                 for lin in [&a.query, &a.key, &a.value, &a.dense, &l.ffn, &l.ffn_output] {
@@ -302,13 +303,13 @@ impl FastEncoder {
                 "backbone weights are trainable variables: not packing them".into(),
             ));
         }
-        let projection = bb
+        let projection = backbone
             .encoder
             .embedding_hidden_mapping_in
             .as_ref()
             .map(|p| PackedLinear::new(p, isa, precision))
             .transpose()?;
-        let groups = bb
+        let groups = backbone
             .encoder
             .albert_layer_groups
             .iter()
@@ -322,7 +323,7 @@ impl FastEncoder {
         Ok(Self {
             isa,
             precision,
-            embedding_ln: norm(&bb.embeddings.layer_norm)?,
+            embedding_ln: norm(&backbone.embeddings.layer_norm)?,
             projection,
             groups,
             buffers: Mutex::new(None),
@@ -349,7 +350,7 @@ impl FastEncoder {
     /// The last hidden state `[B, S, H]` (the caller has validated the inputs).
     pub(crate) fn forward(
         &self,
-        bb: &Backbone,
+        backbone: &Backbone,
         input_ids: &Tensor,
         token_type_ids: &Tensor,
         attention_mask: &Tensor,
@@ -364,7 +365,7 @@ impl FastEncoder {
         // Run on the rayon pool so the parallel kernels split work with a warm worker.
         let out = rayon::scope(|_| {
             self.forward_inner(
-                bb,
+                backbone,
                 input_ids,
                 token_type_ids,
                 attention_mask,
@@ -380,7 +381,7 @@ impl FastEncoder {
 
     fn forward_inner(
         &self,
-        bb: &Backbone,
+        backbone: &Backbone,
         input_ids: &Tensor,
         token_type_ids: &Tensor,
         attention_mask: &Tensor,
@@ -388,7 +389,7 @@ impl FastEncoder {
         bufs: &mut Buffers,
     ) -> Result<Tensor> {
         let isa = self.isa;
-        let c = &bb.config;
+        let c = &backbone.config;
         let (batch, seq) = input_ids.dims2()?;
         let tokens = batch * seq;
         let (e, h) = (c.shape.embedding_size, c.shape.hidden_size);
@@ -410,7 +411,7 @@ impl FastEncoder {
 
         // Embeddings: word + token type + position, then LayerNorm (per task).
         let mut emb = vec![0.0f32; tokens * e];
-        let emb_ref = &bb.embeddings;
+        let emb_ref = &backbone.embeddings;
         with_f32(&emb_ref.word_embeddings, |word| {
             with_f32(&emb_ref.token_type_embeddings, |tt| {
                 with_f32(&emb_ref.position_embeddings, |pos| {

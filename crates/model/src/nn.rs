@@ -1,8 +1,11 @@
-//! Small building blocks (linear, layer norm, dropout) that know whether gradients are needed.
+//! Small building blocks (linear, LayerNorm, activation, dropout) and the forward context
+//! ([`Ctx`]) that chooses the op each of them runs.
 //!
 //! candle's fused layer-norm and softmax kernels have no backward pass. During training every
-//! activation may carry a gradient (adapters sit inside the frozen layer), so [`Ctx::train`]
-//! switches to the composed, differentiable forms; inference keeps the fused kernels.
+//! activation may carry a gradient (adapters sit inside the frozen layer), so a training
+//! context switches to candle's composed, differentiable forms, or to the fused training ops
+//! ([`crate::train_ops`]) where [`TrainKernels`] asks for them; inference keeps candle's
+//! fused kernels.
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
@@ -80,13 +83,13 @@ impl Ctx {
         Ok(input.mul(mask)?)
     }
 
-    /// The next `n` dropout multipliers (0 or `1 / (1 - p)`), in the order [`Ctx::dropout`]
-    /// draws them; `None` when dropout is off.
-    pub fn next_dropout_mask(&self, n: usize) -> Option<Vec<f32>> {
+    /// The next `len` dropout multipliers (0 or `1 / (1 - p)`), in the order
+    /// [`Ctx::dropout`] draws them; `None` when dropout is off.
+    pub fn next_dropout_mask(&self, len: usize) -> Option<Vec<f32>> {
         if !self.train || self.dropout <= 0.0 {
             return None;
         }
-        Some(self.dropout_mask(n))
+        Some(self.dropout_mask(len))
     }
 
     /// The next dropout mask for `like`'s elements as a tensor of its shape, so that
@@ -124,11 +127,13 @@ impl Ctx {
         self.softmax_last_dim(&(scores * scale)?.broadcast_add(mask_bias)?)
     }
 
-    pub fn softmax_last_dim(&self, x: &Tensor) -> Result<Tensor> {
+    /// Softmax over the last dimension: candle's differentiable composite in training, its
+    /// fused kernel (which has no backward pass) in eval.
+    fn softmax_last_dim(&self, input: &Tensor) -> Result<Tensor> {
         if self.train {
-            Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+            Ok(candle_nn::ops::softmax(input, D::Minus1)?)
         } else {
-            Ok(candle_nn::ops::softmax_last_dim(x)?)
+            Ok(candle_nn::ops::softmax_last_dim(input)?)
         }
     }
 }

@@ -66,18 +66,18 @@ impl Route<'_> {
         self.any_task(|t| t.layer(application).is_some_and(&pred))
     }
 
-    /// Applies `f` to the rows of each task (all inputs narrowed to the same rows) and
+    /// Applies `step` to the rows of each task (all inputs narrowed to the same rows) and
     /// stacks the results back in batch order.
     pub(crate) fn per_task(
         &self,
         inputs: &[&Tensor],
-        f: impl Fn(Option<&TaskParams>, &[Tensor]) -> Result<Tensor>,
+        step: impl Fn(Option<&TaskParams>, &[Tensor]) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let whole = || inputs.iter().map(|t| (*t).clone()).collect::<Vec<_>>();
         match self {
-            Route::Backbone => f(None, &whole()),
-            Route::Task(t) => f(Some(t), &whole()),
-            Route::Rows(parts) if parts.len() == 1 => f(Some(parts[0].2), &whole()),
+            Route::Backbone => step(None, &whole()),
+            Route::Task(t) => step(Some(t), &whole()),
+            Route::Rows(parts) if parts.len() == 1 => step(Some(parts[0].2), &whole()),
             Route::Rows(parts) => {
                 let mut outs = Vec::with_capacity(parts.len());
                 for (start, len, task) in parts {
@@ -85,7 +85,7 @@ impl Route<'_> {
                         .iter()
                         .map(|t| t.narrow(0, *start, *len))
                         .collect::<candle_core::Result<Vec<_>>>()?;
-                    outs.push(f(Some(task), &rows)?);
+                    outs.push(step(Some(task), &rows)?);
                 }
                 Ok(Tensor::cat(&outs, 0)?)
             }
