@@ -125,6 +125,22 @@ pub enum SiteParams {
     LayerNorm(LayerNorm),
 }
 
+impl SiteParams {
+    /// Loads what sits at `site` from its prefix `vb`.
+    fn load(site: Site, vb: Weights, config: &EncoderConfig, layout: &TaskLayout) -> Result<Self> {
+        let hidden = config.shape.hidden_size;
+        Ok(match site {
+            Site::Lora(_) => Self::Lora(Lora::load(vb, hidden, layout.spec_for(site)?)?),
+            Site::Parallel(_) | Site::Sequential(_) => {
+                Self::Bottleneck(Bottleneck::load(vb, hidden, layout.spec_for(site)?)?)
+            }
+            Site::LayerNorm(_) => {
+                Self::LayerNorm(LayerNorm::load(vb, hidden, config.layer_norm_eps)?)
+            }
+        })
+    }
+}
+
 /// A task's parameters for one layer application, by site.
 #[derive(Clone, Debug, Default)]
 pub struct TaskLayer {
@@ -281,17 +297,9 @@ impl TaskParams {
         for k in 0..layout.task_layer_count(config) {
             let vb = vb.pp(format!("task.layers.{k}"));
             let mut layer = TaskLayer::default();
-            for (site, spec) in layout.adapter_sites() {
-                let vb = vb.pp(site.name());
-                let params = match site {
-                    Site::Lora(_) => SiteParams::Lora(Lora::load(vb, hidden, spec)?),
-                    _ => SiteParams::Bottleneck(Bottleneck::load(vb, hidden, spec)?),
-                };
+            for site in layout.sites() {
+                let params = SiteParams::load(site, vb.pp(site.name()), config, layout)?;
                 layer.insert(site, params);
-            }
-            for site in layout.layer_norm_sites() {
-                let norm = LayerNorm::load(vb.pp(site.name()), hidden, eps)?;
-                layer.insert(site, SiteParams::LayerNorm(norm));
             }
             layers.push(layer);
         }
@@ -337,19 +345,19 @@ impl TaskLayout {
         config.shape.task_layers(&self.task_shape())
     }
 
-    /// The adapter's sites in every task layer (none for head-only training), with the spec.
-    fn adapter_sites(&self) -> impl Iterator<Item = (Site, &AdapterSpec)> {
-        self.adapter
-            .iter()
-            .flat_map(|spec| spec.kind.sites().iter().map(move |&site| (site, spec)))
+    /// The sites of every task layer: the adapter's ([`AdapterKind::sites`]), then the
+    /// LayerNorm copies when the layout trains them.
+    pub fn sites(&self) -> impl Iterator<Item = Site> + '_ {
+        let adapter = self.adapter.iter().flat_map(|spec| spec.kind.sites());
+        let norms = self.layer_norms.then_some(&Site::LAYER_NORMS);
+        adapter.chain(norms.into_iter().flatten()).copied()
     }
 
-    /// The LayerNorm copies in every task layer (none unless the layout trains them).
-    fn layer_norm_sites(&self) -> impl Iterator<Item = Site> {
-        self.layer_norms
-            .then_some(Site::LAYER_NORMS)
-            .into_iter()
-            .flatten()
+    /// The adapter spec that sizes the bottleneck or LoRA at `site`.
+    fn spec_for(&self, site: Site) -> Result<&AdapterSpec> {
+        self.adapter
+            .as_ref()
+            .ok_or_else(|| ModelError::Input(format!("site {} needs an adapter spec", site.name())))
     }
 
     /// Initial values of every task tensor: adapters near identity (up-projections zero),
@@ -361,19 +369,22 @@ impl TaskLayout {
         let mut out = HashMap::new();
         for k in 0..self.task_layer_count(config) {
             let prefix = format!("task.layers.{k}");
-            for (site, spec) in self.adapter_sites() {
+            for site in self.sites() {
                 let prefix = format!("{prefix}.{}", site.name());
                 match site {
-                    Site::Lora(_) => Lora::init(&prefix, hidden, spec.size, &mut rng, &mut out)?,
-                    _ => Bottleneck::init(&prefix, hidden, spec.size, &mut rng, &mut out)?,
+                    Site::Lora(_) => {
+                        let rank = self.spec_for(site)?.size;
+                        Lora::init(&prefix, hidden, rank, &mut rng, &mut out)?;
+                    }
+                    Site::Parallel(_) | Site::Sequential(_) => {
+                        let width = self.spec_for(site)?.size;
+                        Bottleneck::init(&prefix, hidden, width, &mut rng, &mut out)?;
+                    }
+                    Site::LayerNorm(sublayer) => {
+                        let norm = backbone.encoder.layer(k).layer_norm(sublayer);
+                        copy_ln(&mut out, &prefix, norm);
+                    }
                 }
-            }
-            for site in self.layer_norm_sites() {
-                let Site::LayerNorm(sublayer) = site else {
-                    continue;
-                };
-                let norm = backbone.encoder.layer(k).layer_norm(sublayer);
-                copy_ln(&mut out, &format!("{prefix}.{}", site.name()), norm);
             }
         }
         if self.layer_norms {
