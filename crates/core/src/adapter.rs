@@ -57,7 +57,7 @@ impl fmt::Display for Activation {
     }
 }
 
-/// Where a task's adapter sits in each layer.
+/// Which adapter a task trains; where each kind sits in a layer is [`AdapterKind::sites`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AdapterKind {
@@ -80,15 +80,6 @@ impl AdapterKind {
             Self::Pfeiffer => "pfeiffer",
             Self::Parallel => "parallel",
             Self::Lora => "lora",
-        }
-    }
-
-    /// Bottleneck modules per layer application (0 for LoRA).
-    pub fn bottlenecks(self) -> usize {
-        match self {
-            Self::Houlsby => 2,
-            Self::Pfeiffer | Self::Parallel => 1,
-            Self::Lora => 0,
         }
     }
 }
@@ -179,14 +170,15 @@ impl AdapterSpec {
         })
     }
 
-    /// Trainable adapter parameters attached to one layer application of hidden size `h`:
-    /// a bottleneck has `2 h m + m + h` (down and up projections with biases), a LoRA pair
-    /// `2 h r` for each of query and value (docs/sources.md#houlsby-adapters).
-    pub fn params_per_application(&self, h: usize) -> usize {
-        match self.kind {
-            AdapterKind::Lora => 2 * 2 * h * self.size,
-            kind => kind.bottlenecks() * (2 * h * self.size + self.size + h),
-        }
+    /// Trainable adapter parameters attached to one layer application of hidden size
+    /// `hidden`: those of every site the kind fills ([`crate::site::Site::params`];
+    /// docs/sources.md#houlsby-adapters).
+    pub fn params_per_application(&self, hidden: usize) -> usize {
+        self.kind
+            .sites()
+            .iter()
+            .map(|site| site.params(hidden, self.size))
+            .sum()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The small vocabulary every other adalbert crate shares.
 //!
 //! What it is for: concepts that more than one crate needs and that must mean the same thing
-//! everywhere: the adapter spec grammar ([`adapter`]), the model shape with its parameter
+//! everywhere: the adapter spec grammar ([`adapter`]) and where adapters attach ([`site`]), the model shape with its parameter
 //! and byte counts ([`shape`]), seeded random streams ([`rng`]), and how files are written
 //! ([`files`]: atomic writes, CSV). Each is parsed, computed or written here once.
 //!
@@ -15,7 +15,9 @@ pub mod error;
 pub mod files;
 pub mod rng;
 pub mod shape;
+pub mod site;
 
 pub use adapter::{Activation, AdapterKind, AdapterSpec, Sharing};
 pub use error::{CoreError, Result};
 pub use shape::{Family, ModelShape, ParamCounts, TaskShape, TensorShape};
+pub use site::{Projection, Site, Sublayer};

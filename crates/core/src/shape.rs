@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::adapter::{AdapterSpec, Sharing};
 use crate::error::{CoreError, Result};
+use crate::site::Site;
 
 /// Which checkpoint layout (tensor names) the weights follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -268,6 +269,17 @@ impl ModelShape {
         self.num_hidden_layers * self.inner_group_num
     }
 
+    /// The stored layer that layer application `application` runs, as (group, layer inside
+    /// the group): application `i * inner_group_num + j` is layer `j` of group
+    /// `i / layers_per_group()`.
+    pub fn stored_layer(&self, application: usize) -> (usize, usize) {
+        let (i, j) = (
+            application / self.inner_group_num,
+            application % self.inner_group_num,
+        );
+        (i / self.layers_per_group(), j)
+    }
+
     /// Distinct (stored) transformer layers.
     pub fn distinct_layers(&self) -> usize {
         self.num_hidden_groups * self.inner_group_num
@@ -361,8 +373,9 @@ impl ModelShape {
     /// embeddings' LayerNorm, an optional pooler, the classifier.
     pub fn task_params(&self, task: &TaskShape) -> usize {
         let h = self.hidden_size;
+        let norms: usize = Site::LAYER_NORMS.iter().map(|s| s.params(h, 0)).sum();
         let per_layer = task.adapter.map_or(0, |s| s.params_per_application(h))
-            + if task.layer_norms { 4 * h } else { 0 };
+            + if task.layer_norms { norms } else { 0 };
         let mut n = self.task_layers(task) * per_layer;
         if task.layer_norms {
             n += 2 * self.embedding_size;

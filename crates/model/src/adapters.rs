@@ -3,21 +3,31 @@
 //! A task never changes a backbone tensor. What it owns is a flat set of named tensors
 //! (`task.layers.{k}.output_adapter.down.weight`, `classifier.weight`, ...) so a task bundle is
 //! just those tensors plus metadata, and switching task swaps only them.
+//!
+//! Where each parameter attaches is [`adalbert_core::site`]: an adapter kind is the list of
+//! sites it fills ([`AdapterKind::sites`]), and a [`TaskLayer`] holds its parameters by site.
+//! Loading ([`TaskParams::from_tensors`]) and initializing ([`TaskLayout::init_tensors`]) walk
+//! those sites; every execution path reads them back through [`TaskLayer::lora`] and
+//! [`SublayerEnd`]. A new kind made of these sites is one row in that table; a new kind of
+//! site (say, scaling vectors) also needs its math in each path.
 
 use std::collections::HashMap;
+use std::path::Path;
 
-pub use adalbert_core::{AdapterKind, AdapterSpec, Sharing};
+pub use adalbert_core::{AdapterKind, AdapterSpec, Projection, Sharing, Site, Sublayer};
 
 use adalbert_core::rng::Normal;
 use adalbert_core::TaskShape;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
-use crate::albert::{activate, activate_t, Backbone};
+use crate::backbone::Backbone;
 use crate::config::{Activation, EncoderConfig};
 use crate::error::{ModelError, Result};
-use crate::nn::{Ctx, LayerNorm, Linear};
+use crate::nn::{activate, Ctx, LayerNorm, Linear};
+use crate::weights::Weights;
 
-/// `up(act(down(x)))`: the residual bottleneck of Houlsby et al.
+/// `up(act(down(x)))`: the bottleneck of Houlsby et al., at a [`Site::Parallel`] or
+/// [`Site::Sequential`].
 #[derive(Clone, Debug)]
 pub struct Bottleneck {
     pub down: Linear,
@@ -26,29 +36,48 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// Loads `down [m, H]` and `up [H, m]` (with biases) from the site's prefix `vb`.
+    pub fn load(vb: Weights, hidden: usize, spec: &AdapterSpec) -> Result<Self> {
+        Ok(Self {
+            down: Linear::load(vb.pp("down"), hidden, spec.size)?,
+            up: Linear::load(vb.pp("up"), spec.size, hidden)?,
+            activation: spec.activation,
+        })
+    }
+
+    /// Initial tensors under `prefix`: near the identity (the up-projection zero), the
+    /// down-projection drawn from `rng`.
+    fn init(
+        prefix: &str,
+        hidden: usize,
+        width: usize,
+        rng: &mut Normal,
+        out: &mut Tensors,
+    ) -> Result<()> {
+        out.insert(
+            format!("{prefix}.down.weight"),
+            normal_tensor(rng, &[width, hidden])?,
+        );
+        out.insert(format!("{prefix}.down.bias"), zeros(&[width])?);
+        out.insert(format!("{prefix}.up.weight"), zeros(&[hidden, width])?);
+        out.insert(format!("{prefix}.up.bias"), zeros(&[hidden])?);
+        Ok(())
+    }
+
+    /// `up(act(down(input)))`, on the ops `ctx` chooses.
+    pub fn forward(&self, input: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let down = self.down.forward(input, ctx)?;
         self.up
-            .forward(&activate(&self.down.forward(x)?, self.activation)?)
+            .forward(&activate(&down, self.activation, ctx)?, ctx)
     }
 
-    pub fn forward_residual(&self, x: &Tensor) -> Result<Tensor> {
-        Ok((x + self.forward(x)?)?)
-    }
-
-    /// [`Bottleneck::forward`] on the fused training ops when `ctx` uses them.
-    pub fn forward_t(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let down = self.down.forward_t(x, ctx)?;
-        self.up
-            .forward_t(&activate_t(&down, self.activation, ctx)?, ctx)
-    }
-
-    /// [`Bottleneck::forward_residual`] on the fused training ops when `ctx` uses them.
-    pub fn forward_residual_t(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        Ok((x + self.forward_t(x, ctx)?)?)
+    /// `input + forward(input)`.
+    pub fn forward_residual(&self, input: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        Ok((input + self.forward(input, ctx)?)?)
     }
 }
 
-/// Low-rank update `(alpha / r) * B A x` of a frozen projection.
+/// Low-rank update `(alpha / r) * B A x` of a frozen projection, at a [`Site::Lora`].
 #[derive(Clone, Debug)]
 pub struct Lora {
     /// [r, H]
@@ -59,22 +88,134 @@ pub struct Lora {
 }
 
 impl Lora {
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let down = x.broadcast_matmul(&self.a.t()?)?;
+    /// Loads `a [r, H]` and `b [H, r]` from the site's prefix `vb`.
+    pub fn load(vb: Weights, hidden: usize, spec: &AdapterSpec) -> Result<Self> {
+        Ok(Self {
+            a: vb.get("a", &[spec.size, hidden])?,
+            b: vb.get("b", &[hidden, spec.size])?,
+            scale: spec.alpha / spec.size as f64,
+        })
+    }
+
+    /// Initial tensors under `prefix`: a zero update (`b` zero), `a` drawn from `rng`.
+    fn init(
+        prefix: &str,
+        hidden: usize,
+        rank: usize,
+        rng: &mut Normal,
+        out: &mut Tensors,
+    ) -> Result<()> {
+        out.insert(format!("{prefix}.a"), normal_tensor(rng, &[rank, hidden])?);
+        out.insert(format!("{prefix}.b"), zeros(&[hidden, rank])?);
+        Ok(())
+    }
+
+    /// `scale * input A^T B^T`, on candle's ops in every context.
+    pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
+        let down = input.broadcast_matmul(&self.a.t()?)?;
         Ok((down.broadcast_matmul(&self.b.t()?)? * self.scale)?)
     }
 }
 
-/// A task's parameters for one layer application.
+/// What a task holds at one [`Site`].
+#[derive(Clone, Debug)]
+pub enum SiteParams {
+    Bottleneck(Bottleneck),
+    Lora(Lora),
+    LayerNorm(LayerNorm),
+}
+
+impl SiteParams {
+    /// Loads what sits at `site` from its prefix `vb`.
+    fn load(site: Site, vb: Weights, config: &EncoderConfig, layout: &TaskLayout) -> Result<Self> {
+        let hidden = config.shape.hidden_size;
+        Ok(match site {
+            Site::Lora(_) => Self::Lora(Lora::load(vb, hidden, layout.spec_for(site)?)?),
+            Site::Parallel(_) | Site::Sequential(_) => {
+                Self::Bottleneck(Bottleneck::load(vb, hidden, layout.spec_for(site)?)?)
+            }
+            Site::LayerNorm(_) => {
+                Self::LayerNorm(LayerNorm::load(vb, hidden, config.layer_norm_eps)?)
+            }
+        })
+    }
+}
+
+/// A task's parameters for one layer application, by site.
 #[derive(Clone, Debug, Default)]
 pub struct TaskLayer {
-    pub attention_adapter: Option<Bottleneck>,
-    pub output_adapter: Option<Bottleneck>,
-    pub parallel_adapter: Option<Bottleneck>,
-    pub lora_query: Option<Lora>,
-    pub lora_value: Option<Lora>,
-    pub attention_layer_norm: Option<LayerNorm>,
-    pub full_layer_layer_norm: Option<LayerNorm>,
+    sites: Vec<(Site, SiteParams)>,
+}
+
+impl TaskLayer {
+    /// Sets what sits at `site` (replacing what was there).
+    pub fn insert(&mut self, site: Site, params: SiteParams) {
+        self.sites.retain(|(s, _)| *s != site);
+        self.sites.push((site, params));
+    }
+
+    pub fn get(&self, site: Site) -> Option<&SiteParams> {
+        self.sites.iter().find(|(s, _)| *s == site).map(|(_, p)| p)
+    }
+
+    pub fn bottleneck(&self, site: Site) -> Option<&Bottleneck> {
+        match self.get(site)? {
+            SiteParams::Bottleneck(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn lora(&self, projection: Projection) -> Option<&Lora> {
+        match self.get(Site::Lora(projection))? {
+            SiteParams::Lora(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn layer_norm(&self, sublayer: Sublayer) -> Option<&LayerNorm> {
+        match self.get(Site::LayerNorm(sublayer))? {
+            SiteParams::LayerNorm(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn has_lora(&self) -> bool {
+        self.sites.iter().any(|(s, _)| matches!(s, Site::Lora(_)))
+    }
+
+    /// This layer's parameters at the end of `sublayer`.
+    pub fn end(&self, sublayer: Sublayer) -> SublayerEnd<'_> {
+        SublayerEnd {
+            parallel: self.bottleneck(Site::Parallel(sublayer)),
+            sequential: self.bottleneck(Site::Sequential(sublayer)),
+            layer_norm: self.layer_norm(sublayer),
+        }
+    }
+}
+
+/// A task's parameters at the end of one sublayer, where every execution path applies them
+/// as `LayerNorm'(x + s(y + p(x)))` (see [`adalbert_core::site`]); `None` parts are the
+/// identity (the backbone's LayerNorm for `layer_norm`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SublayerEnd<'a> {
+    pub parallel: Option<&'a Bottleneck>,
+    pub sequential: Option<&'a Bottleneck>,
+    pub layer_norm: Option<&'a LayerNorm>,
+}
+
+impl<'a> SublayerEnd<'a> {
+    /// The end of `sublayer` at layer application `application` for `task` (nothing for the
+    /// bare backbone).
+    pub fn of(task: Option<&'a TaskParams>, application: usize, sublayer: Sublayer) -> Self {
+        task.and_then(|t| t.layer(application))
+            .map_or_else(Self::default, |l| l.end(sublayer))
+    }
+
+    /// Whether a bottleneck runs here (so the LayerNorm cannot be fused into the
+    /// sublayer's last product).
+    pub fn has_adapter(&self) -> bool {
+        self.parallel.is_some() || self.sequential.is_some()
+    }
 }
 
 /// What a task owns besides the frozen backbone.
@@ -107,8 +248,8 @@ pub enum Pooling {
 }
 
 impl Pooling {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
             "pooler" => Ok(Self::Pooler),
             "mean" => Ok(Self::Mean),
             "cls" => Ok(Self::Cls),
@@ -138,70 +279,42 @@ impl TaskParams {
         }
     }
 
+    /// The LoRA update of `projection` at layer application `application`, if any.
+    pub fn lora(&self, application: usize, projection: Projection) -> Option<&Lora> {
+        self.layer(application)?.lora(projection)
+    }
+
     /// Builds the task from named tensors (bundle contents or trainable variables).
     pub fn from_tensors(
         config: &EncoderConfig,
         layout: &TaskLayout,
         tensors: &HashMap<String, Tensor>,
     ) -> Result<Self> {
-        let src = TensorSource { tensors };
-        let h = config.shape.hidden_size;
+        let vb = Weights::from_tensors(tensors, Path::new("task parameters"));
+        let hidden = config.shape.hidden_size;
         let eps = config.layer_norm_eps;
         let mut layers = Vec::new();
         for k in 0..layout.task_layer_count(config) {
-            let p = format!("task.layers.{k}");
+            let vb = vb.pp(format!("task.layers.{k}"));
             let mut layer = TaskLayer::default();
-            if let Some(spec) = &layout.adapter {
-                let bottleneck = |name: &str| -> Result<Bottleneck> {
-                    Ok(Bottleneck {
-                        down: src.linear(&format!("{p}.{name}.down"), h, spec.size)?,
-                        up: src.linear(&format!("{p}.{name}.up"), spec.size, h)?,
-                        activation: spec.activation,
-                    })
-                };
-                let lora = |name: &str| -> Result<Lora> {
-                    Ok(Lora {
-                        a: src.get(&format!("{p}.{name}.a"), &[spec.size, h])?,
-                        b: src.get(&format!("{p}.{name}.b"), &[h, spec.size])?,
-                        scale: spec.alpha / spec.size as f64,
-                    })
-                };
-                match spec.kind {
-                    AdapterKind::Houlsby => {
-                        layer.attention_adapter = Some(bottleneck("attention_adapter")?);
-                        layer.output_adapter = Some(bottleneck("output_adapter")?);
-                    }
-                    AdapterKind::Pfeiffer => {
-                        layer.output_adapter = Some(bottleneck("output_adapter")?)
-                    }
-                    AdapterKind::Parallel => {
-                        layer.parallel_adapter = Some(bottleneck("parallel_adapter")?)
-                    }
-                    AdapterKind::Lora => {
-                        layer.lora_query = Some(lora("lora_query")?);
-                        layer.lora_value = Some(lora("lora_value")?);
-                    }
-                }
-            }
-            if layout.layer_norms {
-                layer.attention_layer_norm =
-                    Some(src.layer_norm(&format!("{p}.attention.LayerNorm"), h, eps)?);
-                layer.full_layer_layer_norm =
-                    Some(src.layer_norm(&format!("{p}.full_layer_layer_norm"), h, eps)?);
+            for site in layout.sites() {
+                let params = SiteParams::load(site, vb.pp(site.name()), config, layout)?;
+                layer.insert(site, params);
             }
             layers.push(layer);
         }
         let embeddings_layer_norm = if layout.layer_norms {
-            Some(src.layer_norm(
-                "task.embeddings.LayerNorm",
-                config.shape.embedding_size,
+            let width = config.shape.embedding_size;
+            Some(LayerNorm::load(
+                vb.pp("task.embeddings.LayerNorm"),
+                width,
                 eps,
             )?)
         } else {
             None
         };
         let pooler = if layout.pooler {
-            Some(src.linear("task.pooler", h, h)?)
+            Some(Linear::load(vb.pp("task.pooler"), hidden, hidden)?)
         } else {
             None
         };
@@ -210,7 +323,7 @@ impl TaskParams {
             sharing: layout.sharing,
             embeddings_layer_norm,
             pooler,
-            classifier: src.linear("classifier", h, layout.num_labels)?,
+            classifier: Linear::load(vb.pp("classifier"), hidden, layout.num_labels)?,
         })
     }
 }
@@ -232,71 +345,46 @@ impl TaskLayout {
         config.shape.task_layers(&self.task_shape())
     }
 
+    /// The sites of every task layer: the adapter's ([`AdapterKind::sites`]), then the
+    /// LayerNorm copies when the layout trains them.
+    pub fn sites(&self) -> impl Iterator<Item = Site> + '_ {
+        let adapter = self.adapter.iter().flat_map(|spec| spec.kind.sites());
+        let norms = self.layer_norms.then_some(&Site::LAYER_NORMS);
+        adapter.chain(norms.into_iter().flatten()).copied()
+    }
+
+    /// The adapter spec that sizes the bottleneck or LoRA at `site`.
+    fn spec_for(&self, site: Site) -> Result<&AdapterSpec> {
+        self.adapter
+            .as_ref()
+            .ok_or_else(|| ModelError::Input(format!("site {} needs an adapter spec", site.name())))
+    }
+
     /// Initial values of every task tensor: adapters near identity (up-projections zero),
     /// LayerNorm and pooler copies of the backbone's, a small random classifier. Seeded.
     pub fn init_tensors(&self, backbone: &Backbone, seed: u64) -> Result<HashMap<String, Tensor>> {
         let config = &backbone.config;
-        let h = config.shape.hidden_size;
-        let dev = Device::Cpu;
+        let hidden = config.shape.hidden_size;
         let mut rng = Normal::new(seed);
         let mut out = HashMap::new();
         for k in 0..self.task_layer_count(config) {
-            let p = format!("task.layers.{k}");
-            if let Some(spec) = &self.adapter {
-                let m = spec.size;
-                let mut bottleneck =
-                    |name: &str, out: &mut HashMap<String, Tensor>| -> Result<()> {
-                        out.insert(
-                            format!("{p}.{name}.down.weight"),
-                            normal_tensor(&mut rng, &[m, h], 0.02, &dev)?,
-                        );
-                        out.insert(
-                            format!("{p}.{name}.down.bias"),
-                            Tensor::zeros(m, candle_core::DType::F32, &dev)?,
-                        );
-                        out.insert(
-                            format!("{p}.{name}.up.weight"),
-                            Tensor::zeros((h, m), candle_core::DType::F32, &dev)?,
-                        );
-                        out.insert(
-                            format!("{p}.{name}.up.bias"),
-                            Tensor::zeros(h, candle_core::DType::F32, &dev)?,
-                        );
-                        Ok(())
-                    };
-                match spec.kind {
-                    AdapterKind::Houlsby => {
-                        bottleneck("attention_adapter", &mut out)?;
-                        bottleneck("output_adapter", &mut out)?;
+            let prefix = format!("task.layers.{k}");
+            for site in self.sites() {
+                let prefix = format!("{prefix}.{}", site.name());
+                match site {
+                    Site::Lora(_) => {
+                        let rank = self.spec_for(site)?.size;
+                        Lora::init(&prefix, hidden, rank, &mut rng, &mut out)?;
                     }
-                    AdapterKind::Pfeiffer => bottleneck("output_adapter", &mut out)?,
-                    AdapterKind::Parallel => bottleneck("parallel_adapter", &mut out)?,
-                    AdapterKind::Lora => {
-                        for name in ["lora_query", "lora_value"] {
-                            out.insert(
-                                format!("{p}.{name}.a"),
-                                normal_tensor(&mut rng, &[m, h], 0.02, &dev)?,
-                            );
-                            out.insert(
-                                format!("{p}.{name}.b"),
-                                Tensor::zeros((h, m), candle_core::DType::F32, &dev)?,
-                            );
-                        }
+                    Site::Parallel(_) | Site::Sequential(_) => {
+                        let width = self.spec_for(site)?.size;
+                        Bottleneck::init(&prefix, hidden, width, &mut rng, &mut out)?;
+                    }
+                    Site::LayerNorm(sublayer) => {
+                        let norm = backbone.encoder.layer(k).layer_norm(sublayer);
+                        copy_ln(&mut out, &prefix, norm);
                     }
                 }
-            }
-            if self.layer_norms {
-                let layer = backbone_layer_for(backbone, k);
-                copy_ln(
-                    &mut out,
-                    &format!("{p}.attention.LayerNorm"),
-                    &layer.attention.layer_norm,
-                );
-                copy_ln(
-                    &mut out,
-                    &format!("{p}.full_layer_layer_norm"),
-                    &layer.full_layer_layer_norm,
-                );
             }
         }
         if self.layer_norms {
@@ -317,12 +405,9 @@ impl TaskLayout {
         }
         out.insert(
             "classifier.weight".into(),
-            normal_tensor(&mut rng, &[self.num_labels, h], 0.02, &dev)?,
+            normal_tensor(&mut rng, &[self.num_labels, hidden])?,
         );
-        out.insert(
-            "classifier.bias".into(),
-            Tensor::zeros(self.num_labels, candle_core::DType::F32, &dev)?,
-        );
+        out.insert("classifier.bias".into(), zeros(&[self.num_labels])?);
         Ok(out)
     }
 
@@ -330,15 +415,6 @@ impl TaskLayout {
     pub fn param_count(&self, config: &EncoderConfig) -> usize {
         config.shape.task_params(&self.task_shape())
     }
-}
-
-/// The backbone layer that task layer `k` accompanies (for copying its LayerNorms).
-fn backbone_layer_for(backbone: &Backbone, k: usize) -> &crate::albert::AlbertLayer {
-    let c = &backbone.config;
-    let i = k / c.shape.inner_group_num;
-    let j = k % c.shape.inner_group_num;
-    let g = (i / c.shape.layers_per_group()).min(c.shape.num_hidden_groups - 1);
-    &backbone.encoder.albert_layer_groups[g].albert_layers[j]
 }
 
 fn copy_ln(out: &mut HashMap<String, Tensor>, name: &str, ln: &LayerNorm) {
@@ -353,51 +429,16 @@ fn copy_ln(out: &mut HashMap<String, Tensor>, name: &str, ln: &LayerNorm) {
     );
 }
 
-struct TensorSource<'a> {
-    tensors: &'a HashMap<String, Tensor>,
-}
+type Tensors = HashMap<String, Tensor>;
 
-impl TensorSource<'_> {
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                path: "task parameters".into(),
-            })?;
-        if t.dims() != shape {
-            return Err(ModelError::WrongShape {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                found: t.dims().to_vec(),
-                path: "task parameters".into(),
-            });
-        }
-        Ok(t.clone())
-    }
-
-    fn linear(&self, name: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
-        Ok(Linear::new(
-            self.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
-            Some(self.get(&format!("{name}.bias"), &[out_dim])?),
-        ))
-    }
-
-    fn layer_norm(&self, name: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            weight: self.get(&format!("{name}.weight"), &[dim])?,
-            bias: self.get(&format!("{name}.bias"), &[dim])?,
-            eps,
-        })
-    }
-}
-
-/// A seeded N(0, std^2) tensor (the task-initialization stream of `adalbert_core::rng`).
-fn normal_tensor(rng: &mut Normal, shape: &[usize], std: f64, dev: &Device) -> Result<Tensor> {
+/// A seeded N(0, 0.02^2) tensor (the task-initialization stream of `adalbert_core::rng`).
+fn normal_tensor(rng: &mut Normal, shape: &[usize]) -> Result<Tensor> {
     let n: usize = shape.iter().product();
-    Ok(Tensor::from_vec(rng.vec_f32(n, std), shape, dev)?)
+    Ok(Tensor::from_vec(rng.vec_f32(n, 0.02), shape, &Device::Cpu)?)
+}
+
+fn zeros(shape: &[usize]) -> Result<Tensor> {
+    Ok(Tensor::zeros(shape, DType::F32, &Device::Cpu)?)
 }
 
 #[cfg(test)]

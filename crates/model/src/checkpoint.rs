@@ -2,14 +2,13 @@
 //!
 //! Accepts `model.safetensors` (preferred) or `pytorch_model.bin`, with or without the
 //! `albert.`/`bert.` prefix that task models (e.g. `AlbertForSequenceClassification`) add.
-//! Every lookup checks the shape so a mismatched checkpoint fails with the tensor's name, the
-//! expected shape and the file, instead of a broadcasting error deep in the forward pass.
+//! Modules read it through [`crate::weights::Weights`], which checks every shape.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ModelError, Result};
@@ -45,38 +44,9 @@ impl Checkpoint {
         &self.path
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
-    }
-
     /// Every tensor as stored (names normalized), for training all weights.
     pub fn tensors(&self) -> &HashMap<String, Tensor> {
         &self.tensors
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.tensors.keys().map(String::as_str)
-    }
-
-    /// The tensor `name` as f32, checked against `shape`.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                path: self.path.clone(),
-            })?;
-        if t.dims() != shape {
-            return Err(ModelError::WrongShape {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                found: t.dims().to_vec(),
-                path: self.path.clone(),
-            });
-        }
-        Ok(t.to_dtype(DType::F32)?)
     }
 }
 
@@ -189,23 +159,6 @@ mod tests {
             "pooler.dense.bias"
         );
         assert_eq!(normalize_name("classifier.weight"), "classifier.weight");
-    }
-
-    #[test]
-    fn shape_and_missing_errors_name_the_tensor() {
-        let mut m = HashMap::new();
-        m.insert(
-            "albert.pooler.weight".to_string(),
-            Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap(),
-        );
-        let ck = Checkpoint::from_tensors(m, PathBuf::from("x.safetensors"));
-        let e = ck.get("pooler.weight", &[3, 3]).unwrap_err().to_string();
-        assert!(
-            e.contains("pooler.weight") && e.contains("[3, 3]") && e.contains("[2, 3]"),
-            "{e}"
-        );
-        let e = ck.get("pooler.bias", &[3]).unwrap_err().to_string();
-        assert!(e.contains("missing") && e.contains("x.safetensors"), "{e}");
     }
 
     #[test]

@@ -3,16 +3,17 @@
 //!
 //! Built once per backbone (on its first eval forward): every linear layer's weight is
 //! packed for [`gemm`], the query/key/value projections are fused into one `[H, 3H]` matrix
-//! with one bias, and LayerNorm parameters are copied to plain vectors. Task parameters
-//! (adapters, LoRA, per-task LayerNorms) are applied per row range exactly where the candle
-//! path applies them; their (small) weights are packed per call because they may be
-//! trainable variables that change between calls.
+//! with one bias, and LayerNorm parameters are copied to plain vectors. Task parameters are
+//! applied per row range at the sites the candle path applies them ([`adalbert_core::site`]):
+//! LoRA updates into the fused QKV output, everything else at each sublayer's end
+//! ([`SublayerEnd`]). Their (small) weights are packed on first use and kept, except
+//! trainable variables, which change in place between calls.
 //!
 //! Activations live in flat row-major `[tokens, width]` buffers; the candle tensor is built
 //! only for the final hidden state.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use adalbert_kernels::act::Act;
 use adalbert_kernels::attention::{attention, attention_bf16, AttentionShape};
@@ -22,9 +23,11 @@ use adalbert_kernels::norm::{add_layer_norm, add_layer_norm_serial, Norm};
 use adalbert_kernels::{par_row_ranges, Isa};
 use candle_core::{DType, Device, Storage, Tensor, TensorId};
 
-use crate::adapters::{Bottleneck, Lora, TaskLayer, TaskParams};
-use crate::albert::{AlbertLayer, Backbone};
+use crate::adapters::{Bottleneck, Lora, Projection, Sublayer, SublayerEnd, TaskParams};
+use crate::albert::AlbertLayer;
+use crate::backbone::Backbone;
 use crate::error::{ModelError, Result};
+use crate::exec::{inference_path, InferencePath, Kernels};
 use crate::exec::{kernel_act, Precision};
 use crate::nn::{LayerNorm, Linear};
 
@@ -154,33 +157,54 @@ struct FastLayer {
 }
 
 impl FastLayer {
-    fn new(l: &AlbertLayer, isa: Isa, precision: Precision) -> Result<Self> {
-        let at = &l.attention;
-        let (h, k) = at.query.weight.dims2()?;
+    fn new(layer: &AlbertLayer, isa: Isa, precision: Precision) -> Result<Self> {
+        let at = &layer.attention;
         // Fused QKV: rows [q; k; v] of a [3H, H] weight.
-        let mut w = Vec::with_capacity(3 * h * k);
-        let mut bias = Vec::with_capacity(3 * h);
-        for lin in [&at.query, &at.key, &at.value] {
-            w.extend(to_vec(&lin.weight)?);
-            match &lin.bias {
-                Some(b) => bias.extend(to_vec(b)?),
-                None => bias.extend(std::iter::repeat_n(0.0, h)),
-            }
-        }
+        let (weight, bias) = at.stacked_qkv()?;
+        let (n, k) = weight.dims2()?;
         Ok(Self {
             qkv: PackedLinear {
-                w: PackedLinear::pack(&w, 3 * h, k, isa, precision),
-                bias: Some(bias),
+                w: with_f32(&weight, |w| PackedLinear::pack(w, n, k, isa, precision))?,
+                bias: Some(to_vec(&bias)?),
             },
             dense: PackedLinear::new(&at.dense, isa, precision)?,
             ln_attention: norm(&at.layer_norm)?,
-            ffn: PackedLinear::new(&l.ffn, isa, precision)?,
-            ffn_output: PackedLinear::new(&l.ffn_output, isa, precision)?,
-            ln_output: norm(&l.full_layer_layer_norm)?,
-            activation: kernel_act(l.activation),
+            ffn: PackedLinear::new(&layer.ffn, isa, precision)?,
+            ffn_output: PackedLinear::new(&layer.ffn_output, isa, precision)?,
+            ln_output: norm(&layer.full_layer_layer_norm)?,
+            activation: kernel_act(layer.activation),
             heads: at.num_attention_heads,
             head_dim: at.attention_head_size,
         })
+    }
+}
+
+/// The eval forward's path for one backbone: the kernels asked for, and the backbone packed
+/// for them on first use (`None` where [`inference_path`] chose candle's ops or the packing
+/// refused the backbone).
+pub(crate) struct FastPath {
+    kernels: Kernels,
+    packed: OnceLock<Option<FastEncoder>>,
+}
+
+impl FastPath {
+    pub(crate) fn new(kernels: Kernels) -> Self {
+        Self {
+            kernels,
+            packed: OnceLock::new(),
+        }
+    }
+
+    /// `backbone` packed for adalbert's kernels, or `None` where candle's ops run.
+    pub(crate) fn get(&self, backbone: &Backbone) -> Option<&FastEncoder> {
+        self.packed
+            .get_or_init(|| match inference_path(self.kernels) {
+                InferencePath::Candle => None,
+                InferencePath::Kernels { isa, precision } => {
+                    FastEncoder::new(backbone, isa, precision).ok()
+                }
+            })
+            .as_ref()
     }
 }
 
@@ -261,11 +285,11 @@ const TASK_PACK_CAP: usize = 4096;
 type Part<'a> = (usize, usize, Option<&'a TaskParams>);
 
 impl FastEncoder {
-    /// Packs `bb`'s weights. Refuses a backbone whose weights are trainable variables (full
+    /// Packs the backbone's weights. Refuses a backbone whose weights are trainable variables (full
     /// fine-tuning): a packed copy would go stale at the next optimizer step.
-    pub(crate) fn new(bb: &Backbone, isa: Isa, precision: Precision) -> Result<Self> {
-        let mut variable = bb.embeddings.word_embeddings.is_variable();
-        for g in &bb.encoder.albert_layer_groups {
+    pub(crate) fn new(backbone: &Backbone, isa: Isa, precision: Precision) -> Result<Self> {
+        let mut variable = backbone.embeddings.word_embeddings.is_variable();
+        for g in &backbone.encoder.albert_layer_groups {
             for l in &g.albert_layers {
                 let a = &l.attention;
                 for lin in [&a.query, &a.key, &a.value, &a.dense, &l.ffn, &l.ffn_output] {
@@ -279,13 +303,13 @@ impl FastEncoder {
                 "backbone weights are trainable variables: not packing them".into(),
             ));
         }
-        let projection = bb
+        let projection = backbone
             .encoder
             .embedding_hidden_mapping_in
             .as_ref()
             .map(|p| PackedLinear::new(p, isa, precision))
             .transpose()?;
-        let groups = bb
+        let groups = backbone
             .encoder
             .albert_layer_groups
             .iter()
@@ -299,7 +323,7 @@ impl FastEncoder {
         Ok(Self {
             isa,
             precision,
-            embedding_ln: norm(&bb.embeddings.layer_norm)?,
+            embedding_ln: norm(&backbone.embeddings.layer_norm)?,
             projection,
             groups,
             buffers: Mutex::new(None),
@@ -326,7 +350,7 @@ impl FastEncoder {
     /// The last hidden state `[B, S, H]` (the caller has validated the inputs).
     pub(crate) fn forward(
         &self,
-        bb: &Backbone,
+        backbone: &Backbone,
         input_ids: &Tensor,
         token_type_ids: &Tensor,
         attention_mask: &Tensor,
@@ -341,7 +365,7 @@ impl FastEncoder {
         // Run on the rayon pool so the parallel kernels split work with a warm worker.
         let out = rayon::scope(|_| {
             self.forward_inner(
-                bb,
+                backbone,
                 input_ids,
                 token_type_ids,
                 attention_mask,
@@ -357,7 +381,7 @@ impl FastEncoder {
 
     fn forward_inner(
         &self,
-        bb: &Backbone,
+        backbone: &Backbone,
         input_ids: &Tensor,
         token_type_ids: &Tensor,
         attention_mask: &Tensor,
@@ -365,7 +389,7 @@ impl FastEncoder {
         bufs: &mut Buffers,
     ) -> Result<Tensor> {
         let isa = self.isa;
-        let c = &bb.config;
+        let c = &backbone.config;
         let (batch, seq) = input_ids.dims2()?;
         let tokens = batch * seq;
         let (e, h) = (c.shape.embedding_size, c.shape.hidden_size);
@@ -387,7 +411,7 @@ impl FastEncoder {
 
         // Embeddings: word + token type + position, then LayerNorm (per task).
         let mut emb = vec![0.0f32; tokens * e];
-        let emb_ref = &bb.embeddings;
+        let emb_ref = &backbone.embeddings;
         with_f32(&emb_ref.word_embeddings, |word| {
             with_f32(&emb_ref.token_type_embeddings, |tt| {
                 with_f32(&emb_ref.position_embeddings, |pos| {
@@ -417,25 +441,23 @@ impl FastEncoder {
             None => emb,
         };
 
-        let per_group = c.shape.layers_per_group();
-        for i in 0..c.shape.num_hidden_layers {
-            for (j, layer) in self.groups[i / per_group].iter().enumerate() {
-                let application = i * c.shape.inner_group_num + j;
-                self.layer(layer, &mut x, &mask, batch, seq, parts, application, bufs)?;
-            }
+        for application in 0..c.shape.applications() {
+            let (group, j) = c.shape.stored_layer(application);
+            let layer = &self.groups[group][j];
+            self.layer(layer, &mut x, &mask, batch, seq, parts, application, bufs)?;
         }
         Ok(Tensor::from_vec(x, (batch, seq, h), &Device::Cpu)?)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn layer<'a>(
+    fn layer(
         &self,
         l: &FastLayer,
         x: &mut [f32],
         mask: &[f32],
         batch: usize,
         seq: usize,
-        parts: &[Part<'a>],
+        parts: &[Part],
         application: usize,
         bufs: &mut Buffers,
     ) -> Result<()> {
@@ -443,38 +465,17 @@ impl FastEncoder {
         let tokens = batch * seq;
         let h = l.heads * l.head_dim;
         let f = l.ffn.n();
-        let layer_of = |task: Option<&'a TaskParams>| task.and_then(|t| t.layer(application));
 
         // Attention.
         let qkv = sized(&mut bufs.qkv, tokens * 3 * h);
         l.qkv.forward(isa, tokens, x, qkv, None);
         for &(r0, n, task) in parts {
-            if let Some(tl) = layer_of(task) {
-                let rows = r0 * h..(r0 + n) * h;
-                let qkv_rows = &mut qkv[r0 * 3 * h..(r0 + n) * 3 * h];
-                if let Some(lora) = &tl.lora_query {
-                    self.lora(
-                        lora,
-                        n,
-                        &x[rows.clone()],
-                        h,
-                        qkv_rows,
-                        0,
-                        3 * h,
-                        &mut bufs.small,
-                    )?;
-                }
-                if let Some(lora) = &tl.lora_value {
-                    self.lora(
-                        lora,
-                        n,
-                        &x[rows],
-                        h,
-                        qkv_rows,
-                        2 * h,
-                        3 * h,
-                        &mut bufs.small,
-                    )?;
+            for projection in Projection::ALL {
+                if let Some(lora) = task.and_then(|t| t.lora(application, projection)) {
+                    let qkv_rows = &mut qkv[r0 * 3 * h..(r0 + n) * 3 * h];
+                    let x_rows = &x[r0 * h..(r0 + n) * h];
+                    let col0 = projection.index() * h;
+                    self.lora(lora, n, x_rows, h, qkv_rows, col0, 3 * h, &mut bufs.small)?;
                 }
             }
         }
@@ -489,61 +490,29 @@ impl FastEncoder {
             Precision::F32 => attention(isa, qkv, mask, shape, context),
             Precision::Bf16 => attention_bf16(isa, qkv, mask, shape, context),
         }
-        // a = LayerNorm(dense(context) [+ adapter] + x). The LayerNorm runs inside the last
-        // product before it: the dense projection when one task without an attention
-        // adapter covers the batch, else each task's adapter (or a separate pass).
+        // a = LayerNorm(dense(context) [+ adapters] + x). The LayerNorm runs inside the last
+        // product before it: the dense projection when one task without attention adapters
+        // covers the batch, else each task's adapter (or a separate pass).
         let a = sized(&mut bufs.attn, tokens * h);
-        let attention_norm = |tl: Option<&TaskLayer>| -> Result<NormRef> {
-            self.sublayer_norm(
-                tl.and_then(|t| t.attention_layer_norm.as_ref()),
-                &l.ln_attention,
-            )
-        };
-        match parts {
-            [(_, _, task)] if layer_of(*task).is_none_or(|t| t.attention_adapter.is_none()) => {
-                let ln = attention_norm(layer_of(*task))?;
+        let attention_end = Sublayer::Attention;
+        match self.fusable_norm(parts, application, attention_end, &l.ln_attention)? {
+            Some(ln) => {
                 let post = RowNorm {
                     norm: &ln,
                     residual: x,
                 };
                 l.dense.forward_norm(isa, tokens, context, a, post);
             }
-            _ => {
+            None => {
                 l.dense.forward(isa, tokens, context, a, None);
-                for &(r0, n, task) in parts {
-                    let tl = layer_of(task);
-                    let rows = r0 * h..(r0 + n) * h;
-                    let ln = attention_norm(tl)?;
-                    let post = RowNorm {
-                        norm: &ln,
-                        residual: &x[rows.clone()],
-                    };
-                    match tl.and_then(|t| t.attention_adapter.as_ref()) {
-                        Some(ad) => self.bottleneck(ad, n, None, &mut a[rows], Some(post))?,
-                        None => add_layer_norm(isa, &mut a[rows], Some(post.residual), &ln),
-                    }
-                }
+                self.end_sublayer(parts, application, attention_end, &l.ln_attention, x, a)?;
             }
         }
 
         // Feed-forward: the output overwrites x (no longer needed), then x = LN(x + a),
-        // fused like the attention's LayerNorm: into the output projection when one task
-        // without feed-forward adapters covers the batch, else into each task's last adapter.
-        let output_norm = |tl: Option<&TaskLayer>| -> Result<NormRef> {
-            self.sublayer_norm(
-                tl.and_then(|t| t.full_layer_layer_norm.as_ref()),
-                &l.ln_output,
-            )
-        };
-        let fused = match parts {
-            [(_, _, task)]
-                if layer_of(*task)
-                    .is_none_or(|t| t.parallel_adapter.is_none() && t.output_adapter.is_none()) =>
-            {
-                Some(output_norm(layer_of(*task))?)
-            }
-            _ => None,
-        };
+        // fused like the attention's LayerNorm.
+        let ffn_end = Sublayer::FeedForward;
+        let fused = self.fusable_norm(parts, application, ffn_end, &l.ln_output)?;
         match (&l.ffn.w, &l.ffn_output.w) {
             // Compressed path on AMX: the intermediate stays in bf16 tiles.
             (Weights::Bf16(w1), Weights::Bf16(w2)) if w1.is_amx() && w2.is_amx() => {
@@ -576,28 +545,62 @@ impl FastEncoder {
                 }
             }
         }
-        if fused.is_some() {
-            return Ok(());
+        if fused.is_none() {
+            self.end_sublayer(parts, application, ffn_end, &l.ln_output, a, x)?;
         }
+        Ok(())
+    }
+
+    /// The LayerNorm ending `sublayer`, when one task without adapters there covers the
+    /// batch: it can then run inside the sublayer's last product.
+    fn fusable_norm<'n>(
+        &self,
+        parts: &[Part],
+        application: usize,
+        sublayer: Sublayer,
+        backbone: &'n Norm,
+    ) -> Result<Option<NormRef<'n>>> {
+        let [(_, _, task)] = parts else {
+            return Ok(None);
+        };
+        let end = SublayerEnd::of(*task, application, sublayer);
+        if end.has_adapter() {
+            return Ok(None);
+        }
+        self.sublayer_norm(end.layer_norm, backbone).map(Some)
+    }
+
+    /// `out = LayerNorm'(residual + s(out + p(residual)))` for each task's rows: the end of
+    /// `sublayer` with each task's adapters ([`SublayerEnd`]), the LayerNorm inside the last
+    /// adapter's product.
+    fn end_sublayer(
+        &self,
+        parts: &[Part],
+        application: usize,
+        sublayer: Sublayer,
+        backbone_norm: &Norm,
+        residual: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let h = backbone_norm.gamma.len();
         for &(r0, n, task) in parts {
-            let tl = layer_of(task);
+            let end = SublayerEnd::of(task, application, sublayer);
             let rows = r0 * h..(r0 + n) * h;
-            let ln = output_norm(tl)?;
+            let ln = self.sublayer_norm(end.layer_norm, backbone_norm)?;
             let post = RowNorm {
                 norm: &ln,
-                residual: &a[rows.clone()],
+                residual: &residual[rows.clone()],
             };
-            let parallel = tl.and_then(|t| t.parallel_adapter.as_ref());
-            let output = tl.and_then(|t| t.output_adapter.as_ref());
-            if let Some(ad) = parallel {
-                let last = output.is_none().then_some(post);
-                self.bottleneck(ad, n, Some(&a[rows.clone()]), &mut x[rows.clone()], last)?;
+            let out = &mut out[rows];
+            if let Some(ad) = end.parallel {
+                let last = end.sequential.is_none().then_some(post);
+                self.bottleneck(ad, n, Some(post.residual), out, last)?;
             }
-            if let Some(ad) = output {
-                self.bottleneck(ad, n, None, &mut x[rows.clone()], Some(post))?;
+            if let Some(ad) = end.sequential {
+                self.bottleneck(ad, n, None, out, Some(post))?;
             }
-            if parallel.is_none() && output.is_none() {
-                add_layer_norm(isa, &mut x[rows], Some(post.residual), &ln);
+            if !end.has_adapter() {
+                add_layer_norm(self.isa, out, Some(post.residual), &ln);
             }
         }
         Ok(())

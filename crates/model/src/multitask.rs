@@ -18,11 +18,12 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use candle_core::{Tensor, D};
 
 use crate::adapters::{Pooling, TaskParams};
-use crate::albert::{cls_pool, mean_pool, Backbone, Route};
+use crate::backbone::{cls_pool, mean_pool, Backbone};
 use crate::bundle::{BundleMeta, TaskBundle, TrainMode};
 use crate::checkpoint::sha256_file;
 use crate::error::{ModelError, Result};
 use crate::nn::Ctx;
+use crate::route::Route;
 use crate::tokenizer::{Batch, TextInput, Tokenizer};
 
 /// A task ready to serve.
@@ -270,7 +271,7 @@ fn run(
                 .ok_or_else(|| ModelError::Input("no pooler output".into()))?
                 .narrow(0, *start, *len)?,
         };
-        let logits = task.params.classifier.forward(&pooled)?;
+        let logits = task.params.classifier.forward(&pooled, &ctx)?;
         let truncated = &batch.truncated[*start..*start + *len];
         preds.extend(to_predictions(&logits, &task.meta.labels, truncated)?);
     }

@@ -1,8 +1,11 @@
-//! Small building blocks (linear, layer norm, dropout) that know whether gradients are needed.
+//! Small building blocks (linear, LayerNorm, activation, dropout) and the forward context
+//! ([`Ctx`]) that chooses the op each of them runs.
 //!
 //! candle's fused layer-norm and softmax kernels have no backward pass. During training every
-//! activation may carry a gradient (adapters sit inside the frozen layer), so [`Ctx::train`]
-//! switches to the composed, differentiable forms; inference keeps the fused kernels.
+//! activation may carry a gradient (adapters sit inside the frozen layer), so a training
+//! context switches to candle's composed, differentiable forms, or to the fused training ops
+//! ([`crate::train_ops`]) where [`TrainKernels`] asks for them; inference keeps candle's
+//! fused kernels.
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
@@ -10,11 +13,11 @@ use std::sync::{Arc, OnceLock};
 use adalbert_kernels::dropout;
 use candle_core::{Tensor, D};
 
-use crate::checkpoint::Checkpoint;
 use crate::config::Activation;
 use crate::error::Result;
 use crate::exec::{default_isa, TrainKernels};
 use crate::train_ops::{self, FrozenLinear};
+use crate::weights::Weights;
 
 /// Forward-pass context: training or inference, and the seeded dropout stream.
 pub struct Ctx {
@@ -60,33 +63,42 @@ impl Ctx {
 
     /// Inverted dropout with a mask drawn from this context's seeded generator, so two
     /// training runs with the same seed see the same masks.
-    pub fn dropout(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn dropout(&self, input: &Tensor) -> Result<Tensor> {
         if !self.train || self.dropout <= 0.0 {
-            return Ok(x.clone());
+            return Ok(input.clone());
         }
-        let mask = self.dropout_mask(x.elem_count());
+        let mask = self.dropout_mask(input.elem_count());
         if let Some(k) = self.train_kernels() {
-            return train_ops::dropout(x, mask, k.isa);
+            return train_ops::dropout(input, mask, k.isa);
         }
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
-        Ok(x.mul(&mask)?)
+        let mask = Tensor::from_vec(mask, input.shape(), input.device())?;
+        Ok(input.mul(&mask)?)
     }
 
-    /// `x * mask` for a mask from [`Ctx::next_dropout_mask`] held as a tensor of `x`'s shape.
-    pub fn dropout_with(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// `input * mask` for a mask from [`Ctx::dropout_mask_like`].
+    pub fn dropout_with(&self, input: &Tensor, mask: &Tensor) -> Result<Tensor> {
         if let Some(k) = self.train_kernels() {
-            return train_ops::dropout(x, mask.flatten_all()?.to_vec1()?, k.isa);
+            return train_ops::dropout(input, mask.flatten_all()?.to_vec1()?, k.isa);
         }
-        Ok(x.mul(mask)?)
+        Ok(input.mul(mask)?)
     }
 
-    /// The next `n` dropout multipliers (0 or `1 / (1 - p)`), in the order [`Ctx::dropout`]
-    /// draws them; `None` when dropout is off.
-    pub fn next_dropout_mask(&self, n: usize) -> Option<Vec<f32>> {
+    /// The next `len` dropout multipliers (0 or `1 / (1 - p)`), in the order
+    /// [`Ctx::dropout`] draws them; `None` when dropout is off.
+    pub fn next_dropout_mask(&self, len: usize) -> Option<Vec<f32>> {
         if !self.train || self.dropout <= 0.0 {
             return None;
         }
-        Some(self.dropout_mask(n))
+        Some(self.dropout_mask(len))
+    }
+
+    /// The next dropout mask for `like`'s elements as a tensor of its shape, so that
+    /// splitting a batch by rows splits the mask with them; `None` when dropout is off.
+    pub fn dropout_mask_like(&self, like: &Tensor) -> Result<Option<Tensor>> {
+        self.next_dropout_mask(like.elem_count())
+            .map(|m| Tensor::from_vec(m, like.shape(), like.device()))
+            .transpose()
+            .map_err(Into::into)
     }
 
     /// Element `i` is drawn from the generator's state after `i + 1` steps, which SplitMix64
@@ -115,11 +127,13 @@ impl Ctx {
         self.softmax_last_dim(&(scores * scale)?.broadcast_add(mask_bias)?)
     }
 
-    pub fn softmax_last_dim(&self, x: &Tensor) -> Result<Tensor> {
+    /// Softmax over the last dimension: candle's differentiable composite in training, its
+    /// fused kernel (which has no backward pass) in eval.
+    fn softmax_last_dim(&self, input: &Tensor) -> Result<Tensor> {
         if self.train {
-            Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+            Ok(candle_nn::ops::softmax(input, D::Minus1)?)
         } else {
-            Ok(candle_nn::ops::softmax_last_dim(x)?)
+            Ok(candle_nn::ops::softmax_last_dim(input)?)
         }
     }
 }
@@ -155,10 +169,11 @@ impl Linear {
         }
     }
 
-    pub fn load(ck: &Checkpoint, name: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
+    /// `weight [out_dim, in_dim]` and `bias [out_dim]` under `vb`'s prefix.
+    pub fn load(vb: Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
         Ok(Self::new(
-            ck.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
-            Some(ck.get(&format!("{name}.bias"), &[out_dim])?),
+            vb.get("weight", &[out_dim, in_dim])?,
+            Some(vb.get("bias", &[out_dim])?),
         ))
     }
 
@@ -168,31 +183,40 @@ impl Linear {
         !self.weight.track_op() && self.bias.as_ref().is_none_or(|b| !b.track_op())
     }
 
-    /// [`Linear::forward`], on the fused training ops when `ctx` uses them:
-    /// [`train_ops::frozen_linear`] for frozen weights (packed once, on the first such call),
-    /// [`train_ops::linear`] for trainable ones.
-    pub fn forward_t(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+    /// `input W^T + b`, on the op `ctx` chooses: in fused training
+    /// [`train_ops::frozen_linear`] for frozen weights (packed once, on the first such call)
+    /// and [`train_ops::linear`] for trainable ones; candle's ops otherwise.
+    pub fn forward(&self, input: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         match ctx.train_kernels() {
             Some(k) if k.frozen_gemm && self.is_frozen() => {
-                train_ops::frozen_linear(x, self.frozen_packed()?, k.isa)
+                train_ops::frozen_linear(input, self.frozen_packed()?, k.isa)
             }
             Some(k) => match &self.bias {
-                Some(b) => train_ops::linear(x, &self.weight, b, k.isa),
-                None => self.forward(x),
+                Some(b) => train_ops::linear(input, &self.weight, b, k.isa),
+                None => self.forward_candle(input),
             },
-            None => self.forward(x),
+            None => self.forward_candle(input),
         }
     }
 
-    /// `act(self.forward_t(x))`, as one fused node ([`train_ops::frozen_linear_act`]) when
+    /// `act(self.forward(input))`, as one fused node ([`train_ops::frozen_linear_act`]) when
     /// the layer runs on [`FrozenLinear`].
-    pub fn forward_act_t(&self, x: &Tensor, act: Activation, ctx: &Ctx) -> Result<Tensor> {
+    pub fn forward_act(&self, input: &Tensor, act: Activation, ctx: &Ctx) -> Result<Tensor> {
         match ctx.train_kernels() {
             Some(k) if k.frozen_gemm && self.is_frozen() => {
-                train_ops::frozen_linear_act(x, self.frozen_packed()?, act, k.isa)
+                train_ops::frozen_linear_act(input, self.frozen_packed()?, act, k.isa)
             }
-            _ => crate::albert::activate_t(&self.forward_t(x, ctx)?, act, ctx),
+            _ => activate(&self.forward(input, ctx)?, act, ctx),
         }
+    }
+
+    /// `input W^T + b` on candle's ops, whatever the context.
+    pub fn forward_candle(&self, input: &Tensor) -> Result<Tensor> {
+        let y = input.broadcast_matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
     }
 
     /// The weights packed for [`FrozenLinear`] (packed on the first call).
@@ -206,16 +230,20 @@ impl Linear {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight.t()?)?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
-    }
-
     pub fn out_dim(&self) -> usize {
         self.weight.dims()[0]
+    }
+}
+
+/// `act(input)`, with GELU on the fused training op when `ctx` uses them.
+pub fn activate(input: &Tensor, act: Activation, ctx: &Ctx) -> Result<Tensor> {
+    match ctx.train_kernels() {
+        Some(k) if act != Activation::Relu => train_ops::gelu(input, act, k.isa),
+        _ => Ok(match act {
+            Activation::GeluNew => input.gelu()?,
+            Activation::Gelu => input.gelu_erf()?,
+            Activation::Relu => input.relu()?,
+        }),
     }
 }
 
@@ -228,15 +256,19 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn load(ck: &Checkpoint, name: &str, dim: usize, eps: f64) -> Result<Self> {
+    /// `weight [dim]` and `bias [dim]` under `vb`'s prefix.
+    pub fn load(vb: Weights, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
-            weight: ck.get(&format!("{name}.weight"), &[dim])?,
-            bias: ck.get(&format!("{name}.bias"), &[dim])?,
+            weight: vb.get("weight", &[dim])?,
+            bias: vb.get("bias", &[dim])?,
             eps,
         })
     }
 
-    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+    /// LayerNorm of `input` on the op `ctx` chooses: the fused training op, candle's
+    /// differentiable composite in training without it, candle's fused kernel in eval.
+    pub fn forward(&self, input: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let x = input;
         if let Some(k) = ctx.train_kernels() {
             return train_ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32, k.isa);
         }

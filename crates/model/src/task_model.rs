@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 use crate::adapters::{Pooling, TaskLayout, TaskParams};
-use crate::albert::{cls_pool, mean_pool, Backbone};
+use crate::backbone::{cls_pool, mean_pool, Backbone};
 use crate::error::{ModelError, Result};
 use crate::nn::Ctx;
 use crate::tokenizer::Batch;
@@ -49,6 +49,6 @@ impl TaskModel<'_> {
             Pooling::Mean => mean_pool(&out.last_hidden_state, attention_mask)?,
             Pooling::Cls => cls_pool(&out.last_hidden_state)?,
         };
-        self.task.classifier.forward_t(&ctx.dropout(&pooled)?, ctx)
+        self.task.classifier.forward(&ctx.dropout(&pooled)?, ctx)
     }
 }

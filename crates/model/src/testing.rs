@@ -1,4 +1,5 @@
-//! Test support shared by the workspace's crates: a tiny ALBERT model directory (the committed
+//! Test support for the workspace's crates (behind the `testing` feature, which their
+//! dev-dependencies enable): a tiny ALBERT model directory (the committed
 //! `albert_shared` parity fixture: vocab 99, H 32, one shared layer applied 4 times, E 16) with a
 //! WordPiece vocabulary, so training, serving and pipeline tests can tokenize text.
 

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use adalbert_model::albert::mean_pool;
+use adalbert_model::backbone::mean_pool;
 use adalbert_model::tokenizer::{TextInput, Tokenizer};
 use adalbert_model::{Backbone, Checkpoint, Ctx, EncoderConfig};
 use candle_core::{Device, Tensor};

@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use adalbert_model::head::SequenceClassifier;
-use adalbert_model::{Backbone, Checkpoint, Ctx, EncoderConfig};
+use adalbert_model::nn::Linear;
+use adalbert_model::{Backbone, Checkpoint, Ctx, EncoderConfig, Weights};
 use candle_core::{Device, Tensor};
 
 const TOL: f32 = 1e-5;
@@ -55,9 +55,11 @@ fn check(name: &str, expect_logits: bool) {
     assert!(d <= TOL, "{name}: pooler_output differs by {d}");
     if expect_logits {
         let logits_ref = &reference["logits"];
-        let head =
-            SequenceClassifier::load(&ck, config.shape.hidden_size, logits_ref.dims()[1]).unwrap();
-        let logits = head.forward(&pooled, &Ctx::eval()).unwrap();
+        // The head of `AlbertForSequenceClassification` / `BertForSequenceClassification`.
+        let head = Weights::new(&ck).pp("classifier");
+        let classifier =
+            Linear::load(head, config.shape.hidden_size, logits_ref.dims()[1]).unwrap();
+        let logits = classifier.forward(&pooled, &Ctx::eval()).unwrap();
         let d = max_abs_diff(&logits, logits_ref);
         assert!(d <= TOL, "{name}: logits differ by {d}");
     }
@@ -129,4 +131,29 @@ fn out_of_range_ids_and_long_inputs_are_errors() {
         .unwrap()
         .to_string();
     assert!(e.contains("max_position_embeddings"), "{e}");
+}
+
+/// Loading reads exactly the tensors the shared shape arithmetic (storage, simulator) counts:
+/// a tiny ALBERT with two groups of two layers and E != H, and a tiny BERT.
+#[test]
+fn a_loaded_backbone_reads_exactly_the_shapes_tensors() {
+    for name in ["albert_groups", "bert"] {
+        let dir = fixture(name);
+        let config = EncoderConfig::from_path(&dir).unwrap();
+        let ck = Checkpoint::open(&dir).unwrap();
+        let vb = Weights::new(&ck);
+        let backbone = Backbone::from_weights(&vb, &config).unwrap();
+        let want: std::collections::BTreeSet<String> = config
+            .shape
+            .tensors(backbone.pooler.is_some())
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(vb.names_read(), want, "{name}");
+    }
+    let albert = EncoderConfig::from_path(&fixture("albert_groups"))
+        .unwrap()
+        .shape;
+    assert!(albert.num_hidden_groups == 2 && albert.inner_group_num == 2);
+    assert_ne!(albert.embedding_size, albert.hidden_size);
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use adalbert_model::albert::{cls_pool, mean_pool};
+use adalbert_model::backbone::{cls_pool, mean_pool};
 use adalbert_model::tokenizer::{TextInput, Tokenizer, DEFAULT_MAX_LEN};
 use adalbert_model::{Backbone, Ctx};
 use anyhow::{bail, Context};

@@ -317,7 +317,7 @@ fn residual_layer_norm_matches_the_composite_with_every_gradient() {
                     .unwrap()
                     .broadcast_add(bd.as_tensor())
                     .unwrap();
-                let a = crate::albert::activate(&down, act).unwrap();
+                let a = crate::nn::activate(&down, act, &crate::Ctx::eval()).unwrap();
                 let up = a
                     .broadcast_matmul(&wu.as_tensor().t().unwrap())
                     .unwrap()
@@ -388,7 +388,7 @@ fn frozen_linear_with_activation_matches_the_composite_and_its_gradient() {
                 .unwrap()
                 .broadcast_add(&b)
                 .unwrap();
-            let want = crate::albert::activate(&pre, act).unwrap();
+            let want = crate::nn::activate(&pre, act, &crate::Ctx::eval()).unwrap();
             let lin = Arc::new(pack_frozen(&w, Some(&b)).unwrap());
             let got = frozen_linear_act(x.as_tensor(), &lin, act, isa).unwrap();
             assert_close(&got, &want, 1e-5, 2e-6, "frozen linear + act");
@@ -418,7 +418,9 @@ fn frozen_ffn_matches_the_composite_and_its_gradient() {
                     .broadcast_add(b)
                     .unwrap()
             };
-            let hidden = crate::albert::activate(&lin(x.as_tensor(), &w1, &b1), act).unwrap();
+            let hidden =
+                crate::nn::activate(&lin(x.as_tensor(), &w1, &b1), act, &crate::Ctx::eval())
+                    .unwrap();
             let want = lin(&hidden, &w2, &b2);
             let first = Arc::new(pack_frozen(&w1, Some(&b1)).unwrap());
             let second = Arc::new(pack_frozen(&w2, Some(&b2)).unwrap());

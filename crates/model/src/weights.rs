@@ -1,0 +1,134 @@
+//! Named tensors seen through a prefix, in the manner of candle-nn's `VarBuilder::pp`: each
+//! module's `load` is handed the builder for its own prefix and names only its local tensors
+//! (`Linear::load(vb.pp("query"), h, h)` reads `<prefix>.query.weight` and `.bias`).
+//!
+//! The same builder reads a checkpoint ([`Weights::new`]) and a task's tensors
+//! ([`Weights::from_tensors`]); every lookup checks the shape, so a mismatched file fails with
+//! the tensor's name, the expected shape and where it came from.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::rc::Rc;
+
+use candle_core::{DType, Tensor};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{ModelError, Result};
+
+/// A set of named tensors and the prefix the current module's names are relative to.
+#[derive(Clone)]
+pub struct Weights<'a> {
+    tensors: &'a HashMap<String, Tensor>,
+    /// Names the source in errors (a file, or e.g. "task parameters").
+    origin: &'a Path,
+    prefix: String,
+    /// Full names read so far, shared by every builder derived with [`Weights::pp`].
+    read: Rc<RefCell<BTreeSet<String>>>,
+}
+
+impl<'a> Weights<'a> {
+    /// The tensors of a checkpoint, at its root.
+    pub fn new(checkpoint: &'a Checkpoint) -> Self {
+        Self::from_tensors(checkpoint.tensors(), checkpoint.path())
+    }
+
+    /// Tensors already in memory (e.g. a task's); `origin` names them in errors.
+    pub fn from_tensors(tensors: &'a HashMap<String, Tensor>, origin: &'a Path) -> Self {
+        Self {
+            tensors,
+            origin,
+            prefix: String::new(),
+            read: Rc::default(),
+        }
+    }
+
+    /// The builder for the sub-module `name` (which may itself be dotted, e.g.
+    /// `attention.self.query`).
+    pub fn pp(&self, name: impl AsRef<str>) -> Self {
+        Self {
+            prefix: self.full_name(name.as_ref()),
+            ..self.clone()
+        }
+    }
+
+    /// The full name of the local tensor `name`.
+    pub fn full_name(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(&self.full_name(name))
+    }
+
+    /// The local tensor `name` as f32, checked against `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let name = self.full_name(name);
+        let t = self
+            .tensors
+            .get(&name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.clone(),
+                expected: shape.to_vec(),
+                path: self.origin.to_path_buf(),
+            })?;
+        if t.dims() != shape {
+            return Err(ModelError::WrongShape {
+                name,
+                expected: shape.to_vec(),
+                found: t.dims().to_vec(),
+                path: self.origin.to_path_buf(),
+            });
+        }
+        let t = t.to_dtype(DType::F32)?;
+        self.read.borrow_mut().insert(name);
+        Ok(t)
+    }
+
+    /// The full names of every tensor read through this builder or one derived from it.
+    pub fn names_read(&self) -> BTreeSet<String> {
+        self.read.borrow().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn prefixes_join_and_errors_name_the_full_tensor() {
+        let mut m = HashMap::new();
+        m.insert(
+            "albert.pooler.weight".to_string(),
+            Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap(),
+        );
+        let ck = Checkpoint::from_tensors(m, PathBuf::from("x.safetensors"));
+        let pooler = Weights::new(&ck).pp("pooler");
+        assert!(pooler.contains("weight"));
+        let e = pooler.get("weight", &[3, 3]).unwrap_err().to_string();
+        assert!(
+            e.contains("pooler.weight") && e.contains("[3, 3]") && e.contains("[2, 3]"),
+            "{e}"
+        );
+        let e = pooler.get("bias", &[3]).unwrap_err().to_string();
+        assert!(
+            e.contains("pooler.bias") && e.contains("missing") && e.contains("x.safetensors"),
+            "{e}"
+        );
+        pooler.get("weight", &[2, 3]).unwrap();
+        let read: Vec<String> = Weights::new(&ck).names_read().into_iter().collect();
+        assert!(read.is_empty(), "a fresh builder has read nothing");
+        assert_eq!(
+            pooler.pp("x").names_read().into_iter().collect::<Vec<_>>(),
+            ["pooler.weight"]
+        );
+    }
+}
