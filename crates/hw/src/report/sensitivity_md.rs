@@ -69,12 +69,13 @@ pub(super) fn robustness(study: &Study) -> String {
     let faster = latency
         .iter()
         .flat_map(|g| g.flips.iter().map(|f| f.2))
-        .fold(0.0f64, f64::max);
+        .max()
+        .unwrap_or(0);
     let never = latency
         .iter()
         .all(|g| g.always.is_empty() && g.flips.iter().all(|f| !f.1 && f.3.is_empty()));
     if never {
-        let _ = writeln!(s, "- Latency: adapter-hetero is slower than both baselines at every default and one-at-a-time setting (its adapters add work); only in joint samples (at most {:.0}% of them, for one cell) is it faster than albert-dram, when switches dominate.", 100.0 * faster);
+        let _ = writeln!(s, "- Latency: adapter-hetero is slower than both baselines at the defaults and at every one-at-a-time setting (its adapters add work); it is faster than albert-dram only in joint samples, at most {} for any sharing, store and N.", joint_text(faster, study));
     }
     s.push_str("\nEnergy and area, per sharing and task store (\"wins\": adapter-hetero uses less than the baseline; N = 1, 2, 4, 8, 16 checked; for a statement that depends on an assumption: whether it holds at the defaults, what alone flips it, and the share of joint samples where it holds):\n\n");
     s.push_str("| adapters | task store | claim | wins at every setting | loses at every setting | depends |\n|---|---|---|---|---|---|\n");
@@ -89,9 +90,9 @@ pub(super) fn robustness(study: &Study) -> String {
                     format!("flips at {}", movers.join(" or "))
                 };
                 format!(
-                    "N = {n}: {} at defaults, {what} ({:.0}%)",
+                    "N = {n}: {} at defaults, {what} (wins in {})",
                     if *holds { "wins" } else { "loses" },
-                    100.0 * share
+                    joint_text(*share, study)
                 )
             })
             .collect();
@@ -128,8 +129,8 @@ struct ConclusionGroup {
     metric: Metric,
     always: Vec<u64>,
     never: Vec<u64>,
-    /// (N, holds at default, share of joint samples where it holds, "knob <= threshold")
-    flips: Vec<(u64, bool, f64, Vec<String>)>,
+    /// (N, holds at default, joint samples where it holds, "knob <= threshold")
+    flips: Vec<(u64, bool, usize, Vec<String>)>,
 }
 
 fn group_conclusions(study: &Study) -> Vec<ConclusionGroup> {
@@ -147,7 +148,7 @@ fn group_conclusions(study: &Study) -> Vec<ConclusionGroup> {
             .iter()
             .map(|o| c.ratio(o) < 1.0)
             .collect();
-        let share = joint.iter().filter(|&&w| w).count() as f64 / joint.len().max(1) as f64;
+        let share = joint.iter().filter(|&&w| w).count();
         let idx = groups.iter().position(|g| {
             (g.sharing, g.store, g.baseline, g.metric) == (c.sharing, c.store, c.baseline, c.metric)
         });
@@ -188,7 +189,17 @@ fn group_conclusions(study: &Study) -> Vec<ConclusionGroup> {
 /// "sram_leakage_scale <= 0.62": the knob alone at that side of the value flips it.
 fn flip_text(f: &sensitivity::Flip) -> String {
     let op = if f.low_end { "<=" } else { ">=" };
-    format!("{} {op} {}", f.knob, sig(f.threshold))
+    let value = if f.knob.integer() {
+        format!("{}", f.threshold.round())
+    } else {
+        sig(f.threshold)
+    };
+    format!("{} {op} {value}", f.knob)
+}
+
+/// "250 of 256 joint samples".
+fn joint_text(count: usize, study: &Study) -> String {
+    format!("{count} of {} joint samples", study.joint.outcomes.len())
 }
 
 /// The sensitivity section's Markdown, CSV and tornado panels.
@@ -392,7 +403,7 @@ fn crossover_ranges(study: &Study) -> String {
 fn flips_table(study: &Study) -> String {
     let mut s = String::from("### Conclusions one assumption flips\n\nEach row: a statement true (or false) at the defaults that one knob alone reverses, and the value (found by bisection between the default and the end of the range) from which it does. Statements not listed keep their default truth at every one-at-a-time setting; the findings above say which also hold at every joint sample.\n\n");
     s.push_str(
-        "| statement | at the defaults | flips when | joint: share true |\n|---|---|---|---|\n",
+        "| statement | at the defaults | flips when | joint: true in |\n|---|---|---|---|\n",
     );
     let mut done: Vec<Conclusion> = Vec::new();
     for f in &study.flips {
@@ -412,16 +423,15 @@ fn flips_table(study: &Study) -> String {
             .outcomes
             .iter()
             .filter(|o| c.ratio(o) < 1.0)
-            .count() as f64
-            / study.joint.outcomes.len().max(1) as f64;
+            .count();
         let _ = writeln!(
             s,
-            "| {} | {} ({:.3}) | {} | {:.0}% |",
+            "| {} | {} ({:.3}) | {} | {} |",
             c.statement(),
             if f.holds_at_default { "true" } else { "false" },
             c.ratio(&study.default),
             when.join("; "),
-            100.0 * joint
+            joint_text(joint, study)
         );
     }
     s.push('\n');
