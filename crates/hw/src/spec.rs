@@ -201,7 +201,7 @@ impl Usage {
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if !positive(requests_per_switch) {
             return Err(HwError::Spec {
-                what: "requests per switch",
+                what: "requests per switch (--requests-per-switch)",
                 input: requests_per_switch.to_string(),
                 expected: "a finite number > 0".into(),
             });
@@ -319,7 +319,8 @@ mod tests {
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             let err = Usage::new(1.0, Some(bad)).unwrap_err().to_string();
             assert!(err.contains("--rate"), "{err}");
-            assert!(Usage::new(bad, None).is_err());
+            let err = Usage::new(bad, None).unwrap_err().to_string();
+            assert!(err.contains("--requests-per-switch"), "{err}");
         }
         assert_eq!(
             Usage::new(4.0, Some(2.5)).unwrap().rate_label(),

@@ -53,11 +53,11 @@ pub struct Args {
     #[arg(long)]
     labels: Option<u64>,
     /// Requests served between two task switches (round robin).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     requests_per_switch: Option<f64>,
     /// Requests per second (> 0): energy per request then includes the idle time until the
     /// next request (default: back to back, no idle time).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     rate: Option<f64>,
     /// Where adapter policies keep the task-specific tensors of the tasks not running: sram
     /// (every task resident; alias on-chip), rram (an RRAM task array) or dram.
