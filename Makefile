@@ -33,8 +33,12 @@ results-adapters: assets build
 	sed 's/fig_adapter_size.svg/adapters_size.svg/' runs/adapters/report/report.md > results/adapters.md
 	cp runs/adapters/report/fig_adapter_size.svg results/adapters_size.svg
 
+# The accuracy joined to energy is the post-training compression study (results/compression.csv,
+# all-MiniLM-L6-v2 subsets), until the study of adapter sizes and plans writes its own CSV.
 results-hardware: build
-	$(BIN) simulate --report results/
+	$(BIN) simulate --report results/ --accuracy results/compression.csv \
+		--accuracy-backbone minilm --accuracy-adapter houlsby:64 \
+		--accuracy-note "the post-training compression study (results/compression.md): houlsby:64 bundles on all-MiniLM-L6-v2, evaluated on the first 300 dev examples of three offline-suite tasks (bbc-topic has 222), dev metric, not GLUE. It is a first figure from subsets, not the final study of adapter sizes and plans."
 
 # Issue 4's study: houlsby:64 bundles (trained here if missing, on subsets) evaluated on the
 # compressed all-MiniLM-L6-v2; sweep in configs/compression/minilm.toml.

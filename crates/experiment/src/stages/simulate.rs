@@ -35,11 +35,11 @@ pub fn run(
             plan,
             sec.seq_len,
             num_labels,
-        );
+        )?;
         let rows = compare(
             &scenario,
             sec.max_tasks,
-            TaskStore::OnChip,
+            TaskStore::Sram,
             sec.requests_per_switch,
         );
         results.push(SimResult {
