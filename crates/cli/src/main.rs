@@ -14,7 +14,7 @@ struct Cli {
     /// Log lines on stderr as `text` or `json` (one object per line). Which events: the
     /// `RUST_LOG` variable (e.g. `RUST_LOG=debug`, `RUST_LOG=adalbert_serve=trace`);
     /// default `info`.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ADALBERT_LOG_FORMAT")]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,

@@ -36,6 +36,17 @@ pub struct Batch {
     pub truncated: Vec<bool>,
 }
 
+/// One token of an input (see [`Tokenizer::tokens`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Token {
+    pub id: u32,
+    pub text: String,
+    pub special: bool,
+    /// Byte span in the input text (`0..0` for special tokens).
+    pub start: usize,
+    pub stop: usize,
+}
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     max_len: usize,
@@ -96,6 +107,30 @@ impl Tokenizer {
 
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    /// The tokens of one input as the model sees them (special tokens included, truncated to
+    /// `max_len`): id, text, whether special, and the byte span in its text.
+    pub fn tokens(&self, input: &TextInput) -> Result<Vec<Token>> {
+        let enc = match input {
+            TextInput::Single(a) => self.inner.encode(a.as_str(), true),
+            TextInput::Pair(a, b) => self.inner.encode((a.as_str(), b.as_str()), true),
+        }
+        .map_err(|e| ModelError::Tokenizer(format!("encoding failed: {e}")))?;
+        Ok(enc
+            .get_ids()
+            .iter()
+            .zip(enc.get_tokens())
+            .zip(enc.get_special_tokens_mask())
+            .zip(enc.get_offsets())
+            .map(|(((&id, text), &special), &(start, stop))| Token {
+                id,
+                text: text.clone(),
+                special: special != 0,
+                start,
+                stop,
+            })
+            .collect())
     }
 
     /// Tokenizes a batch. Empty texts are refused: they carry no content to classify.

@@ -1,4 +1,4 @@
-//! Dynamic batching: one worker thread owns all model work.
+//! Dynamic batching: one worker thread owns all model work (predictions and embeddings).
 //!
 //! Handlers resolve their tasks (holding an `Arc` of the exact version they saw), then queue a
 //! [`Job`] on a bounded channel and await its answer. The worker takes the first waiting job,
@@ -16,6 +16,7 @@ use adalbert_model::tokenizer::TextInput;
 use adalbert_model::{LoadedTask, ModelError, MultiTask, Prediction};
 use tokio::sync::oneshot;
 
+use crate::embed::{embed, Embedded, EmbeddingConfig};
 use crate::metrics::Metrics;
 
 /// One input of a request, bound to the task version it was admitted with.
@@ -35,11 +36,40 @@ pub enum JobError {
     Expired,
 }
 
-pub type Reply = Result<Vec<Prediction>, JobError>;
+/// What a job asks for.
+pub enum Work {
+    /// Predictions, each row with its task (batched with other jobs' rows).
+    Predict(Vec<Row>),
+    /// Sentence embeddings from the bare backbone (`task: None`) or one task's adapters.
+    Embed {
+        task: Option<Arc<LoadedTask>>,
+        inputs: Vec<TextInput>,
+        /// Overrides the model's normalization.
+        normalize: Option<bool>,
+    },
+}
 
-/// One request's inputs and where to send its predictions (in input order).
+impl Work {
+    /// Inputs (rows of a model pass).
+    pub fn size(&self) -> usize {
+        match self {
+            Work::Predict(rows) => rows.len(),
+            Work::Embed { inputs, .. } => inputs.len(),
+        }
+    }
+}
+
+/// A job's answer, in input order.
+pub enum Answer {
+    Predictions(Vec<Prediction>),
+    Embeddings(Embedded),
+}
+
+pub type Reply = Result<Answer, JobError>;
+
+/// One request's work and where to send its answer.
 pub struct Job {
-    pub rows: Vec<Row>,
+    pub work: Work,
     pub deadline: Instant,
     pub reply: oneshot::Sender<Reply>,
 }
@@ -48,6 +78,7 @@ pub struct BatchSettings {
     pub window: Duration,
     pub max_batch: usize,
     pub queue_depth: usize,
+    pub embedding: EmbeddingConfig,
 }
 
 /// The handle the HTTP side holds. Dropping the last one stops the worker.
@@ -72,6 +103,7 @@ impl Batcher {
             metrics,
             window: settings.window,
             max_batch: settings.max_batch,
+            embedding: settings.embedding,
         };
         std::thread::Builder::new()
             .name("adalbert-batcher".into())
@@ -112,6 +144,7 @@ struct Worker {
     metrics: Arc<Metrics>,
     window: Duration,
     max_batch: usize,
+    embedding: EmbeddingConfig,
 }
 
 impl Worker {
@@ -131,7 +164,7 @@ impl Worker {
                     Err(_) => return, // every sender dropped: the server is shutting down
                 },
             };
-            let mut rows = first.rows.len();
+            let mut rows = first.work.size();
             let mut jobs = vec![first];
             let close = Instant::now() + self.window;
             while rows < self.max_batch {
@@ -143,11 +176,11 @@ impl Worker {
                 };
                 let Some(job) = next else { break };
                 let job = self.take(job);
-                if rows + job.rows.len() > self.max_batch {
+                if rows + job.work.size() > self.max_batch {
                     carry = Some(job);
                     break;
                 }
-                rows += job.rows.len();
+                rows += job.work.size();
                 jobs.push(job);
             }
             self.answer(jobs);
@@ -156,7 +189,7 @@ impl Worker {
 
     fn answer(&self, jobs: Vec<Job>) {
         let now = Instant::now();
-        let mut live = Vec::with_capacity(jobs.len());
+        let mut live: Vec<(Vec<Row>, oneshot::Sender<Reply>)> = Vec::with_capacity(jobs.len());
         for job in jobs {
             if job.reply.is_closed() {
                 continue; // the client gave up (timeout or disconnect)
@@ -165,46 +198,86 @@ impl Worker {
                 let _ = job.reply.send(Err(JobError::Expired));
                 continue;
             }
-            live.push(job);
+            match job.work {
+                Work::Predict(rows) => live.push((rows, job.reply)),
+                Work::Embed {
+                    task,
+                    inputs,
+                    normalize,
+                } => {
+                    let r = self.embed(task.as_deref(), &inputs, normalize);
+                    let _ = job.reply.send(r.map(Answer::Embeddings));
+                }
+            }
         }
         if live.is_empty() {
             return;
         }
-        match self.predict(live.iter().flat_map(|j| &j.rows)) {
+        match self.predict(live.iter().flat_map(|j| &j.0)) {
             Ok(mut preds) => {
-                for job in live.into_iter().rev() {
-                    let mine = preds.split_off(preds.len() - job.rows.len());
-                    let _ = job.reply.send(Ok(mine));
+                for (rows, reply) in live.into_iter().rev() {
+                    let mine = preds.split_off(preds.len() - rows.len());
+                    let _ = reply.send(Ok(Answer::Predictions(mine)));
                 }
             }
             // A bad job must not fail its batch neighbours: answer each on its own.
             Err(_) if live.len() > 1 => {
-                for job in live {
-                    let r = self.predict(job.rows.iter());
-                    let _ = job.reply.send(r);
+                for (rows, reply) in live {
+                    let r = self.predict(rows.iter());
+                    let _ = reply.send(r.map(Answer::Predictions));
                 }
             }
             Err(e) => {
-                if let Some(job) = live.into_iter().next() {
-                    let _ = job.reply.send(Err(e));
+                if let Some((_, reply)) = live.into_iter().next() {
+                    let _ = reply.send(Err(e));
                 }
             }
         }
     }
 
+    /// Embeddings in passes of at most `max_batch` inputs.
+    fn embed(
+        &self,
+        task: Option<&LoadedTask>,
+        inputs: &[TextInput],
+        normalize: Option<bool>,
+    ) -> Result<Embedded, JobError> {
+        let mut all = Embedded {
+            vectors: Vec::with_capacity(inputs.len()),
+            tokens: Vec::with_capacity(inputs.len()),
+            truncated: Vec::with_capacity(inputs.len()),
+        };
+        for chunk in inputs.chunks(self.max_batch) {
+            self.metrics.batch(chunk.len());
+            let part =
+                embed(&self.mt, task, chunk, self.embedding, normalize).map_err(job_error)?;
+            all.vectors.extend(part.vectors);
+            all.tokens.extend(part.tokens);
+            all.truncated.extend(part.truncated);
+        }
+        Ok(all)
+    }
+
     /// Runs rows in passes of at most `max_batch` (one oversized request is split).
-    fn predict<'a>(&self, rows: impl Iterator<Item = &'a Row>) -> Reply {
+    fn predict<'a>(
+        &self,
+        rows: impl Iterator<Item = &'a Row>,
+    ) -> Result<Vec<Prediction>, JobError> {
         let rows: Vec<(&LoadedTask, TextInput)> =
             rows.map(|r| (&*r.task, r.input.clone())).collect();
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(self.max_batch) {
             self.metrics.batch(chunk.len());
-            let preds = self.mt.predict_loaded(chunk).map_err(|e| match e {
-                ModelError::Input(m) | ModelError::Tokenizer(m) => JobError::Input(m),
-                other => JobError::Model(other.to_string()),
-            })?;
+            let preds = self.mt.predict_loaded(chunk).map_err(job_error)?;
             out.extend(preds);
         }
         Ok(out)
+    }
+}
+
+fn job_error(e: ModelError) -> JobError {
+    match e {
+        ModelError::Input(m) | ModelError::Tokenizer(m) => JobError::Input(m),
+        other => JobError::Model(other.to_string()),
     }
 }

@@ -1,5 +1,6 @@
 //! Server settings and their limits.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::ServeError;
@@ -25,6 +26,21 @@ pub struct ServeConfig {
     pub max_inputs: usize,
     /// Time from a request's arrival to its answer before it is given up with 504.
     pub timeout: Duration,
+    /// A directory of bundles served by name (`NAME.bundle.safetensors` or
+    /// `NAME.safetensors`), each loaded on its first request.
+    pub bundle_dir: Option<PathBuf>,
+    /// Directories `POST /v1/tasks/{task}/load` may read bundles from (the bundle directory is
+    /// always allowed).
+    pub load_dirs: Vec<PathBuf>,
+    /// Most tasks in memory; beyond it the least recently used task that can be reloaded from
+    /// its file is unloaded. `None`: no limit.
+    pub max_loaded_tasks: Option<usize>,
+    /// Tasks never evicted (loaded at start-up).
+    pub pinned: Vec<String>,
+    /// Name of the backbone, accepted as the `model` of `/v1/embeddings` and shown by `/info`.
+    pub model_name: String,
+    /// Sentence-embedding pooling and normalization (the model's sentence-transformers files).
+    pub embedding: crate::embed::EmbeddingConfig,
 }
 
 impl Default for ServeConfig {
@@ -38,6 +54,12 @@ impl Default for ServeConfig {
             max_bundle_bytes: 512 << 20,
             max_inputs: 64,
             timeout: Duration::from_secs(30),
+            bundle_dir: None,
+            load_dirs: Vec::new(),
+            max_loaded_tasks: None,
+            pinned: Vec::new(),
+            model_name: "adalbert".into(),
+            embedding: crate::embed::EmbeddingConfig::default(),
         }
     }
 }
@@ -59,6 +81,25 @@ impl ServeConfig {
         }
         if self.timeout.is_zero() {
             return bad("timeout");
+        }
+        if self.max_loaded_tasks == Some(0) {
+            return bad("--max-loaded-tasks");
+        }
+        if let Some(n) = self.max_loaded_tasks {
+            if self.pinned.len() > n {
+                return Err(ServeError::Config(format!(
+                    "{} pinned tasks do not fit in --max-loaded-tasks {n}",
+                    self.pinned.len()
+                )));
+            }
+        }
+        for dir in self.bundle_dir.iter().chain(&self.load_dirs) {
+            if !dir.is_dir() {
+                return Err(ServeError::Config(format!(
+                    "{} is not a directory",
+                    dir.display()
+                )));
+            }
         }
         if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(ServeError::Config("the admin token is empty".into()));

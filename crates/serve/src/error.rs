@@ -19,6 +19,25 @@ pub enum ServeError {
     Runtime(#[source] std::io::Error),
     #[error("cannot start the batching worker: {0}")]
     Worker(#[source] std::io::Error),
+    #[error("bundle {path}: {source}")]
+    Bundle {
+        path: std::path::PathBuf,
+        #[source]
+        source: adalbert_model::ModelError,
+    },
+    #[error("bundle {path}: task name `{task}` is not allowed (use {rule})", rule = crate::names::TASK_NAME_RULE)]
+    TaskName {
+        task: String,
+        path: std::path::PathBuf,
+    },
+    #[error(
+        "two bundles for task `{task}`: {first} and {second}; serve each task from one bundle"
+    )]
+    DuplicateTask {
+        task: String,
+        first: std::path::PathBuf,
+        second: std::path::PathBuf,
+    },
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -23,10 +23,15 @@ use adalbert_model::MultiTask;
 
 pub mod api;
 pub mod batcher;
+pub mod compat;
 pub mod config;
+pub mod embed;
 pub mod error;
+pub mod lifecycle;
 pub mod metrics;
+pub mod names;
 pub mod openapi;
+pub mod text;
 
 pub use api::{router, AppState, Shared};
 pub use config::ServeConfig;

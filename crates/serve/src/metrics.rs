@@ -81,6 +81,12 @@ struct Inner {
     task_latency: BTreeMap<String, Histogram>,
     /// (task, event) -> count; events: loaded, replaced, rejected, removed
     task_events: BTreeMap<(String, &'static str), u64>,
+    /// Task lifecycle: loads from files, evictions, cache hits and misses, load latency.
+    loads: u64,
+    evictions: u64,
+    hits: u64,
+    misses: u64,
+    load_latency: Option<Histogram>,
 }
 
 /// The server's metrics.
@@ -94,6 +100,8 @@ pub struct Gauges {
     pub queue_depth: usize,
     pub queue_capacity: usize,
     pub tasks_loaded: usize,
+    /// Bytes of the loaded tasks' own tensors.
+    pub tasks_bytes: usize,
     pub uptime_seconds: f64,
 }
 
@@ -153,6 +161,25 @@ impl Metrics {
         self.with(|m| *m.task_events.entry((task.to_string(), event)).or_default() += 1);
     }
 
+    /// A task loaded from a file (first request, reload after eviction, or the load route).
+    pub fn load(&self, seconds: f64) {
+        self.with(|m| {
+            m.loads += 1;
+            m.load_latency
+                .get_or_insert_with(|| Histogram::new(LATENCY_BOUNDS))
+                .observe(seconds);
+        });
+    }
+
+    pub fn eviction(&self) {
+        self.with(|m| m.evictions += 1);
+    }
+
+    /// A request found its task loaded (`true`) or had to wait for a load (`false`).
+    pub fn lookup(&self, hit: bool) {
+        self.with(|m| if hit { m.hits += 1 } else { m.misses += 1 });
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::new();
@@ -187,6 +214,19 @@ impl Metrics {
             for (task, h) in &m.task_latency {
                 h.render(w, "adalbert_task_request_duration_seconds", &format!("task=\"{task}\""));
             }
+            header(w, "adalbert_task_loads_total", "counter", "Tasks loaded from a bundle file (first request, reload after eviction, load route).");
+            let _ = writeln!(w, "adalbert_task_loads_total {}", m.loads);
+            header(w, "adalbert_task_evictions_total", "counter", "Tasks unloaded to stay within --max-loaded-tasks.");
+            let _ = writeln!(w, "adalbert_task_evictions_total {}", m.evictions);
+            header(w, "adalbert_task_cache_hits_total", "counter", "Task lookups that found the task loaded.");
+            let _ = writeln!(w, "adalbert_task_cache_hits_total {}", m.hits);
+            header(w, "adalbert_task_cache_misses_total", "counter", "Task lookups that waited for a load from a bundle file.");
+            let _ = writeln!(w, "adalbert_task_cache_misses_total {}", m.misses);
+            header(w, "adalbert_task_load_duration_seconds", "histogram", "Time to read, validate and insert a task bundle.");
+            m.load_latency
+                .clone()
+                .unwrap_or_else(|| Histogram::new(LATENCY_BOUNDS))
+                .render(w, "adalbert_task_load_duration_seconds", "");
             header(w, "adalbert_task_events_total", "counter", "Bundle loads, replacements, rejected uploads and removals, by task.");
             for ((task, event), n) in &m.task_events {
                 let _ = writeln!(w, "adalbert_task_events_total{{task=\"{task}\",event=\"{event}\"}} {n}");
@@ -214,6 +254,13 @@ impl Metrics {
             "Task bundles being served.",
         );
         let _ = writeln!(w, "adalbert_tasks_loaded {}", g.tasks_loaded);
+        header(
+            w,
+            "adalbert_tasks_loaded_bytes",
+            "gauge",
+            "Bytes of the loaded tasks' own tensors (fp32), beside the backbone.",
+        );
+        let _ = writeln!(w, "adalbert_tasks_loaded_bytes {}", g.tasks_bytes);
         header(
             w,
             "adalbert_uptime_seconds",
@@ -244,6 +291,7 @@ mod tests {
             queue_depth: 2,
             queue_capacity: 8,
             tasks_loaded: 1,
+            tasks_bytes: 0,
             uptime_seconds: 1.0,
         });
         assert!(
@@ -270,6 +318,7 @@ mod tests {
             queue_depth: 0,
             queue_capacity: 1,
             tasks_loaded: 1,
+            tasks_bytes: 0,
             uptime_seconds: 0.0,
         });
         assert!(text.contains(

@@ -20,7 +20,7 @@ fn json_response(description: &str, schema: &str) -> Value {
 pub fn document() -> Value {
     let task_param = json!({
         "name": "task", "in": "path", "required": true,
-        "schema": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" },
+        "schema": { "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "description": "No `..` anywhere." },
         "description": "Task name, as listed by GET /v1/tasks."
     });
     json!({
@@ -106,6 +106,95 @@ pub fn document() -> Value {
                     }
                 }
             },
+            "/v1/tasks/{task}/load": {
+                "post": {
+                    "summary": "Load or replace a task from a bundle file on the server (admin)",
+                    "description": "The path must resolve (after symlinks and ..) to a file inside --bundle-dir or a --load-dir. The bundle is validated first (422 keeps the served version). A task loaded this way can be evicted and is reloaded from the same file on its next request.",
+                    "security": [{ "bearer": [] }],
+                    "parameters": [task_param],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["path"], "additionalProperties": false,
+                        "properties": { "path": { "type": "string" } } } } } },
+                    "responses": {
+                        "200": { "description": "Replaced." },
+                        "201": { "description": "Loaded (new task)." },
+                        "400": error_response("Invalid task name or a path that does not exist."),
+                        "401": error_response("Missing or wrong bearer token."),
+                        "403": error_response("The path is outside the allowed directories."),
+                        "422": error_response("Corrupt bundle, or trained on another backbone.")
+                    }
+                }
+            },
+            "/v1/embeddings": {
+                "post": {
+                    "summary": "OpenAI-compatible sentence embeddings",
+                    "description": "As OpenAI's embeddings API: `model` is the backbone's name (see GET /info `model_id`) or a task (the backbone with that task's adapters); `input` a string or a list of strings; `encoding_format` float (default) or base64 (little-endian f32). Pooling and normalization follow the model's sentence-transformers files.",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["input", "model"],
+                        "properties": {
+                            "input": { "oneOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" } } ] },
+                            "model": { "type": "string" },
+                            "encoding_format": { "enum": ["float", "base64"] },
+                            "dimensions": { "type": "integer", "description": "Must equal the hidden size if given." },
+                            "user": { "type": "string" } } } } } },
+                    "responses": {
+                        "200": { "description": "{object: list, data: [{object: embedding, index, embedding}], model, usage: {prompt_tokens, total_tokens}}" },
+                        "400": error_response("Malformed body, token-id input, unknown encoding_format or dimensions."),
+                        "404": error_response("Unknown model."),
+                        "413": error_response("Body or input count over the limits.")
+                    }
+                }
+            },
+            "/embed": {
+                "post": {
+                    "summary": "text-embeddings-inference: embed",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["inputs"], "additionalProperties": false,
+                        "properties": {
+                            "inputs": { "oneOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" } } ] },
+                            "normalize": { "type": "boolean", "default": true },
+                            "truncate": { "type": "boolean", "default": false },
+                            "truncation_direction": { "enum": ["Right"] } } } } } },
+                    "responses": {
+                        "200": { "description": "[[number]]: one vector per input." },
+                        "413": error_response("An input longer than --max-len tokens without truncate, or limits exceeded.")
+                    }
+                }
+            },
+            "/predict": {
+                "post": {
+                    "summary": "text-embeddings-inference: classify",
+                    "description": "The task is `task`, else the X-Task header, else the only task loaded. One input answers [{label, score}] (highest score first); a list answers one such list per input.",
+                    "parameters": [{ "name": "X-Task", "in": "header", "required": false, "schema": { "type": "string" } }],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["inputs"], "additionalProperties": false,
+                        "properties": {
+                            "inputs": {}, "task": { "type": "string" },
+                            "raw_scores": { "const": false }, "truncate": { "type": "boolean", "default": false },
+                            "truncation_direction": { "enum": ["Right"] } } } } } },
+                    "responses": {
+                        "200": { "description": "[{label, score}] or [[{label, score}]]." },
+                        "400": error_response("No task named while several are served, or a bad input."),
+                        "404": error_response("Unknown task."),
+                        "413": error_response("An input longer than --max-len tokens without truncate.")
+                    }
+                }
+            },
+            "/tokenize": {
+                "post": {
+                    "summary": "The tokens the model sees",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["inputs"], "additionalProperties": false,
+                        "properties": { "inputs": {}, "add_special_tokens": { "const": true } } } } } },
+                    "responses": { "200": { "description": "[[{id, text, special, start, stop}]]: per input, its tokens with byte spans." } }
+                }
+            },
+            "/info": {
+                "get": {
+                    "summary": "Model and limits (text-embeddings-inference's names)",
+                    "responses": { "200": { "description": "model_id, model_sha, model_type, max_input_length, max_batch_tokens, max_client_batch_size, version, tasks, available_tasks, max_loaded_tasks, pinned." } }
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "Liveness",
@@ -134,7 +223,7 @@ pub fn document() -> Value {
                 "Error": {
                     "type": "object", "required": ["error", "reason"],
                     "properties": {
-                        "error": { "type": "string", "description": "Stable code: malformed_json, invalid_input, no_inputs, too_many_inputs, body_too_large, unknown_task, invalid_task_name, invalid_bundle, unauthorized, queue_full, timeout, not_found, internal." },
+                        "error": { "type": "string", "description": "Stable code: malformed_json, invalid_input, no_inputs, too_many_inputs, body_too_large, unknown_task, invalid_task_name, invalid_bundle, unauthorized, queue_full, timeout, not_found, method_not_allowed, unknown_model, input_too_long, task_required, path_not_allowed, invalid_path, internal." },
                         "reason": { "type": "string" }
                     }
                 },
@@ -202,7 +291,8 @@ pub fn document() -> Value {
                             "sha256": { "type": "string" }, "family": { "type": "string" },
                             "hidden_size": { "type": "integer" }, "layers": { "type": "integer" },
                             "params": { "type": "integer" }, "bytes": { "type": "integer" }, "max_len": { "type": "integer" } } },
-                        "tasks": { "type": "array", "items": { "$ref": "#/components/schemas/TaskInfo" } }
+                        "tasks": { "type": "array", "items": { "$ref": "#/components/schemas/TaskInfo" } },
+                        "available": { "type": "array", "items": { "type": "string" }, "description": "Tasks in --bundle-dir not loaded now (loaded on their first request)." }
                     }
                 },
                 "TaskLoaded": {

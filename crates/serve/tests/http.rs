@@ -391,6 +391,12 @@ async fn every_route_answers() {
         ("/healthz", "get"),
         ("/metrics", "get"),
         ("/openapi.json", "get"),
+        ("/v1/tasks/{task}/load", "post"),
+        ("/v1/embeddings", "post"),
+        ("/embed", "post"),
+        ("/predict", "post"),
+        ("/tokenize", "post"),
+        ("/info", "get"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),
@@ -975,4 +981,540 @@ async fn hot_reload_under_load_fails_no_request() {
         reloads as f64
     );
     Arc::try_unwrap(srv).ok().unwrap().stop().await;
+}
+
+/// A copy of the bundle at `path` that says it was trained as `task`.
+fn renamed(fx: &Fixture, path: &Path, task: &str, file: &str) -> PathBuf {
+    let mut b = TaskBundle::load(path).unwrap();
+    b.meta.task = task.into();
+    let out = fx.dir.path().join(file);
+    TaskBundle::save(&b.meta, &b.tensors, &out).unwrap();
+    out
+}
+
+#[test]
+fn start_up_refuses_bad_names_duplicates_and_a_max_len_past_the_positions() {
+    let fx = Fixture::new();
+    let a = fx.adapter("a", &["x", "y"], 1);
+    let a2 = fx.adapter("a", &["x", "y"], 2);
+    let evil = renamed(&fx, &a, "../../etc/passwd", "evil.safetensors");
+    let mt = MultiTask::open(fx.model(), 16).unwrap();
+
+    let e = adalbert_serve::names::preload(&mt, &[evil])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`../../etc/passwd` is not allowed"), "{e}");
+    let e = adalbert_serve::names::preload(&mt, &[a.clone(), a2.clone()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("two bundles for task `a`"), "{e}");
+    assert!(
+        e.contains(&a.display().to_string()) && e.contains(&a2.display().to_string()),
+        "{e}"
+    );
+    assert!(mt.is_empty(), "a refused start-up set adds nothing");
+    let loaded = adalbert_serve::names::preload(&mt, &[a]).unwrap();
+    assert_eq!(loaded[0].0, "a");
+
+    let positions = mt.backbone.config.shape.max_position_embeddings;
+    let too_long = MultiTask::open(fx.model(), positions + 1).unwrap();
+    let e = AppState::new(too_long, quick()).err().unwrap().to_string();
+    assert!(e.contains("above the model's"), "{e}");
+    let exact = MultiTask::open(fx.model(), positions).unwrap();
+    assert!(AppState::new(exact, quick()).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_megabyte_input_is_cut_before_tokenizing_and_others_are_not_stalled() {
+    let fx = Fixture::new();
+    let a = fx.adapter("a", &["x", "y"], 1);
+    let cfg = ServeConfig {
+        max_body_bytes: 4 << 20,
+        ..quick()
+    };
+    let srv = Server::start(&fx, &[a], cfg).await;
+    let huge = "good movie ".repeat(100_000); // 1.1 MB
+    let short = srv.post("/v1/tasks/a/predict", &json!({"inputs": ["good movie good movie good movie good movie good movie good movie good movie good movie"]})).await;
+    let started = Instant::now();
+    let (s, big) = srv
+        .post("/v1/tasks/a/predict", &json!({"inputs": [huge]}))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(s, 200, "{big}");
+    assert_eq!(big["predictions"][0]["truncated"], true);
+    // The first 16 tokens of both texts are the same, so are the answers.
+    assert!(close(
+        &scores(&big["predictions"][0]),
+        &scores(&short.1["predictions"][0]),
+        1e-5
+    ));
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_axum_makes_have_json_bodies_too() {
+    let fx = Fixture::new();
+    let a = fx.adapter("a", &["x", "y"], 1);
+    let srv = Server::start(&fx, &[a], quick()).await;
+    let r = srv
+        .http
+        .get(srv.url("/v1/tasks/a/predict"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert!(r.headers().contains_key("allow"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
+    assert!(body["reason"].as_str().unwrap().contains("POST"), "{body}");
+    let (s, body) = srv.get("/nowhere").await;
+    assert_eq!((s, body["error"].as_str()), (404, Some("not_found")));
+    let text = srv.metrics().await;
+    assert!(text.contains("code=\"method_not_allowed\""), "{text}");
+    srv.stop().await;
+}
+
+fn b64_decode_f32(s: &str) -> Vec<f32> {
+    let val = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let mut bytes = Vec::new();
+    for chunk in s.as_bytes().chunks(4) {
+        let pad = chunk.iter().filter(|&&c| c == b'=').count();
+        let n = chunk
+            .iter()
+            .map(|&c| if c == b'=' { 0 } else { val(c) })
+            .fold(0u32, |acc, v| (acc << 6) | v);
+        let three = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        bytes.extend_from_slice(&three[..3 - pad]);
+    }
+    bytes
+        .chunks(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// What the official `openai` Python client sends for `client.embeddings.create(model=...,
+/// input=[...])` (it asks for base64 unless told otherwise) and what it reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_embeddings_speak_the_openai_client_shapes() {
+    let fx = Fixture::new();
+    let a = fx.adapter("a", &["x", "y"], 1);
+    let srv = Server::start(&fx, &[a], quick()).await;
+    let hidden = {
+        let (_, tasks) = srv.get("/v1/tasks").await;
+        tasks["backbone"]["hidden_size"].as_u64().unwrap() as usize
+    };
+    // Exactly the client's body for a list input with the default encoding.
+    let (s, b64) = srv
+        .post_raw(
+            "/v1/embeddings",
+            r#"{"input": ["good movie", "bad plot"], "model": "adalbert", "encoding_format": "base64"}"#,
+        )
+        .await;
+    assert_eq!(s, 200, "{b64}");
+    assert_eq!(b64["object"], "list");
+    assert_eq!(b64["model"], "adalbert");
+    let data = b64["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d["object"], "embedding");
+        assert_eq!(d["index"], i);
+        assert!(d["embedding"].is_string());
+    }
+    let usage = &b64["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() >= 6, "{usage}"); // [CLS] w w [SEP] x2
+    assert_eq!(usage["prompt_tokens"], usage["total_tokens"]);
+    // `encoding_format: "float"` and a single string.
+    let (s, float) = srv
+        .post_raw(
+            "/v1/embeddings",
+            r#"{"input": "good movie", "model": "adalbert", "encoding_format": "float"}"#,
+        )
+        .await;
+    assert_eq!(s, 200, "{float}");
+    let v: Vec<f32> = float["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(v.len(), hidden);
+    let decoded = b64_decode_f32(b64["data"][0]["embedding"].as_str().unwrap());
+    assert!(close(&decoded, &v, 1e-6), "base64 and float disagree");
+    // No encoding_format at all means float.
+    let (s, plain) = srv
+        .post(
+            "/v1/embeddings",
+            &json!({"input": ["good movie"], "model": "adalbert"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(plain["data"][0]["embedding"].is_array());
+    // A task as the model: the backbone with its adapters, a different vector.
+    let (s, task) = srv
+        .post(
+            "/v1/embeddings",
+            &json!({"input": "good movie", "model": "a"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{task}");
+    assert_ne!(task["data"][0]["embedding"], float["data"][0]["embedding"]);
+    // Errors are JSON with a reason.
+    for (body, status, code) in [
+        (json!({"input": "x", "model": "nope"}), 404, "unknown_model"),
+        (
+            json!({"input": [[1, 2, 3]], "model": "adalbert"}),
+            400,
+            "invalid_input",
+        ),
+        (
+            json!({"input": "x", "model": "adalbert", "encoding_format": "int8"}),
+            400,
+            "invalid_input",
+        ),
+        (
+            json!({"input": "x", "model": "adalbert", "dimensions": 3}),
+            400,
+            "invalid_input",
+        ),
+        (json!({"input": [], "model": "adalbert"}), 400, "no_inputs"),
+    ] {
+        let (s, r) = srv.post("/v1/embeddings", &body).await;
+        assert_eq!(
+            (s, r["error"].as_str()),
+            (status, Some(code)),
+            "{body}: {r}"
+        );
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tei_routes_embed_predict_tokenize_and_info() {
+    let fx = Fixture::new();
+    let a = fx.adapter("a", &["x", "y"], 1);
+    let srv = Server::start(&fx, &[a], quick()).await;
+    let norm = |v: &Value| -> f32 {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x.as_f64().unwrap() as f32).powi(2))
+            .sum::<f32>()
+            .sqrt()
+    };
+    let (s, e) = srv
+        .post("/embed", &json!({"inputs": ["good movie", "bad plot"]}))
+        .await;
+    assert_eq!(s, 200, "{e}");
+    assert_eq!(e.as_array().unwrap().len(), 2);
+    assert!((norm(&e[0]) - 1.0).abs() < 1e-4);
+    let (_, raw) = srv
+        .post(
+            "/embed",
+            &json!({"inputs": "good movie", "normalize": false}),
+        )
+        .await;
+    assert!((norm(&raw[0]) - 1.0).abs() > 1e-3);
+    let long = vec!["good"; 40].join(" ");
+    let (s, r) = srv.post("/embed", &json!({"inputs": long})).await;
+    assert_eq!(
+        (s, r["error"].as_str()),
+        (413, Some("input_too_long")),
+        "{r}"
+    );
+    let (s, _) = srv
+        .post("/embed", &json!({"inputs": long, "truncate": true}))
+        .await;
+    assert_eq!(s, 200);
+
+    // /predict: labels by score, highest first; the only task is the default.
+    let (s, p) = srv.post("/predict", &json!({"inputs": "good movie"})).await;
+    assert_eq!(s, 200, "{p}");
+    let p = p.as_array().unwrap();
+    assert_eq!(p.len(), 2);
+    assert!(p[0]["score"].as_f64().unwrap() >= p[1]["score"].as_f64().unwrap());
+    let (_, native) = srv
+        .post("/v1/tasks/a/predict", &json!({"inputs": ["good movie"]}))
+        .await;
+    assert_eq!(p[0]["label"], native["predictions"][0]["label"]);
+    let (s, batch) = srv
+        .post(
+            "/predict",
+            &json!({"inputs": ["good movie", "bad plot", "the plot"]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(batch.as_array().unwrap().len(), 3);
+    let r = srv
+        .http
+        .post(srv.url("/predict"))
+        .header("x-task", "nope")
+        .json(&json!({"inputs": "good"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    let (s, t) = srv
+        .post("/tokenize", &json!({"inputs": "good movie"}))
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let toks = t[0].as_array().unwrap();
+    assert_eq!(toks.len(), 4, "{t}");
+    assert_eq!(toks[0]["special"], true);
+    assert_eq!(toks[1]["text"], "good");
+    assert_eq!(
+        (toks[1]["start"].as_u64(), toks[1]["stop"].as_u64()),
+        (Some(0), Some(4))
+    );
+
+    let (s, info) = srv.get("/info").await;
+    assert_eq!(s, 200);
+    assert_eq!(info["model_id"], "adalbert");
+    assert_eq!(info["max_input_length"], 16);
+    assert_eq!(info["tasks"], json!(["a"]));
+    srv.stop().await;
+}
+
+/// A bundle directory with `n` adapter tasks `t0..`.
+fn bundle_dir(fx: &Fixture, n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..n {
+        let src = fx.adapter(&format!("t{i}"), &["x", "y"], 10 + i as u64);
+        std::fs::copy(&src, dir.path().join(format!("t{i}.bundle.safetensors"))).unwrap();
+    }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_racing_first_requests_load_a_task_once() {
+    let fx = Fixture::new();
+    let dir = bundle_dir(&fx, 2);
+    let cfg = ServeConfig {
+        bundle_dir: Some(dir.path().to_path_buf()),
+        ..quick()
+    };
+    let srv = Arc::new(Server::start(&fx, &[], cfg).await);
+    let (_, tasks) = srv.get("/v1/tasks").await;
+    assert_eq!(tasks["tasks"], json!([]));
+    assert_eq!(tasks["available"], json!(["t0", "t1"]));
+    let mut handles = Vec::new();
+    for i in 0..100 {
+        let srv = Arc::clone(&srv);
+        handles.push(tokio::spawn(async move {
+            srv.post("/v1/tasks/t0/predict", &json!({"inputs": [sentence(i)]}))
+                .await
+        }));
+    }
+    for h in handles {
+        let (s, r) = h.await.unwrap();
+        assert_eq!(s, 200, "{r}");
+    }
+    let text = srv.metrics().await;
+    assert_eq!(metric(&text, "adalbert_task_loads_total"), 1.0);
+    assert_eq!(
+        metric(&text, "adalbert_task_load_duration_seconds_count"),
+        1.0
+    );
+    let misses = metric(&text, "adalbert_task_cache_misses_total");
+    let hits = metric(&text, "adalbert_task_cache_hits_total");
+    assert_eq!(misses + hits, 100.0);
+    assert!(metric(&text, "adalbert_tasks_loaded_bytes") > 0.0);
+    // Unknown names (and names that would leave the directory) stay 404.
+    let (s, _) = srv
+        .post("/v1/tasks/t9/predict", &json!({"inputs": ["x"]}))
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = srv
+        .post("/v1/tasks/..%2Ft0/predict", &json!({"inputs": ["x"]}))
+        .await;
+    assert_eq!(s, 404);
+    if let Ok(srv) = Arc::try_unwrap(srv) {
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_tasks_reload_with_identical_answers_and_pins_stay() {
+    let fx = Fixture::new();
+    let dir = bundle_dir(&fx, 4);
+    let cfg = ServeConfig {
+        bundle_dir: Some(dir.path().to_path_buf()),
+        max_loaded_tasks: Some(2),
+        pinned: vec!["t3".into()],
+        ..quick()
+    };
+    let srv = Server::start(&fx, &[], cfg).await;
+    let ask = |t: &str| format!("/v1/tasks/{t}/predict");
+    let body = json!({"inputs": ["good movie", "the plot was awful", "nice"]});
+    let (s, first) = srv.post(&ask("t0"), &body).await;
+    assert_eq!(s, 200, "{first}");
+    for t in ["t1", "t2"] {
+        let (s, r) = srv.post(&ask(t), &body).await;
+        assert_eq!(s, 200, "{r}");
+    }
+    let (_, tasks) = srv.get("/v1/tasks").await;
+    let loaded: Vec<&str> = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(loaded.len(), 2, "{tasks}");
+    assert!(loaded.contains(&"t3"), "the pinned task stays: {tasks}");
+    let (s, again) = srv.post(&ask("t0"), &body).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        first["predictions"], again["predictions"],
+        "reload changed answers"
+    );
+    let text = srv.metrics().await;
+    // t1 evicts t0, t2 evicts t1, t0 evicts t2; the pinned t3 stays throughout.
+    assert_eq!(metric(&text, "adalbert_task_evictions_total"), 3.0);
+    assert_eq!(metric(&text, "adalbert_task_loads_total"), 5.0); // t3 pinned + t0 t1 t2 t0
+    assert_eq!(metric(&text, "adalbert_tasks_loaded"), 2.0);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_route_reads_only_inside_allowed_directories_and_bad_bundles_are_422() {
+    let fx = Fixture::new();
+    let dir = bundle_dir(&fx, 1);
+    let outside = fx.adapter("o", &["x", "y"], 5);
+    std::fs::write(dir.path().join("broken.safetensors"), b"not a bundle").unwrap();
+    std::fs::write(dir.path().join("foreign.safetensors"), fx.foreign("f")).unwrap();
+    let cfg = ServeConfig {
+        token: Some("s3cret".into()),
+        bundle_dir: Some(dir.path().to_path_buf()),
+        ..quick()
+    };
+    let srv = Server::start(&fx, &[], cfg).await;
+    let load = |task: &str, path: String, token: Option<&'static str>| {
+        let mut r = srv
+            .http
+            .post(srv.url(&format!("/v1/tasks/{task}/load")))
+            .json(&json!({ "path": path }));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap())
+        }
+    };
+    let inside = dir.path().join("t0.bundle.safetensors");
+    let (s, _) = load("x", inside.display().to_string(), None).await;
+    assert_eq!(s, 401);
+    let (s, r) = load("x", outside.display().to_string(), Some("s3cret")).await;
+    assert_eq!(
+        (s, r["error"].as_str()),
+        (403, Some("path_not_allowed")),
+        "{r}"
+    );
+    // `..` out of the allowed directory to a file that exists: refused after resolving.
+    let sneaky = dir
+        .path()
+        .join("..")
+        .join(fx.dir.path().file_name().unwrap())
+        .join(outside.file_name().unwrap());
+    assert!(sneaky.is_file());
+    let (s, r) = load("x", sneaky.display().to_string(), Some("s3cret")).await;
+    assert_eq!(s, 403, "{r}");
+    let (s, r) = load("x", inside.display().to_string(), Some("s3cret")).await;
+    assert_eq!(s, 201, "{r}");
+    let (s, r) = srv
+        .post("/v1/tasks/x/predict", &json!({"inputs": ["good"]}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let before = r;
+    // Broken and foreign bundles in the directory: 422 naming the problem; other tasks serve.
+    for t in ["broken", "foreign"] {
+        let (s, r) = srv
+            .post(
+                &format!("/v1/tasks/{t}/predict"),
+                &json!({"inputs": ["good"]}),
+            )
+            .await;
+        assert_eq!(
+            (s, r["error"].as_str()),
+            (422, Some("invalid_bundle")),
+            "{t}: {r}"
+        );
+    }
+    let (s, r) = load(
+        "x",
+        dir.path().join("foreign.safetensors").display().to_string(),
+        Some("s3cret"),
+    )
+    .await;
+    assert_eq!(s, 422, "{r}");
+    let (s, after) = srv
+        .post("/v1/tasks/x/predict", &json!({"inputs": ["good"]}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        after["predictions"], before["predictions"],
+        "the served version changed"
+    );
+    srv.stop().await;
+}
+
+#[test]
+fn a_bundle_directory_with_bad_names_or_duplicates_is_refused_at_start_up() {
+    let fx = Fixture::new();
+    let a = fx.adapter("a", &["x", "y"], 1);
+    for files in [
+        &["-bad.safetensors"][..],
+        &["a.safetensors", "a.bundle.safetensors"][..],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        for f in files {
+            std::fs::copy(&a, dir.path().join(f)).unwrap();
+        }
+        let mt = MultiTask::open(fx.model(), 16).unwrap();
+        let cfg = ServeConfig {
+            bundle_dir: Some(dir.path().to_path_buf()),
+            ..quick()
+        };
+        let e = AppState::new(mt, cfg).err().unwrap().to_string();
+        assert!(
+            e.contains("is not allowed") || e.contains("two bundles for task `a`"),
+            "{files:?}: {e}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_requests_in_flight() {
+    let fx = Fixture::new();
+    let a = fx.adapter("a", &["x", "y"], 1);
+    let cfg = ServeConfig {
+        batch_window: Duration::from_millis(300),
+        ..ServeConfig::default()
+    };
+    let srv = Server::start(&fx, &[a], cfg).await;
+    let http = srv.http.clone();
+    let url = srv.url("/v1/tasks/a/predict");
+    let inflight = tokio::spawn(async move {
+        let r = http
+            .post(url)
+            .json(&json!({"inputs": ["good movie"]}))
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    srv.stop().await;
+    assert_eq!(inflight.await.unwrap(), 200);
 }

@@ -1,62 +1,98 @@
 //! `adalbert serve`: one backbone in memory, many task bundles, over HTTP.
+//!
+//! Every flag can also be given as an `ADALBERT_*` environment variable (the flag's name in
+//! capitals, `-` as `_`, e.g. `ADALBERT_TOKEN`), so a secret never has to appear in `ps`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use adalbert_model::MultiTask;
+use adalbert_serve::embed::EmbeddingConfig;
 use adalbert_serve::ServeConfig;
 use anyhow::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Backbone model directory (config, weights, tokenizer).
-    #[arg(long)]
+    #[arg(long, env = "ADALBERT_MODEL")]
     model: PathBuf,
     /// Task bundles to serve from the start (more can be PUT at run time).
-    #[arg(long, num_args = 1..)]
+    #[arg(long, num_args = 1.., env = "ADALBERT_BUNDLES", value_delimiter = ',')]
     bundles: Vec<PathBuf>,
+    /// Directory of bundles served by name (NAME.bundle.safetensors or NAME.safetensors),
+    /// each loaded on its first request.
+    #[arg(long, env = "ADALBERT_BUNDLE_DIR")]
+    bundle_dir: Option<PathBuf>,
+    /// Directories POST /v1/tasks/{task}/load may read bundles from (besides --bundle-dir).
+    #[arg(long, num_args = 1.., env = "ADALBERT_LOAD_DIR", value_delimiter = ',')]
+    load_dir: Vec<PathBuf>,
+    /// Most tasks in memory; beyond it the least recently used reloadable task is unloaded.
+    #[arg(long, env = "ADALBERT_MAX_LOADED_TASKS")]
+    max_loaded_tasks: Option<usize>,
+    /// Tasks never evicted (loaded at start-up); repeat or separate with commas.
+    #[arg(long, env = "ADALBERT_PIN", value_delimiter = ',')]
+    pin: Vec<String>,
+    /// Name of the backbone as a `model` of /v1/embeddings (default: the model directory's name).
+    #[arg(long, env = "ADALBERT_MODEL_NAME")]
+    model_name: Option<String>,
     /// Listen address; loopback by default.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value = "127.0.0.1:8080", env = "ADALBERT_ADDR")]
     addr: String,
-    /// Bearer token required by PUT/DELETE /v1/tasks/{task}; without it they are open.
-    #[arg(long)]
+    /// Bearer token required by the admin routes; without it they are open. Prefer the
+    /// ADALBERT_TOKEN environment variable: a flag is visible in `ps`.
+    #[arg(long, env = "ADALBERT_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// How long to wait for more requests to batch with the first one, in ms.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, env = "ADALBERT_BATCH_WINDOW_MS")]
     batch_window_ms: u64,
     /// Most inputs in one model pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, env = "ADALBERT_MAX_BATCH")]
     max_batch: usize,
     /// Most requests waiting; more get 503 with Retry-After.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, env = "ADALBERT_QUEUE_DEPTH")]
     queue_depth: usize,
     /// Largest prediction request body in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = 1 << 20, env = "ADALBERT_MAX_BODY_BYTES")]
     max_body_bytes: usize,
     /// Largest bundle upload in bytes.
-    #[arg(long, default_value_t = 512 << 20)]
+    #[arg(long, default_value_t = 512 << 20, env = "ADALBERT_MAX_BUNDLE_BYTES")]
     max_bundle_bytes: usize,
     /// Most inputs in one request.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, env = "ADALBERT_MAX_INPUTS")]
     max_inputs: usize,
-    /// Tokens per input; longer inputs are truncated and the response says so.
-    #[arg(long, default_value_t = 128)]
+    /// Tokens per input (at most the model's positions); longer inputs are truncated and the
+    /// response says so.
+    #[arg(long, default_value_t = 128, env = "ADALBERT_MAX_LEN")]
     max_len: usize,
     /// Time from arrival to answer before a request fails with 504, in ms.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = 30_000, env = "ADALBERT_TIMEOUT_MS")]
     timeout_ms: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut mt = MultiTask::open(&args.model, args.max_len)
+    let mt = MultiTask::open(&args.model, args.max_len)
         .with_context(|| format!("loading model from {}", args.model.display()))?;
-    let mut sources = Vec::new();
-    for b in &args.bundles {
-        let name = mt
-            .load_bundle(b)
-            .with_context(|| format!("loading bundle {}", b.display()))?;
-        sources.push((name, b.display().to_string()));
+    let positions = mt.backbone.config.shape.max_position_embeddings;
+    if args.max_len > positions {
+        anyhow::bail!(
+            "--max-len {} is above the model's {positions} positions ({}); use at most {positions}",
+            args.max_len,
+            args.model.display()
+        );
     }
+    let sources: Vec<(String, String)> = adalbert_serve::names::preload(&mt, &args.bundles)
+        .context("loading --bundles")?
+        .into_iter()
+        .map(|(name, path)| (name, path.display().to_string()))
+        .collect();
+    let embedding = EmbeddingConfig::from_dir(&args.model)?;
+    let model_name = args.model_name.clone().unwrap_or_else(|| {
+        args.model
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "adalbert".into())
+    });
     let cfg = ServeConfig {
         token: args.token,
         batch_window: Duration::from_millis(args.batch_window_ms),
@@ -66,6 +102,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_bundle_bytes: args.max_bundle_bytes,
         max_inputs: args.max_inputs,
         timeout: Duration::from_millis(args.timeout_ms),
+        bundle_dir: args.bundle_dir,
+        load_dirs: args.load_dir,
+        max_loaded_tasks: args.max_loaded_tasks,
+        pinned: args.pin,
+        model_name,
+        embedding,
     };
     let open_admin = cfg.token.is_none();
     adalbert_serve::run(&args.addr, mt, cfg, &sources, |addr, state| {
