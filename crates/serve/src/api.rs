@@ -403,6 +403,8 @@ async fn record_metrics(State(s): State<Shared>, mut req: Request, next: Next) -
 /// Gives every error response a JSON body: those produced by axum itself (405 for a wrong
 /// method, 415, 400 for a bad path) carry none of ours, and get one with a code from the status.
 async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error())
@@ -424,15 +426,9 @@ async fn json_errors(req: Request, next: Next) -> Response {
         _ => "internal",
     };
     let reason = match (status, text.is_empty()) {
-        (StatusCode::METHOD_NOT_ALLOWED, _) => {
-            let allow = parts
-                .headers
-                .get(header::ALLOW)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            format!("this route does not take that method; allowed: {allow}")
-        }
+        (StatusCode::METHOD_NOT_ALLOWED, _) => format!(
+            "{path} does not take {method}; the Allow header lists the methods it takes (see /openapi.json)"
+        ),
         (_, false) => text,
         (_, true) => status
             .canonical_reason()

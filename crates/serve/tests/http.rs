@@ -1067,7 +1067,13 @@ async fn errors_axum_makes_have_json_bodies_too() {
     assert!(r.headers().contains_key("allow"));
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "method_not_allowed");
-    assert!(body["reason"].as_str().unwrap().contains("POST"), "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not take GET"),
+        "{body}"
+    );
     let (s, body) = srv.get("/nowhere").await;
     assert_eq!((s, body["error"].as_str()), (404, Some("not_found")));
     let text = srv.metrics().await;
