@@ -9,7 +9,10 @@
 //! the server listens on loopback by default).
 //!
 //! All model work runs on one dedicated batching thread (see [`batcher`]); the async runtime
-//! only parses, queues and answers. The routes and their errors are described in
+//! only parses, queues and answers. [`compat`] holds the routes other clients speak (OpenAI
+//! embeddings, text-embeddings-inference), [`lifecycle`] loads tasks from a bundle directory on
+//! demand with least-recently-used eviction, [`names`] is the task name rule, and [`text`]
+//! bounds each input before it is tokenized. The routes and their errors are described in
 //! `crates/serve/README.md` and served at `/openapi.json`. A binary that serves calls
 //! `adalbert_model::exec::configure_process(Workload::Serve)` before it starts any thread (the
 //! `adalbert serve` command does).
