@@ -100,3 +100,71 @@ fn invalid_experiment_names_the_key() {
         assert!(!o.status.success() && err.contains(key), "{key}: {err}");
     }
 }
+
+/// `run --check` validates every value a run will use, and a run refuses them before its
+/// first stage (no "[1/4]" line, no output folder).
+#[test]
+fn check_and_run_refuse_every_bad_value_before_the_first_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    let original = std::fs::read_to_string(&exp).unwrap();
+    let space = dir.path().join("no-such-space.toml");
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("batch = 8", "batch = 0".into(), "train.batch"),
+        ("epochs = 1", "epochs = 0".into(), "train.epochs"),
+        (
+            "max_len = 16",
+            "max_len = 16\nlr_adapter = -0.001".into(),
+            "train.lr_adapter",
+        ),
+        (
+            "max_len = 16",
+            "max_len = 16\nlr_head = nan".into(),
+            "train.lr_head",
+        ),
+        ("max_len = 16", "max_len = 100".into(), "train.max_len"),
+        (
+            "max_len = 16",
+            "max_len = 16\nmax_eval = 0".into(),
+            "train.max_eval",
+        ),
+        (
+            "models = [\"albert-base\"]",
+            "models = [\"albert-huge\"]".into(),
+            "simulate.models",
+        ),
+        (
+            "max_tasks = 2",
+            "max_tasks = 2\nseq_len = 100000".into(),
+            "simulate.seq_len",
+        ),
+        (
+            "max_tasks = 2",
+            format!("max_tasks = 2\ndse_space = \"{}\"", space.display()),
+            "no-such-space.toml",
+        ),
+        (
+            "seeds = 2",
+            "seeds = 2\nmax_eval = 0".into(),
+            "compress.max_eval",
+        ),
+    ];
+    for (from, to, key) in &cases {
+        assert!(original.contains(from), "{from}");
+        std::fs::write(&exp, original.replacen(from, to, 1)).unwrap();
+        let check = adalbert(&[Path::new("run"), &exp, Path::new("--check")]);
+        let err = String::from_utf8_lossy(&check.stderr);
+        assert_eq!(check.status.code(), Some(1), "{key}: {err}");
+        assert!(err.contains(key), "{key}: {err}");
+        let out = dir.path().join("out");
+        let run = adalbert(&[Path::new("run"), &exp, Path::new("--out"), &out]);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{key}: {err}");
+        assert!(err.contains(key) && !err.contains("[1/4]"), "{key}: {err}");
+        assert!(
+            !out.exists(),
+            "{key}: a refused run wrote {}",
+            out.display()
+        );
+    }
+}

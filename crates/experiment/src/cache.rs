@@ -62,15 +62,16 @@ struct Record<T> {
 }
 
 impl Cache {
-    /// A cache in `dir` (created if missing); `resume` decides whether [`Cache::get`] reads.
+    /// A cache in `dir`; `resume` decides whether [`Cache::get`] reads. The folder is created
+    /// by the first [`Cache::put`], so a run refused on a bad input leaves nothing behind; an
+    /// existing `dir` that is not a folder is refused here, before any work.
     pub fn new(dir: PathBuf, resume: bool) -> Result<Self> {
-        std::fs::create_dir_all(&dir).map_err(|source| {
-            ExperimentError::Core(adalbert_core::CoreError::Io {
-                action: "cannot create directory",
-                path: dir.clone(),
-                source,
-            })
-        })?;
+        if dir.exists() && !dir.is_dir() {
+            return Err(ExperimentError::Core(adalbert_core::CoreError::Output {
+                path: dir,
+                reason: "exists and is not a folder; the cache needs a folder here".into(),
+            }));
+        }
         Ok(Self { dir, resume })
     }
 

@@ -37,6 +37,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.predictions {
+        let mut inputs = super::model_inputs(&args.model);
+        inputs.push(args.bundle.clone());
+        adalbert_core::files::check_output(path, &inputs).context("--predictions")?;
+    }
     let bundle = TaskBundle::load(&args.bundle)?;
     let (backbone, ck) = Backbone::from_dir(&args.model)
         .with_context(|| format!("loading model from {}", args.model.display()))?;

@@ -135,6 +135,9 @@ pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.tasks > 0, "--tasks must be at least 1");
     anyhow::ensure!(rps > 0.0, "--requests-per-switch must be > 0");
     let model = ModelShape::resolve(&args.model)?;
+    model
+        .check_seq_len(seq)
+        .with_context(|| format!("--seq-len for model `{}`", args.model))?;
     let scenario = Scenario::new(platform, model, adapter, sharing, plan, seq, labels);
     if args.compare {
         let max = if args.tasks > 1 { args.tasks } else { 8 };

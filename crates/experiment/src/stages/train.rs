@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use adalbert_model::checkpoint::default_pooling;
 use adalbert_model::{Pooling, Sharing};
 use adalbert_tasks::{load_dataset, Split};
-use adalbert_train::{train, Mode, TrainConfig, TrainJob};
+use adalbert_train::{train, Mode, TrainJob};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::Cache;
@@ -122,11 +122,7 @@ pub fn run_item(
         Method::Full => Mode::Full,
         Method::Head => Mode::Head,
     };
-    let lr = match method {
-        Method::Adapter(_) => t.lr_adapter,
-        Method::Full => t.lr_full,
-        Method::Head => t.lr_head,
-    };
+    let lr = t.lr_for(&method);
     let pooling = match t.pooling.as_str() {
         "auto" => default_pooling(&exp.model),
         p => Pooling::parse(p)?,
@@ -150,17 +146,7 @@ pub fn run_item(
         mode,
         pooling,
         train_pooler: false,
-        config: TrainConfig {
-            epochs: t.epochs,
-            lr,
-            batch_size: t.batch,
-            max_len: t.max_len,
-            dropout: t.dropout,
-            seed: item.seed,
-            max_train_examples: t.max_train,
-            max_eval_examples: t.max_eval,
-            ..TrainConfig::default()
-        },
+        config: t.config(lr, item.seed),
         out: bundle.clone(),
         resume: cache.resume(),
         progress: true,
