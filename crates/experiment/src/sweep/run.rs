@@ -151,6 +151,10 @@ pub fn execute(
     let model_sha = sha256_file(&weights_file(model_dir)?)?;
     let ck = Checkpoint::open(model_dir)
         .context(|| format!("loading weights from {}", model_dir.display()))?;
+    // Every weight is checked (shape, dtype, finite) before any bundle is compared with it, so
+    // a damaged backbone is named as such and not blamed on the bundles.
+    Backbone::load(&ck, &config)
+        .context(|| format!("loading weights from {}", model_dir.display()))?;
     let tok = Tokenizer::from_dir(model_dir, sweep.max_len)?;
     let loaded = sweep
         .bundles
