@@ -3,7 +3,8 @@
 //! An output is either absent or complete. [`write_atomic`] writes a temporary file in the
 //! target's directory (so the final rename stays on one file system), flushes it to disk,
 //! renames it over the target and removes the temporary if any step fails; a crash at any
-//! point leaves the old file or the new one, never a mix, and no stray temporary.
+//! point leaves the old file or the new one, never a mix. A process killed mid-write cannot
+//! remove its temporary; [`remove_stale_temporaries`] does, at the next run in that folder.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,9 +45,12 @@ pub fn write_atomic_with(
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(io_error("cannot create directory", dir))?;
-    // The temporary is deleted when dropped, so every early return below cleans up.
+    // The temporary is deleted when dropped, so every early return below cleans up. Its name
+    // carries this process's id, so a temporary left by a killed process can be told from one
+    // in use (see [`remove_stale_temporaries`]).
+    let prefix = format!("{TMP_PREFIX}{}-", std::process::id());
     let mut tmp = tempfile::Builder::new()
-        .prefix(".adalbert-")
+        .prefix(&prefix)
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(io_error("cannot create a temporary file in", dir))?;
@@ -65,6 +69,41 @@ pub fn write_atomic_with(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+const TMP_PREFIX: &str = ".adalbert-";
+
+/// Removes the temporaries that processes killed in the middle of [`write_atomic`] (SIGKILL,
+/// power loss) left in `dir`: files named `.adalbert-<pid>-*.tmp` whose process no longer runs
+/// (on systems without `/proc`, none are judged stale). Commands that resume in a folder call
+/// it first; returns how many were removed.
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(TMP_PREFIX)
+            .filter(|_| name.ends_with(".tmp"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id()
+            && !proc.join(pid.to_string()).exists()
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Checks, before any work starts, that `out` can be written as a file without destroying an
@@ -205,6 +244,25 @@ mod tests {
         let err = write_atomic(dir.path(), b"x").unwrap_err().to_string();
         assert!(err.contains("directory"), "{err}");
         assert!(dir.path().is_dir());
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        if !Path::new("/proc/self").exists() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // pid 0 is never a running process's id; our own id is running.
+        let dead = dir.path().join(".adalbert-0-abc.tmp");
+        let alive = dir
+            .path()
+            .join(format!(".adalbert-{}-abc.tmp", std::process::id()));
+        let other = dir.path().join("out.bin");
+        for p in [&dead, &alive, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temporaries(dir.path()), 1);
+        assert!(!dead.exists() && alive.exists() && other.exists());
     }
 
     #[test]

@@ -72,6 +72,8 @@ impl Cache {
                 reason: "exists and is not a folder; the cache needs a folder here".into(),
             }));
         }
+        // A run killed while writing a record may have left a temporary.
+        adalbert_core::files::remove_stale_temporaries(&dir);
         Ok(Self { dir, resume })
     }
 

@@ -81,6 +81,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let dir = out.join("report");
+    adalbert_core::files::remove_stale_temporaries(&dir);
     let heads = report::write(
         &dir,
         &report::Inputs {

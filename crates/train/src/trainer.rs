@@ -443,6 +443,10 @@ fn check_output(job: &TrainJob) -> Result<()> {
         .map_err(adalbert_model::ModelError::from)?;
     adalbert_core::files::check_output(&run_state_path(&job.out), &inputs)
         .map_err(adalbert_model::ModelError::from)?;
+    // A run killed while writing its run state or bundle may have left a temporary.
+    if let Some(dir) = job.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        adalbert_core::files::remove_stale_temporaries(dir);
+    }
     Ok(())
 }
 

@@ -416,6 +416,11 @@ pub fn run_sweep(
 ) -> Result<Outcome> {
     let points = expand(&sweep.groups)?;
     let cache = Cache::new(sweep.out.join("cache"), resume)?;
+    for f in [&report.csv, &report.markdown] {
+        if let Some(dir) = f.parent() {
+            adalbert_core::files::remove_stale_temporaries(dir);
+        }
+    }
     let t0 = Instant::now();
     let rows = execute(sweep, &points, &cache, progress)?;
     let seconds = t0.elapsed().as_secs_f64();
