@@ -95,9 +95,6 @@ fn check_no_partial_output(dir: &Path, at: &str) {
     }
 }
 
-/// Starts `args` ten times, each killed (SIGKILL) after a seeded random delay in
-/// [0, 1.2 * `reference`), checking the folder after each; returns how many runs were killed
-/// before they finished.
 /// No temporary is left once a run has finished in `dir`.
 fn check_no_temporaries(dir: &Path) {
     let left: Vec<PathBuf> = files(dir)
@@ -110,31 +107,34 @@ fn check_no_temporaries(dir: &Path) {
     );
 }
 
-fn kill_repeatedly(args: &[String], dir: &Path, reference: Duration, seed: u64) -> usize {
+/// For each of ten seeded kill points: a fresh folder, one run killed (SIGKILL) after a random
+/// delay in [0, `reference`), the folder checked, then `--resume` to the end, whose output and
+/// folder `same` compares with the uninterrupted run. (A resumed run reads finished items back
+/// at once, so each point gets its own folder.) Returns how many runs were killed before they
+/// finished.
+fn kill_then_resume(
+    tmp: &Path,
+    args: impl Fn(&Path) -> Vec<String>,
+    reference: Duration,
+    seed: u64,
+    same: impl Fn(&Path, &Output),
+) -> usize {
     let mut rng = SplitMix64::new(seed);
-    let span = (reference.as_millis() as u64 * 12 / 10).max(1);
     let mut killed = 0;
     for i in 0..KILLS {
-        let delay = Duration::from_millis(rng.below(span));
-        let mut child = bin().args(args).spawn().unwrap();
-        let t0 = Instant::now();
-        let mut done = None;
-        while t0.elapsed() < delay {
-            if let Some(status) = child.try_wait().unwrap() {
-                done = Some(status);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        let dir = tmp.join(format!("crash-{i}"));
+        let delay = Duration::from_millis(rng.below(reference.as_millis().max(1) as u64));
+        let mut child = bin().args(args(&dir)).spawn().unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL on Unix
+            killed += 1;
         }
-        match done {
-            Some(status) => assert!(status.success(), "run {i} failed on its own"),
-            None => {
-                child.kill().unwrap(); // SIGKILL on Unix
-                child.wait().unwrap();
-                killed += 1;
-            }
-        }
-        check_no_partial_output(dir, &format!("after kill {i} at {delay:?}"));
+        child.wait().unwrap();
+        check_no_partial_output(&dir, &format!("after kill {i} at {delay:?}"));
+        let (resumed, _) = finished(&args(&dir));
+        check_no_temporaries(&dir);
+        same(&dir, &resumed);
     }
     killed
 }
@@ -189,29 +189,7 @@ fn train_killed_anywhere_resumes_to_the_same_bundle() {
     let model = tiny_model(tmp.path());
     let reference = tmp.path().join("ref/b.safetensors");
     let (_, t) = finished(&train_args(&model, &reference));
-    let dir = tmp.path().join("crash");
-    let out = dir.join("b.safetensors");
-    let args = train_args(&model, &out);
-    let killed = kill_repeatedly(&args, &dir, t, 19);
-    assert!(killed >= 3, "only {killed} of {KILLS} runs were killed");
-    finished(&args);
-    check_no_temporaries(&dir);
-    let (a, b) = (
-        adalbert_model::TaskBundle::load(&reference).unwrap(),
-        adalbert_model::TaskBundle::load(&out).unwrap(),
-    );
-    assert_eq!(a.meta.metrics, b.meta.metrics);
-    assert_eq!(a.tensors.len(), b.tensors.len());
-    for (name, t) in &a.tensors {
-        let x: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-        let y: Vec<f32> = b.tensors[name].flatten_all().unwrap().to_vec1().unwrap();
-        let d = x
-            .iter()
-            .zip(&y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0f32, f32::max);
-        assert!(d < 1e-6, "{name} differs after crashes by {d}");
-    }
+    let a = adalbert_model::TaskBundle::load(&reference).unwrap();
     let losses = |m: &adalbert_model::BundleMeta| -> Vec<serde_json::Value> {
         m.training["history"]
             .as_array()
@@ -220,8 +198,30 @@ fn train_killed_anywhere_resumes_to_the_same_bundle() {
             .map(|r| r["train_loss"].clone())
             .collect()
     };
-    assert_eq!(losses(&a.meta), losses(&b.meta));
-    assert!(!dir.join("b.safetensors.run-state.safetensors").exists());
+    let killed = kill_then_resume(
+        tmp.path(),
+        |dir| train_args(&model, &dir.join("b.safetensors")),
+        t,
+        19,
+        |dir, _| {
+            let b = adalbert_model::TaskBundle::load(&dir.join("b.safetensors")).unwrap();
+            assert_eq!(a.meta.metrics, b.meta.metrics);
+            assert_eq!(a.tensors.len(), b.tensors.len());
+            for (name, t) in &a.tensors {
+                let x: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                let y: Vec<f32> = b.tensors[name].flatten_all().unwrap().to_vec1().unwrap();
+                let d = x
+                    .iter()
+                    .zip(&y)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(d < 1e-6, "{name} differs after a crash by {d}");
+            }
+            assert_eq!(losses(&a.meta), losses(&b.meta));
+            assert!(!dir.join("b.safetensors.run-state.safetensors").exists());
+        },
+    );
+    assert!(killed >= 3, "only {killed} of {KILLS} runs were killed");
 }
 
 #[test]
@@ -265,11 +265,6 @@ fn compress_killed_anywhere_resumes_to_the_same_rows() {
         .collect()
     };
     let (reference, t) = finished(&args(&tmp.path().join("ref")));
-    let dir = tmp.path().join("crash");
-    let killed = kill_repeatedly(&args(&dir), &dir, t, 23);
-    assert!(killed >= 3, "only {killed} of {KILLS} runs were killed");
-    let (resumed, _) = finished(&args(&dir));
-    check_no_temporaries(&dir);
     let fields = |o: &Output| -> Vec<(serde_json::Value, serde_json::Value, serde_json::Value)> {
         String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -279,8 +274,11 @@ fn compress_killed_anywhere_resumes_to_the_same_rows() {
             })
             .collect()
     };
-    assert_eq!(fields(&resumed), fields(&reference));
     assert_eq!(fields(&reference).len(), 3 * 4);
+    let killed = kill_then_resume(tmp.path(), &args, t, 23, |_, resumed| {
+        assert_eq!(fields(resumed), fields(&reference));
+    });
+    assert!(killed >= 3, "only {killed} of {KILLS} runs were killed");
 }
 
 #[test]
@@ -304,12 +302,8 @@ fn run_killed_anywhere_resumes_to_the_same_report() {
         ]
     };
     let (reference, t) = finished(&args(&tmp.path().join("ref")));
-    let dir = tmp.path().join("crash");
-    let killed = kill_repeatedly(&args(&dir), &dir, t, 29);
-    assert!(killed >= 3, "only {killed} of {KILLS} runs were killed");
-    let (resumed, _) = finished(&args(&dir));
-    check_no_temporaries(&dir);
-    // The headline rows (metrics of Tables 1-3) are the same; the report path differs.
+    // The headline rows (metrics of Tables 1-3) and the compression and hardware tables are
+    // the same; the report path differs.
     let rows = |o: &Output| -> Vec<String> {
         String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -318,9 +312,13 @@ fn run_killed_anywhere_resumes_to_the_same_report() {
             .collect()
     };
     assert!(!rows(&reference).is_empty());
-    assert_eq!(rows(&resumed), rows(&reference));
-    for table in ["table2_compression.csv", "table3_hardware.csv"] {
-        let read = |d: &Path| std::fs::read_to_string(d.join("report").join(table)).unwrap();
-        assert_eq!(read(&dir), read(&tmp.path().join("ref")), "{table}");
-    }
+    let ref_dir = tmp.path().join("ref");
+    let killed = kill_then_resume(tmp.path(), &args, t, 29, |dir, resumed| {
+        assert_eq!(rows(resumed), rows(&reference));
+        for table in ["table2_compression.csv", "table3_hardware.csv"] {
+            let read = |d: &Path| std::fs::read_to_string(d.join("report").join(table)).unwrap();
+            assert_eq!(read(dir), read(&ref_dir), "{table}");
+        }
+    });
+    assert!(killed >= 3, "only {killed} of {KILLS} runs were killed");
 }
