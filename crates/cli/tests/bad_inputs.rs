@@ -121,6 +121,10 @@ fn lying_header(path: &Path) {
     std::fs::write(path, out).unwrap();
 }
 
+/// A bad backbone: its kind, how its weights file is written, what the error must say, and
+/// whether the error names the weights file (else the model directory).
+type BadBackbone<'a> = (&'a str, &'a dyn Fn(&Path), Vec<&'static str>, bool);
+
 /// One row of the matrix.
 struct Case {
     what: String,
@@ -270,7 +274,8 @@ fn every_bad_input_is_refused_by_name_without_writing() {
     let inf = damaged_weights(|t| with_value(t, 0, f32::INFINITY));
     let shape = damaged_weights(|t| Tensor::zeros((32, 31), DType::F32, t.device()).unwrap());
     let int = damaged_weights(|t| t.to_dtype(DType::U32).unwrap());
-    let backbones: Vec<(&str, &dyn Fn(&Path), Vec<&'static str>, bool)> = vec![
+    // (kind, how the weights file is written, what the error says, whether it names the file)
+    let backbones: Vec<BadBackbone> = vec![
         ("truncated", &half, vec!["not a valid safetensors"], true),
         ("wrong type", &text, vec!["not a valid safetensors"], true),
         (

@@ -275,7 +275,7 @@ fn compress_killed_anywhere_resumes_to_the_same_rows() {
             .collect()
     };
     assert_eq!(fields(&reference).len(), 3 * 4);
-    let killed = kill_then_resume(tmp.path(), &args, t, 23, |_, resumed| {
+    let killed = kill_then_resume(tmp.path(), args, t, 23, |_, resumed| {
         assert_eq!(fields(resumed), fields(&reference));
     });
     assert!(killed >= 3, "only {killed} of {KILLS} runs were killed");
@@ -313,7 +313,7 @@ fn run_killed_anywhere_resumes_to_the_same_report() {
     };
     assert!(!rows(&reference).is_empty());
     let ref_dir = tmp.path().join("ref");
-    let killed = kill_then_resume(tmp.path(), &args, t, 29, |dir, resumed| {
+    let killed = kill_then_resume(tmp.path(), args, t, 29, |dir, resumed| {
         assert_eq!(rows(resumed), rows(&reference));
         for table in ["table2_compression.csv", "table3_hardware.csv"] {
             let read = |d: &Path| std::fs::read_to_string(d.join("report").join(table)).unwrap();

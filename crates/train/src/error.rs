@@ -22,7 +22,7 @@ pub enum TrainError {
     RunState {
         path: String,
         #[source]
-        source: adalbert_model::ModelError,
+        source: Box<adalbert_model::ModelError>,
     },
     #[error("cannot resume from {path}: {reason}")]
     Resume { path: String, reason: String },

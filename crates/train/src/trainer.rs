@@ -515,7 +515,7 @@ fn restore(
     };
     let (tensors, md) = load_tensors(path).map_err(|source| TrainError::RunState {
         path: path.display().to_string(),
-        source,
+        source: Box::new(source),
     })?;
     let json = md
         .get("run_state")
