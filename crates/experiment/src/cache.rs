@@ -107,6 +107,12 @@ impl Cache {
         if !self.resume {
             return None;
         }
+        self.read(key)
+    }
+
+    /// The finished result of `key` if a trustworthy record exists, resuming or not (what
+    /// the report and `--merge` read back).
+    pub fn read<T: DeserializeOwned>(&self, key: &Key) -> Option<T> {
         let text = std::fs::read_to_string(self.path(key)).ok()?;
         let record: Record<T> = serde_json::from_str(&text).ok()?;
         (record.format == CACHE_FORMAT && record.stage == key.stage && record.key == key.hex)

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use adalbert_compress::{Encoding, FaultSpec, Plan};
 
-use super::train::TrainRecord;
+use super::train::{Item, TrainRecord};
 use crate::cache::Cache;
 use crate::config::Experiment;
 use crate::error::Result;
@@ -35,27 +35,38 @@ pub struct CompressRecord {
     pub series: String,
 }
 
-/// The sweep the experiment's `[compress]` section describes, or `None` without one.
-pub fn sweep_of(exp: &Experiment, trained: &[TrainRecord], out_dir: &Path) -> Option<Sweep> {
+/// The training item whose bundle the compress stage evaluates for `task`: the
+/// `compress.method` bundle of the first training seed (`None` without a `[compress]`
+/// section).
+pub fn bundle_item(exp: &Experiment, task: &str) -> Option<Item> {
     let sec = exp.compress.as_ref()?;
-    let seed0 = exp.seeds[0];
-    let bundles = exp
-        .tasks
-        .names
-        .iter()
-        .filter_map(|t| {
-            trained
-                .iter()
-                .find(|r| &r.task == t && r.method == sec.method && r.seed == seed0)
-        })
-        .map(|r| BundleSource {
-            path: r.bundle.clone(),
-            data: Some(exp.data_for(&r.task)),
-        })
-        .collect();
+    Some(Item {
+        task: task.to_string(),
+        method: sec.method.clone(),
+        seed: exp.seeds[0],
+    })
+}
+
+/// The points of the `[compress]` groups (none without the section).
+pub fn points(exp: &Experiment) -> Result<Vec<Point>> {
+    exp.compress
+        .as_ref()
+        .map_or(Ok(vec![]), |sec| sweep::expand(&sec.groups))
+}
+
+/// The sweep of the `[compress]` section over `trained` (bundles of [`bundle_item`]s), or
+/// `None` without the section. Recovered bundles go under `out_dir`.
+pub fn sweep_of(exp: &Experiment, trained: &[&TrainRecord], out_dir: &Path) -> Option<Sweep> {
+    let sec = exp.compress.as_ref()?;
     Some(Sweep {
         model: exp.model.clone(),
-        bundles,
+        bundles: trained
+            .iter()
+            .map(|r| BundleSource {
+                path: r.bundle.clone(),
+                data: Some(exp.data_for(&r.task)),
+            })
+            .collect(),
         split_seed: exp.split_seed,
         max_eval: sec.max_eval.or(exp.train.max_eval),
         max_len: exp.train.max_len,
@@ -64,28 +75,54 @@ pub fn sweep_of(exp: &Experiment, trained: &[TrainRecord], out_dir: &Path) -> Op
     })
 }
 
-/// Evaluates the `compress.method` bundles of every task on every point of the `[compress]`
-/// groups, through `cache`.
-pub fn run(
+/// Evaluates the pairs `(point index, bundle)` (bundles of [`bundle_item`]s) through
+/// `cache`, one progress line per point computed.
+pub fn run_pairs(
     exp: &Experiment,
-    trained: &[TrainRecord],
+    points: &[Point],
+    pairs: &[(usize, &TrainRecord)],
     out_dir: &Path,
     cache: &Cache,
-) -> Result<Vec<CompressRecord>> {
-    let Some(sweep) = sweep_of(exp, trained, out_dir) else {
-        return Ok(vec![]);
-    };
-    if sweep.bundles.is_empty() {
-        return Ok(vec![]);
+) -> Result<()> {
+    let mut trained: Vec<&TrainRecord> = Vec::new();
+    for (_, r) in pairs {
+        if !trained.iter().any(|t| t.bundle == r.bundle) {
+            trained.push(r);
+        }
     }
-    let points = sweep::expand(&sweep.groups)?;
-    let rows = sweep::execute(&sweep, &points, cache, Progress::Lines)?;
-    Ok(aggregate(&points, &rows, sweep.bundles.len()))
+    let Some(sweep) = sweep_of(exp, &trained, out_dir) else {
+        return Ok(());
+    };
+    let wanted = |pi: usize, bi: usize| {
+        pairs
+            .iter()
+            .any(|(p, r)| *p == pi && r.bundle == trained[bi].bundle)
+    };
+    sweep::execute_where(&sweep, points, cache, Progress::Lines, wanted)?;
+    Ok(())
 }
 
-/// Rows (point-major, `n_bundles` per point) grouped by (group, plan, faults, recovery) in
-/// first-seen order and, within that, by bundle.
-fn aggregate(points: &[Point], rows: &[Row], n_bundles: usize) -> Vec<CompressRecord> {
+/// The cached row of point `point` on the bundle of `trained`, if any.
+pub fn cached_row(
+    exp: &Experiment,
+    point: &Point,
+    trained: &TrainRecord,
+    bundle_sha256: &str,
+    backbone_sha256: &str,
+    out_dir: &Path,
+    cache: &Cache,
+) -> Result<Option<Row>> {
+    let Some(sweep) = sweep_of(exp, &[], out_dir) else {
+        return Ok(None);
+    };
+    let data = exp.data_for(&trained.task);
+    let key = sweep::row_key(point, &sweep, backbone_sha256, bundle_sha256, Some(&data))?;
+    Ok(cache.read(&key))
+}
+
+/// Table 2's records: rows (point-major, `n_bundles` per point) grouped by (group, plan,
+/// faults, recovery) in first-seen order and, within that, by bundle.
+pub fn aggregate(points: &[Point], rows: &[Row], n_bundles: usize) -> Vec<CompressRecord> {
     type ConfigKey<'a> = (usize, &'a str, &'a str, usize);
     let mut configs: Vec<(ConfigKey, Vec<usize>)> = Vec::new();
     for (pi, p) in points.iter().enumerate() {

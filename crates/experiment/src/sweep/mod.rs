@@ -42,7 +42,7 @@ use crate::cache::Cache;
 use crate::error::{Context, ExperimentError, Result};
 
 pub use report::{csv, markdown, terminal_summary};
-pub use run::{execute, Progress, Row};
+pub use run::{execute, execute_where, row_key, Progress, Row};
 
 /// One group of compression points (see the module docs for the keys).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -145,6 +145,18 @@ pub fn execute(
     cache: &Cache,
     progress: Progress,
 ) -> Result<Vec<Row>> {
+    execute_where(sweep, points, cache, progress, |_, _| true)
+}
+
+/// [`execute`] for the (point index, bundle index) pairs `keep` selects: a point with no
+/// pair selected is not even compressed. Rows come point-major, for the selected pairs only.
+pub fn execute_where(
+    sweep: &Sweep,
+    points: &[Point],
+    cache: &Cache,
+    progress: Progress,
+    keep: impl Fn(usize, usize) -> bool,
+) -> Result<Vec<Row>> {
     let model_dir = &sweep.model;
     let config = EncoderConfig::from_path(model_dir)
         .context(|| format!("loading the config of {}", model_dir.display()))?;
@@ -157,20 +169,32 @@ pub fn execute(
         .iter()
         .map(|b| load_bundle(b, sweep, &config, &model_sha))
         .collect::<Result<Vec<_>>>()?;
-    let bar = progress_bar((points.len() * loaded.len()) as u64, progress);
+    let wanted: Vec<Vec<bool>> = (0..points.len())
+        .map(|pi| (0..loaded.len()).map(|bi| keep(pi, bi)).collect())
+        .collect();
+    let pairs = wanted.iter().flatten().filter(|&&w| w).count();
+    let bar = progress_bar(pairs as u64, progress);
     // Evaluations by (weights sha, bundle index), shared between bit-identical points.
     let mut evals: HashMap<(String, usize), BTreeMap<String, f64>> = HashMap::new();
-    let mut rows = Vec::with_capacity(points.len() * loaded.len());
-    for point in points {
+    let mut rows = Vec::with_capacity(pairs);
+    for (point, wanted) in points.iter().zip(&wanted) {
+        if !wanted.contains(&true) {
+            continue;
+        }
         let group = &sweep.groups[point.group].name;
         bar.set_message(format!("{group}: {} | {}", point.plan, point.faults));
         let keys = loaded
             .iter()
-            .map(|l| row_key(point, sweep, &model_sha, l))
+            .map(|l| row_key(point, sweep, &model_sha, &l.sha256, l.data.as_deref()))
             .collect::<Result<Vec<Key>>>()?;
-        let cached: Vec<Option<Row>> = keys.iter().map(|k| cache.get(k)).collect();
-        if cached.iter().all(Option::is_some) {
-            for mut r in cached.into_iter().flatten() {
+        // `None` for a pair not selected, else whether a finished row is cached.
+        let cached: Vec<Option<Option<Row>>> = keys
+            .iter()
+            .zip(wanted)
+            .map(|(k, &w)| w.then(|| cache.get(k)))
+            .collect();
+        if cached.iter().flatten().all(Option::is_some) {
+            for mut r in cached.into_iter().flatten().flatten() {
                 r.group = group.clone();
                 rows.push(r);
                 bar.inc(1);
@@ -188,9 +212,14 @@ pub fn execute(
             .context(|| format!("applying plan `{}`", point.plan))?;
         let backbone = Backbone::load(&c.checkpoint, &config)?;
         let stats = StorageStats::of(&c.report, &point.faults);
-        let compress_seconds = t_point.elapsed().as_secs_f64();
+        // The compression's time is shared by the rows this point computes.
+        let compress_seconds = t_point.elapsed().as_secs_f64()
+            / cached.iter().filter(|c| matches!(c, Some(None))).count() as f64;
         for (bi, l) in loaded.iter().enumerate() {
-            if let Some(r) = &cached[bi] {
+            let Some(cached) = &cached[bi] else {
+                continue;
+            };
+            if let Some(r) = cached {
                 let mut r = r.clone();
                 r.group = group.clone();
                 rows.push(r);
@@ -264,7 +293,7 @@ pub fn execute(
                 analytic_cell_error_rate: stats.analytic_rate,
                 weights_sha256: c.sha256.clone(),
                 shared_eval: shared,
-                seconds: t0.elapsed().as_secs_f64() + compress_seconds / loaded.len() as f64,
+                seconds: t0.elapsed().as_secs_f64() + compress_seconds,
             };
             cache.put(&keys[bi], &row)?;
             rows.push(row);
@@ -329,14 +358,22 @@ fn load_bundle(
     })
 }
 
-fn row_key(p: &Point, sweep: &Sweep, model_sha: &str, l: &Loaded) -> Result<Key> {
+/// The cache key of the row of point `p` on the bundle whose file has sha256 `bundle_sha`
+/// (evaluated on the task data in `data`), for a backbone whose weights have `model_sha`.
+pub fn row_key(
+    p: &Point,
+    sweep: &Sweep,
+    model_sha: &str,
+    bundle_sha: &str,
+    data: Option<&Path>,
+) -> Result<Key> {
     Cache::key(
         "compress",
         &RowInputs {
             tool: env!("CARGO_PKG_VERSION"),
             model: model_sha,
-            bundle: &l.sha256,
-            data: l.data.as_deref(),
+            bundle: bundle_sha,
+            data,
             plan: p.plan.to_string(),
             faults: p.faults.to_string(),
             seed: p.seed,
