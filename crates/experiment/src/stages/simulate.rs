@@ -15,7 +15,7 @@ use adalbert_hw::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{Cache, Key};
+use crate::cache::{real, Cache, Key};
 use crate::config::SimulateSection;
 use crate::error::{Context, ExperimentError, Result};
 
@@ -27,11 +27,16 @@ pub struct SimRow {
     pub policy: String,
     /// Why the policy could not be mapped, if it could not.
     pub error: Option<String>,
+    #[serde(with = "real")]
     pub energy_pj: f64,
+    #[serde(with = "real")]
     pub latency_ns: f64,
+    #[serde(with = "real")]
     pub area_mm2: f64,
     /// Ratios this / albert-dram and this / albert-sram (energy, latency, area).
+    #[serde(with = "real::option3")]
     pub vs_dram: Option<[f64; 3]>,
+    #[serde(with = "real::option3")]
     pub vs_sram: Option<[f64; 3]>,
 }
 
@@ -68,8 +73,12 @@ pub struct DseRow {
     pub plan: String,
     pub feasible: bool,
     pub pareto: bool,
+    /// Non-finite for an infeasible point.
+    #[serde(with = "real")]
     pub energy_pj: f64,
+    #[serde(with = "real")]
     pub latency_ns: f64,
+    #[serde(with = "real")]
     pub area_mm2: f64,
 }
 

@@ -9,7 +9,7 @@ use adalbert_tasks::{load_dataset, Split};
 use adalbert_train::{train, Mode, TrainConfig, TrainJob};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{Cache, Key};
+use crate::cache::{real, Cache, Key};
 use crate::config::{method_of, Experiment, Method, TrainSection};
 use crate::error::{Context, Result};
 
@@ -20,12 +20,16 @@ pub struct TrainRecord {
     pub method: String,
     pub seed: u64,
     pub primary: String,
+    #[serde(with = "real")]
     pub primary_value: f64,
+    #[serde(with = "real::map")]
     pub metrics: BTreeMap<String, f64>,
     pub trainable_params: usize,
     /// Bytes a device must store for this task (fp32): the bundle's tensors.
     pub task_bytes: usize,
+    #[serde(with = "real")]
     pub train_seconds: f64,
+    #[serde(with = "real")]
     pub examples_per_second: f64,
     pub train_examples: usize,
     pub dev_examples: usize,

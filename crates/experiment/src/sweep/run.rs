@@ -23,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::{BundleSource, Point, Sweep};
-use crate::cache::{Cache, Key};
+use crate::cache::{real, Cache, Key};
 use crate::error::{Context, ExperimentError, Result};
 
 /// Batch size of every dev-set evaluation.
@@ -42,7 +42,9 @@ pub struct Row {
     pub seed: u64,
     pub recover_epochs: usize,
     pub metric: String,
+    #[serde(with = "real")]
     pub value: f64,
+    #[serde(with = "real::map")]
     pub metrics: BTreeMap<String, f64>,
     pub n_eval: usize,
     /// Payload bits (values + masks) of the whole backbone checkpoint.
@@ -63,10 +65,12 @@ pub struct Row {
     /// Codes lost or left over by bit-mask decoding after mask faults.
     pub decode_mismatches: u64,
     /// The fault model's mean per-cell misread probability (MLC faults only).
+    #[serde(with = "real::option")]
     pub analytic_cell_error_rate: Option<f64>,
     pub weights_sha256: String,
     /// Whether the evaluation was shared with a point of bit-identical weights.
     pub shared_eval: bool,
+    #[serde(with = "real")]
     pub seconds: f64,
 }
 
@@ -115,6 +119,11 @@ struct EvalInputs<'a> {
     max_len: usize,
     split_seed: u64,
 }
+
+/// The metrics of an evaluation (a cache record: a map of metric names to values).
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+struct EvalRecord(#[serde(with = "real::map")] BTreeMap<String, f64>);
 
 /// A loaded bundle with its dev examples.
 struct Loaded {
@@ -244,7 +253,7 @@ pub fn execute_where(
                 )?;
                 if let Some(m) = evals.get(&(c.sha256.clone(), bi)) {
                     (m.clone(), true)
-                } else if let Some(m) = cache.get(&eval_key) {
+                } else if let Some(EvalRecord(m)) = cache.get(&eval_key) {
                     (m, true)
                 } else {
                     let model = TaskModel {
@@ -258,7 +267,7 @@ pub fn execute_where(
                             .into_iter()
                             .map(|(k, v)| (k.to_string(), v))
                             .collect();
-                    cache.put(&eval_key, &m)?;
+                    cache.put(&eval_key, &EvalRecord(m.clone()))?;
                     (m, false)
                 }
             };
