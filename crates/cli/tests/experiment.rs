@@ -122,8 +122,8 @@ fn shards_in_separate_processes_merge_into_the_report_of_one() {
         None,
     ));
     let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(plan["total_items"], 18);
-    assert_eq!(plan["items"].as_array().unwrap().len(), 18);
+    assert_eq!(plan["total_items"], 19);
+    assert_eq!(plan["items"].as_array().unwrap().len(), 19);
     assert!(plan["items"][0]["estimated_cpu_s"].as_f64().unwrap() > 0.0);
 
     // Each shard in its own process, on 1, 2 and 3 threads.
@@ -199,7 +199,7 @@ fn bad_shards_early_merges_and_foreign_folders_exit_with_1() {
         None,
     ));
     assert!(
-        err.contains("18 of 18 items") && err.contains("--resume"),
+        err.contains("19 of 19 items") && err.contains("--resume"),
         "{err}"
     );
 

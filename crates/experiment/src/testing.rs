@@ -17,9 +17,11 @@ pub fn data_dir() -> PathBuf {
 
 /// The tiny experiment file's text, on the model in `model`.
 pub fn tiny_toml(model: &Path) -> String {
+    let dse = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo-dse.toml");
     include_str!("../tests/fixtures/tiny.toml")
         .replace("MODEL", &model.display().to_string())
         .replace("DATA", &data_dir().display().to_string())
+        .replace("DSE", &dse.display().to_string())
 }
 
 /// Writes the tiny ALBERT into `<dir>/model` (unless there) and the tiny experiment file into

@@ -150,7 +150,7 @@ fn a_sharded_run_gives_the_report_of_one_process_whatever_the_thread_count() {
         results(&single.join("cache")),
         results(&sharded.join("cache")),
     );
-    assert_eq!(a.0.len(), 5 + 1, "5 training items and 1 simulation");
+    assert_eq!(a.0.len(), 5 + 2, "5 training items, 1 simulation, 1 design space");
     assert_eq!(a.1.len(), 2 * 12, "12 compress rows and their evaluations");
     assert_eq!(a, b);
     let (ba, bb) = (bundles(&single), bundles(&sharded));
@@ -197,7 +197,7 @@ fn a_rerun_shard_computes_only_what_is_missing() {
         .unwrap();
     std::fs::remove_file(&victim).unwrap();
     let e = chain(&run(&opts(&exp, &out, Mode::Merge)).unwrap_err());
-    assert!(e.contains("1 of 18 items of experiment `tiny`"), "{e}");
+    assert!(e.contains("1 of 19 items of experiment `tiny`"), "{e}");
     let which = if e.contains("shard 1/2: 1 item(s) missing") {
         "1/2"
     } else {
@@ -224,13 +224,13 @@ fn shards_list_the_whole_plan_once_whatever_the_order_of_the_file() {
     let exp = testing::write_tiny_study(dir.path()).unwrap();
     let out = dir.path().join("out");
     let all = list_items(&exp, Some(&out), None).unwrap();
-    assert_eq!(all.total_items, 18);
-    assert_eq!(all.items.len(), 18);
+    assert_eq!(all.total_items, 19);
+    assert_eq!(all.items.len(), 19);
     assert!(all.items.iter().all(|i| !i.done && i.shard.is_none()));
     let kinds: BTreeSet<&str> = all.items.iter().map(|i| i.kind).collect();
     assert_eq!(
         kinds,
-        BTreeSet::from(["compress", "simulate", "train:adapter", "train:head"])
+        BTreeSet::from(["compress", "dse", "simulate", "train:adapter", "train:head"])
     );
     assert!(!out.exists(), "listing writes nothing");
 
@@ -244,7 +244,7 @@ fn shards_list_the_whole_plan_once_whatever_the_order_of_the_file() {
             .collect()
     };
     let split = shard_of(&exp);
-    assert_eq!(split.len(), 18, "every item in exactly one shard");
+    assert_eq!(split.len(), 19, "every item in exactly one shard");
     let ids: BTreeSet<String> = all.items.iter().map(|i| i.id.clone()).collect();
     assert_eq!(split.keys().cloned().collect::<BTreeSet<_>>(), ids);
     // A compress item is in the shard of the training item whose bundle it evaluates.
