@@ -12,12 +12,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use adalbert_core::ModelShape;
+use adalbert_model::tokenizer::{TextInput, Tokenizer};
 use adalbert_model::EncoderConfig;
-use adalbert_tasks::{load_dataset, Split};
+use adalbert_tasks::{load_dataset, Example, Split};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::cache::Cache;
+use crate::cache::Key;
 use crate::config::{method_of, Experiment, Method};
 use crate::error::{Context, Result};
 use crate::shard::{self, Shard, Unit};
@@ -53,7 +54,9 @@ pub enum Work {
     /// One training run.
     Train(train::Item),
     /// Point `point` (an index into [`Plan::points`]) evaluated on the bundle of the
-    /// training item `bundle` (an index into [`Plan::items`]).
+    /// training item `bundle` (an index into [`Plan::items`]). Its key names the bundle by the
+    /// training item's key, not the file's sha256: known before the bundle exists, and the
+    /// same for every copy of a training item computed in several shards.
     Compress { point: usize, bundle: usize },
     /// Every mapping policy for 1..N tasks on one model.
     Simulate { model: String },
@@ -74,9 +77,9 @@ impl Work {
 /// One item of a plan.
 #[derive(Debug, Clone)]
 pub struct Item {
-    /// Hex hash of everything the result depends on, computed from the experiment file
-    /// alone (for training and simulation items, their cache key).
-    pub id: String,
+    /// The cache key of its result: the hash of everything the result depends on, computed
+    /// from the experiment file alone.
+    pub key: Key,
     /// What it is, for people (`movie-polarity / houlsby:64 / seed 42`).
     pub label: String,
     /// Estimated CPU time (one core of the calibration machine, see [`cost`]), in ms.
@@ -87,6 +90,11 @@ pub struct Item {
 }
 
 impl Item {
+    /// The key's hex digits: what `--list-items` and the missing-item report show.
+    pub fn id(&self) -> &str {
+        self.key.hex()
+    }
+
     pub fn stage(&self) -> Stage {
         self.work.stage()
     }
@@ -122,36 +130,20 @@ pub struct Plan {
     pub backbone_sha256: String,
 }
 
-/// Everything a compress item's result depends on, known before its bundle is trained: the
-/// training item's id stands for the bundle. (Its cache record is keyed by the bundle's
-/// sha256 instead, see [`crate::sweep::row_key`], which says the same once the bundle exists.)
-#[derive(Serialize)]
-struct CompressItemInputs<'a> {
-    bundle: &'a str,
-    plan: String,
-    faults: String,
-    seed: u64,
-    recover_epochs: usize,
-    recover_train: Option<usize>,
-    max_eval: Option<usize>,
-    max_len: usize,
-    split_seed: u64,
-    tool: &'a str,
-}
-
 impl Plan {
     /// The plan of `exp`, whose backbone weights have sha256 `backbone_sha256`. Reads the
-    /// task data only to count examples where `max_train` / `max_eval` do not bound them.
+    /// task data and tokenizes a few batches of each split, for the cost estimates (the item
+    /// keys depend on the experiment file and the backbone alone).
     pub fn build(exp: &Experiment, backbone_sha256: &str) -> Result<Self> {
         let shape = EncoderConfig::from_path(&exp.model)
             .context(|| format!("loading the config of {}", exp.model.display()))?
             .shape;
-        let mut sizes = DataSizes::new(exp);
+        let mut data = DataStats::new(exp);
         let mut items = Vec::new();
         for t in train::items(exp) {
-            let cost = cost::train(exp, &shape, &t, &mut sizes)?;
+            let cost = cost::train(exp, &shape, &t, &mut data)?;
             items.push(Item {
-                id: train::key(exp, &t, backbone_sha256)?.hex().to_string(),
+                key: train::key(exp, &t, backbone_sha256)?,
                 label: format!("{} / {} / seed {}", t.task, t.method, t.seed),
                 cost_ms: cost,
                 deps: vec![],
@@ -159,8 +151,7 @@ impl Plan {
             });
         }
         let points = compress::points(exp)?;
-        if let Some(sec) = &exp.compress {
-            let max_eval = sec.max_eval.or(exp.train.max_eval);
+        if exp.compress.is_some() {
             // Bundle items in `tasks.names` order (what Table 2 is ordered by).
             let bundles: Vec<usize> = exp
                 .tasks
@@ -178,21 +169,11 @@ impl Plan {
                     let Work::Train(t) = &items[b].work else {
                         continue;
                     };
-                    let id = Cache::key(
-                        "compress-item",
-                        &CompressItemInputs {
-                            bundle: &items[b].id,
-                            plan: p.plan.to_string(),
-                            faults: p.faults.to_string(),
-                            seed: p.seed,
-                            recover_epochs: p.recover_epochs,
-                            recover_train: p.recover_train,
-                            max_eval,
-                            max_len: exp.train.max_len,
-                            split_seed: exp.split_seed,
-                            tool: env!("CARGO_PKG_VERSION"),
-                        },
-                    )?;
+                    let Some(key) =
+                        compress::row_key(exp, p, &t.task, items[b].id(), backbone_sha256)?
+                    else {
+                        continue;
+                    };
                     let mut label = format!(
                         "{} / {} | {} | seed {}",
                         t.task, p.plan_text, p.faults_text, p.seed
@@ -200,9 +181,9 @@ impl Plan {
                     if p.recover_epochs > 0 {
                         label.push_str(&format!(" | recovery {} epochs", p.recover_epochs));
                     }
-                    let cost = cost::compress(exp, &shape, p, &t.task, bundles.len(), &mut sizes)?;
+                    let cost = cost::compress(exp, &shape, p, &t.task, bundles.len(), &mut data)?;
                     items.push(Item {
-                        id: id.hex().to_string(),
+                        key,
                         label,
                         cost_ms: cost,
                         deps: vec![b],
@@ -217,7 +198,7 @@ impl Plan {
         if let Some(sec) = &exp.simulate {
             for m in &sec.models {
                 items.push(Item {
-                    id: simulate::key(sec, m, SIMULATED_LABELS)?.hex().to_string(),
+                    key: simulate::key(sec, m, SIMULATED_LABELS)?,
                     label: m.clone(),
                     cost_ms: cost::ms(cost::SIMULATE_CPU_S),
                     deps: vec![],
@@ -226,7 +207,7 @@ impl Plan {
             }
             if let Some(space) = &sec.dse_space {
                 items.push(Item {
-                    id: simulate::dse_key(space)?.hex().to_string(),
+                    key: simulate::dse_key(space)?,
                     label: format!("design space {}", space.display()),
                     cost_ms: cost::ms(cost::DSE_CPU_S),
                     deps: vec![],
@@ -246,7 +227,7 @@ impl Plan {
     /// A short hash of the set of item ids: two plans with the same fingerprint compute the
     /// same results (whatever else, such as the report's note, differs).
     pub fn fingerprint(&self) -> String {
-        let mut ids: Vec<&str> = self.items.iter().map(|i| i.id.as_str()).collect();
+        let mut ids: Vec<&str> = self.items.iter().map(Item::id).collect();
         ids.sort_unstable();
         ids.dedup();
         let digest = Sha256::digest(ids.join("\n").as_bytes());
@@ -257,18 +238,20 @@ impl Plan {
         self.items
             .iter()
             .map(|i| Unit {
-                id: &i.id,
+                id: i.id(),
                 cost: i.cost_ms,
                 deps: &i.deps,
             })
             .collect()
     }
 
-    /// The shard (1-based) of every item among `count` shards ([`crate::shard`]'s rule).
-    pub fn partition(&self, count: usize) -> Vec<usize> {
+    /// The shards (1-based, ascending) that compute each item among `count` shards
+    /// ([`crate::shard`]'s rule): one for most items, several for copies of a training item
+    /// that a group too large for one shard needs in each of its parts.
+    pub fn partition(&self, count: usize) -> Vec<Vec<usize>> {
         shard::partition(&self.units(), count)
             .into_iter()
-            .map(|s| s + 1)
+            .map(|s| s.into_iter().map(|x| x + 1).collect())
             .collect()
     }
 
@@ -282,12 +265,12 @@ impl Plan {
             .collect()
     }
 
-    /// Indices of the items of `shard`, in plan order.
+    /// Indices of the items `shard` computes, in plan order.
     pub fn shard_items(&self, shard: Shard) -> Vec<usize> {
         self.partition(shard.count())
             .into_iter()
             .enumerate()
-            .filter(|&(_, s)| s == shard.index())
+            .filter(|(_, s)| s.contains(&shard.index()))
             .map(|(i, _)| i)
             .collect()
     }
@@ -307,61 +290,117 @@ pub fn cpu_text(seconds: f64) -> String {
     }
 }
 
-/// Example counts of the task data, read only where the experiment does not bound them.
-struct DataSizes<'a> {
+/// What the cost model needs to know of the task data: how many examples a split has, and how
+/// long its batches are once tokenized (padded to their longest example, cut at `max_len`),
+/// from the first few batches of the split.
+struct DataStats<'a> {
     exp: &'a Experiment,
-    counts: HashMap<(String, bool), usize>,
+    tokenizer: Option<Tokenizer>,
+    splits: HashMap<(String, bool), Vec<Example>>,
+    lengths: HashMap<(String, bool, usize), f64>,
 }
 
-impl<'a> DataSizes<'a> {
+/// Batches tokenized to estimate a split's padded length.
+const SAMPLED_BATCHES: usize = 8;
+
+impl<'a> DataStats<'a> {
     fn new(exp: &'a Experiment) -> Self {
         Self {
             exp,
-            counts: HashMap::new(),
+            tokenizer: None,
+            splits: HashMap::new(),
+            lengths: HashMap::new(),
         }
     }
 
-    /// `bound` if given, else the number of examples of the task's split.
-    fn count(&mut self, task: &str, split: Split, bound: Option<usize>) -> Result<usize> {
-        if let Some(n) = bound {
-            return Ok(n);
-        }
+    fn examples(&mut self, task: &str, split: Split) -> Result<&[Example]> {
         let k = (task.to_string(), split == Split::Train);
-        if let Some(&n) = self.counts.get(&k) {
-            return Ok(n);
+        if !self.splits.contains_key(&k) {
+            let data = self.exp.data_for(task);
+            let examples = load_dataset(task, Some(&data), split, self.exp.split_seed)
+                .context(|| format!("reading `{task}` to estimate the cost of its items"))?
+                .examples;
+            self.splits.insert(k.clone(), examples);
         }
-        let data = self.exp.data_for(task);
-        let n = load_dataset(task, Some(&data), split, self.exp.split_seed)
-            .context(|| format!("counting the examples of `{task}` to estimate its cost"))?
-            .examples
-            .len();
-        self.counts.insert(k, n);
-        Ok(n)
+        Ok(self.splits.get(&k).map_or(&[], Vec::as_slice))
+    }
+
+    /// The number of examples of the task's split, at most `bound`.
+    fn count(&mut self, task: &str, split: Split, bound: Option<usize>) -> Result<usize> {
+        let n = self.examples(task, split)?.len();
+        Ok(bound.map_or(n, |b| b.min(n)))
+    }
+
+    /// The mean length of the task's batches of `batch` examples, padded to their longest and
+    /// cut at the experiment's `max_len`.
+    fn padded_len(&mut self, task: &str, split: Split, batch: usize) -> Result<f64> {
+        let k = (task.to_string(), split == Split::Train, batch);
+        if let Some(&l) = self.lengths.get(&k) {
+            return Ok(l);
+        }
+        let batch = batch.max(1);
+        let sample: Vec<TextInput> = self
+            .examples(task, split)?
+            .iter()
+            .filter(|e| !e.text_a.trim().is_empty())
+            .take(batch * SAMPLED_BATCHES)
+            .map(|e| match &e.text_b {
+                Some(b) if !b.trim().is_empty() => TextInput::Pair(e.text_a.clone(), b.clone()),
+                _ => TextInput::Single(e.text_a.clone()),
+            })
+            .collect();
+        let tok = match self.tokenizer.take() {
+            Some(t) => t,
+            None => Tokenizer::from_dir(&self.exp.model, self.exp.train.max_len)?,
+        };
+        let lens = sample
+            .chunks(batch)
+            .map(|chunk| {
+                Ok(tok
+                    .encode(chunk)?
+                    .input_ids
+                    .dims()
+                    .get(1)
+                    .copied()
+                    .unwrap_or(0) as f64)
+            })
+            .collect::<Result<Vec<f64>>>();
+        self.tokenizer = Some(tok);
+        let lens = lens?;
+        let l = if lens.is_empty() {
+            self.exp.train.max_len as f64
+        } else {
+            lens.iter().sum::<f64>() / lens.len() as f64
+        };
+        self.lengths.insert(k, l);
+        Ok(l)
     }
 }
 
 /// The cost model: estimated CPU seconds (one core) of each kind of item, from the work it
-/// does, calibrated on real runs of `configs/demo.toml` (all-MiniLM-L6-v2) on a 2-core
-/// Xeon at 2.6 GHz with AVX-512 (README, "Running a study on a cluster", has the
-/// measurements). Only the ratios between items matter for the partition; the absolute
-/// figures are what `--list-items` prints as CPU hours, so re-calibrate them from a real run
-/// (`<out>/timings/`) before planning a cluster budget on another machine.
+/// does: examples x their padded token count x forward FLOP per token, times a factor per
+/// training method. Calibrated on real runs with all-MiniLM-L6-v2 on a shared 2-core Xeon at
+/// 2.6 GHz with AVX-512: `configs/demo.toml` (batch 16, 48 tokens) and a check at batch 32, 128
+/// tokens (README, "Running a study on a cluster", has the measurements). Only the ratios
+/// between items matter for the partition; the absolute figures are what `--list-items` prints,
+/// so re-calibrate them from a real run (`<out>/timings/*.json`) before budgeting a cluster of
+/// another kind.
 pub mod cost {
     use super::*;
 
-    /// Effective multiply-adds x 2 per second of one core in training steps.
-    pub const TRAIN_FLOP_PER_CPU_S: f64 = 40e9;
-    /// Effective FLOP per second of one core in evaluation (inference) passes.
-    pub const EVAL_FLOP_PER_CPU_S: f64 = 60e9;
-    /// Backbone parameters per second one core quantizes, prunes, encodes and (with faults)
-    /// corrupts, and loads back as a backbone.
-    pub const COMPRESS_PARAMS_PER_CPU_S: f64 = 20e6;
-    /// Fixed cost of an item: loading the backbone, tokenizer and data.
+    /// Forward-pass FLOP per CPU second in training (times [`passes`] per example).
+    pub const TRAIN_FLOP_PER_CPU_S: f64 = 100e9;
+    /// FLOP per CPU second of evaluation (inference) passes.
+    pub const EVAL_FLOP_PER_CPU_S: f64 = 120e9;
+    /// Backbone parameters per CPU second quantized, pruned, encoded and loaded back (half
+    /// that with faults injected).
+    pub const COMPRESS_PARAMS_PER_CPU_S: f64 = 30e6;
+    /// Fixed cost of a training item: loading the backbone, tokenizer and data.
     pub const ITEM_CPU_S: f64 = 1.0;
-    /// A simulation of every policy for 1..N tasks on one model.
-    pub const SIMULATE_CPU_S: f64 = 0.2;
-    /// A design-space sweep.
-    pub const DSE_CPU_S: f64 = 2.0;
+    /// A simulation of every policy for 1..N tasks on one model (measured: about 0.01 s).
+    pub const SIMULATE_CPU_S: f64 = 0.05;
+    /// A design-space sweep (measured: 0.03 s for the demo's 8,000 points).
+    pub const DSE_CPU_S: f64 = 0.2;
 
     /// Seconds to whole milliseconds (at least 1, so that no item is free).
     pub fn ms(seconds: f64) -> u64 {
@@ -371,7 +410,7 @@ pub mod cost {
     /// Forward FLOP per token of an encoder at sequence length `len`: the matrix products of
     /// every layer application (and ALBERT's E->H projection), and the attention scores and
     /// weighted sums.
-    pub fn flop_per_token(shape: &ModelShape, len: usize) -> f64 {
+    pub fn flop_per_token(shape: &ModelShape, len: f64) -> f64 {
         let apps = shape.applications() as f64;
         let projection = if shape.has_projection() {
             (shape.embedding_size * shape.hidden_size) as f64
@@ -379,32 +418,44 @@ pub mod cost {
             0.0
         };
         2.0 * (shape.layer_params() as f64 * apps + projection)
-            + 4.0 * len as f64 * shape.hidden_size as f64 * apps
+            + 4.0 * len * shape.hidden_size as f64 * apps
     }
 
-    /// Passes over the backbone per training example: forward, plus the input gradients
-    /// (adapters, full), plus the weight gradients (full).
+    /// Cost of one training example relative to one forward pass, measured. Head-only
+    /// training runs the frozen backbone forward.
+    pub const HEAD_PASSES: f64 = 1.0;
+    /// Adapters add the backward pass through the frozen layers (fused kernels).
+    pub const ADAPTER_PASSES: f64 = 2.3;
+    /// Full fine-tuning computes every weight's gradient and updates it. Measured 8.3 at
+    /// batch 16 x 48 tokens and 5.3 at batch 32 x 128 (larger batches use the cores better);
+    /// 6.0 leans to the batches real studies use.
+    pub const FULL_PASSES: f64 = 6.0;
+
     fn passes(method: &str) -> f64 {
         match method_of(method) {
-            Ok(Method::Full) => 3.0,
-            Ok(Method::Head) => 1.0,
-            _ => 2.0,
+            Ok(Method::Full) => FULL_PASSES,
+            Ok(Method::Head) => HEAD_PASSES,
+            _ => ADAPTER_PASSES,
         }
     }
+
+    /// Batch size of every dev-set evaluation (training's and the compress stage's).
+    const EVAL_BATCH: usize = 64;
 
     pub(super) fn train(
         exp: &Experiment,
         shape: &ModelShape,
         item: &train::Item,
-        sizes: &mut DataSizes,
+        data: &mut DataStats,
     ) -> Result<u64> {
         let t = &exp.train;
-        let n_train = sizes.count(&item.task, Split::Train, t.max_train)?;
-        let n_dev = sizes.count(&item.task, Split::Dev, t.max_eval)?;
-        let tokens = t.max_len as f64;
-        let f = flop_per_token(shape, t.max_len);
-        let per_epoch = n_train as f64 * tokens * f * passes(&item.method) / TRAIN_FLOP_PER_CPU_S
-            + n_dev as f64 * tokens * f / EVAL_FLOP_PER_CPU_S;
+        let n_train = data.count(&item.task, Split::Train, t.max_train)? as f64;
+        let n_dev = data.count(&item.task, Split::Dev, t.max_eval)? as f64;
+        let len_train = data.padded_len(&item.task, Split::Train, t.batch)?;
+        let len_dev = data.padded_len(&item.task, Split::Dev, EVAL_BATCH)?;
+        let train = n_train * len_train * flop_per_token(shape, len_train) * passes(&item.method);
+        let dev = n_dev * len_dev * flop_per_token(shape, len_dev);
+        let per_epoch = train / TRAIN_FLOP_PER_CPU_S + dev / EVAL_FLOP_PER_CPU_S;
         Ok(ms(ITEM_CPU_S + t.epochs as f64 * per_epoch))
     }
 
@@ -414,7 +465,7 @@ pub mod cost {
         point: &Point,
         task: &str,
         bundles_per_point: usize,
-        sizes: &mut DataSizes,
+        data: &mut DataStats,
     ) -> Result<u64> {
         let t = &exp.train;
         let max_eval = exp
@@ -422,9 +473,8 @@ pub mod cost {
             .as_ref()
             .and_then(|c| c.max_eval)
             .or(t.max_eval);
-        let n_eval = sizes.count(task, Split::Dev, max_eval)?;
-        let f = flop_per_token(shape, t.max_len);
-        let tokens = t.max_len as f64;
+        let n_eval = data.count(task, Split::Dev, max_eval)? as f64;
+        let len_dev = data.padded_len(task, Split::Dev, EVAL_BATCH)?;
         let faults = if point.faults == adalbert_compress::FaultSpec::None {
             1.0
         } else {
@@ -434,11 +484,12 @@ pub mod cost {
         let params = shape.param_counts().total() as f64;
         let compress =
             params * faults / COMPRESS_PARAMS_PER_CPU_S / bundles_per_point.max(1) as f64;
-        let eval = n_eval as f64 * tokens * f / EVAL_FLOP_PER_CPU_S;
+        let eval = n_eval * len_dev * flop_per_token(shape, len_dev) / EVAL_FLOP_PER_CPU_S;
         let recover = if point.recover_epochs > 0 {
-            let n = sizes.count(task, Split::Train, point.recover_train.or(t.max_train))?;
-            point.recover_epochs as f64
-                * (n as f64 * tokens * f * 2.0 / TRAIN_FLOP_PER_CPU_S + eval)
+            let n = data.count(task, Split::Train, point.recover_train.or(t.max_train))? as f64;
+            let len = data.padded_len(task, Split::Train, t.batch)?;
+            let train = n * len * flop_per_token(shape, len) * ADAPTER_PASSES;
+            point.recover_epochs as f64 * (train / TRAIN_FLOP_PER_CPU_S + eval)
         } else {
             0.0
         };

@@ -14,7 +14,7 @@
 //! silently mixing two studies. `<out>/timings/` records the wall and CPU time of every item a
 //! process computed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -400,13 +400,23 @@ fn execute(study: &Study, cache: &Cache, which: &[usize], log: &Path) -> Result<
             Some(r) => r,
             None => {
                 computed += 1;
-                timings.measure(
+                let trained = timings.measure(
                     item.kind(),
                     item.label.clone(),
                     1,
                     item.cost_seconds(),
                     || train::run_item(exp, t, sha, out, cache),
-                )?
+                );
+                match trained {
+                    Ok(r) => r,
+                    // Another shard training a copy of the same item may have finished (and
+                    // removed the run state this one was reading) meanwhile: its result is
+                    // this item's result.
+                    Err(e) => match train::cached(exp, t, sha, out, cache)? {
+                        Some(r) => r,
+                        None => return Err(e),
+                    },
+                }
             }
         };
         trained.insert(i, record);
@@ -414,12 +424,14 @@ fn execute(study: &Study, cache: &Cache, which: &[usize], log: &Path) -> Result<
 
     let compresses: Vec<usize> = of_stage(crate::plan::Stage::Compress).collect();
     eprintln!("[2/4] compress and faults: {} item(s)", compresses.len());
-    let mut bundle_shas: HashMap<usize, String> = HashMap::new();
     let mut pending: Vec<usize> = Vec::new();
     for &i in &compresses {
-        let Work::Compress { point, bundle } = plan.items[i].work else {
+        let Work::Compress { bundle, .. } = plan.items[i].work else {
             continue;
         };
+        if cache.resume() && cache.read::<Row>(&plan.items[i].key).is_some() {
+            continue;
+        }
         if let std::collections::hash_map::Entry::Vacant(slot) = trained.entry(bundle) {
             let Work::Train(t) = &plan.items[bundle].work else {
                 continue;
@@ -434,21 +446,19 @@ fn execute(study: &Study, cache: &Cache, which: &[usize], log: &Path) -> Result<
                 })?;
             slot.insert(r);
         }
-        let record = &trained[&bundle];
-        let is_cached = cache.resume() && {
-            let bsha = bundle_sha(&mut bundle_shas, bundle, record)?;
-            compress::cached_row(exp, &plan.points[point], record, &bsha, sha, out, cache)?
-                .is_some()
-        };
-        if !is_cached {
-            pending.push(i);
-        }
+        pending.push(i);
     }
     if !pending.is_empty() {
-        let pairs: Vec<(usize, &TrainRecord)> = pending
+        let pairs: Vec<(usize, compress::Trained)> = pending
             .iter()
             .filter_map(|&i| match plan.items[i].work {
-                Work::Compress { point, bundle } => Some((point, &trained[&bundle])),
+                Work::Compress { point, bundle } => Some((
+                    point,
+                    compress::Trained {
+                        record: &trained[&bundle],
+                        key: plan.items[bundle].id(),
+                    },
+                )),
                 _ => None,
             })
             .collect();
@@ -464,8 +474,7 @@ fn execute(study: &Study, cache: &Cache, which: &[usize], log: &Path) -> Result<
     eprintln!("[3/4] simulate: {} item(s)", sims.len());
     for &i in &sims {
         let item = &plan.items[i];
-        let is_cached =
-            cache.resume() && read_back_one(study, cache, i, &HashMap::new())?.is_some();
+        let is_cached = cache.resume() && read_back_one(study, cache, i)?.is_some();
         if is_cached {
             continue;
         }
@@ -487,20 +496,6 @@ fn execute(study: &Study, cache: &Cache, which: &[usize], log: &Path) -> Result<
     Ok(computed)
 }
 
-/// The sha256 of the bundle of training item `item` (memoized).
-fn bundle_sha(
-    shas: &mut HashMap<usize, String>,
-    item: usize,
-    record: &TrainRecord,
-) -> Result<String> {
-    if let Some(s) = shas.get(&item) {
-        return Ok(s.clone());
-    }
-    let s = sha256_file(&record.bundle)?;
-    shas.insert(item, s.clone());
-    Ok(s)
-}
-
 /// A finished result read back from the cache.
 enum Done {
     Train(TrainRecord),
@@ -509,65 +504,25 @@ enum Done {
     Dse(Vec<DseRow>),
 }
 
-/// The cached result of item `i`; a compress item needs its bundle's record in `done`.
-fn read_back_one(
-    study: &Study,
-    cache: &Cache,
-    i: usize,
-    done: &HashMap<usize, (TrainRecord, String)>,
-) -> Result<Option<Done>> {
+/// The cached result of item `i`.
+fn read_back_one(study: &Study, cache: &Cache, i: usize) -> Result<Option<Done>> {
     let (exp, plan, out) = (&study.exp, &study.plan, &study.out);
-    Ok(match &plan.items[i].work {
+    let item = &plan.items[i];
+    Ok(match &item.work {
         Work::Train(t) => {
             train::cached(exp, t, &plan.backbone_sha256, out, cache)?.map(Done::Train)
         }
-        Work::Compress { point, bundle } => match done.get(bundle) {
-            Some((record, bsha)) => compress::cached_row(
-                exp,
-                &plan.points[*point],
-                record,
-                bsha,
-                &plan.backbone_sha256,
-                out,
-                cache,
-            )?
-            .map(|r| Done::Compress(Box::new(r))),
-            None => None,
-        },
-        Work::Simulate { model } => match &exp.simulate {
-            Some(sec) => cache
-                .read(&simulate::key(sec, model, SIMULATED_LABELS)?)
-                .map(Done::Simulate),
-            None => None,
-        },
-        Work::Dse { space } => cache.read(&simulate::dse_key(space)?).map(Done::Dse),
+        Work::Compress { .. } => cache.read(&item.key).map(|r| Done::Compress(Box::new(r))),
+        Work::Simulate { .. } => cache.read(&item.key).map(Done::Simulate),
+        Work::Dse { .. } => cache.read(&item.key).map(Done::Dse),
     })
 }
 
 /// The cached result of every item of the plan (`None` where missing), in plan order.
 fn read_back(study: &Study, cache: &Cache) -> Result<Vec<Option<Done>>> {
-    let needed: HashSet<usize> = study
-        .plan
-        .items
-        .iter()
-        .filter_map(|item| match item.work {
-            Work::Compress { bundle, .. } => Some(bundle),
-            _ => None,
-        })
-        .collect();
-    let mut bundles: HashMap<usize, (TrainRecord, String)> = HashMap::new();
-    let mut done = Vec::with_capacity(study.plan.items.len());
-    for i in 0..study.plan.items.len() {
-        let d = read_back_one(study, cache, i, &bundles)?;
-        if let Some(Done::Train(r)) = &d {
-            if needed.contains(&i) {
-                let sha = sha256_file(&r.bundle)?;
-                bundles.insert(i, (r.clone(), sha));
-            }
-        }
-        done.push(d);
-    }
-    Ok(done)
+    (0..study.plan.items.len())
+        .map(|i| read_back_one(study, cache, i))
+        .collect()
 }
 
 /// Which items of `study` have a result in its cache (without creating the folder).
@@ -652,16 +607,18 @@ fn missing_error(study: &Study, missing: &[usize], shards: Option<usize>) -> Exp
             "{} {} ({})",
             plan.items[i].stage().name(),
             plan.items[i].label,
-            plan.items[i].id
+            plan.items[i].id()
         )
     };
     let mut lines = Vec::new();
     match shards {
         Some(n) => {
-            let shard_of = plan.partition(n);
+            let shards_of = plan.partition(n);
             let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); n];
             for &i in missing {
-                per_shard[shard_of[i] - 1].push(i);
+                for &s in &shards_of[i] {
+                    per_shard[s - 1].push(i);
+                }
             }
             let mut rerun = Vec::new();
             for (s, items) in per_shard.iter().enumerate() {
@@ -714,8 +671,9 @@ pub struct ListedItem {
     pub kind: &'static str,
     pub label: String,
     pub estimated_cpu_s: f64,
-    /// 1-based shard, when listing a shard.
-    pub shard: Option<usize>,
+    /// The shards (1-based) that compute it, when listing a shard: one, or several for a
+    /// training item copied into the parts of a large group.
+    pub shards: Vec<usize>,
     pub depends_on: Vec<String>,
     /// Whether the output folder's cache holds its result.
     pub done: bool,
@@ -745,26 +703,26 @@ pub fn list_items(experiment: &Path, out: Option<&Path>, shard: Option<Shard>) -
     Manifest::check(&study, false)?;
     let plan = &study.plan;
     let done = statuses(&study)?;
-    let shard_of = shard.map(|s| plan.partition(s.count()));
+    let shards_of = shard.map(|s| plan.partition(s.count()));
     let items = plan
         .items
         .iter()
         .enumerate()
-        .filter(|(i, _)| match (&shard, &shard_of) {
-            (Some(s), Some(of)) => of[*i] == s.index(),
+        .filter(|(i, _)| match (&shard, &shards_of) {
+            (Some(s), Some(of)) => of[*i].contains(&s.index()),
             _ => true,
         })
         .map(|(i, item)| ListedItem {
-            id: item.id.clone(),
+            id: item.id().to_string(),
             stage: item.stage().name(),
             kind: item.kind(),
             label: item.label.clone(),
             estimated_cpu_s: item.cost_seconds(),
-            shard: shard_of.as_ref().map(|of| of[i]),
+            shards: shards_of.as_ref().map_or_else(Vec::new, |of| of[i].clone()),
             depends_on: item
                 .deps
                 .iter()
-                .map(|&d| plan.items[d].id.clone())
+                .map(|&d| plan.items[d].id().to_string())
                 .collect(),
             done: done[i],
         })

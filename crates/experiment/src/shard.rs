@@ -3,17 +3,22 @@
 //! # The partition rule
 //!
 //! 1. Items joined by a dependency (a compress item and the training item whose bundle it
-//!    evaluates), or that share an id, form one group: a group is never split, so a shard
-//!    never waits for, or recomputes, another shard's work.
-//! 2. Groups are taken by estimated cost, largest first, ties by the smallest item id in the
-//!    group; each goes to the shard with the least estimated cost so far (ties: the lowest
-//!    shard number). This is the "longest processing time first" rule: the most loaded
-//!    shard carries at most 4/3 of the best possible maximum (Graham, 1969).
+//!    evaluates), or that share an id, form one group: a shard never waits for another.
+//! 2. A group that costs more than a shard's fair share (the total over N) is cut into parts:
+//!    its final items (those that need others and that nothing needs) are dealt, largest
+//!    first, into as many parts as its cost needs, and each part takes a copy of the items
+//!    they need. A shard holding such a copy computes it too (or reads it, if another shard
+//!    finished it first); results are deterministic and written atomically, so the copies
+//!    agree. A final item is in exactly one part.
+//! 3. Groups and parts are taken by estimated cost, largest first, ties by the smallest id of
+//!    what they must compute; each goes to the shard with the least estimated cost so far
+//!    (ties: the lowest shard number). This is the "longest processing time first" rule: the
+//!    fullest shard carries at most 4/3 of the best possible maximum (Graham, 1969).
 //!
-//! Costs are whole milliseconds, so sums are exact, and groups are ordered by what they
-//! contain rather than where, so the partition depends on the set of items and their costs
-//! only: listing tasks or methods in another order moves no item to another shard. Every
-//! shard computes the same partition on its own; nothing is exchanged but the cache.
+//! Costs are whole milliseconds, so sums are exact, and groups and parts are ordered by what
+//! they contain rather than where, so the partition depends on the set of items and their
+//! costs only: listing tasks or methods in another order moves no item to another shard.
+//! Every shard computes the same partition on its own; nothing is exchanged but the cache.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -102,8 +107,9 @@ pub struct Unit<'a> {
     pub deps: &'a [usize],
 }
 
-/// The shard (0-based) of every unit among `count` shards, by the rule in the module docs.
-pub fn partition(units: &[Unit], count: usize) -> Vec<usize> {
+/// The shards (0-based, ascending) that compute each unit, among `count` shards, by the rule
+/// in the module docs: one shard for most units, several for the copies of a dependency.
+pub fn partition(units: &[Unit], count: usize) -> Vec<Vec<usize>> {
     let count = count.max(1);
     let mut sets = DisjointSets::new(units.len());
     let mut by_id: HashMap<&str, usize> = HashMap::new();
@@ -117,43 +123,143 @@ pub fn partition(units: &[Unit], count: usize) -> Vec<usize> {
             by_id.insert(u.id, i);
         }
     }
-    // Group root -> (cost, smallest id, members).
-    let mut groups: HashMap<usize, (u64, &str, Vec<usize>)> = HashMap::new();
-    for (i, u) in units.iter().enumerate() {
-        let g = groups.entry(sets.find(i)).or_insert((0, u.id, Vec::new()));
-        // Items sharing an id are one computation: counted once.
-        if !g.2.iter().any(|&j| units[j].id == u.id) {
-            g.0 = g.0.saturating_add(u.cost);
-        }
-        g.1 = g.1.min(u.id);
-        g.2.push(i);
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    for i in 0..units.len() {
+        groups.entry(sets.find(i)).or_default().push(i);
     }
-    let mut groups: Vec<(u64, &str, Vec<usize>)> = groups.into_values().collect();
-    groups.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let total = distinct_cost(units, 0..units.len());
+    let fair = total.div_ceil(count as u64).max(1);
+    let mut bins: Vec<Bin> = Vec::new();
+    for members in groups.into_values() {
+        bins.extend(split(units, members, fair, count));
+    }
+    bins.sort_by(|a, b| b.cost.cmp(&a.cost).then_with(|| a.key.cmp(b.key)));
     let mut loads = vec![0u64; count];
-    let mut shard_of = vec![0; units.len()];
-    for (cost, _, members) in groups {
+    let mut shards_of = vec![Vec::new(); units.len()];
+    for bin in bins {
         let (least, _) = loads
             .iter()
             .enumerate()
             .min_by_key(|&(s, &load)| (load, s))
             .unwrap_or((0, &0));
-        loads[least] = loads[least].saturating_add(cost);
-        for m in members {
-            shard_of[m] = least;
+        loads[least] = loads[least].saturating_add(bin.cost);
+        for m in bin.members {
+            shards_of[m].push(least);
         }
     }
-    shard_of
+    for s in &mut shards_of {
+        s.sort_unstable();
+        s.dedup();
+    }
+    shards_of
 }
 
-/// Estimated cost of each of `count` shards under `shard_of` (items sharing an id counted
-/// once).
-pub fn loads(units: &[Unit], shard_of: &[usize], count: usize) -> Vec<u64> {
+/// What one shard gets at once: a whole group, or a part of one with copies of its
+/// dependencies.
+struct Bin<'a> {
+    members: Vec<usize>,
+    cost: u64,
+    /// The smallest id among what the bin alone computes (its ordering tie-break).
+    key: &'a str,
+}
+
+/// The cost of `members`, each id once.
+fn distinct_cost(units: &[Unit], members: impl IntoIterator<Item = usize>) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    members
+        .into_iter()
+        .filter(|&m| seen.insert(units[m].id))
+        .map(|m| units[m].cost)
+        .fold(0u64, u64::saturating_add)
+}
+
+/// A group as one bin, or cut into parts when it costs more than `fair` (rule 2).
+fn split<'a>(units: &[Unit<'a>], mut members: Vec<usize>, fair: u64, count: usize) -> Vec<Bin<'a>> {
+    members.sort_by(|&a, &b| units[a].id.cmp(units[b].id).then(a.cmp(&b)));
+    let cost = distinct_cost(units, members.iter().copied());
+    let smallest = |ms: &[usize]| ms.iter().map(|&m| units[m].id).min().unwrap_or("");
+    // The items dealt into parts: those that need others and that nothing needs; the rest are
+    // copied into every part that needs them.
+    let needed: std::collections::HashSet<usize> = members
+        .iter()
+        .flat_map(|&m| units[m].deps.iter().copied())
+        .collect();
+    let dependents: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|&m| !units[m].deps.is_empty() && !needed.contains(&m))
+        .collect();
+    let parts = (cost.div_ceil(fair) as usize)
+        .min(dependents.len())
+        .min(count);
+    if parts < 2 {
+        let key = smallest(&members);
+        return vec![Bin { members, cost, key }];
+    }
+    // Deal the dependents into parts, largest first (ties by id), each to the lightest part.
+    let mut order = dependents;
+    order.sort_by(|&a, &b| {
+        units[b]
+            .cost
+            .cmp(&units[a].cost)
+            .then_with(|| units[a].id.cmp(units[b].id))
+    });
+    let mut dealt: Vec<(u64, Vec<usize>)> = vec![(0, Vec::new()); parts];
+    for m in order {
+        let (lightest, _) = dealt
+            .iter()
+            .enumerate()
+            .min_by_key(|&(p, (load, _))| (*load, p))
+            .unwrap_or((0, &(0, Vec::new())));
+        dealt[lightest].0 += units[m].cost;
+        dealt[lightest].1.push(m);
+    }
+    let mut parts: Vec<(Vec<usize>, &str)> = dealt
+        .into_iter()
+        .map(|(_, own)| own)
+        .filter(|own| !own.is_empty())
+        .map(|own| {
+            let key = smallest(&own);
+            // The part's own items and, transitively, everything they need.
+            let mut all = own;
+            let mut i = 0;
+            while i < all.len() {
+                for &d in units[all[i]].deps {
+                    if !all.contains(&d) {
+                        all.push(d);
+                    }
+                }
+                i += 1;
+            }
+            (all, key)
+        })
+        .collect();
+    // A member no part needs (one joined by a shared id only) goes with the first part.
+    for &m in &members {
+        if !parts.iter().any(|(all, _)| all.contains(&m)) {
+            parts[0].0.push(m);
+        }
+    }
+    parts
+        .into_iter()
+        .map(|(all, key)| Bin {
+            cost: distinct_cost(units, all.iter().copied()),
+            members: all,
+            key,
+        })
+        .collect()
+}
+
+/// Estimated cost of each of `count` shards under `shards_of` (what each shard computes,
+/// copies included; items sharing an id counted once per shard).
+pub fn loads(units: &[Unit], shards_of: &[Vec<usize>], count: usize) -> Vec<u64> {
     let mut loads = vec![0u64; count.max(1)];
     let mut seen = std::collections::HashSet::new();
-    for (u, &s) in units.iter().zip(shard_of) {
-        if seen.insert(u.id) {
-            loads[s] = loads[s].saturating_add(u.cost);
+    for (u, shards) in units.iter().zip(shards_of) {
+        for &s in shards {
+            if seen.insert((s, u.id)) {
+                loads[s] = loads[s].saturating_add(u.cost);
+            }
         }
     }
     loads
@@ -247,16 +353,29 @@ mod tests {
     }
 
     #[test]
-    fn every_item_lands_in_one_shard_with_its_dependencies() {
+    fn every_item_lands_in_a_shard_with_what_it_needs() {
         let items = study(200, 7);
         let u = units(&items);
+        let needed: std::collections::HashSet<usize> =
+            u.iter().flat_map(|x| x.deps.iter().copied()).collect();
         for count in [1, 2, 3, 7, 64, 500] {
-            let shard_of = partition(&u, count);
-            assert_eq!(shard_of.len(), u.len());
-            assert!(shard_of.iter().all(|&s| s < count));
+            let shards_of = partition(&u, count);
+            assert_eq!(shards_of.len(), u.len());
             for (i, item) in u.iter().enumerate() {
+                let mine = &shards_of[i];
+                assert!(
+                    !mine.is_empty() && mine.iter().all(|&s| s < count),
+                    "{i}: {mine:?}"
+                );
+                if !needed.contains(&i) {
+                    assert_eq!(mine.len(), 1, "an item nothing needs is computed once: {i}");
+                }
                 for &d in item.deps {
-                    assert_eq!(shard_of[i], shard_of[d], "item {i} and its dependency {d}");
+                    assert!(
+                        mine.iter().all(|s| shards_of[d].contains(s)),
+                        "item {i} in {mine:?}, its dependency {d} in {:?}",
+                        shards_of[d]
+                    );
                 }
             }
         }
@@ -265,14 +384,15 @@ mod tests {
     #[test]
     fn the_partition_does_not_depend_on_item_order() {
         let items = study(120, 11);
-        let before: HashMap<String, usize> = {
-            let u = units(&items);
+        let by_id = |items: &[(String, u64, Vec<usize>)]| -> HashMap<String, Vec<usize>> {
+            let u = units(items);
             items
                 .iter()
                 .map(|i| i.0.clone())
                 .zip(partition(&u, 5))
                 .collect()
         };
+        let before = by_id(&items);
         // Reverse the list (remapping dependencies to the new positions).
         let n = items.len();
         let reversed: Vec<(String, u64, Vec<usize>)> = items
@@ -280,48 +400,48 @@ mod tests {
             .rev()
             .map(|(id, c, deps)| (id.clone(), *c, deps.iter().map(|d| n - 1 - d).collect()))
             .collect();
-        let u = units(&reversed);
-        let after: HashMap<String, usize> = reversed
-            .iter()
-            .map(|i| i.0.clone())
-            .zip(partition(&u, 5))
-            .collect();
-        assert_eq!(before, after);
+        assert_eq!(by_id(&reversed), before);
     }
 
     #[test]
-    fn shards_are_balanced_within_the_lpt_bound() {
+    fn shards_are_balanced() {
         for seed in 1..20 {
             let items = study(150, seed);
             let u = units(&items);
             for count in [2, 3, 8] {
-                let shard_of = partition(&u, count);
-                let l = loads(&u, &shard_of, count);
-                let total: u64 = l.iter().sum();
-                assert_eq!(total, u.iter().map(|x| x.cost).sum::<u64>());
-                // List scheduling's guarantee: the fullest shard was the emptiest before
-                // its last group, so it carries at most the mean plus the largest group.
-                let mut groups: HashMap<usize, u64> = HashMap::new();
-                for (i, x) in u.iter().enumerate() {
-                    let mut root = i;
-                    while let Some(&d) = u[root].deps.first() {
-                        root = d;
-                    }
-                    *groups.entry(root).or_default() += x.cost;
-                }
-                let largest = groups.values().copied().max().unwrap_or(0);
-                let max = *l.iter().max().unwrap();
-                assert!(
-                    max <= total / count as u64 + largest,
-                    "seed {seed}, {count} shards: {l:?}, largest group {largest}"
-                );
-                // In practice close to the best possible: the mean, or the largest group.
+                let shards_of = partition(&u, count);
+                let l = loads(&u, &shards_of, count);
+                let total: u64 = u.iter().map(|x| x.cost).sum();
+                assert!(l.iter().sum::<u64>() >= total);
+                let max = *l.iter().max().unwrap() as f64;
                 let mean = total as f64 / count as f64;
-                assert!(
-                    max as f64 <= (1.1 * mean).max(largest as f64),
-                    "seed {seed}, {count} shards: {l:?}, largest group {largest}"
-                );
+                assert!(max <= 1.15 * mean, "seed {seed}, {count} shards: {l:?}");
             }
+        }
+    }
+
+    #[test]
+    fn a_group_too_large_for_one_shard_is_cut_with_copies_of_what_it_needs() {
+        // One training item (cost 50) that 100 compress items (10 each) need, and 20
+        // independent items (40 each): 1,850 in all, 231 per shard of 8 at best.
+        let mut items = vec![("train".to_string(), 50, vec![])];
+        items.extend((0..100).map(|i| (format!("c{i:03}"), 10, vec![0])));
+        items.extend((0..20).map(|i| (format!("t{i:03}"), 40, vec![])));
+        let u = units(&items);
+        let shards_of = partition(&u, 8);
+        let copies = shards_of[0].len();
+        assert!(
+            copies > 1,
+            "the training item is copied: {:?}",
+            shards_of[0]
+        );
+        let l = loads(&u, &shards_of, 8);
+        assert_eq!(l.iter().sum::<u64>(), 1850 + 50 * (copies as u64 - 1));
+        assert!(*l.iter().max().unwrap() <= 280, "{l:?}");
+        // Without the cut, one shard would carry the whole group (1,050).
+        for s in &shards_of[1..101] {
+            assert_eq!(s.len(), 1);
+            assert!(shards_of[0].contains(&s[0]));
         }
     }
 
@@ -333,9 +453,9 @@ mod tests {
             ("a".to_string(), 10, vec![]),
         ];
         let u = units(&items);
-        let shard_of = partition(&u, 2);
-        assert_eq!(shard_of[0], shard_of[2]);
-        assert_ne!(shard_of[0], shard_of[1]);
-        assert_eq!(loads(&u, &shard_of, 2), vec![10, 10]);
+        let shards_of = partition(&u, 2);
+        assert_eq!(shards_of[0], shards_of[2]);
+        assert_ne!(shards_of[0], shards_of[1]);
+        assert_eq!(loads(&u, &shards_of, 2), vec![10, 10]);
     }
 }

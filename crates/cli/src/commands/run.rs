@@ -138,7 +138,15 @@ fn print_listing(l: &Listing) {
     for i in &l.items {
         println!(
             "{:<7} {:<9} {:<16} {:>10.1} {:<7} {}",
-            i.shard.map_or_else(|| "-".into(), |s| s.to_string()),
+            if i.shards.is_empty() {
+                "-".into()
+            } else {
+                i.shards
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
             i.stage,
             i.id,
             i.estimated_cpu_s,

@@ -8,7 +8,7 @@ use std::path::Path;
 use adalbert_compress::{Encoding, FaultSpec, Plan};
 
 use super::train::{Item, TrainRecord};
-use crate::cache::Cache;
+use crate::cache::{Cache, Key};
 use crate::config::Experiment;
 use crate::error::Result;
 use crate::stats::Summary;
@@ -54,17 +54,26 @@ pub fn points(exp: &Experiment) -> Result<Vec<Point>> {
         .map_or(Ok(vec![]), |sec| sweep::expand(&sec.groups))
 }
 
+/// A bundle the compress stage evaluates: the record of the training item that wrote it, and
+/// that item's key (which stands for the bundle in the rows' keys).
+#[derive(Debug, Clone, Copy)]
+pub struct Trained<'a> {
+    pub record: &'a TrainRecord,
+    pub key: &'a str,
+}
+
 /// The sweep of the `[compress]` section over `trained` (bundles of [`bundle_item`]s), or
 /// `None` without the section. Recovered bundles go under `out_dir`.
-pub fn sweep_of(exp: &Experiment, trained: &[&TrainRecord], out_dir: &Path) -> Option<Sweep> {
+pub fn sweep_of(exp: &Experiment, trained: &[Trained], out_dir: &Path) -> Option<Sweep> {
     let sec = exp.compress.as_ref()?;
     Some(Sweep {
         model: exp.model.clone(),
         bundles: trained
             .iter()
-            .map(|r| BundleSource {
-                path: r.bundle.clone(),
-                data: Some(exp.data_for(&r.task)),
+            .map(|t| BundleSource {
+                path: t.record.bundle.clone(),
+                data: Some(exp.data_for(&t.record.task)),
+                identity: Some(t.key.to_string()),
             })
             .collect(),
         split_seed: exp.split_seed,
@@ -75,19 +84,19 @@ pub fn sweep_of(exp: &Experiment, trained: &[&TrainRecord], out_dir: &Path) -> O
     })
 }
 
-/// Evaluates the pairs `(point index, bundle)` (bundles of [`bundle_item`]s) through
-/// `cache`, one progress line per point computed.
+/// Evaluates the pairs `(point index, bundle)` through `cache`, one progress line per point
+/// computed.
 pub fn run_pairs(
     exp: &Experiment,
     points: &[Point],
-    pairs: &[(usize, &TrainRecord)],
+    pairs: &[(usize, Trained)],
     out_dir: &Path,
     cache: &Cache,
 ) -> Result<()> {
-    let mut trained: Vec<&TrainRecord> = Vec::new();
-    for (_, r) in pairs {
-        if !trained.iter().any(|t| t.bundle == r.bundle) {
-            trained.push(r);
+    let mut trained: Vec<Trained> = Vec::new();
+    for (_, t) in pairs {
+        if !trained.iter().any(|u| u.key == t.key) {
+            trained.push(*t);
         }
     }
     let Some(sweep) = sweep_of(exp, &trained, out_dir) else {
@@ -96,28 +105,26 @@ pub fn run_pairs(
     let wanted = |pi: usize, bi: usize| {
         pairs
             .iter()
-            .any(|(p, r)| *p == pi && r.bundle == trained[bi].bundle)
+            .any(|(p, t)| *p == pi && t.key == trained[bi].key)
     };
     sweep::execute_where(&sweep, points, cache, Progress::Lines, wanted)?;
     Ok(())
 }
 
-/// The cached row of point `point` on the bundle of `trained`, if any.
-pub fn cached_row(
+/// The cache key of the row of `point` on the bundle of `task` written by the training item
+/// with key `train_key` (`None` without a `[compress]` section).
+pub fn row_key(
     exp: &Experiment,
     point: &Point,
-    trained: &TrainRecord,
-    bundle_sha256: &str,
+    task: &str,
+    train_key: &str,
     backbone_sha256: &str,
-    out_dir: &Path,
-    cache: &Cache,
-) -> Result<Option<Row>> {
-    let Some(sweep) = sweep_of(exp, &[], out_dir) else {
+) -> Result<Option<Key>> {
+    let Some(sweep) = sweep_of(exp, &[], Path::new("")) else {
         return Ok(None);
     };
-    let data = exp.data_for(&trained.task);
-    let key = sweep::row_key(point, &sweep, backbone_sha256, bundle_sha256, Some(&data))?;
-    Ok(cache.read(&key))
+    let data = exp.data_for(task);
+    sweep::row_key(point, &sweep, backbone_sha256, train_key, Some(&data)).map(Some)
 }
 
 /// Table 2's records: rows (point-major, `n_bundles` per point) grouped by (group, plan,

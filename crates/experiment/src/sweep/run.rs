@@ -128,7 +128,8 @@ struct EvalRecord(#[serde(with = "real::map")] BTreeMap<String, f64>);
 /// A loaded bundle with its dev examples.
 struct Loaded {
     bundle: TaskBundle,
-    sha256: String,
+    /// [`BundleSource::identity`], or the file's sha256.
+    identity: String,
     data: Option<PathBuf>,
     spec: TaskSpec,
     params: TaskParams,
@@ -194,7 +195,7 @@ pub fn execute_where(
         bar.set_message(format!("{group}: {} | {}", point.plan, point.faults));
         let keys = loaded
             .iter()
-            .map(|l| row_key(point, sweep, &model_sha, &l.sha256, l.data.as_deref()))
+            .map(|l| row_key(point, sweep, &model_sha, &l.identity, l.data.as_deref()))
             .collect::<Result<Vec<Key>>>()?;
         // `None` for a pair not selected, else whether a finished row is cached.
         let cached: Vec<Option<Option<Row>>> = keys
@@ -244,7 +245,7 @@ pub fn execute_where(
                     "eval",
                     &EvalInputs {
                         weights: &c.sha256,
-                        bundle: &l.sha256,
+                        bundle: &l.identity,
                         data: l.data.as_deref(),
                         n_eval: l.dev.len(),
                         max_len: sweep.max_len,
@@ -344,7 +345,10 @@ fn load_bundle(
         });
     }
     bundle.check_backbone(model_sha)?;
-    let sha256 = sha256_file(path)?;
+    let identity = match &source.identity {
+        Some(id) => id.clone(),
+        None => sha256_file(path)?,
+    };
     let spec = task_spec(&bundle.meta.task)?;
     let mut data = load_dataset(
         &bundle.meta.task,
@@ -359,7 +363,7 @@ fn load_bundle(
     let params = bundle.task_params(config)?;
     Ok(Loaded {
         bundle,
-        sha256,
+        identity,
         data: source.data.clone(),
         spec,
         params,
@@ -367,13 +371,14 @@ fn load_bundle(
     })
 }
 
-/// The cache key of the row of point `p` on the bundle whose file has sha256 `bundle_sha`
-/// (evaluated on the task data in `data`), for a backbone whose weights have `model_sha`.
+/// The cache key of the row of point `p` on the bundle `bundle` ([`BundleSource::identity`]:
+/// the file's sha256 by default), evaluated on the task data in `data`, for a backbone whose
+/// weights have `model_sha`.
 pub fn row_key(
     p: &Point,
     sweep: &Sweep,
     model_sha: &str,
-    bundle_sha: &str,
+    bundle: &str,
     data: Option<&Path>,
 ) -> Result<Key> {
     Cache::key(
@@ -381,7 +386,7 @@ pub fn row_key(
         &RowInputs {
             tool: env!("CARGO_PKG_VERSION"),
             model: model_sha,
-            bundle: bundle_sha,
+            bundle,
             data,
             plan: p.plan.to_string(),
             faults: p.faults.to_string(),
