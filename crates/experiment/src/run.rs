@@ -610,6 +610,18 @@ fn missing_error(study: &Study, missing: &[usize], shards: Option<usize>) -> Exp
             plan.items[i].id()
         )
     };
+    // The first few of `items`, then how many more.
+    let list = |lines: &mut Vec<String>, items: &[usize], indent: &str| {
+        for &i in items.iter().take(MISSING_SHOWN) {
+            lines.push(format!("{indent}{}", name(i)));
+        }
+        if items.len() > MISSING_SHOWN {
+            lines.push(format!(
+                "{indent}... and {} more",
+                items.len() - MISSING_SHOWN
+            ));
+        }
+    };
     let mut lines = Vec::new();
     match shards {
         Some(n) => {
@@ -631,12 +643,7 @@ fn missing_error(study: &Study, missing: &[usize], shards: Option<usize>) -> Exp
                     s + 1,
                     items.len()
                 ));
-                for &i in items.iter().take(MISSING_SHOWN) {
-                    lines.push(format!("    {}", name(i)));
-                }
-                if items.len() > MISSING_SHOWN {
-                    lines.push(format!("    ... and {} more", items.len() - MISSING_SHOWN));
-                }
+                list(&mut lines, items, "    ");
             }
             lines.push(format!(
                 "Run (or re-run) shard(s) {} with `{}`, then --merge again; `--list-items --shard I/{n}` shows each shard's items and whether they are done.",
@@ -645,12 +652,7 @@ fn missing_error(study: &Study, missing: &[usize], shards: Option<usize>) -> Exp
             ));
         }
         None => {
-            for &i in missing.iter().take(MISSING_SHOWN) {
-                lines.push(format!("  {}", name(i)));
-            }
-            if missing.len() > MISSING_SHOWN {
-                lines.push(format!("  ... and {} more", missing.len() - MISSING_SHOWN));
-            }
+            list(&mut lines, missing, "  ");
             lines.push(format!(
                 "No sharded run has used this folder: compute them with `{}` (or in shards with --shard I/N).",
                 study.command("--resume")

@@ -111,12 +111,20 @@ fn bundles(out: &Path) -> BTreeMap<String, (Value, Vec<u8>, Value)> {
         .collect()
 }
 
-#[test]
-fn a_sharded_run_gives_the_report_of_one_process_whatever_the_thread_count() {
+/// The tiny study in a new folder, run in one process into `<folder>/single`: the folder, the
+/// experiment file and the report folder.
+fn single_run() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let exp = testing::write_tiny_study(dir.path()).unwrap();
+    let single = dir.path().join("single");
+    let report = report_dir(run(&opts(&exp, &single, Mode::All)).unwrap());
+    (dir, exp, report)
+}
+
+#[test]
+fn a_sharded_run_gives_the_report_of_one_process_whatever_the_thread_count() {
+    let (dir, exp, single_report) = single_run();
     let (single, sharded) = (dir.path().join("single"), dir.path().join("sharded"));
-    let single_report = report_dir(run(&opts(&exp, &single, Mode::All)).unwrap());
 
     // Three shards, each on another thread count (one of them more threads than cores).
     for (s, threads) in [("1/3", 1), ("2/3", 2)] {
@@ -342,10 +350,8 @@ fn an_output_folder_of_another_experiment_or_plan_is_refused() {
 
 #[test]
 fn concurrent_shards_copy_what_a_cut_group_needs_and_merge_into_the_same_report() {
-    let dir = tempfile::tempdir().unwrap();
-    let exp = testing::write_tiny_study(dir.path()).unwrap();
+    let (dir, exp, single_report) = single_run();
     let (single, sharded) = (dir.path().join("single"), dir.path().join("sharded"));
-    let single_report = report_dir(run(&opts(&exp, &single, Mode::All)).unwrap());
     // With 8 shards the fair share is smaller than a compress group (a bundle's training and
     // the 6 points evaluated on it): the groups are cut, each part trains its own copy.
     let copied: Vec<String> = list_items(&exp, None, Some(Shard::new(1, 8).unwrap()))

@@ -111,7 +111,14 @@ pub fn write(dir: &Path, inp: &Inputs) -> Result<Headlines> {
         let scatter: Vec<(f64, f64, f64, bool)> = points
             .iter()
             .filter(|p| p.feasible)
-            .map(|p| (p.energy_pj / 1e6, p.latency_ns / 1e6, p.area_mm2, p.pareto))
+            .map(|p| {
+                (
+                    p.ppa.energy_pj / 1e6,
+                    p.ppa.latency_ns / 1e6,
+                    p.ppa.area_mm2,
+                    p.pareto,
+                )
+            })
             .collect();
         write_svg(&dir.join("fig_pareto.svg"), |p| {
             pareto_svg(p, &scatter, "design space: energy (uJ/request)")
@@ -407,9 +414,9 @@ fn table3(inp: &Inputs) -> Table {
                 s.model.clone(),
                 r.n_tasks.to_string(),
                 r.policy.clone(),
-                f3(r.energy_pj / 1e6),
-                f3(r.latency_ns / 1e6),
-                f2(r.area_mm2),
+                f3(r.ppa.energy_pj / 1e6),
+                f3(r.ppa.latency_ns / 1e6),
+                f2(r.ppa.area_mm2),
                 ratio(r.vs_dram, 0),
                 ratio(r.vs_sram, 0),
                 ratio(r.vs_dram, 2),
@@ -455,8 +462,8 @@ fn task_panels(inp: &Inputs) -> Vec<Panel> {
             let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
             for r in s.rows.iter().filter(|r| r.error.is_none()) {
                 let y = match pick {
-                    0 => r.energy_pj / 1e6,
-                    _ => r.area_mm2,
+                    0 => r.ppa.energy_pj / 1e6,
+                    _ => r.ppa.area_mm2,
                 };
                 series
                     .entry(r.policy.clone())
@@ -492,9 +499,9 @@ fn dse_table(points: &[DseRow]) -> Table {
             p.mac_array.to_string(),
             p.adapter.clone(),
             p.plan.clone(),
-            f3(p.energy_pj / 1e6),
-            f3(p.latency_ns / 1e6),
-            f2(p.area_mm2),
+            f3(p.ppa.energy_pj / 1e6),
+            f3(p.ppa.latency_ns / 1e6),
+            f2(p.ppa.area_mm2),
         ]);
     }
     t

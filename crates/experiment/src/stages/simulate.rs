@@ -19,6 +19,17 @@ use crate::cache::{real, Cache, Key};
 use crate::config::SimulateSection;
 use crate::error::{Context, ExperimentError, Result};
 
+/// Energy and latency per request (inference and amortised task switch) and area.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Ppa {
+    #[serde(with = "real")]
+    pub energy_pj: f64,
+    #[serde(with = "real")]
+    pub latency_ns: f64,
+    #[serde(with = "real")]
+    pub area_mm2: f64,
+}
+
 /// One policy at one task count, as Table 3 shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimRow {
@@ -27,12 +38,8 @@ pub struct SimRow {
     pub policy: String,
     /// Why the policy could not be mapped, if it could not.
     pub error: Option<String>,
-    #[serde(with = "real")]
-    pub energy_pj: f64,
-    #[serde(with = "real")]
-    pub latency_ns: f64,
-    #[serde(with = "real")]
-    pub area_mm2: f64,
+    #[serde(flatten)]
+    pub ppa: Ppa,
     /// Ratios this / albert-dram and this / albert-sram (energy, latency, area).
     #[serde(with = "real::option3")]
     pub vs_dram: Option<[f64; 3]>,
@@ -46,9 +53,11 @@ impl From<&CompareRow> for SimRow {
             n_tasks: r.n_tasks,
             policy: r.policy.to_string(),
             error: r.error.clone(),
-            energy_pj: r.energy_pj,
-            latency_ns: r.latency_ns,
-            area_mm2: r.area_mm2,
+            ppa: Ppa {
+                energy_pj: r.energy_pj,
+                latency_ns: r.latency_ns,
+                area_mm2: r.area_mm2,
+            },
             vs_dram: r.vs_dram,
             vs_sram: r.vs_sram,
         }
@@ -74,12 +83,8 @@ pub struct DseRow {
     pub feasible: bool,
     pub pareto: bool,
     /// Non-finite for an infeasible point.
-    #[serde(with = "real")]
-    pub energy_pj: f64,
-    #[serde(with = "real")]
-    pub latency_ns: f64,
-    #[serde(with = "real")]
-    pub area_mm2: f64,
+    #[serde(flatten)]
+    pub ppa: Ppa,
 }
 
 impl From<&DsePoint> for DseRow {
@@ -92,9 +97,11 @@ impl From<&DsePoint> for DseRow {
             plan: p.plan.to_string(),
             feasible: p.feasible,
             pareto: p.pareto,
-            energy_pj: p.energy_pj,
-            latency_ns: p.latency_ns,
-            area_mm2: p.area_mm2,
+            ppa: Ppa {
+                energy_pj: p.energy_pj,
+                latency_ns: p.latency_ns,
+                area_mm2: p.area_mm2,
+            },
         }
     }
 }
