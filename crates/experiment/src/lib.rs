@@ -17,6 +17,8 @@
 //! estimated cost) -> cache -> report, the report built from the cache alone. A study larger
 //! than one machine runs as [`shard`]s that share the cache folder, and a merge writes the
 //! report. Every output file is written atomically and every CSV through the `csv` crate.
+//! [`testing`] holds the tiny study the tests, the `tiny_study` example and `make test-slurm`
+//! run.
 
 #![forbid(unsafe_code)]
 
