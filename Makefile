@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/adalbert
 MODEL := assets/minilm
 
-.PHONY: assets build test lint demo bench bench-serve clean-assets results-adapters results-hardware results-compression
+.PHONY: assets build test test-slurm lint demo bench bench-serve clean-assets results-adapters results-hardware results-compression
 
 assets:
 	scripts/fetch-assets
@@ -13,6 +13,13 @@ build:
 
 test: assets
 	$(CARGO) test --workspace --release
+
+# The tiny study on a real one-node Slurm cluster started here (root; installs slurm-wlm and
+# munge with apt-get if missing): 3 shards + merge through deploy/slurm, compared with one
+# process. See scripts/test-slurm.
+test-slurm: build
+	$(CARGO) build --release -p adalbert-experiment --example tiny_study
+	scripts/test-slurm
 
 lint:
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
