@@ -43,7 +43,7 @@ pub fn from_bf16(h: u16) -> f32 {
 /// use, and Linux granted tile permission (checked once).
 pub fn amx_available() -> bool {
     static AMX: OnceLock<bool> = OnceLock::new();
-    *AMX.get_or_init(|| Isa::Avx512.available() && amx::request())
+    *AMX.get_or_init(|| crate::amx::available(crate::amx::Unit::Bf16))
 }
 
 /// Weights `W[n, k]` as the right-hand side `B = W^T`, in bf16.
@@ -750,40 +750,8 @@ mod amx {
     use super::super::{act, lane_masks};
     use super::{bf16_bits, AmxShape, Out};
     use crate::act::Act;
+    use crate::amx::prefetch_tile;
     use std::arch::asm;
-
-    /// CPUID bits for AMX-BF16 and AMX-TILE, then Linux's permission for tile data.
-    pub(super) fn request() -> bool {
-        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-        let (bf16, tile) = ((leaf7.edx >> 22) & 1 == 1, (leaf7.edx >> 24) & 1 == 1);
-        if !(bf16 && tile) {
-            return false;
-        }
-        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
-        const XFEATURE_XTILEDATA: i64 = 18;
-        let ret: i64;
-        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) only changes this process's
-        // permission to use AMX state; it clobbers rcx and r11 like every syscall.
-        unsafe {
-            asm!("syscall", inlateout("rax") 158i64 => ret, in("rdi") ARCH_REQ_XCOMP_PERM,
-                 in("rsi") XFEATURE_XTILEDATA, lateout("rcx") _, lateout("r11") _, options(nostack));
-        }
-        ret == 0
-    }
-
-    /// Palette 1, all eight tiles 16 rows x 64 bytes.
-    #[repr(C, align(64))]
-    struct TileConfig([u8; 64]);
-
-    fn config() -> TileConfig {
-        let mut c = [0u8; 64];
-        c[0] = 1;
-        for t in 0..8 {
-            c[16 + 2 * t] = 64;
-            c[48 + t] = 16;
-        }
-        TileConfig(c)
-    }
 
     /// Rows `rows` (multiples of 32 within the padded A) and 32-column blocks `cols` of C.
     ///
@@ -817,7 +785,7 @@ mod amx {
         // AVX-512 BF16 come with AMX). Only this function touches the tile registers, from
         // `ldtilecfg` to `tilerelease`.
         unsafe {
-            let cfg = config();
+            let cfg = crate::amx::config();
             asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack));
             let kchunks = sh.kp / 32;
             let mut tmp = Accumulators([0f32; 32 * 32]);
@@ -846,10 +814,10 @@ mod amx {
                         for kc in 0..kchunks {
                             // The next chunk's B tiles (2 KiB) into L1 while this chunk multiplies:
                             // without it every B tile load waits on L2.
-                            prefetch_tile(b0.wrapping_add((kc + 1) * 512));
-                            prefetch_tile(b1.wrapping_add((kc + 1) * 512));
-                            prefetch_tile(a0.wrapping_add((kc + 1) * 512));
-                            prefetch_tile(a1.wrapping_add((kc + 1) * 512));
+                            prefetch_tile(b0.wrapping_add((kc + 1) * 512), 64);
+                            prefetch_tile(b1.wrapping_add((kc + 1) * 512), 64);
+                            prefetch_tile(a0.wrapping_add((kc + 1) * 512), 64);
+                            prefetch_tile(a1.wrapping_add((kc + 1) * 512), 64);
                             asm!(
                                 "tileloadd tmm4, [{a0} + {s}*1]",
                                 "tileloadd tmm6, [{b0} + {s}*1]",
@@ -908,19 +876,6 @@ mod amx {
 
     #[repr(C, align(64))]
     struct Accumulators([f32; 32 * 32]);
-
-    /// Prefetches the 16 cache lines of one 1 KiB tile into L1 (a hint: never faults, so it
-    /// may run past the end of the packed weights).
-    #[inline(always)]
-    fn prefetch_tile(p: *const u16) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = p as *const i8;
-        for line in 0..16 {
-            // SAFETY: a prefetch only hints the cache; it reads nothing and never faults,
-            // whatever the address (SSE, which x86-64 always has).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line * 64)) };
-        }
-    }
 
     /// The epilogue's bias for columns `c0..c0 + 32` (zero in masked-off lanes and without
     /// a bias), as two 16-lane halves.
@@ -1062,10 +1017,6 @@ mod amx {
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod amx {
     use super::super::gemm::Epilogue;
-
-    pub(super) fn request() -> bool {
-        false
-    }
 
     /// Never called: AMX is never available on this target.
     ///
