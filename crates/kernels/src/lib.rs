@@ -53,6 +53,7 @@ pub mod bf16;
 pub mod dropout;
 pub mod elementwise;
 pub mod gemm;
+pub mod int8;
 pub mod linear;
 pub mod norm;
 pub mod process;
@@ -60,6 +61,7 @@ pub mod residual_norm;
 pub mod scratch;
 pub mod softmax;
 
+mod amx;
 mod reduce;
 
 /// Which instruction set the kernels use.
