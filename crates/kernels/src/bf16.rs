@@ -1437,6 +1437,7 @@ mod tests {
     #[test]
     fn serial_amx_product_matches_fp32() {
         if !amx_available() {
+            crate::report_skip("bf16 serial AMX product: this CPU (or OS) lacks AMX-BF16");
             return;
         }
         let (m, k, n, lda) = (45, 64, 40, 70);
@@ -1469,6 +1470,7 @@ mod tests {
     #[test]
     fn fused_ffn_equals_two_products() {
         if !amx_available() {
+            crate::report_skip("bf16 fused AMX FFN: this CPU (or OS) lacks AMX-BF16");
             return;
         }
         // 70 rows (a partial 32-row block), inner width 100 (a partial k chunk in between).
@@ -1560,7 +1562,10 @@ mod tests {
             let r = |v: f32| from_bf16(to_bf16(v)) as f64;
             for kernel in Bf16Isa::ALL {
                 if !kernel.available() {
-                    eprintln!("bf16: skipping {} (this CPU or OS lacks it)", kernel.name());
+                    crate::report_skip(&format!(
+                        "bf16 kernel {}: this CPU (or OS) lacks it",
+                        kernel.name()
+                    ));
                     continue;
                 }
                 let packed = PackedBf16::for_kernel(kernel, &w, n, k);
@@ -1638,6 +1643,10 @@ mod tests {
         assert!(!packed.is_amx());
         for isa in [Isa::Portable, Isa::Avx512] {
             if !isa.available() {
+                crate::report_skip(&format!(
+                    "widened bf16 on {}: this CPU lacks it",
+                    isa.name()
+                ));
                 continue;
             }
             let mut got = vec![0.0; m * n];

@@ -260,6 +260,7 @@ const QUANT_ROWS: usize = 64;
 impl QuantRows {
     /// Quantizes `A[m, k]` (row stride `lda`) into `kp`-byte rows, `mp` of them; padding
     /// (columns past `k`, rows past `m`) holds the zero point 128.
+    #[allow(clippy::too_many_arguments)]
     fn fill(
         &mut self,
         isa: Int8Isa,
@@ -1043,7 +1044,10 @@ mod tests {
         let all: Vec<Int8Isa> = Int8Isa::ALL.into_iter().filter(|i| i.available()).collect();
         for isa in Int8Isa::ALL {
             if !isa.available() {
-                eprintln!("int8: skipping {} (this CPU or OS lacks it)", isa.name());
+                crate::report_skip(&format!(
+                    "int8 kernel {}: this CPU (or OS) lacks it",
+                    isa.name()
+                ));
             }
         }
         all
@@ -1068,6 +1072,58 @@ mod tests {
         // The extremes are exact: +-127 times the scale.
         assert_eq!(d[10], 100.0);
         assert_eq!(d[14], -100.0);
+    }
+
+    #[test]
+    fn every_kernel_gives_hand_computed_products() {
+        // Row 0 and both weight rows have max |x| = 127, so every scale is exactly 1 and the
+        // quantized values are the inputs: the results are exact integers.
+        //   C[0,0] = 127*127 + (-64)*1 + 1*(-2) + 0*3 = 16063, + bias 0.5
+        //   C[0,1] = 127*0 + (-64)*(-127) + 1*10 + 0*5 = 8138, - bias 1
+        // Row 1 has max 0.5: t = 0.5/127, q = [127, 64 (63.5 to even), -127, 0]:
+        //   C[1,0] = (127*127 + 64*1 + (-127)*(-2)) * 0.5/127 = 16447/254, + 0.5
+        //   C[1,1] = (64*(-127) + (-127)*10) * 0.5/127 = -9398/254 = -37, - 1;
+        //   ReLU then gives 0 there.
+        let a = [127.0, -64.0, 1.0, 0.0, 0.5, 0.25, -0.5, 0.0];
+        let w = [127.0, 1.0, -2.0, 3.0, 0.0, -127.0, 10.0, 5.0];
+        let bias = [0.5, -1.0];
+        let packed = PackedI8::from_weight(&w, 2, 4);
+        let plain = Epilogue::bias(&bias);
+        let relu = Epilogue {
+            act: Some(Act::Relu),
+            ..Epilogue::bias(&bias)
+        };
+        let want = [16063.5, 8137.0, 16447.0 / 254.0 + 0.5, -38.0];
+        for isa in available() {
+            let mut c = [f32::NAN; 4];
+            gemm(isa, 2, &a, 4, &packed, &mut c, 2, &plain);
+            assert_eq!(c[..2], want[..2], "{}: exact row", isa.name());
+            for (x, y) in c.iter().zip(&want).skip(2) {
+                assert!((x - y).abs() < 1e-4, "{}: {x} vs {y}", isa.name());
+            }
+            gemm(isa, 2, &a, 4, &packed, &mut c, 2, &relu);
+            assert_eq!(c[3], 0.0, "{}: ReLU", isa.name());
+        }
+        // The largest sums: k = 4096 products of 127 * 127 (plus the shift's 128 * 127 each)
+        // stay inside i32; ones times ones give k.
+        let k = 4096;
+        let packed = PackedI8::from_weight(&vec![1.0; 3 * k], 3, k);
+        for isa in available() {
+            let mut c = [0.0f32; 6];
+            gemm(
+                isa,
+                2,
+                &vec![1.0; 2 * k],
+                k,
+                &packed,
+                &mut c,
+                3,
+                &Epilogue::default(),
+            );
+            for x in c {
+                assert!((x - k as f32).abs() < 1e-3, "{}: {x} vs {k}", isa.name());
+            }
+        }
     }
 
     #[test]
@@ -1216,7 +1272,7 @@ mod tests {
     #[test]
     fn simd_quantization_equals_the_scalar_form() {
         if !Isa::Avx512.available() {
-            eprintln!("int8: skipping the AVX-512 quantizer (no AVX-512 here)");
+            crate::report_skip("int8 AVX-512 quantizer: this CPU lacks AVX-512");
             return;
         }
         let (m, k) = (40, 77);

@@ -301,3 +301,11 @@ macro_rules! multiversion {
     }};
 }
 pub(crate) use multiversion;
+
+/// Tells the person running the tests that a kernel was not exercised: written straight to
+/// stderr (the test harness captures `eprintln!`), so `cargo test` shows it on a passing run.
+#[cfg(test)]
+pub(crate) fn report_skip(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}");
+}
