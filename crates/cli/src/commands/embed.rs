@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use adalbert_model::backbone::{cls_pool, mean_pool};
 use adalbert_model::tokenizer::{TextInput, Tokenizer, DEFAULT_MAX_LEN};
-use adalbert_model::{Backbone, Ctx};
+use adalbert_model::{Backbone, Ctx, Isa, Kernels};
 use adalbert_tasks::{load_dataset, Split};
 use anyhow::{bail, Context};
 
@@ -86,7 +86,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let kernels = backbone.inference_kernels();
     let rows = embed(&backbone, &tok, &texts, &args)?;
     if args.vs_fp32 {
-        backbone.set_kernels(super::Precision::Fp32.kernels());
+        // fp32 whatever ADALBERT_KERNELS says (under `int8`, `auto` would run int8 too): our
+        // fp32 kernels where the CPU has AVX-512, else candle's ops.
+        backbone.set_kernels(match Isa::detect() {
+            Isa::Portable => Kernels::Candle,
+            isa => Kernels::Isa(isa),
+        });
         let fp32_kernels = backbone.inference_kernels();
         let want = embed(&backbone, &tok, &texts, &args)?;
         let d = Drift::of(&rows, &want);

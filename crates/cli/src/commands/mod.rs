@@ -28,8 +28,23 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The backbone kernels this precision asks for.
+    /// The backbone kernels this precision asks for; says on stderr when int8 will run the
+    /// portable kernel (no VNNI or AMX here), which is slower than the fp32 kernels.
     pub fn kernels(self) -> Kernels {
+        if self == Precision::Int8 {
+            use adalbert_model::exec::{inference_path, InferencePath, Int8Isa};
+            if let InferencePath::Kernels {
+                precision: adalbert_model::exec::Precision::Int8(Int8Isa::Portable),
+                ..
+            } = inference_path(Kernels::Int8)
+            {
+                eprintln!(
+                    "note: --precision int8 runs the portable int8 kernel here (this CPU has no \
+                     AVX512-VNNI, AVX-VNNI or AMX-INT8, or ADALBERT_KERNELS asks for it): \
+                     expect it to be slower than fp32"
+                );
+            }
+        }
         match self {
             Precision::Fp32 => Kernels::Auto,
             Precision::Bf16 => Kernels::Bf16,
