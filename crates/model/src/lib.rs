@@ -54,7 +54,7 @@ pub use config::{Activation, EncoderConfig, Family};
 pub use error::{ModelError, Result};
 pub use exec::{Isa, Kernels, TrainKernels};
 pub use multitask::{LoadedTask, MultiTask, Prediction};
-pub use nn::Ctx;
+pub use nn::{Ctx, Recorded};
 pub use route::Route;
 pub use task_model::TaskModel;
 pub use weights::Weights;
