@@ -4,6 +4,10 @@
 //! (`G` = [`GAMMA`]), which SplitMix64 computes directly, so the mask is filled in parallel
 //! (and vectorized) with the values a serial draw would give. Integer arithmetic and exact
 //! conversions only, so every instruction set gives the same mask.
+//!
+//! The generator is `adalbert_core::rng`'s SplitMix64 (this leaf crate depends on no other
+//! adalbert crate, so it carries the step and output function itself; a test in the model
+//! crate checks that the two agree).
 
 use super::scratch::output_buffer;
 use super::{multiversion, par_rows, Isa};

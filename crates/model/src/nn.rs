@@ -10,6 +10,7 @@
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
+use adalbert_core::rng::SplitMix64;
 use adalbert_kernels::dropout;
 use candle_core::{Tensor, D};
 
@@ -55,7 +56,7 @@ impl Ctx {
         Self {
             train: false,
             dropout: 0.0,
-            rng: RefCell::new(SplitMix64(0)),
+            rng: RefCell::new(SplitMix64::new(0)),
             kernels: None,
             record: None,
         }
@@ -65,7 +66,7 @@ impl Ctx {
         Self {
             train: true,
             dropout,
-            rng: RefCell::new(SplitMix64(seed)),
+            rng: RefCell::new(SplitMix64::new(seed)),
             kernels: TrainKernels::detect(),
             record: None,
         }
@@ -155,8 +156,8 @@ impl Ctx {
     /// serial draw would give ([`dropout::mask`]); the generator then advances by `n` steps.
     fn dropout_mask(&self, n: usize) -> Vec<f32> {
         let mut rng = self.rng.borrow_mut();
-        let base = rng.0;
-        rng.0 = base.wrapping_add((n as u64).wrapping_mul(dropout::GAMMA));
+        let base = rng.state();
+        rng.skip(n as u64);
         drop(rng);
         let isa = self.kernels.map_or_else(default_isa, |k| k.isa);
         dropout::mask(isa, base, self.dropout, n)
@@ -184,18 +185,6 @@ impl Ctx {
         } else {
             Ok(candle_nn::ops::softmax_last_dim(input)?)
         }
-    }
-}
-
-/// The state of the dropout masks' SplitMix64 stream (its step and output function are
-/// [`dropout::GAMMA`] and [`dropout::mix`]).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    #[cfg(test)]
-    fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(dropout::GAMMA);
-        dropout::unit_f32(dropout::mix(self.0))
     }
 }
 
@@ -345,6 +334,21 @@ mod tests {
     use candle_core::Device;
 
     #[test]
+    fn the_kernels_dropout_stream_is_the_core_generator() {
+        // The kernels crate depends on no other crate, so it carries SplitMix64's step and
+        // output function itself; they must stay the ones of `adalbert_core::rng`.
+        assert_eq!(dropout::GAMMA, SplitMix64::GAMMA);
+        for (state, i) in [(0u64, 0u64), (11, 5), (u64::MAX, 1_000_000)] {
+            let z = state.wrapping_add((i + 1).wrapping_mul(dropout::GAMMA));
+            assert_eq!(dropout::mix(z), SplitMix64::at(state, i));
+            assert_eq!(
+                dropout::unit_f32(dropout::mix(z)),
+                SplitMix64::unit_f32(SplitMix64::at(state, i))
+            );
+        }
+    }
+
+    #[test]
     fn dropout_is_seeded_and_scales_kept_values() {
         let x = Tensor::ones((4, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
         let a = Ctx::train(0.5, 7)
@@ -379,13 +383,19 @@ mod tests {
         let (n1, n2) = (100_003, 77);
         let a = ctx.dropout_mask(n1);
         let b = ctx.dropout_mask(n2);
-        let mut rng = SplitMix64(11);
+        let mut rng = SplitMix64::new(11);
         let keep = 1.0 / (1.0 - 0.3f32);
         let serial: Vec<f32> = (0..n1 + n2)
-            .map(|_| if rng.next_f32() < 0.3 { 0.0 } else { keep })
+            .map(|_| {
+                if SplitMix64::unit_f32(rng.next_u64()) < 0.3 {
+                    0.0
+                } else {
+                    keep
+                }
+            })
             .collect();
         assert_eq!(a, serial[..n1]);
         assert_eq!(b, serial[n1..]);
-        assert_eq!(ctx.rng.borrow().0, rng.0);
+        assert_eq!(ctx.rng.borrow().state(), rng.state());
     }
 }
