@@ -54,7 +54,10 @@ fn check_no_leak(data: &Path, seed: u64) -> usize {
         .filter(|s| held_out.contains(*s))
         .take(3)
         .collect();
-    assert!(leaked.is_empty(), "held-out sentences in the corpus: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "held-out sentences in the corpus: {leaked:?}"
+    );
     let unique: HashSet<&String> = corpus.sentences.iter().collect();
     assert_eq!(unique.len(), corpus.sentences.len(), "sentences are unique");
     let total: usize = corpus.sources.iter().map(|s| s.sentences).sum();

@@ -512,7 +512,13 @@ fn attention_kl_matches_candle_log_softmax_and_its_gradient() {
     .unwrap();
     // Padding queries (the last 3 of the second sequence) do not count; the rest weigh 1/10.
     let weights: Vec<f32> = (0..b * s)
-        .map(|i| if i / s == 1 && i % s >= s - 3 { 0.0 } else { 0.1 })
+        .map(|i| {
+            if i / s == 1 && i % s >= s - 3 {
+                0.0
+            } else {
+                0.1
+            }
+        })
         .collect();
     let w = Tensor::from_vec(weights.clone(), (b, 1, s, 1), &Device::Cpu).unwrap();
     for isa in isas() {
@@ -520,7 +526,12 @@ fn attention_kl_matches_candle_log_softmax_and_its_gradient() {
         let split = |i: usize| {
             let h = heads * d;
             let t = qkv.as_tensor().narrow(2, i * h, h).unwrap();
-            t.reshape((b, s, heads, d)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap()
+            t.reshape((b, s, heads, d))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
         };
         let scale = 1.0 / (d as f32).sqrt();
         let scores = (split(0).matmul(&split(1).t().unwrap()).unwrap() * scale as f64)
@@ -534,8 +545,16 @@ fn attention_kl_matches_candle_log_softmax_and_its_gradient() {
             .sum_keepdim(D::Minus1)
             .unwrap();
         let want = per_row.broadcast_mul(&w).unwrap().sum_all().unwrap();
-        let got = attention_kl(qkv.as_tensor(), &mask, &target, weights.clone(), heads, scale, isa)
-            .unwrap();
+        let got = attention_kl(
+            qkv.as_tensor(),
+            &mask,
+            &target,
+            weights.clone(),
+            heads,
+            scale,
+            isa,
+        )
+        .unwrap();
         assert_close(&got, &want, 1e-4, 1e-5, "attention KL");
         let gw = (&want * 3.0).unwrap().backward().unwrap();
         let gg = (&got * 3.0).unwrap().backward().unwrap();

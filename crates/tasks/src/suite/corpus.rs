@@ -48,7 +48,11 @@ pub fn distillation_corpus(data_dir: &Path, split_seed: u64) -> Result<Corpus> {
     let held_out: HashSet<String> = held_out_sentences(data_dir, split_seed)?
         .into_iter()
         .collect();
-    let vader = |stem: &str| data_dir.join("vader").join(format!("{stem}_GroundTruth.txt"));
+    let vader = |stem: &str| {
+        data_dir
+            .join("vader")
+            .join(format!("{stem}_GroundTruth.txt"))
+    };
     let snippets = |stem: &str, whole: bool| -> Result<Vec<String>> {
         let rows = vader::read(&vader(stem))?;
         let rows = if whole {
@@ -152,9 +156,12 @@ pub fn sentences(text: &str) -> Vec<String> {
         let ends = word
             .trim_end_matches(['"', '\'', ')', ']', '\u{201d}', '\u{2019}'])
             .ends_with(['.', '!', '?']);
-        let next_starts = words.get(i + 1).and_then(|w| w.chars().next()).is_some_and(|c| {
-            c.is_uppercase() || c.is_ascii_digit() || matches!(c, '"' | '\'' | '\u{201c}')
-        });
+        let next_starts = words
+            .get(i + 1)
+            .and_then(|w| w.chars().next())
+            .is_some_and(|c| {
+                c.is_uppercase() || c.is_ascii_digit() || matches!(c, '"' | '\'' | '\u{201c}')
+            });
         if ends && next_starts {
             out.push(std::mem::take(&mut current));
             chars = 0;
