@@ -399,6 +399,7 @@ impl FastEncoder {
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward_inner(
         &self,
         backbone: &Backbone,
