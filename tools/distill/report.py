@@ -73,7 +73,8 @@ def main():
     L.append("**What this does not show.** One short run (a " + stop_text + " budget on a shared 2-core CPU), "
              "one seed, no downstream (adapter) accuracy, no 1-vs-2-group or E ablation *after* training "
              "(other E appear only as SVD errors), no comparison with PyTorch speed. The student is far from "
-             "converged; the numbers measure the starting point and the first minutes of distillation.")
+             "converged; the numbers measure the starting point and the first minutes of distillation. The CPU was "
+             "shared with other builds and jobs, so steps and tokens/s are lower bounds for this machine.")
     L.append("")
     L.append("## Setup")
     L.append("")
@@ -94,8 +95,11 @@ def main():
              f"cosine {rec['weights']['cosine']}; seed {r['seed']}.")
     L.append(f"- Ran {r['steps']} steps, {r['tokens_seen']:,} tokens in {r['train_seconds']:.0f} s "
              f"({r['tokens_seen'] / max(r['train_seconds'], 1e-9):.0f} tokens/s).")
-    L.append(f"- Held out: {r['held_out']['sentences']} sentences of the offline suite's dev/test splits "
-             "(never in the corpus).")
+    if corpus.get("kind") == "suite":
+        L.append(f"- Held out: {r['held_out']['sentences']} sentences (a seeded sample) of the offline suite's "
+                 f"dev/test splits for split seed {corpus.get('split_seed')}; none is in the corpus.")
+    else:
+        L.append(f"- Held out: {r['held_out']['sentences']} sentences given with `--held-out`.")
     L.append("")
     L.append("## Factorized embedding: truncated SVD of the word table")
     L.append("")
