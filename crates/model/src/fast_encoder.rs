@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use adalbert_kernels::act::Act;
-use adalbert_kernels::attention::{attention, attention_bf16, AttentionShape};
+use adalbert_kernels::attention::{attention, attention_bf16, train_forward, AttentionShape};
 use adalbert_kernels::bf16::{self, PackedBf16};
 use adalbert_kernels::gemm::{gemm, gemm_norm, gemm_serial, Epilogue, PackedB, RowNorm};
 use adalbert_kernels::int8::{self, Int8Isa, PackedI8};
@@ -30,7 +30,7 @@ use crate::backbone::Backbone;
 use crate::error::{ModelError, Result};
 use crate::exec::{describe, inference_path, InferencePath, Kernels};
 use crate::exec::{kernel_act, Bf16Isa, Precision};
-use crate::nn::{LayerNorm, Linear};
+use crate::nn::{Ctx, LayerNorm, Linear, Recorded};
 
 /// Runs `f` on a tensor's f32 values without copying them when it is a contiguous f32 CPU
 /// tensor (copying otherwise).
@@ -291,6 +291,15 @@ const TASK_PACK_CAP: usize = 4096;
 /// One task's rows: `(first token row, token rows, task)`.
 type Part<'a> = (usize, usize, Option<&'a TaskParams>);
 
+/// Where one layer application runs: the batch's shape, its tasks and which application.
+#[derive(Clone, Copy)]
+struct LayerStep<'a> {
+    batch: usize,
+    seq: usize,
+    parts: &'a [Part<'a>],
+    application: usize,
+}
+
 impl FastEncoder {
     /// Packs the backbone's weights. Refuses a backbone whose weights are trainable variables (full
     /// fine-tuning): a packed copy would go stale at the next optimizer step.
@@ -352,7 +361,8 @@ impl FastEncoder {
         })
     }
 
-    /// The last hidden state `[B, S, H]` (the caller has validated the inputs).
+    /// The last hidden state `[B, S, H]` (the caller has validated the inputs); records
+    /// hidden states and attention probabilities where `ctx` asks ([`Ctx::recording`]).
     pub(crate) fn forward(
         &self,
         backbone: &Backbone,
@@ -360,6 +370,7 @@ impl FastEncoder {
         token_type_ids: &Tensor,
         attention_mask: &Tensor,
         parts: &[Part],
+        ctx: &Ctx,
     ) -> Result<Tensor> {
         let mut bufs = self
             .buffers
@@ -367,6 +378,8 @@ impl FastEncoder {
             .ok()
             .and_then(|mut b| b.take())
             .unwrap_or_default();
+        // Recorded here and handed to `ctx` after: the context is not `Sync`.
+        let mut record = ctx.is_recording().then(Recorded::default);
         // Run on the rayon pool so the parallel kernels split work with a warm worker.
         let out = rayon::scope(|_| {
             self.forward_inner(
@@ -376,14 +389,22 @@ impl FastEncoder {
                 attention_mask,
                 parts,
                 &mut bufs,
+                record.as_mut(),
             )
         });
+        if let Some(mut rec) = record {
+            ctx.record(|r| {
+                r.hidden_states.append(&mut rec.hidden_states);
+                r.attentions.append(&mut rec.attentions);
+            });
+        }
         if let Ok(mut b) = self.buffers.lock() {
             *b = Some(bufs);
         }
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward_inner(
         &self,
         backbone: &Backbone,
@@ -392,6 +413,7 @@ impl FastEncoder {
         attention_mask: &Tensor,
         parts: &[Part],
         bufs: &mut Buffers,
+        mut record: Option<&mut Recorded>,
     ) -> Result<Tensor> {
         let isa = self.isa;
         let c = &backbone.config;
@@ -446,26 +468,42 @@ impl FastEncoder {
             None => emb,
         };
 
+        let hidden = |x: &[f32]| Tensor::from_vec(x.to_vec(), (batch, seq, h), &Device::Cpu);
+        if let Some(r) = record.as_deref_mut() {
+            r.hidden_states.push(hidden(&x)?);
+        }
         for application in 0..c.shape.applications() {
             let (group, j) = c.shape.stored_layer(application);
             let layer = &self.groups[group][j];
-            self.layer(layer, &mut x, &mask, batch, seq, parts, application, bufs)?;
+            let step = LayerStep {
+                batch,
+                seq,
+                parts,
+                application,
+            };
+            self.layer(layer, &mut x, &mask, step, bufs, record.as_deref_mut())?;
+            if let Some(r) = record.as_deref_mut() {
+                r.hidden_states.push(hidden(&x)?);
+            }
         }
         Ok(Tensor::from_vec(x, (batch, seq, h), &Device::Cpu)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn layer(
         &self,
         l: &FastLayer,
         x: &mut [f32],
         mask: &[f32],
-        batch: usize,
-        seq: usize,
-        parts: &[Part],
-        application: usize,
+        step: LayerStep,
         bufs: &mut Buffers,
+        record: Option<&mut Recorded>,
     ) -> Result<()> {
+        let LayerStep {
+            batch,
+            seq,
+            parts,
+            application,
+        } = step;
         let isa = self.isa;
         let tokens = batch * seq;
         let h = l.heads * l.head_dim;
@@ -495,6 +533,17 @@ impl FastEncoder {
         // share of the work (S / (6 H) of the linear layers' at S tokens), and their
         // operands change per head, so quantizing them would cost a pass per head.
         match self.precision {
+            // The probabilities exist only inside the inference kernel: a recording pass
+            // takes the training forward, which returns them.
+            _ if record.is_some() => {
+                let scale = 1.0 / (l.head_dim as f32).sqrt();
+                let (out, probs) = train_forward(isa, qkv, mask, shape, scale, None);
+                context.copy_from_slice(&out);
+                let probs = Tensor::from_vec(probs, (batch, l.heads, seq, seq), &Device::Cpu)?;
+                if let Some(r) = record {
+                    r.attentions.push(probs);
+                }
+            }
             Precision::Bf16(Bf16Isa::Amx) => attention_bf16(isa, qkv, mask, shape, context),
             _ => attention(isa, qkv, mask, shape, context),
         }

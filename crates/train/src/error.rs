@@ -16,6 +16,10 @@ pub enum TrainError {
         "stopped after {epochs_done} epoch(s); run state kept in {state}: continue with --resume"
     )]
     Interrupted { epochs_done: usize, state: String },
+    #[error(
+        "stopped after {steps_done} distillation step(s); run state kept in {state}: continue with --resume"
+    )]
+    DistillInterrupted { steps_done: usize, state: String },
     #[error("cannot resume from {path}: {reason}")]
     Resume { path: String, reason: String },
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 pub mod bench;
 pub mod compress;
+pub mod distill;
 pub mod dse;
 pub mod embed;
 pub mod eval;
