@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/adalbert
 MODEL := assets/minilm
 
-.PHONY: assets build test lint demo bench bench-serve clean-assets results-adapters results-hardware results-compression
+.PHONY: assets build test test-slurm lint demo bench bench-serve clean-assets results-adapters results-hardware results-compression results-distill
 
 assets:
 	scripts/fetch-assets
@@ -13,6 +13,13 @@ build:
 
 test: assets
 	$(CARGO) test --workspace --release
+
+# The tiny study on a real one-node Slurm cluster started here (root; installs slurm-wlm and
+# munge with apt-get if missing): 3 shards + merge through deploy/slurm, compared with one
+# process. See scripts/test-slurm.
+test-slurm: build
+	$(CARGO) build --release -p adalbert-experiment --example tiny_study
+	scripts/test-slurm
 
 lint:
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
@@ -33,8 +40,12 @@ results-adapters: assets build
 	sed 's/fig_adapter_size.svg/adapters_size.svg/' runs/adapters/report/report.md > results/adapters.md
 	cp runs/adapters/report/fig_adapter_size.svg results/adapters_size.svg
 
+# The accuracy joined to energy is the post-training compression study (results/compression.csv,
+# all-MiniLM-L6-v2 subsets), until the study of adapter sizes and plans writes its own CSV.
 results-hardware: build
-	$(BIN) simulate --report results/
+	$(BIN) simulate --report results/ --accuracy results/compression.csv \
+		--accuracy-backbone minilm --accuracy-adapter houlsby:64 \
+		--accuracy-note "the post-training compression study (results/compression.md): houlsby:64 bundles on all-MiniLM-L6-v2, evaluated on the first 300 dev examples of three offline-suite tasks (bbc-topic has 222), dev metric, not GLUE. It is a first figure from subsets, not the final study of adapter sizes and plans."
 
 # Issue 4's study: houlsby:64 bundles (trained here if missing, on subsets) evaluated on the
 # compressed all-MiniLM-L6-v2; sweep in configs/compression/minilm.toml.
@@ -48,6 +59,15 @@ results-compression: assets build
 			--out runs/bundles/$$t.bundle.safetensors || exit 1; \
 	done
 	$(BIN) compress --sweep configs/compression/minilm.toml --resume
+
+# Issue 14: all-MiniLM-L6-v2 distilled into a shared-layer ALBERT (E 128, one group applied
+# 6 times) on the fetched corpus for DISTILL_MINUTES, then results/distill.md from its distill.json.
+DISTILL_MINUTES ?= 15
+DISTILL_CMD = $(BIN) distill --teacher $(MODEL) --out runs/distill/minilm-e128 --embedding-size 128 \
+	--applications 6 --time-budget $(DISTILL_MINUTES) --warmup-steps 30 --seed 42 --force
+results-distill: assets build
+	$(DISTILL_CMD)
+	python3 tools/distill/report.py runs/distill/minilm-e128 results/distill.md "make results-distill ($(DISTILL_CMD))"
 
 # Accuracy of each inference path is reported for the task bundles `make results-compression`
 # trains (runs/bundles/), when they exist; BENCH_BUNDLE overrides the list.

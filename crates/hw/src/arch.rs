@@ -161,6 +161,16 @@ pub struct MemoriesSpec {
     pub min_parallel_banks: Num,
 }
 
+/// Raw `[power]` section: which power-management features the chip has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerFeatures {
+    /// Idle RRAM arrays are power gated (non-volatile: no data is lost).
+    pub rram_power_gating: bool,
+    /// Idle SRAM and buffers sit in a low-voltage retention mode.
+    pub sram_retention: bool,
+}
+
 /// The architecture file as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -174,6 +184,7 @@ pub struct ArchSpec {
     pub sfu_ops: SfuSpec,
     pub buffers: BufferSpec,
     pub memories: MemoriesSpec,
+    pub power: PowerFeatures,
 }
 
 /// Per-element energies of the special functions at the chip's node, pJ.
@@ -213,6 +224,10 @@ pub struct Accelerator {
     pub mask_in_slc: bool,
     /// Main memories serve at least this many banks in parallel.
     pub min_parallel_banks: f64,
+    /// Idle RRAM arrays are power gated.
+    pub rram_power_gating: bool,
+    /// Idle SRAM and buffers sit in retention mode.
+    pub sram_retention: bool,
     /// Energy factor applied to the 45 nm figures.
     pub energy_scale: f64,
     /// Area factor applied to the 45 nm figures.
@@ -325,6 +340,8 @@ impl Accelerator {
             min_parallel_banks: m
                 .min_parallel_banks
                 .positive(origin, "memories.min_parallel_banks")?,
+            rram_power_gating: spec.power.rram_power_gating,
+            sram_retention: spec.power.sram_retention,
             energy_scale,
             area_scale,
             spec,

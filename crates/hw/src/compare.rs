@@ -1,13 +1,13 @@
-//! Side-by-side comparison of every policy for N = 1..max tasks, with ratios against the two
-//! baselines (`albert-dram`, `albert-sram`).
+//! Side-by-side comparison of every policy for a list of task counts N, with ratios against the
+//! two baselines (`albert-dram`, `albert-sram`), and where adapter-hetero stops winning.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::scenario::Scenario;
-use crate::sim::PolicyReport;
-use crate::spec::{Policy, TaskStore};
+use crate::sim::{PolicyReport, RequestCost};
+use crate::spec::{Policy, TaskStore, Usage};
 
 /// One policy at one task count: per-request figures, or why it could not be mapped.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -15,8 +15,9 @@ pub struct CompareRow {
     pub n_tasks: u64,
     pub policy: Policy,
     pub report: Option<PolicyReport>,
+    pub request: Option<RequestCost>,
     pub error: Option<String>,
-    /// Energy per request (inference + amortised switch), pJ.
+    /// Energy per request (inference + amortised switch + idle time), pJ.
     pub energy_pj: f64,
     /// Latency per request (inference + amortised switch), ns.
     pub latency_ns: f64,
@@ -26,18 +27,35 @@ pub struct CompareRow {
     pub vs_sram: Option<[f64; 3]>,
 }
 
-/// Every policy for N = 1..=max_tasks; a switch every `requests_per_switch` requests.
+/// Every policy for N = 1..=max_tasks, back to back, a switch every `requests_per_switch`
+/// requests.
 pub fn compare(
     scenario: &Scenario,
     max_tasks: u64,
     store: TaskStore,
     requests_per_switch: f64,
 ) -> Vec<CompareRow> {
+    let ns: Vec<u64> = (1..=max_tasks).collect();
+    compare_at(
+        scenario,
+        &ns,
+        store,
+        &Usage::back_to_back(requests_per_switch),
+    )
+}
+
+/// Every policy at each task count of `ns`, under `usage`.
+pub fn compare_at(
+    scenario: &Scenario,
+    ns: &[u64],
+    store: TaskStore,
+    usage: &Usage,
+) -> Vec<CompareRow> {
     let mut rows = Vec::new();
-    for n in 1..=max_tasks {
+    for &n in ns {
         let start = rows.len();
         for policy in Policy::ALL {
-            rows.push(row(scenario, policy, n, store, requests_per_switch));
+            rows.push(row(scenario, policy, n, store, usage));
         }
         let figures = |p: Policy| {
             rows[start..]
@@ -55,27 +73,80 @@ pub fn compare(
     rows
 }
 
+/// Where a policy stops beating a baseline on one metric as N grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "n")]
+pub enum Crossover {
+    /// Better for no N of the range (not even N = 1).
+    Never,
+    /// Better for every N up to this one, not at the next.
+    UpTo(u64),
+    /// Better at every N of the range.
+    Always,
+}
+
+impl Crossover {
+    /// From `better[i]`, whether the policy wins at N = i + 1 (the first N it loses ends it).
+    pub fn from_wins(better: impl IntoIterator<Item = bool>) -> Self {
+        let mut last = 0;
+        for (i, b) in better.into_iter().enumerate() {
+            if !b {
+                return if i == 0 {
+                    Crossover::Never
+                } else {
+                    Crossover::UpTo(last)
+                };
+            }
+            last = i as u64 + 1;
+        }
+        Crossover::Always
+    }
+
+    /// A plain statement: "for every N up to 64", "for N <= 3", "for no N".
+    pub fn describe(&self, max_n: u64) -> String {
+        match self {
+            Crossover::Never => "for no N".into(),
+            Crossover::UpTo(n) => format!("for N <= {n} (not from N = {})", n + 1),
+            Crossover::Always => format!("for every N up to {max_n}"),
+        }
+    }
+
+    /// The last winning N (0 for never, `max_n` for always): a number to take ranges of.
+    pub fn last_win(&self, max_n: u64) -> u64 {
+        match self {
+            Crossover::Never => 0,
+            Crossover::UpTo(n) => *n,
+            Crossover::Always => max_n,
+        }
+    }
+}
+
 fn ratio(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     [a[0] / b[0], a[1] / b[1], a[2] / b[2]]
 }
 
-fn row(scenario: &Scenario, policy: Policy, n: u64, store: TaskStore, rps: f64) -> CompareRow {
+fn row(scenario: &Scenario, policy: Policy, n: u64, store: TaskStore, usage: &Usage) -> CompareRow {
     match scenario.run(policy, n, store) {
-        Ok(r) => CompareRow {
-            n_tasks: n,
-            policy,
-            energy_pj: r.energy_per_request(rps),
-            latency_ns: r.latency_per_request(rps),
-            area_mm2: r.area_mm2,
-            report: Some(r),
-            error: None,
-            vs_dram: None,
-            vs_sram: None,
-        },
+        Ok(r) => {
+            let q = r.request(usage);
+            CompareRow {
+                n_tasks: n,
+                policy,
+                energy_pj: q.energy_pj,
+                latency_ns: q.latency_ns,
+                area_mm2: r.area_mm2,
+                report: Some(r),
+                request: Some(q),
+                error: None,
+                vs_dram: None,
+                vs_sram: None,
+            }
+        }
         Err(e) => CompareRow {
             n_tasks: n,
             policy,
             report: None,
+            request: None,
             error: Some(e.to_string()),
             energy_pj: f64::NAN,
             latency_ns: f64::NAN,
@@ -125,8 +196,9 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
     s
 }
 
-/// A human-readable table of one policy report.
-pub fn report_table(r: &PolicyReport, requests_per_switch: f64) -> String {
+/// A human-readable table of one policy report under `usage`.
+pub fn report_table(r: &PolicyReport, usage: &Usage) -> String {
+    let q = r.request(usage);
     let e = &r.energy;
     let o = &r.occupancy;
     let mut s = String::new();
@@ -151,7 +223,6 @@ pub fn report_table(r: &PolicyReport, requests_per_switch: f64) -> String {
         ("  SRAM reads", e.sram_read),
         ("  SRAM writes", e.sram_write),
         ("  RRAM reads", e.rram_read),
-        ("  DRAM", e.dram),
         ("  leakage", e.leakage),
     ] {
         line(k, format!("{:.3}", v / 1e6));
@@ -165,22 +236,52 @@ pub fn report_table(r: &PolicyReport, requests_per_switch: f64) -> String {
         ),
     );
     line("MACs / inference (G)", format!("{:.3}", r.macs / 1e9));
-    line("on-chip leakage (mW)", format!("{:.2}", r.leakage_mw));
+    line("on-chip leakage, busy (mW)", format!("{:.2}", r.leakage_mw));
     line(
-        "task switch (uJ, ms, MB from DRAM)",
+        "task switch (uJ, ms, MB, from)",
         format!(
-            "{:.3}, {:.4}, {:.3}",
+            "{:.3}, {:.4}, {:.3}, {:?}",
             r.switch.energy_pj / 1e6,
             r.switch.latency_ns / 1e6,
-            r.switch.dram_bits / 8e6
+            r.switch.bits / 8e6,
+            r.switch.source
+        ),
+    );
+    line(
+        "idle power (mW): SRAM, RRAM, tasks",
+        format!(
+            "{:.2}, {:.2}{}, {:.2}; DRAM self-refresh {:.2} ({} dies)",
+            r.idle.sram_mw,
+            r.idle.rram_mw,
+            if r.idle.gating {
+                " (gated when idle)"
+            } else {
+                ""
+            },
+            r.idle.rram_tasks_mw,
+            r.idle.dram_self_refresh_mw,
+            r.idle.dram_dies
         ),
     );
     line(
         "energy / request (uJ)",
         format!(
-            "{:.3} (switch every {requests_per_switch} requests)",
-            r.energy_per_request(requests_per_switch) / 1e6
+            "{:.3} (switch every {} requests, {}; idle {:.3} ms, {:.3} uJ{})",
+            q.energy_pj / 1e6,
+            usage.requests_per_switch,
+            usage.rate_label(),
+            q.idle_ns / 1e6,
+            q.idle_pj / 1e6,
+            if q.saturated {
+                "; SATURATED: requests arrive faster than served"
+            } else {
+                ""
+            }
         ),
+    );
+    line(
+        "latency / request (ms)",
+        format!("{:.4}", q.latency_ns / 1e6),
     );
     line(
         "area (mm2)",
@@ -205,6 +306,10 @@ pub fn report_table(r: &PolicyReport, requests_per_switch: f64) -> String {
             o.rram_mask_bytes / 1e6,
             o.rram_cells / 1e6
         ),
+    );
+    line(
+        "RRAM task array (MB of task data)",
+        format!("{:.3}", o.rram_task_bytes / 1e6),
     );
     line("DRAM (MB)", format!("{:.3}", o.dram_bytes / 1e6));
     s

@@ -22,7 +22,7 @@ use crate::error::{field_err, Result};
 use crate::mapping::{Mapping, Platform};
 use crate::memory::MemoryTable;
 use crate::sim::evaluate;
-use crate::spec::{Policy, StoragePlan, TaskStore};
+use crate::spec::{Policy, StoragePlan, TaskStore, Usage};
 use crate::workload::{Workload, WorkloadSpec};
 
 /// A design space as written in TOML (see `configs/hw/dse-example.toml`).
@@ -58,6 +58,9 @@ pub struct SpaceFile {
     #[serde(default = "default_task_store")]
     pub task_store: String,
     pub requests_per_switch: f64,
+    /// Requests per second (absent: back to back).
+    #[serde(default)]
+    pub rate_per_s: Option<f64>,
 }
 
 fn default_sharing() -> String {
@@ -96,6 +99,7 @@ pub struct Space {
     pub workloads: Vec<(AdapterSpec, StoragePlan, Workload, Workload)>,
     pub policies: Vec<Policy>,
     pub task_store: TaskStore,
+    pub usage: Usage,
 }
 
 impl Space {
@@ -117,6 +121,9 @@ impl Space {
         let sharing: Sharing = file.sharing.parse()?;
         let task_store: TaskStore = file.task_store.parse()?;
         nonempty(origin, &file)?;
+        crate::scenario::check_workload(origin, &model, file.seq_len, file.num_labels)?;
+        let usage = Usage::new(file.requests_per_switch, file.rate_per_s)
+            .map_err(|e| field_err(origin, "requests_per_switch/rate_per_s", e.to_string()))?;
         let plans = PlanGrid {
             plans: file.plans.clone(),
             formats: file.formats.clone(),
@@ -185,6 +192,7 @@ impl Space {
             workloads,
             policies,
             task_store,
+            usage,
         })
     }
 
@@ -225,10 +233,10 @@ impl Space {
         };
         if let Ok(mapping) = Mapping::new(platform, workload, policy, n_tasks, self.task_store) {
             let r = evaluate(platform, workload, &mapping);
-            let rps = self.file.requests_per_switch;
+            let q = r.request(&self.usage);
             p.feasible = true;
-            p.energy_pj = r.energy_per_request(rps);
-            p.latency_ns = r.latency_per_request(rps);
+            p.energy_pj = q.energy_pj;
+            p.latency_ns = q.latency_ns;
             p.area_mm2 = r.area_mm2;
             p.switch_pj = r.switch.energy_pj;
         }
@@ -267,9 +275,6 @@ fn nonempty(origin: &str, f: &SpaceFile) -> Result<()> {
             "tasks/mac_array/seq_len/num_labels",
             "values > 0",
         ));
-    }
-    if f.requests_per_switch.is_nan() || f.requests_per_switch <= 0.0 {
-        return Err(field_err(origin, "requests_per_switch", "a value > 0"));
     }
     Ok(())
 }

@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accuracy;
 pub mod arch;
 pub mod compare;
 pub mod dse;
@@ -28,6 +29,7 @@ pub mod memory;
 pub mod plot;
 pub mod report;
 pub mod scenario;
+pub mod sensitivity;
 pub mod sim;
 pub mod sourced;
 pub mod spec;
@@ -39,6 +41,6 @@ pub use error::{HwError, Result};
 pub use mapping::{Mapping, Platform};
 pub use memory::MemoryTable;
 pub use scenario::{Defaults, Scenario};
-pub use sim::{run_schedule, simulate, PolicyReport};
-pub use spec::{Policy, StoragePlan, TaskStore};
+pub use sim::{run_schedule, simulate, PolicyReport, RequestCost};
+pub use spec::{Policy, StoragePlan, TaskStore, Usage};
 pub use workload::{Workload, WorkloadSpec};

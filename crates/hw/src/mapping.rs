@@ -3,7 +3,8 @@
 //!
 //! Capacities: a memory marked "auto" is sized to exactly what the policy needs (each policy on
 //! the smallest chip that runs it); a fixed capacity models one shared chip: it is checked, and
-//! its full area and leakage are charged even when a policy leaves it empty (no power gating).
+//! its full area and leakage are charged even when a policy leaves it empty (SRAM is volatile and
+//! not gated; an idle RRAM array may be, see `sim`).
 
 use serde::Serialize;
 
@@ -85,6 +86,19 @@ pub enum BackboneHome {
     Rram,
 }
 
+/// Where a task switch copies the incoming task's tensors from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchSource {
+    /// Nothing moves (every task resident in SRAM, or one task).
+    #[default]
+    None,
+    /// The task's copy in the RRAM task array.
+    Rram,
+    /// Off-chip DRAM.
+    Dram,
+}
+
 /// A policy's placement for N tasks and the memories that hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Mapping {
@@ -94,20 +108,39 @@ pub struct Mapping {
     pub backbone_home: BackboneHome,
     /// Bits placed in SRAM (models or backbone, task tensors, activations).
     pub sram_used_bits: f64,
-    /// RRAM value bits (MLC) and mask bits (SLC when `mask_in_slc`).
+    /// RRAM value bits (MLC) and mask bits (SLC when `mask_in_slc`) of the backbone.
     pub rram_value_bits: f64,
     pub rram_mask_bits: f64,
+    /// Task-specific bits kept in the RRAM task array (task store `rram`).
+    pub rram_task_bits: f64,
     /// Bits kept off-chip.
     pub dram_bits: f64,
-    /// Bits loaded from DRAM on every task switch.
+    /// Bits copied into SRAM on every task switch, and from where.
     pub switch_bits: f64,
+    pub switch_source: SwitchSource,
     pub sram: MemoryModel,
     pub rram_values: MemoryModel,
     pub rram_mask: MemoryModel,
+    /// The RRAM array holding every task's task-specific tensors (task store `rram`).
+    pub rram_tasks: MemoryModel,
+}
+
+/// Bits a placement puts in each memory.
+struct Placement {
+    sram: f64,
+    rram_values: f64,
+    rram_mask: f64,
+    rram_tasks: f64,
+    dram: f64,
+    switch: f64,
+    source: SwitchSource,
+    home: BackboneHome,
 }
 
 impl Mapping {
-    /// Place `workload` for `n_tasks` tasks under `policy` on `platform`.
+    /// Place `workload` for `n_tasks` tasks under `policy` on `platform`. The task store
+    /// applies to the adapter policies; the baselines keep their fine-tuned models where the
+    /// policy says (albert-dram in DRAM, albert-sram in SRAM).
     pub fn new(
         platform: &Platform,
         workload: &Workload,
@@ -115,91 +148,130 @@ impl Mapping {
         n_tasks: u64,
         task_store: TaskStore,
     ) -> Result<Self> {
-        let t = &workload.totals;
-        let n = n_tasks.max(1) as f64;
-        let backbone = t.backbone_value_bits + t.backbone_mask_bits;
-        let model = backbone + t.task_bits;
-        let resident_tasks = if task_store == TaskStore::OnChip {
-            n
-        } else {
-            1.0
-        };
-        let offchip_tasks = if task_store == TaskStore::Dram {
-            n * t.task_bits
-        } else {
-            0.0
-        };
-        let task_switch = if task_store == TaskStore::Dram {
-            t.task_bits
-        } else {
-            0.0
-        };
-        let (sram_used, rram_v, rram_m, dram, switch, home) = match policy {
-            Policy::AlbertDram => (
-                model + t.activation_bits,
-                0.0,
-                0.0,
-                n * model,
-                model,
-                BackboneHome::Sram,
-            ),
-            Policy::AlbertSram => (
-                n * model + t.activation_bits,
-                0.0,
-                0.0,
-                0.0,
-                0.0,
-                BackboneHome::Sram,
-            ),
-            Policy::AdapterSram => (
-                backbone + resident_tasks * t.task_bits + t.activation_bits,
-                0.0,
-                0.0,
-                offchip_tasks,
-                task_switch,
-                BackboneHome::Sram,
-            ),
-            Policy::AdapterHetero => {
-                let sram = resident_tasks * t.task_bits + t.activation_bits;
-                let (v, m) = if platform.arch.mask_in_slc {
-                    (t.backbone_value_bits, t.backbone_mask_bits)
-                } else {
-                    (backbone, 0.0)
-                };
-                (sram, v, m, offchip_tasks, task_switch, BackboneHome::Rram)
-            }
-        };
-        check_dram(platform, policy, dram)?;
-        let banks = platform.arch.min_parallel_banks;
-        let sram = size_sram(platform, policy, sram_used)?.with_min_parallel_banks(banks);
-        let bpc = workload.spec.plan.bits_per_cell;
-        let (values, mask) = size_rram(platform, policy, rram_v, rram_m, bpc)?;
-        let (rram_values, rram_mask) = (
-            values.with_min_parallel_banks(banks),
-            mask.with_min_parallel_banks(banks),
+        let p = place(
+            platform,
+            workload,
+            policy,
+            n_tasks.max(1) as f64,
+            task_store,
         );
+        check_dram(platform, policy, p.dram)?;
+        let banks = platform.arch.min_parallel_banks;
+        let sram = size_sram(platform, policy, p.sram)?.with_min_parallel_banks(banks);
+        let bpc = workload.spec.plan.bits_per_cell;
+        let (values, mask, tasks) = size_rram(
+            platform,
+            policy,
+            [p.rram_values, p.rram_mask, p.rram_tasks],
+            bpc,
+        )?;
         Ok(Mapping {
             policy,
             n_tasks,
             task_store,
-            backbone_home: home,
-            sram_used_bits: sram_used,
-            rram_value_bits: rram_v,
-            rram_mask_bits: rram_m,
-            dram_bits: dram,
-            switch_bits: switch,
+            backbone_home: p.home,
+            sram_used_bits: p.sram,
+            rram_value_bits: p.rram_values,
+            rram_mask_bits: p.rram_mask,
+            rram_task_bits: p.rram_tasks,
+            dram_bits: p.dram,
+            switch_bits: p.switch,
+            switch_source: p.source,
             sram,
-            rram_values,
-            rram_mask,
+            rram_values: values.with_min_parallel_banks(banks),
+            rram_mask: mask.with_min_parallel_banks(banks),
+            rram_tasks: tasks.with_min_parallel_banks(banks),
         })
     }
 
-    /// Total on-chip leakage, mW (buffers included).
-    pub fn leakage_mw(&self, platform: &Platform) -> f64 {
+    /// Leakage of the arrays powered during an inference, mW: SRAM, buffers and the backbone's
+    /// RRAM; the RRAM task array only when the chip does not power-gate it (it is read on
+    /// switches only).
+    pub fn busy_leakage_mw(&self, platform: &Platform) -> f64 {
+        let tasks = if platform.arch.rram_power_gating {
+            0.0
+        } else {
+            self.rram_tasks.leakage_mw
+        };
         self.sram.leakage_mw
             + self.rram_values.leakage_mw
             + self.rram_mask.leakage_mw
+            + tasks
             + platform.buffers.leakage_mw
+    }
+}
+
+fn place(
+    platform: &Platform,
+    workload: &Workload,
+    policy: Policy,
+    n: f64,
+    store: TaskStore,
+) -> Placement {
+    let t = &workload.totals;
+    let backbone = t.backbone_value_bits + t.backbone_mask_bits;
+    let model = backbone + t.task_bits;
+    // One task never switches, so its tensors simply stay in SRAM whatever the store.
+    let store = if n > 1.0 { store } else { TaskStore::Sram };
+    let (resident, rram_tasks, dram_tasks, source) = match store {
+        TaskStore::Sram => (n, 0.0, 0.0, SwitchSource::None),
+        TaskStore::Rram => (1.0, n * t.task_bits, 0.0, SwitchSource::Rram),
+        TaskStore::Dram => (1.0, 0.0, n * t.task_bits, SwitchSource::Dram),
+    };
+    let task_switch = if source == SwitchSource::None {
+        0.0
+    } else {
+        t.task_bits
+    };
+    let none = |sram, dram, switch, source| Placement {
+        sram,
+        rram_values: 0.0,
+        rram_mask: 0.0,
+        rram_tasks: 0.0,
+        dram,
+        switch,
+        source,
+        home: BackboneHome::Sram,
+    };
+    match policy {
+        Policy::AlbertDram => {
+            let source = if n > 1.0 {
+                SwitchSource::Dram
+            } else {
+                SwitchSource::None
+            };
+            let switch = if n > 1.0 { model } else { 0.0 };
+            none(model + t.activation_bits, n * model, switch, source)
+        }
+        Policy::AlbertSram => none(n * model + t.activation_bits, 0.0, 0.0, SwitchSource::None),
+        Policy::AdapterSram => Placement {
+            rram_tasks,
+            ..none(
+                backbone + resident * t.task_bits + t.activation_bits,
+                dram_tasks,
+                task_switch,
+                source,
+            )
+        },
+        Policy::AdapterHetero => {
+            let (v, m) = if platform.arch.mask_in_slc {
+                (t.backbone_value_bits, t.backbone_mask_bits)
+            } else {
+                (backbone, 0.0)
+            };
+            Placement {
+                rram_values: v,
+                rram_mask: m,
+                rram_tasks,
+                home: BackboneHome::Rram,
+                ..none(
+                    resident * t.task_bits + t.activation_bits,
+                    dram_tasks,
+                    task_switch,
+                    source,
+                )
+            }
+        }
     }
 }
 
@@ -234,43 +306,44 @@ fn size_sram(platform: &Platform, policy: Policy, used: f64) -> Result<MemoryMod
     }
 }
 
-/// Value array (b bits per cell) and mask array (1 bit per cell); `Capacity::Bits` counts cells.
+/// The backbone's value array (b bits per cell), its mask array (1 bit per cell) and the task
+/// array (task store `rram`, b bits per cell); `Capacity::Bits` counts cells of all three, the
+/// value array taking what the mask and task arrays leave.
 fn size_rram(
     platform: &Platform,
     policy: Policy,
-    values: f64,
-    mask: f64,
+    [values, mask, tasks]: [f64; 3],
     bpc: u32,
-) -> Result<(MemoryModel, MemoryModel)> {
+) -> Result<(MemoryModel, MemoryModel, MemoryModel)> {
     let row = &platform.rram_row;
     row.check_bits_per_cell(bpc)?;
     let tech = &platform.tech;
-    let value_cells = values / f64::from(bpc);
-    match platform.arch.rram_capacity {
-        Capacity::Auto if values + mask == 0.0 => {
-            Ok((MemoryModel::default(), MemoryModel::default()))
+    let cells_per_bit = 1.0 / f64::from(bpc);
+    let (value_cells, task_cells) = (values * cells_per_bit, tasks * cells_per_bit);
+    let array = |cells: f64, b: u32| {
+        if cells == 0.0 {
+            MemoryModel::default()
+        } else {
+            tech.scale(row, cells, b)
         }
-        Capacity::Auto => Ok((
-            tech.scale(row, value_cells, bpc),
-            mask_array(tech, row, mask),
-        )),
-        Capacity::Bits(cells) if value_cells + mask <= cells => Ok((
-            tech.scale(row, cells - mask, bpc),
-            mask_array(tech, row, mask),
-        )),
-        Capacity::Bits(cells) => Err(capacity_err(
-            policy,
-            "RRAM (cells)",
-            value_cells + mask,
-            cells,
-        )),
-    }
-}
-
-fn mask_array(tech: &MemoryTable, row: &CellRow, mask_bits: f64) -> MemoryModel {
-    if mask_bits == 0.0 {
-        MemoryModel::default()
-    } else {
-        tech.scale(row, mask_bits, 1)
-    }
+    };
+    let value_cells = match platform.arch.rram_capacity {
+        Capacity::Auto => value_cells,
+        Capacity::Bits(cells) if value_cells + mask + task_cells <= cells => {
+            cells - mask - task_cells
+        }
+        Capacity::Bits(cells) => {
+            return Err(capacity_err(
+                policy,
+                "RRAM (cells)",
+                value_cells + mask + task_cells,
+                cells,
+            ))
+        }
+    };
+    Ok((
+        array(value_cells, bpc),
+        array(mask, 1),
+        array(task_cells, bpc),
+    ))
 }

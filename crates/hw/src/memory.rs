@@ -60,7 +60,8 @@ pub struct Scaling {
     pub mlc_area_overhead_per_extra_bit: Num,
 }
 
-/// Off-chip DRAM: energy per bit moved, interface bandwidth, size.
+/// Off-chip DRAM: energy per bit moved, interface bandwidth, size, and the dies' background
+/// power (self-refresh when idle, active standby while a switch streams data).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DramSpec {
@@ -68,6 +69,36 @@ pub struct DramSpec {
     pub energy_pj_per_bit: Num,
     pub bandwidth_gb_s: Num,
     pub capacity_bytes: Num,
+    pub die_bytes: Num,
+    pub die_width_bits: Num,
+    pub interface_bits: Num,
+    pub self_refresh_mw_per_die: Num,
+    pub active_standby_mw_per_die: Num,
+}
+
+impl DramSpec {
+    /// Dies powered to hold `bytes`: at least the interface's width of dies, more when the
+    /// data needs them; none when nothing is kept in DRAM.
+    pub fn dies_for(&self, bytes: f64) -> f64 {
+        if bytes <= 0.0 {
+            return 0.0;
+        }
+        let interface = (self.interface_bits.value / self.die_width_bits.value).ceil();
+        interface.max((bytes / self.die_bytes.value).ceil())
+    }
+}
+
+/// Power management figures of the on-chip memories (which of them a chip uses is the
+/// architecture's `[power]` section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerSpec {
+    /// Idle SRAM leakage in retention mode, as a fraction of its active leakage.
+    pub sram_retention_leakage_factor: Num,
+    /// Latency of waking a power-gated RRAM array.
+    pub rram_wake_ns: Num,
+    /// Energy of one wake-up, as nanoseconds of the array's own leakage (its break-even time).
+    pub rram_wake_energy_leakage_ns: Num,
 }
 
 /// A whole technology file.
@@ -78,6 +109,7 @@ pub struct MemoryTable {
     pub scaling: Scaling,
     pub cells: Vec<CellRow>,
     pub dram: DramSpec,
+    pub power: PowerSpec,
 }
 
 /// A memory instance after scaling: what the simulator charges per access, per mm2 and per ns.
@@ -163,9 +195,29 @@ impl MemoryTable {
         self.dram
             .bandwidth_gb_s
             .positive(origin, "dram.bandwidth_gb_s")?;
-        self.dram
-            .capacity_bytes
-            .positive(origin, "dram.capacity_bytes")?;
+        let d = &self.dram;
+        d.capacity_bytes.positive(origin, "dram.capacity_bytes")?;
+        d.die_bytes.positive(origin, "dram.die_bytes")?;
+        d.die_width_bits.positive(origin, "dram.die_width_bits")?;
+        d.interface_bits.positive(origin, "dram.interface_bits")?;
+        d.self_refresh_mw_per_die
+            .non_negative(origin, "dram.self_refresh_mw_per_die")?;
+        d.active_standby_mw_per_die
+            .non_negative(origin, "dram.active_standby_mw_per_die")?;
+        let p = &self.power;
+        let retention = p
+            .sram_retention_leakage_factor
+            .non_negative(origin, "power.sram_retention_leakage_factor")?;
+        if retention > 1.0 {
+            return Err(field_err(
+                origin,
+                "power.sram_retention_leakage_factor",
+                format!("a fraction in [0, 1], found {retention}"),
+            ));
+        }
+        p.rram_wake_ns.non_negative(origin, "power.rram_wake_ns")?;
+        p.rram_wake_energy_leakage_ns
+            .non_negative(origin, "power.rram_wake_energy_leakage_ns")?;
         if self.cells.is_empty() {
             return Err(field_err(origin, "cells", "at least one [[cells]] row"));
         }
@@ -263,6 +315,26 @@ impl MemoryTable {
             ),
             Provenance::of("memory.dram.bandwidth_gb_s", &self.dram.bandwidth_gb_s),
             Provenance::of("memory.dram.capacity_bytes", &self.dram.capacity_bytes),
+            Provenance::of("memory.dram.die_bytes", &self.dram.die_bytes),
+            Provenance::of("memory.dram.die_width_bits", &self.dram.die_width_bits),
+            Provenance::of("memory.dram.interface_bits", &self.dram.interface_bits),
+            Provenance::of(
+                "memory.dram.self_refresh_mw_per_die",
+                &self.dram.self_refresh_mw_per_die,
+            ),
+            Provenance::of(
+                "memory.dram.active_standby_mw_per_die",
+                &self.dram.active_standby_mw_per_die,
+            ),
+            Provenance::of(
+                "memory.power.sram_retention_leakage_factor",
+                &self.power.sram_retention_leakage_factor,
+            ),
+            Provenance::of("memory.power.rram_wake_ns", &self.power.rram_wake_ns),
+            Provenance::of(
+                "memory.power.rram_wake_energy_leakage_ns",
+                &self.power.rram_wake_energy_leakage_ns,
+            ),
         ];
         out.extend(self.cells.iter().map(|c| Provenance {
             key: format!("memory.cells.{}", c.name),
@@ -512,5 +584,51 @@ mod tests {
             err.contains("test.toml") && err.contains("dram.capacity_bytes"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_gating_figure_without_its_source_is_rejected_with_the_field_name() {
+        let table = table();
+        let source = &table.power.rram_wake_ns.source;
+        let text = BUILTIN_MEMORY_TOML.replace(&format!("source = \"{source}\""), "source = \" \"");
+        assert_ne!(text, BUILTIN_MEMORY_TOML);
+        let err = MemoryTable::from_toml_str(&text, "gating.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gating.toml")
+                && err.contains("power.rram_wake_ns")
+                && err.contains("source"),
+            "{err}"
+        );
+        let text = BUILTIN_MEMORY_TOML.replace(
+            "sram_retention_leakage_factor = { value = 0.3,",
+            "sram_retention_leakage_factor = { value = 1.5,",
+        );
+        let err = MemoryTable::from_toml_str(&text, "r.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("power.sram_retention_leakage_factor"), "{err}");
+    }
+
+    #[test]
+    fn dram_figures_follow_from_the_jedec_memspec_currents() {
+        // JEDEC_8Gb_LPDDR4-3200_16bit (DRAMSys): VDD1 1.8 V, VDD2 = VDDQ = 1.1 V.
+        let d = table().dram;
+        let read_w: f64 = (0.275 - 0.030) * 1.1 + (0.150 - 0.00075) * 1.1;
+        let pj_per_bit = read_w / (3200e6 * 16.0) * 1e12;
+        assert!((pj_per_bit - 8.470).abs() < 1e-3, "{pj_per_bit}");
+        assert!((d.energy_pj_per_bit.value - 8.47).abs() < 1e-12);
+        assert!(
+            (d.self_refresh_mw_per_die.value - (0.3 * 1.8 + 0.5 * 1.1 + 0.1 * 1.1)).abs() < 1e-12
+        );
+        assert!(
+            (d.active_standby_mw_per_die.value - (2.25 * 1.8 + 30.0 * 1.1 + 0.75 * 1.1)).abs()
+                < 1e-12
+        );
+        // a x32 interface of x16 dies powers two dies; 3 GiB of data needs three
+        assert_eq!(d.dies_for(0.0), 0.0);
+        assert_eq!(d.dies_for(1.0), 2.0);
+        assert_eq!(d.dies_for(3.0 * 1024.0 * 1024.0 * 1024.0), 3.0);
     }
 }

@@ -4,13 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{HwError, Result};
+use crate::error::{field_err, HwError, Result};
 use crate::mapping::Platform;
 use adalbert_core::{AdapterSpec, ModelShape, Sharing};
 
 use crate::sim::{simulate, PolicyReport};
 use crate::sourced::{Num, Provenance};
-use crate::spec::{Policy, StoragePlan, TaskStore};
+use crate::spec::{Policy, StoragePlan, TaskStore, Usage};
 use crate::workload::{Workload, WorkloadSpec};
 
 /// Embedded workload defaults (sequence length, labels, adapter, plan) with their sources.
@@ -30,6 +30,8 @@ pub struct Defaults {
     /// Bits per RRAM cell of the backbone's values.
     pub bits_per_cell: Num,
     pub requests_per_switch: Num,
+    /// Requests per second, or "back-to-back".
+    pub rate: String,
     pub same_chip: SameChip,
 }
 
@@ -55,6 +57,7 @@ impl Defaults {
             .positive(origin, "requests_per_switch")?;
         d.bits_per_cell.count(origin, "bits_per_cell")?;
         d.storage_plan()?;
+        d.usage()?;
         d.same_chip.sram_mb.positive(origin, "same_chip.sram_mb")?;
         d.same_chip.rram_mb.positive(origin, "same_chip.rram_mb")?;
         Ok(d)
@@ -63,6 +66,21 @@ impl Defaults {
     /// The default plan with its bits per cell.
     pub fn storage_plan(&self) -> Result<StoragePlan> {
         StoragePlan::parse(&self.plan, self.bits_per_cell.value as u32)
+    }
+
+    /// The default usage: a switch every `requests_per_switch` requests, at `rate`.
+    pub fn usage(&self) -> Result<Usage> {
+        let rate = match self.rate.trim() {
+            "back-to-back" => None,
+            r => Some(r.parse::<f64>().map_err(|_| {
+                field_err(
+                    "built-in data/defaults.toml",
+                    "rate",
+                    "\"back-to-back\" or requests per second",
+                )
+            })?),
+        };
+        Usage::new(self.requests_per_switch.value, rate)
     }
 
     /// Sourced numbers, for assumption lists.
@@ -89,7 +107,9 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// Build both workloads (`adapter` `None`: the adapter policies run the plain model too).
+    /// Build both workloads (`adapter` `None`: the adapter policies run the plain model too),
+    /// after checking the sequence fits the model's position embeddings and that the sequence
+    /// length and label count are at least 1.
     pub fn new(
         platform: Platform,
         model: ModelShape,
@@ -98,16 +118,17 @@ impl Scenario {
         plan: StoragePlan,
         seq_len: u64,
         num_labels: u64,
-    ) -> Self {
+    ) -> Result<Self> {
+        check_workload("workload", &model, seq_len, num_labels)?;
         let spec =
             |a| WorkloadSpec::new(model, a, sharing, plan, seq_len, num_labels, &platform.arch);
         let plain = Workload::build(spec(None));
         let adapted = Workload::build(spec(adapter));
-        Scenario {
+        Ok(Scenario {
             platform,
             plain,
             adapted,
-        }
+        })
     }
 
     /// The workload a policy runs.
@@ -129,4 +150,26 @@ impl Scenario {
             store,
         )
     }
+}
+
+/// Refuse a sequence longer than the model's position embeddings, and empty sequences or heads.
+/// `origin` names the input in the error.
+pub fn check_workload(
+    origin: &str,
+    model: &ModelShape,
+    seq_len: u64,
+    num_labels: u64,
+) -> Result<()> {
+    let positions = model.max_position_embeddings as u64;
+    if seq_len == 0 || seq_len > positions {
+        return Err(field_err(
+            origin,
+            "seq_len",
+            format!("1..={positions} (the model's max_position_embeddings), found {seq_len}"),
+        ));
+    }
+    if num_labels == 0 {
+        return Err(field_err(origin, "num_labels", "at least 1"));
+    }
+    Ok(())
 }

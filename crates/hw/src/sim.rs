@@ -14,19 +14,27 @@
 //!   memories serve banks in parallel, at least `min_parallel_banks` sub-banks each
 //!   (see `MemoryModel::read_bits_per_ns`);
 //! - bit-mask zero-skipping gates the MAC energy of zero weights but saves no cycles;
-//! - leakage of every on-chip memory and buffer is charged over the whole run time; DRAM
-//!   background power is not charged (this favours the albert-dram baseline);
-//! - buffers add area and leakage, and their reads cost the buffer array's read energy.
+//! - leakage of every powered on-chip memory and buffer is charged over the inference time; an
+//!   RRAM task array that the chip power-gates is powered during switches only;
+//! - buffers add area and leakage, and their reads cost the buffer array's read energy;
+//! - a task switch copies the incoming task's tensors from DRAM or from the RRAM task array
+//!   into SRAM (source and destination overlap); a gated task array is woken first;
+//! - per request ([`PolicyReport::request`]): inference + amortised switch, then, when requests
+//!   arrive at a rate, idle time until the next one, during which SRAM and buffers leak (at the
+//!   retention factor when the chip has a retention mode), the backbone's RRAM is power gated
+//!   when the idle time exceeds its break-even time (and woken for the next request), and DRAM
+//!   holding data self-refreshes; DRAM dies draw self-refresh power whenever they do not stream
+//!   a switch and active-standby power while they do.
 
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::mapping::{BackboneHome, Mapping, Platform};
+use crate::mapping::{BackboneHome, Mapping, Platform, SwitchSource};
 use crate::memory::MemoryModel;
-use crate::spec::{Policy, TaskStore};
+use crate::spec::{Policy, TaskStore, Usage};
 use crate::workload::{OpKind, Role, SimOp, Workload};
 
-/// Energy of one inference by component, pJ.
+/// Energy of one inference by component, pJ (DRAM traffic belongs to task switches).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct Energy {
     pub mac: f64,
@@ -35,7 +43,6 @@ pub struct Energy {
     pub sram_read: f64,
     pub sram_write: f64,
     pub rram_read: f64,
-    pub dram: f64,
     pub leakage: f64,
 }
 
@@ -48,7 +55,6 @@ impl Energy {
             + self.sram_read
             + self.sram_write
             + self.rram_read
-            + self.dram
             + self.leakage
     }
 }
@@ -72,9 +78,55 @@ impl Area {
 /// Cost of one task switch.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct SwitchCost {
-    pub dram_bits: f64,
+    /// Bits copied into SRAM, and where from.
+    pub bits: f64,
+    pub source: SwitchSource,
     pub energy_pj: f64,
     pub latency_ns: f64,
+    /// Time the DRAM dies stream data (active standby), ns.
+    pub dram_ns: f64,
+}
+
+/// Power drawn between requests and the cost of waking the backbone's gated RRAM.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct IdlePower {
+    /// SRAM + buffers while idle (retention factor applied when the chip has the mode), mW.
+    pub sram_mw: f64,
+    /// The backbone's RRAM arrays (values + mask) when not gated, mW.
+    pub rram_mw: f64,
+    /// The RRAM task array when the chip does not gate it, mW.
+    pub rram_tasks_mw: f64,
+    /// The chip power-gates idle RRAM arrays.
+    pub gating: bool,
+    /// Waking the backbone's RRAM: latency (ns) and energy (pJ); gating pays off for idle
+    /// periods longer than `break_even_ns`.
+    pub wake_ns: f64,
+    pub wake_pj: f64,
+    pub break_even_ns: f64,
+    /// DRAM dies holding this policy's data, and their self-refresh power, mW.
+    pub dram_dies: f64,
+    pub dram_self_refresh_mw: f64,
+}
+
+/// One request under a [`Usage`]: inference + amortised switch + idle time until the next.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct RequestCost {
+    pub energy_pj: f64,
+    /// Latency of a request (inference + amortised switch + wake-up), ns.
+    pub latency_ns: f64,
+    /// Time between two requests (= latency when back to back or saturated), ns.
+    pub period_ns: f64,
+    pub idle_ns: f64,
+    /// Energy of the idle time (leakage of the powered arrays), pJ.
+    pub idle_pj: f64,
+    /// Waking the gated backbone RRAM, pJ.
+    pub wake_pj: f64,
+    /// DRAM self-refresh over the period, pJ.
+    pub dram_background_pj: f64,
+    /// The backbone's RRAM is gated while idle.
+    pub gated: bool,
+    /// Requests arrive faster than they are served (period set by the latency).
+    pub saturated: bool,
 }
 
 /// On-chip and off-chip occupancy, bytes.
@@ -85,6 +137,8 @@ pub struct Occupancy {
     pub rram_value_bytes: f64,
     pub rram_mask_bytes: f64,
     pub rram_cells: f64,
+    /// Every task's task-specific tensors in the RRAM task array (task store `rram`).
+    pub rram_task_bytes: f64,
     pub dram_bytes: f64,
 }
 
@@ -101,30 +155,65 @@ pub struct PolicyReport {
     pub compute_ns: f64,
     /// MACs per inference (before zero-skipping).
     pub macs: f64,
+    /// Leakage of the arrays powered during an inference, mW.
     pub leakage_mw: f64,
     pub switch: SwitchCost,
+    pub idle: IdlePower,
     pub area: Area,
     pub area_mm2: f64,
     pub occupancy: Occupancy,
 }
 
 impl PolicyReport {
-    /// Energy per request when a switch happens every `requests_per_switch` requests
-    /// (round robin over N tasks; one task never switches).
-    pub fn energy_per_request(&self, requests_per_switch: f64) -> f64 {
-        self.energy_pj + self.switch_rate(requests_per_switch) * self.switch.energy_pj
-    }
-
-    /// Latency per request under the same schedule.
-    pub fn latency_per_request(&self, requests_per_switch: f64) -> f64 {
-        self.latency_ns + self.switch_rate(requests_per_switch) * self.switch.latency_ns
-    }
-
-    fn switch_rate(&self, requests_per_switch: f64) -> f64 {
+    /// Switches per request: one every `requests_per_switch` requests (round robin over N
+    /// tasks); one task never switches.
+    pub fn switch_rate(&self, requests_per_switch: f64) -> f64 {
         if self.n_tasks > 1 && requests_per_switch > 0.0 {
             1.0 / requests_per_switch
         } else {
             0.0
+        }
+    }
+
+    /// Energy, latency and idle time of one request under `usage`.
+    pub fn request(&self, usage: &Usage) -> RequestCost {
+        let s = self.switch_rate(usage.requests_per_switch);
+        let busy = self.latency_ns + s * self.switch.latency_ns;
+        let energy = self.energy_pj + s * self.switch.energy_pj;
+        let i = &self.idle;
+        let Some(rate) = usage.rate_per_s else {
+            let dram = i.dram_self_refresh_mw * (busy - s * self.switch.dram_ns);
+            return RequestCost {
+                energy_pj: energy + dram,
+                latency_ns: busy,
+                period_ns: busy,
+                dram_background_pj: dram,
+                ..RequestCost::default()
+            };
+        };
+        let period = 1e9 / rate;
+        let gated = i.gating && i.rram_mw > 0.0 && period - busy > i.break_even_ns;
+        let (wake_ns, wake_pj) = if gated {
+            (i.wake_ns, i.wake_pj)
+        } else {
+            (0.0, 0.0)
+        };
+        let latency = busy + wake_ns;
+        let idle = (period - latency).max(0.0);
+        let rram = if gated { 0.0 } else { i.rram_mw };
+        let idle_pj = idle * (i.sram_mw + rram + i.rram_tasks_mw);
+        let period = period.max(latency);
+        let dram = i.dram_self_refresh_mw * (period - s * self.switch.dram_ns);
+        RequestCost {
+            energy_pj: energy + wake_pj + idle_pj + dram,
+            latency_ns: latency,
+            period_ns: period,
+            idle_ns: idle,
+            idle_pj,
+            wake_pj,
+            dram_background_pj: dram,
+            gated,
+            saturated: 1e9 / rate < latency,
         }
     }
 }
@@ -160,14 +249,17 @@ pub fn evaluate(platform: &Platform, workload: &Workload, mapping: &Mapping) -> 
         compute += c.compute_ns;
         macs += c.macs;
     }
-    let leakage_mw = mapping.leakage_mw(platform);
+    let leakage_mw = mapping.busy_leakage_mw(platform);
     energy.leakage = leakage_mw * latency;
     let switch = switch_cost(platform, mapping, leakage_mw);
+    let idle = idle_power(platform, mapping);
     let area = Area {
         datapath: arch.datapath_area_mm2,
         buffers: platform.buffers.area_mm2,
         sram: mapping.sram.area_mm2,
-        rram: mapping.rram_values.area_mm2 + mapping.rram_mask.area_mm2,
+        rram: mapping.rram_values.area_mm2
+            + mapping.rram_mask.area_mm2
+            + mapping.rram_tasks.area_mm2,
     };
     PolicyReport {
         policy: mapping.policy,
@@ -180,6 +272,7 @@ pub fn evaluate(platform: &Platform, workload: &Workload, mapping: &Mapping) -> 
         macs,
         leakage_mw,
         switch,
+        idle,
         area,
         area_mm2: area.total(),
         occupancy: Occupancy {
@@ -189,22 +282,28 @@ pub fn evaluate(platform: &Platform, workload: &Workload, mapping: &Mapping) -> 
             rram_mask_bytes: mapping.rram_mask_bits / 8.0,
             rram_cells: mapping.rram_values.capacity_bits
                 / f64::from(mapping.rram_values.bits_per_cell.max(1))
-                + mapping.rram_mask.capacity_bits,
+                + mapping.rram_mask.capacity_bits
+                + mapping.rram_tasks.capacity_bits
+                    / f64::from(mapping.rram_tasks.bits_per_cell.max(1)),
+            rram_task_bytes: mapping.rram_task_bits / 8.0,
             dram_bytes: mapping.dram_bits / 8.0,
         },
     }
 }
 
 /// Costs of one (merged) operation, all executions included.
-struct OpCost {
-    macs: f64,
-    special_pj: f64,
-    buffer_read_pj: f64,
-    sram_read_pj: f64,
-    sram_write_pj: f64,
-    rram_read_pj: f64,
-    compute_ns: f64,
-    latency_ns: f64,
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct OpCost {
+    pub macs: f64,
+    pub special_pj: f64,
+    pub buffer_read_pj: f64,
+    pub sram_read_pj: f64,
+    pub sram_write_pj: f64,
+    pub rram_read_pj: f64,
+    /// Time the datapath alone needs.
+    pub compute_ns: f64,
+    /// max(compute, each memory's transfer time).
+    pub latency_ns: f64,
 }
 
 fn ceil_div(a: u64, b: u64) -> u64 {
@@ -235,7 +334,8 @@ fn access_pj(bits: f64, word_bits: f64, pj_per_word: f64) -> f64 {
     }
 }
 
-fn op_cost(platform: &Platform, workload: &Workload, mapping: &Mapping, op: &SimOp) -> OpCost {
+/// The cost of one merged operation of `workload` under `mapping`.
+pub fn op_cost(platform: &Platform, workload: &Workload, mapping: &Mapping, op: &SimOp) -> OpCost {
     let arch = &platform.arch;
     let act = workload.spec.activation_bits as f64;
     let (m, k, n) = (op.m, op.k, op.n);
@@ -346,23 +446,80 @@ fn sfu_cycles(lanes: u64, elems: f64) -> f64 {
     (elems / lanes as f64).ceil()
 }
 
-/// A task switch: the policy's switch bits come from DRAM and are written into SRAM; the
-/// two transfers overlap; leakage is charged over the switch time.
+/// A task switch: the incoming task's bits are read from DRAM (energy per bit, interface
+/// bandwidth, the dies in active standby) or from the RRAM task array (read energy per word,
+/// its bandwidth; woken first when the chip gates it) and written into SRAM; source and
+/// destination overlap; the powered arrays leak over the switch time.
 fn switch_cost(platform: &Platform, mapping: &Mapping, leakage_mw: f64) -> SwitchCost {
     let bits = mapping.switch_bits;
     if bits == 0.0 {
         return SwitchCost::default();
     }
-    let dram = &platform.tech.dram;
-    let dram_ns = bits / (dram.bandwidth_gb_s.value * 8.0);
-    let latency_ns = dram_ns.max(write_ns(&mapping.sram, bits));
-    let energy_pj = bits * dram.energy_pj_per_bit.value
-        + access_pj(bits, mapping.sram.word_bits, mapping.sram.write_pj)
-        + leakage_mw * latency_ns;
+    let sram = &mapping.sram;
+    let write_pj = access_pj(bits, sram.word_bits, sram.write_pj);
+    let write = write_ns(sram, bits);
+    let (latency_ns, energy_pj, dram_ns) = match mapping.switch_source {
+        SwitchSource::None => (write, write_pj + leakage_mw * write, 0.0),
+        SwitchSource::Dram => {
+            let dram = &platform.tech.dram;
+            let dram_ns = bits / (dram.bandwidth_gb_s.value * 8.0);
+            let latency = dram_ns.max(write);
+            let dies = dram.dies_for(mapping.dram_bits / 8.0);
+            let standby_pj = dies * dram.active_standby_mw_per_die.value * dram_ns;
+            let energy =
+                bits * dram.energy_pj_per_bit.value + write_pj + standby_pj + leakage_mw * latency;
+            (latency, energy, dram_ns)
+        }
+        SwitchSource::Rram => {
+            let tasks = &mapping.rram_tasks;
+            let read_pj = access_pj(bits, tasks.word_bits, tasks.read_pj);
+            let copy = read_ns(tasks, bits).max(write);
+            let (wake_ns, wake_pj, on_mw) = if platform.arch.rram_power_gating {
+                let p = &platform.tech.power;
+                let wake_pj = tasks.leakage_mw * p.rram_wake_energy_leakage_ns.value;
+                (p.rram_wake_ns.value, wake_pj, tasks.leakage_mw)
+            } else {
+                (0.0, 0.0, 0.0)
+            };
+            let latency = wake_ns + copy;
+            let energy = read_pj + write_pj + wake_pj + (leakage_mw + on_mw) * latency;
+            (latency, energy, 0.0)
+        }
+    };
     SwitchCost {
-        dram_bits: bits,
+        bits,
+        source: mapping.switch_source,
         energy_pj,
         latency_ns,
+        dram_ns,
+    }
+}
+
+/// What the mapped arrays draw between requests, and the cost of waking the gated backbone.
+fn idle_power(platform: &Platform, mapping: &Mapping) -> IdlePower {
+    let (arch, tech) = (&platform.arch, &platform.tech);
+    let p = &tech.power;
+    let retention = if arch.sram_retention {
+        p.sram_retention_leakage_factor.value
+    } else {
+        1.0
+    };
+    let rram_mw = mapping.rram_values.leakage_mw + mapping.rram_mask.leakage_mw;
+    let dies = tech.dram.dies_for(mapping.dram_bits / 8.0);
+    IdlePower {
+        sram_mw: (mapping.sram.leakage_mw + platform.buffers.leakage_mw) * retention,
+        rram_mw,
+        rram_tasks_mw: if arch.rram_power_gating {
+            0.0
+        } else {
+            mapping.rram_tasks.leakage_mw
+        },
+        gating: arch.rram_power_gating,
+        wake_ns: p.rram_wake_ns.value,
+        wake_pj: rram_mw * p.rram_wake_energy_leakage_ns.value,
+        break_even_ns: p.rram_wake_energy_leakage_ns.value,
+        dram_dies: dies,
+        dram_self_refresh_mw: dies * tech.dram.self_refresh_mw_per_die.value,
     }
 }
 

@@ -133,22 +133,38 @@ impl fmt::Display for Policy {
     }
 }
 
-/// Where adapter policies keep the task-specific tensors of inactive tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where adapter policies keep the task-specific tensors (adapters, task layer norms, head) of
+/// the tasks that are not running. The active task's tensors are always in SRAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskStore {
-    /// All tasks resident in on-chip SRAM: a switch moves no data.
-    OnChip,
-    /// Only the active task on chip; a switch loads its task-specific tensors from DRAM.
+    /// Every task resident in on-chip SRAM: a switch moves no data (`on-chip` is an alias).
+    Sram,
+    /// Every task's tensors in RRAM (non-volatile, the plan's bits per cell), the active one
+    /// copied into SRAM on a switch (RRAM read + SRAM write).
+    Rram,
+    /// Every task's tensors in off-chip DRAM, the active one copied into SRAM on a switch
+    /// (DRAM transfer + SRAM write).
     Dram,
+}
+
+impl TaskStore {
+    /// Every store, in report order.
+    pub const ALL: [TaskStore; 3] = [TaskStore::Sram, TaskStore::Rram, TaskStore::Dram];
+
+    /// The name used on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskStore::Sram => "sram",
+            TaskStore::Rram => "rram",
+            TaskStore::Dram => "dram",
+        }
+    }
 }
 
 impl fmt::Display for TaskStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TaskStore::OnChip => "on-chip",
-            TaskStore::Dram => "dram",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -157,14 +173,64 @@ impl FromStr for TaskStore {
 
     fn from_str(s: &str) -> Result<Self> {
         match s.trim() {
-            "on-chip" => Ok(TaskStore::OnChip),
+            "sram" | "on-chip" => Ok(TaskStore::Sram),
+            "rram" => Ok(TaskStore::Rram),
             "dram" => Ok(TaskStore::Dram),
             _ => Err(HwError::Spec {
                 what: "task store",
                 input: s.to_string(),
-                expected: "on-chip or dram".into(),
+                expected: "sram (alias on-chip), rram or dram".into(),
             }),
         }
+    }
+}
+
+/// How requests arrive: a task switch every `requests_per_switch` requests (round robin over
+/// the tasks) and, optionally, a steady request rate. Without a rate requests run back to back
+/// and no time is idle.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Usage {
+    pub requests_per_switch: f64,
+    /// Requests per second; `None`: back to back.
+    pub rate_per_s: Option<f64>,
+}
+
+impl Usage {
+    /// Checks that `requests_per_switch` and the rate are finite and > 0.
+    pub fn new(requests_per_switch: f64, rate_per_s: Option<f64>) -> Result<Self> {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(requests_per_switch) {
+            return Err(HwError::Spec {
+                what: "requests per switch (--requests-per-switch)",
+                input: requests_per_switch.to_string(),
+                expected: "a finite number > 0".into(),
+            });
+        }
+        if let Some(r) = rate_per_s.filter(|&r| !positive(r)) {
+            return Err(HwError::Spec {
+                what: "request rate (--rate, requests per second)",
+                input: r.to_string(),
+                expected: "a finite number > 0 (omit it for back-to-back requests)".into(),
+            });
+        }
+        Ok(Usage {
+            requests_per_switch,
+            rate_per_s,
+        })
+    }
+
+    /// Back-to-back requests with a switch every `requests_per_switch`.
+    pub fn back_to_back(requests_per_switch: f64) -> Self {
+        Usage {
+            requests_per_switch,
+            rate_per_s: None,
+        }
+    }
+
+    /// "back to back" or "R req/s", for reports.
+    pub fn rate_label(&self) -> String {
+        self.rate_per_s
+            .map_or_else(|| "back to back".into(), |r| format!("{r} req/s"))
     }
 }
 
@@ -236,6 +302,31 @@ mod tests {
             .to_string()
             .contains("1, 2 or 3"));
         assert!(StoragePlan::parse("bits=8", 2).is_err());
+    }
+
+    #[test]
+    fn task_stores_parse_with_the_on_chip_alias() {
+        for store in TaskStore::ALL {
+            assert_eq!(store.name().parse::<TaskStore>().unwrap(), store);
+        }
+        assert_eq!("on-chip".parse::<TaskStore>().unwrap(), TaskStore::Sram);
+        let err = "flash".parse::<TaskStore>().unwrap_err().to_string();
+        assert!(err.contains("sram (alias on-chip), rram or dram"), "{err}");
+    }
+
+    #[test]
+    fn usage_refuses_rates_and_switch_counts_below_or_at_zero() {
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let err = Usage::new(1.0, Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("--rate"), "{err}");
+            let err = Usage::new(bad, None).unwrap_err().to_string();
+            assert!(err.contains("--requests-per-switch"), "{err}");
+        }
+        assert_eq!(
+            Usage::new(4.0, Some(2.5)).unwrap().rate_label(),
+            "2.5 req/s"
+        );
+        assert_eq!(Usage::back_to_back(1.0).rate_label(), "back to back");
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub enum TrainError {
         #[source]
         source: Box<adalbert_model::ModelError>,
     },
+    #[error(
+        "stopped after {steps_done} distillation step(s); run state kept in {state}: continue with --resume"
+    )]
+    DistillInterrupted { steps_done: usize, state: String },
     #[error("cannot resume from {path}: {reason}")]
     Resume { path: String, reason: String },
 }

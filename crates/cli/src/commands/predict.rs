@@ -20,6 +20,10 @@ pub struct Args {
     pair_sep: String,
     #[arg(long)]
     json: bool,
+    /// Number format of the backbone's products: fp32, bf16 or int8 (see `adalbert info
+    /// --kernels` for the kernels each runs on this CPU).
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: super::Precision,
     /// Texts; for pair tasks write `first ||| second`.
     #[arg(required = true)]
     texts: Vec<String>,
@@ -28,6 +32,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut mt = MultiTask::open(&args.model, args.max_len)
         .with_context(|| format!("loading model from {}", args.model.display()))?;
+    mt.set_kernels(args.precision.kernels())?;
     let mut names = Vec::new();
     for b in &args.bundle {
         names.push(

@@ -45,11 +45,16 @@ pub struct Args {
     /// Time from arrival to answer before a request fails with 504, in ms.
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: u64,
+    /// Number format of the backbone's products: fp32, bf16 or int8 (see `adalbert info
+    /// --kernels` for the kernels each runs on this CPU).
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: super::Precision,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut mt = MultiTask::open(&args.model, args.max_len)
         .with_context(|| format!("loading model from {}", args.model.display()))?;
+    mt.set_kernels(args.precision.kernels())?;
     let mut sources = Vec::new();
     for b in &args.bundles {
         let name = mt

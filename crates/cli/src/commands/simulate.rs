@@ -1,14 +1,17 @@
 //! `adalbert simulate`: map a model onto the edge accelerator and report energy, latency, area
-//! and on-chip bytes for one policy, every policy side by side (`--compare`), or write the
-//! committed hardware report (`--report DIR`).
+//! and on-chip bytes for one policy, every policy side by side (`--compare`), the sensitivity of
+//! the conclusions to their assumptions (`--sensitivity`), or write the committed hardware
+//! report (`--report DIR`, with `--accuracy FILE.csv` joined to it).
 
 use std::path::PathBuf;
 
-use adalbert_hw::compare::{compare, compare_table, report_table};
+use adalbert_hw::accuracy::{read_accuracy, Fill};
+use adalbert_hw::compare::{compare_at, compare_table, report_table};
+use adalbert_hw::sensitivity::Space;
 use adalbert_hw::spec::{parse_adapter, parse_schedule};
 use adalbert_hw::{
     report, run_schedule, Accelerator, Capacity, Defaults, MemoryTable, ModelShape, Platform,
-    Policy, Scenario, Sharing, StoragePlan, TaskStore,
+    Policy, Scenario, Sharing, StoragePlan, TaskStore, Usage,
 };
 use anyhow::{Context, Result};
 
@@ -50,11 +53,22 @@ pub struct Args {
     #[arg(long)]
     labels: Option<u64>,
     /// Requests served between two task switches (round robin).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     requests_per_switch: Option<f64>,
-    /// Where adapter policies keep inactive tasks: on-chip or dram.
-    #[arg(long, default_value = "on-chip")]
+    /// Requests per second (> 0): energy per request then includes the idle time until the
+    /// next request (default: back to back, no idle time).
+    #[arg(long, allow_negative_numbers = true)]
+    rate: Option<f64>,
+    /// Where adapter policies keep the task-specific tensors of the tasks not running: sram
+    /// (every task resident; alias on-chip), rram (an RRAM task array) or dram.
+    #[arg(long, default_value = "sram")]
     task_store: String,
+    /// Do not power-gate idle RRAM arrays (the built-in accelerator gates them).
+    #[arg(long)]
+    no_power_gating: bool,
+    /// Put idle SRAM and buffers in retention mode (leakage x the retention factor).
+    #[arg(long)]
+    sram_retention: bool,
     /// Override the SRAM capacity: "auto" or decimal MB.
     #[arg(long)]
     sram_mb: Option<String>,
@@ -73,9 +87,34 @@ pub struct Args {
     /// Print every policy side by side for N = 1..tasks (1..8 when --tasks is 1).
     #[arg(long)]
     compare: bool,
-    /// Write hardware.md, hardware.csv and hardware.svg into this directory.
+    /// Write hardware.md, .csv, .svg, hardware_sensitivity.* (and hardware_accuracy.* with
+    /// --accuracy) into this directory.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Vary every uncertain assumption one at a time and jointly (seeded) and write
+    /// sensitivity.{md,csv,svg} into --out.
+    #[arg(long)]
+    sensitivity: bool,
+    /// Sensitivity space TOML (default: the built-in crates/hw/data/sensitivity.toml).
+    #[arg(long)]
+    space: Option<PathBuf>,
+    /// Output directory of --sensitivity.
+    #[arg(long, default_value = "runs/sensitivity")]
+    out: PathBuf,
+    /// Measured metrics per compression plan (CSV: plan, task, metric, mean or value, and
+    /// optional backbone, adapter, faults, seed, sd, n, recover_epochs; see the adalbert-hw
+    /// crate's `accuracy` module), joined to simulated energy and area.
+    #[arg(long)]
+    accuracy: Option<PathBuf>,
+    /// Backbone of accuracy rows without a `backbone` column (built-in name or directory).
+    #[arg(long)]
+    accuracy_backbone: Option<String>,
+    /// Adapter of accuracy rows without an `adapter` column (default: the simulated adapter).
+    #[arg(long)]
+    accuracy_adapter: Option<String>,
+    /// One sentence saying what the accuracy CSV is (quoted in the report).
+    #[arg(long)]
+    accuracy_note: Option<String>,
 }
 
 fn platform(args: &Args) -> Result<Platform> {
@@ -89,6 +128,12 @@ fn platform(args: &Args) -> Result<Platform> {
     if let Some(r) = &args.rram_mb {
         arch.rram_capacity = Capacity::parse(r, "--rram-mb")?;
     }
+    if args.no_power_gating {
+        arch.rram_power_gating = false;
+    }
+    if args.sram_retention {
+        arch.sram_retention = true;
+    }
     let tech = match &args.memory {
         Some(p) => MemoryTable::from_path(p)?,
         None => MemoryTable::builtin()?,
@@ -96,21 +141,98 @@ fn platform(args: &Args) -> Result<Platform> {
     Ok(Platform::new(arch, tech)?)
 }
 
+/// The command line that regenerates a report (quoted in it).
+fn command_line(args: &Args, dir: &std::path::Path) -> String {
+    let mut c = format!("adalbert simulate --report {}", dir.display());
+    if let Some(a) = &args.accuracy {
+        c.push_str(&format!(" --accuracy {}", a.display()));
+    }
+    if let Some(b) = &args.accuracy_backbone {
+        c.push_str(&format!(" --accuracy-backbone {b}"));
+    }
+    if let Some(a) = &args.accuracy_adapter {
+        c.push_str(&format!(" --accuracy-adapter {a}"));
+    }
+    if args.accuracy_note.is_some() {
+        c.push_str(" --accuracy-note ...");
+    }
+    if let Some(s) = &args.space {
+        c.push_str(&format!(" --space {}", s.display()));
+    }
+    c
+}
+
+fn space(args: &Args) -> Result<Space> {
+    Ok(match &args.space {
+        Some(p) => Space::from_path(p)?,
+        None => Space::builtin()?,
+    })
+}
+
 pub fn run(args: Args) -> Result<()> {
     let defaults = Defaults::builtin()?;
     let platform = platform(&args)?;
     if let Some(dir) = &args.report {
-        let heads = report::write_hardware_report(dir, &platform, &defaults)
+        let accuracy = match &args.accuracy {
+            Some(path) => {
+                let fill = Fill {
+                    backbone: args.accuracy_backbone.clone(),
+                    adapter: args.accuracy_adapter.clone(),
+                    mask_in_slc: platform.arch.mask_in_slc,
+                };
+                let note = args.accuracy_note.clone().unwrap_or_else(|| {
+                    "measured metrics per compression plan (no description given).".into()
+                });
+                Some((read_accuracy(path, &fill)?, note))
+            }
+            None => None,
+        };
+        let inputs = report::ReportInputs {
+            command: command_line(&args, dir),
+            space: space(&args)?,
+            accuracy,
+        };
+        let heads = report::write_hardware_report(dir, &platform, &defaults, &inputs)
             .with_context(|| format!("writing the hardware report into {}", dir.display()))?;
-        for h in heads {
+        for h in heads.iter().filter(|h| h.n_tasks == 1 || h.n_tasks == 8) {
             println!(
-                "{} ({}), N={}: adapter-hetero vs albert-dram E {:.3} L {:.3} A {:.3}; vs albert-sram E {:.3} L {:.3} A {:.3}",
-                h.model, h.sharing, h.n_tasks, h.vs_dram[0], h.vs_dram[1], h.vs_dram[2], h.vs_sram[0], h.vs_sram[1], h.vs_sram[2]
+                "{} ({}, store {}), N={}: adapter-hetero vs albert-dram E {:.3} L {:.3} A {:.3}; vs albert-sram E {:.3} L {:.3} A {:.3}",
+                h.model, h.sharing, h.store, h.n_tasks, h.vs_dram[0], h.vs_dram[1], h.vs_dram[2], h.vs_sram[0], h.vs_sram[1], h.vs_sram[2]
             );
         }
-        println!("wrote {}", dir.join("hardware.{md,csv,svg}").display());
+        println!(
+            "wrote {}",
+            dir.join("hardware{,_sensitivity,_accuracy}.*").display()
+        );
         return Ok(());
     }
+    if args.sensitivity {
+        let command = format!(
+            "adalbert simulate --sensitivity{}",
+            args.space
+                .as_ref()
+                .map_or(String::new(), |p| format!(" --space {}", p.display()))
+        );
+        let study =
+            report::write_sensitivity(&args.out, &platform, &defaults, &space(&args)?, &command)
+                .with_context(|| {
+                    format!("writing the sensitivity study into {}", args.out.display())
+                })?;
+        println!(
+            "{} settings (defaults, {} knobs at both ends, {} joint samples, seed {}); {} one-at-a-time flips; wrote {}",
+            1 + 2 * study.one_at_a_time.len() + study.joint.outcomes.len(),
+            study.one_at_a_time.len(),
+            study.joint.outcomes.len(),
+            study.joint.seed,
+            study.flips.len(),
+            args.out.join("sensitivity.{md,csv,svg}").display()
+        );
+        return Ok(());
+    }
+    anyhow::ensure!(
+        args.accuracy.is_none(),
+        "--accuracy is joined into the report: use it with --report DIR"
+    );
     let adapter = parse_adapter(args.adapter.as_deref().unwrap_or(&defaults.adapter))?;
     let sharing: Sharing = args
         .sharing
@@ -124,46 +246,59 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let seq = args.seq_len.unwrap_or(defaults.seq_len.value as u64);
     let labels = args.labels.unwrap_or(defaults.num_labels.value as u64);
-    let rps = args
-        .requests_per_switch
-        .unwrap_or(defaults.requests_per_switch.value);
+    let base_usage = defaults.usage()?;
+    let usage = Usage::new(
+        args.requests_per_switch
+            .unwrap_or(base_usage.requests_per_switch),
+        args.rate.or(base_usage.rate_per_s),
+    )?;
     let store: TaskStore = args.task_store.parse()?;
-    anyhow::ensure!(
-        seq > 0 && labels > 0,
-        "--seq-len and --labels must be at least 1"
-    );
     anyhow::ensure!(args.tasks > 0, "--tasks must be at least 1");
-    anyhow::ensure!(rps > 0.0, "--requests-per-switch must be > 0");
     let model = ModelShape::resolve(&args.model)?;
     model
         .check_seq_len(seq)
         .with_context(|| format!("--seq-len for model `{}`", args.model))?;
-    let scenario = Scenario::new(platform, model, adapter, sharing, plan, seq, labels);
+    let scenario = Scenario::new(platform, model, adapter, sharing, plan, seq, labels)?;
     if args.compare {
         let max = if args.tasks > 1 { args.tasks } else { 8 };
-        let rows = compare(&scenario, max, store, rps);
+        let ns: Vec<u64> = (1..=max).collect();
+        let rows = compare_at(&scenario, &ns, store, &usage);
         if args.json {
             println!("{}", serde_json::to_string(&rows)?);
         } else {
             println!(
-                "{} | adapter {} ({sharing}) | plan {plan} | seq {seq}\n",
+                "{} | adapter {} ({sharing}) | plan {plan} | seq {seq} | task store {store} | {}\n",
                 args.model,
-                adapter_name(adapter)
+                adapter_name(adapter),
+                usage.rate_label()
             );
             print!("{}", compare_table(&rows));
+            if rows.iter().any(|r| r.request.is_some_and(|q| q.saturated)) {
+                println!(
+                    "\nsome policies cannot serve {}: they run back to back",
+                    usage.rate_label()
+                );
+            }
         }
         return Ok(());
     }
-    single(&args, &scenario, store, rps)
+    single(&args, &scenario, store, &usage)
 }
 
 fn adapter_name(adapter: Option<adalbert_hw::AdapterSpec>) -> String {
     adapter.map_or_else(|| "none".into(), |a| a.to_string())
 }
 
-fn single(args: &Args, scenario: &Scenario, store: TaskStore, rps: f64) -> Result<()> {
+fn single(args: &Args, scenario: &Scenario, store: TaskStore, usage: &Usage) -> Result<()> {
     let policy: Policy = args.policy.parse()?;
     let report = scenario.run(policy, args.tasks, store)?;
+    let request = report.request(usage);
+    anyhow::ensure!(
+        !request.saturated,
+        "--rate {}: requests arrive faster than {policy} serves them ({:.3} requests/s at most)",
+        usage.rate_per_s.unwrap_or_default(),
+        1e9 / request.latency_ns
+    );
     let schedule = match &args.schedule {
         Some(s) => Some(run_schedule(&report, &parse_schedule(s, args.tasks)?)),
         None => None,
@@ -176,9 +311,9 @@ fn single(args: &Args, scenario: &Scenario, store: TaskStore, rps: f64) -> Resul
             "sharing": workload.spec.sharing,
             "plan": workload.spec.plan.to_string(),
             "seq_len": workload.spec.seq_len,
-            "requests_per_switch": rps,
-            "energy_per_request_pj": report.energy_per_request(rps),
-            "latency_per_request_ns": report.latency_per_request(rps),
+            "usage": usage,
+            "task_store": store,
+            "request": request,
             "report": report,
             "schedule": schedule,
         });
@@ -197,7 +332,7 @@ fn single(args: &Args, scenario: &Scenario, store: TaskStore, rps: f64) -> Resul
         workload.spec.plan,
         workload.spec.seq_len
     );
-    print!("{}", report_table(&report, rps));
+    print!("{}", report_table(&report, usage));
     if let Some(s) = schedule {
         println!(
             "schedule: {} requests, {} switches, {:.3} uJ, {:.4} ms",
