@@ -284,14 +284,8 @@ fn compress_killed_anywhere_resumes_to_the_same_rows() {
 #[test]
 fn run_killed_anywhere_resumes_to_the_same_report() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tiny_model(tmp.path());
-    let template =
-        std::fs::read_to_string(root().join("crates/experiment/tests/fixtures/tiny.toml")).unwrap();
-    let exp = tmp.path().join("tiny.toml");
-    let text = template
-        .replace("MODEL", &s(&model))
-        .replace("DATA", &s(&data()));
-    std::fs::write(&exp, text).unwrap();
+    // The tiny study every experiment test runs (one writer of it: the experiment crate's).
+    let exp = adalbert_experiment::testing::write_tiny_study(tmp.path()).unwrap();
     let args = |out: &Path| -> Vec<String> {
         vec![
             "run".into(),

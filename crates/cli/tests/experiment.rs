@@ -97,6 +97,10 @@ fn check_and_run_refuse_every_bad_value_before_the_first_stage() {
     let exp = experiment(dir.path());
     let original = std::fs::read_to_string(&exp).unwrap();
     let space = dir.path().join("no-such-space.toml");
+    let dse_line = original
+        .lines()
+        .find(|l| l.starts_with("dse_space"))
+        .expect("the tiny study names a design space");
     let cases: Vec<(&str, String, &str)> = vec![
         ("batch = 8", "batch = 0".into(), "train.batch"),
         ("epochs = 1", "epochs = 0".into(), "train.epochs"),
@@ -127,8 +131,8 @@ fn check_and_run_refuse_every_bad_value_before_the_first_stage() {
             "simulate.seq_len",
         ),
         (
-            "max_tasks = 2",
-            format!("max_tasks = 2\ndse_space = \"{}\"", space.display()),
+            dse_line,
+            format!("dse_space = \"{}\"", space.display()),
             "no-such-space.toml",
         ),
         (

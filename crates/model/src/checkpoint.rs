@@ -17,6 +17,9 @@ use crate::error::{ModelError, Result};
 pub struct Checkpoint {
     path: PathBuf,
     tensors: HashMap<String, Tensor>,
+    /// Read through simulated faulty memory: a flipped exponent bit can make a weight NaN or
+    /// infinite, which is then a measured outcome to compute with, not a corrupt file.
+    simulated_faults: bool,
 }
 
 impl Checkpoint {
@@ -37,7 +40,25 @@ impl Checkpoint {
         for (name, t) in raw {
             tensors.insert(normalize_name(&name), t);
         }
-        Self { path, tensors }
+        Self {
+            path,
+            tensors,
+            simulated_faults: false,
+        }
+    }
+
+    /// Tensors as read through simulated faulty memory (compression with fault injection):
+    /// the model computes with non-finite values instead of refusing them.
+    pub fn with_simulated_faults(raw: HashMap<String, Tensor>, path: PathBuf) -> Self {
+        Self {
+            simulated_faults: true,
+            ..Self::from_tensors(raw, path)
+        }
+    }
+
+    /// Whether non-finite values are a simulated fault's outcome ([`Self::with_simulated_faults`]).
+    pub fn simulated_faults(&self) -> bool {
+        self.simulated_faults
     }
 
     pub fn path(&self) -> &Path {
