@@ -255,9 +255,6 @@ pub fn run(args: Args) -> Result<()> {
     let store: TaskStore = args.task_store.parse()?;
     anyhow::ensure!(args.tasks > 0, "--tasks must be at least 1");
     let model = ModelShape::resolve(&args.model)?;
-    model
-        .check_seq_len(seq)
-        .with_context(|| format!("--seq-len for model `{}`", args.model))?;
     let scenario = Scenario::new(platform, model, adapter, sharing, plan, seq, labels)?;
     if args.compare {
         let max = if args.tasks > 1 { args.tasks } else { 8 };
