@@ -32,6 +32,7 @@ pub mod shard;
 pub mod stages;
 pub mod stats;
 pub mod sweep;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use cache::Cache;
