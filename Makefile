@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/adalbert
 MODEL := assets/minilm
 
-.PHONY: assets build test lint demo bench bench-serve clean-assets results-adapters results-hardware results-compression
+.PHONY: assets build test test-slurm lint demo bench bench-serve clean-assets results-adapters results-hardware results-compression results-distill
 
 assets:
 	scripts/fetch-assets
@@ -13,6 +13,13 @@ build:
 
 test: assets
 	$(CARGO) test --workspace --release
+
+# The tiny study on a real one-node Slurm cluster started here (root; installs slurm-wlm and
+# munge with apt-get if missing): 3 shards + merge through deploy/slurm, compared with one
+# process. See scripts/test-slurm.
+test-slurm: build
+	$(CARGO) build --release -p adalbert-experiment --example tiny_study
+	scripts/test-slurm
 
 lint:
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
@@ -52,6 +59,15 @@ results-compression: assets build
 			--out runs/bundles/$$t.bundle.safetensors || exit 1; \
 	done
 	$(BIN) compress --sweep configs/compression/minilm.toml --resume
+
+# Issue 14: all-MiniLM-L6-v2 distilled into a shared-layer ALBERT (E 128, one group applied
+# 6 times) on the fetched corpus for DISTILL_MINUTES, then results/distill.md from its distill.json.
+DISTILL_MINUTES ?= 15
+DISTILL_CMD = $(BIN) distill --teacher $(MODEL) --out runs/distill/minilm-e128 --embedding-size 128 \
+	--applications 6 --time-budget $(DISTILL_MINUTES) --warmup-steps 30 --seed 42 --force
+results-distill: assets build
+	$(DISTILL_CMD)
+	python3 tools/distill/report.py runs/distill/minilm-e128 results/distill.md "make results-distill ($(DISTILL_CMD))"
 
 # Accuracy of each inference path is reported for the task bundles `make results-compression`
 # trains (runs/bundles/), when they exist; BENCH_BUNDLE overrides the list.

@@ -122,6 +122,9 @@ def main():
               "Times are medians in ms per batch; each engine ran in every round (alternating) and the best "
               "median is kept. Ratios below 1 mean adalbert is faster. The machine is shared with other jobs, "
               "so absolute times are noisy; compare within a table.\n")
+    flags = next((r.get("cpu_flags") for r in rows.values() if r.get("cpu_flags")), None)
+    if flags:
+        md.append(f"ISA flags that pick our kernels (from `adalbert bench --json`): {' '.join(flags)}.\n")
     try:
         load = os.getloadavg()
         md.append(f"Load average when the report was written: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
@@ -182,8 +185,8 @@ def main():
     if acc:
         md.append("\n## Accuracy of the compressed path\n")
         md.append("`adalbert eval` of task bundles (`BENCH_BUNDLE`) on their offline-suite dev sets with each inference "
-                  "path (`ADALBERT_KERNELS=candle|auto|bf16`): candle's fp32 ops, adalbert's fp32 kernels, the compressed "
-                  "bf16 path.\n")
+                  "path (`ADALBERT_KERNELS=candle|auto|bf16|int8`): candle's fp32 ops, adalbert's fp32 kernels, the "
+                  "compressed bf16 and int8 paths.\n")
         md.append("| task | examples | kernels | metric | value | change vs candle fp32 (points) |")
         md.append("|---|---|---|---|---|---|")
         base = {r["task"]: r["value"] for r in acc if r["kernels"] == "candle"}
@@ -197,7 +200,8 @@ def main():
         md.append(f"| {e} | {s} | {dc:.1e} | {dm:.1e} | {fmt(mad, '.1e')} | {'yes' if agree else 'NO'} |")
     if a.profile_dir:
         for k, title in (("candle", "before: candle's ops (`--kernels candle`)"), ("auto", "after: adalbert's fp32 kernels"),
-                         ("bf16", "compressed path (`--precision bf16`)")):
+                         ("bf16", "compressed path (`--precision bf16`)"),
+                         ("int8", "int8 path (`--precision int8`)")):
             p = a.profile_dir / f"profile_{k}.txt"
             if p.exists() and p.read_text().strip():
                 md.append(f"\n## Profile, 8x128, {title}\n")
@@ -219,7 +223,14 @@ def main():
               "AMX tiles; activations rounded with `vcvtne2ps2bf16`; `tdpbf16ps` products with fp32 accumulation for "
               "every linear layer and for attention's QK^T and PV; the feed-forward intermediate never exists in fp32 "
               "(bias, GELU and bf16 rounding in the AMX epilogue, the next product reads the tiles). Softmax, "
-              "LayerNorm and residuals stay fp32. Without AMX: fp32 kernels on the bf16-rounded weights.")
+              "LayerNorm and residuals stay fp32. With AVX-512 BF16 but no AMX: `vdpbf16ps` on a 12x32 register tile "
+              "over bf16 pairs, attention fp32. Without either: fp32 kernels on the bf16-rounded weights.")
+    md.append("- adalbert int8 (`--precision int8`, `ADALBERT_KERNELS=int8[:KERNEL]`): weights quantized symmetrically "
+              "per output channel at load, activations symmetrically per row when each product starts (stored as "
+              "u8 + 128, the shift folded back per column); `vpdpbusd` on a 12x32 zmm tile (AVX512-VNNI) or 3x32 ymm "
+              "tile (AVX-VNNI), `tdpbusd` on AMX-INT8, plain Rust elsewhere; i32 accumulation, then scales, bias, "
+              "GELU in the epilogue and LayerNorm in the row block. Attention, softmax, LayerNorm and adapters stay "
+              "fp32. `adalbert info --kernels` says which kernel each precision runs on the host.")
     md.append("- training (`adalbert bench --train`): candle's autograd graph with adalbert's ops for the heavy parts "
               "(`crates/model/src/train_ops/`: frozen linear on the fp32 GEMM forward and backward, new activations "
               "written without a zero fill, LayerNorm, GELU, "

@@ -3,7 +3,7 @@
 # Runs the Python peers (PyTorch + transformers, ONNX Runtime) from their own venv and our
 # encoder (`adalbert bench`) side by side, BENCH_ROUNDS times alternating (the report keeps each
 # row's best median, which filters out bursts of load from other processes), then:
-#   - ours fp32, ours with a houlsby:64 adapter attached, ours compressed (bf16) at both shapes;
+#   - ours fp32, ours with a houlsby:64 adapter attached, ours compressed (bf16, int8) at both shapes;
 #   - adapter training steps (16x64, houlsby:64): ours vs PyTorch (tools/bench/train_peer.py);
 #   - a perf profile of ours at 8x128 with candle's ops (before) and adalbert's kernels (after);
 # and writes results/performance.md (tools/bench/report.py).
@@ -13,7 +13,7 @@
 # Env: ADALBERT_VENV (default tools/.venv), ADALBERT_BIN (default target/release/adalbert),
 #      BENCH_THREADS (default 2), BENCH_ROUNDS (default 2), BENCH_TRAIN (default 1),
 #      BENCH_PROFILE (default 1; needs `perf`), BENCH_OUT (default results/performance.md),
-#      BENCH_BUNDLE (task bundles, space-separated: also report their accuracy with candle / fp32 / bf16 kernels,
+#      BENCH_BUNDLE (task bundles, space-separated: also report their accuracy with candle / fp32 / bf16 / int8 kernels,
 #      e.g. one from `adalbert train --task movie-polarity --adapter houlsby:64 ...`).
 # Output: the table on stdout; JSON lines in target/bench/{peers,ours}.jsonl;
 #         target/bench/summary.json; results/performance.md.
@@ -58,6 +58,11 @@ export ADALBERT_VENV="$VENV"
 # --- assets
 [[ -f "$MODEL/model.safetensors" ]] || scripts/fetch-assets
 
+# --- the CPU every figure below comes from, and the kernels each precision runs on it
+if [[ "$PEERS_ONLY" == 0 && -x "$BIN" ]]; then
+  "$BIN" info --kernels >&2 || true
+fi
+
 mkdir -p "$OUTDIR"
 : > "$OUTDIR/peers.jsonl"
 : > "$OUTDIR/ours.jsonl"
@@ -96,6 +101,7 @@ for round in $(seq 1 "$ROUNDS"); do
       ours "$1" "$2"
       ours "$1" "$2" --adapter houlsby:64
       ours "$1" "$2" --precision bf16
+      ours "$1" "$2" --precision int8
     done
   fi
   # --- training throughput
@@ -115,7 +121,7 @@ if [[ -n "${BENCH_BUNDLE:-}" && "$PEERS_ONLY" == 0 ]]; then
   for bundle in $BENCH_BUNDLE; do
     [[ -f "$bundle" ]] || die "BENCH_BUNDLE: $bundle not found"
     name="$(basename "$bundle" .safetensors)"
-    for k in candle auto bf16; do
+    for k in candle auto bf16 int8; do
       echo "bench: ADALBERT_KERNELS=$k $BIN eval --model $MODEL --bundle $bundle --max-len ${BENCH_MAX_LEN:-64} --json" >&2
       line="$(ADALBERT_KERNELS=$k RAYON_NUM_THREADS="$THREADS" "$BIN" eval --model "$MODEL" --bundle "$bundle" \
         --max-len "${BENCH_MAX_LEN:-64}" --json --predictions "$OUTDIR/pred_${name}_$k.tsv" 2>/dev/null | tail -n1)" \
@@ -129,8 +135,8 @@ fi
 
 # --- profile: where the time goes with candle's ops (before) and with adalbert's kernels (after)
 if [[ "$PROFILE" == 1 && "$PEERS_ONLY" == 0 ]] && command -v perf >/dev/null 2>&1; then
-  for k in candle auto bf16; do
-    if [[ "$k" == bf16 ]]; then args=(--precision bf16); else args=(--kernels "$k"); fi
+  for k in candle auto bf16 int8; do
+    case "$k" in bf16|int8) args=(--precision "$k") ;; *) args=(--kernels "$k") ;; esac
     if perf record -F 499 -o "$OUTDIR/perf_$k.data" "$BIN" bench --model "$MODEL" --shape 8x128 --iters 30 \
          --threads "$THREADS" "${args[@]}" >/dev/null 2>&1; then
       perf report -i "$OUTDIR/perf_$k.data" --no-children --percent-limit 1 --stdio 2>/dev/null \

@@ -33,6 +33,9 @@ enum Command {
     Info(commands::info::Args),
     /// Print one embedding vector per text.
     Embed(commands::embed::Args),
+    /// Distil a BERT teacher into a true ALBERT (factorized embedding, shared layers) and
+    /// write it as a Hugging Face ALBERT directory.
+    Distill(Box<commands::distill::Args>),
     /// Run a whole experiment file: train, compress, simulate, report.
     Run(commands::run::Args),
     /// Train one task: adapters (--adapter SPEC), or the --mode full / head baselines.
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         Command::Embed(a) => commands::embed::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Train(a) => commands::train::run(a),
+        Command::Distill(a) => commands::distill::run(*a),
         Command::Run(a) => commands::run::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Predict(a) => commands::predict::run(a),
@@ -92,7 +96,7 @@ fn install_logging(format: LogFormat) {
 /// What a command will do, for the process policy.
 fn workload(command: &Command) -> Workload {
     match command {
-        Command::Train(_) | Command::Run(_) => Workload::Train,
+        Command::Train(_) | Command::Run(_) | Command::Distill(_) => Workload::Train,
         Command::Bench(a) if a.train => Workload::Train,
         Command::Serve(_) => Workload::Serve,
         _ => Workload::Infer,

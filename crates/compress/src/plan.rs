@@ -316,7 +316,13 @@ fn parse_int(spec: &str, bits: &str, opts: &[&str]) -> Result<IntSpec> {
         symmetric: true,
         per_channel: false,
     };
+    // Each option kind (granularity, symmetry) may be given once.
+    let mut seen = [false; 2];
     for &o in opts {
+        let slot = match o {
+            "per-tensor" | "per-channel" => 0,
+            _ => 1,
+        };
         match o {
             "per-tensor" => out.per_channel = false,
             "per-channel" => out.per_channel = true,
@@ -331,6 +337,9 @@ fn parse_int(spec: &str, bits: &str, opts: &[&str]) -> Result<IntSpec> {
                     ),
                 ))
             }
+        }
+        if std::mem::replace(&mut seen[slot], true) {
+            return Err(repeated_option("format", spec, o));
         }
     }
     Ok(out)
@@ -411,7 +420,10 @@ fn parse_prune(spec: &str, body: &str) -> Result<PruneSpec> {
         include_embeddings: false,
     };
     validate_sparsity(p.sparsity)?;
+    // Each option kind (scope, embeddings) may be given once.
+    let mut seen = [false; 2];
     for o in parts {
+        let slot = usize::from(o == "emb");
         match o {
             "global" => p.global = true,
             "per-tensor" => p.global = false,
@@ -424,8 +436,21 @@ fn parse_prune(spec: &str, body: &str) -> Result<PruneSpec> {
                 ))
             }
         }
+        if std::mem::replace(&mut seen[slot], true) {
+            return Err(repeated_option("prune", spec, o));
+        }
     }
     Ok(p)
+}
+
+/// The error for an option whose kind was already given (`int8:sym:asym`, `mlc:bpc=2:bpc=3`):
+/// silently keeping the last one would run something other than what the user read.
+fn repeated_option(kind: &'static str, spec: &str, option: &str) -> CompressError {
+    spec_error(
+        kind,
+        spec,
+        format!("option `{option}` repeats an earlier option of its kind; give each once"),
+    )
 }
 
 impl fmt::Display for PruneSpec {
@@ -538,10 +563,16 @@ impl FromStr for FaultSpec {
 
 fn parse_mlc<'a>(s: &str, opts: impl Iterator<Item = &'a str>) -> Result<MlcSpec> {
     let mut m = MlcSpec::default();
+    let mut seen: Vec<&str> = Vec::new();
     for o in opts {
         let (k, v) = o.split_once('=').ok_or_else(|| {
             spec_error("faults", s, format!("mlc option `{o}` must be key=value"))
         })?;
+        // A repeated key would silently keep only its last value.
+        if seen.contains(&k) {
+            return Err(repeated_option("faults", s, o));
+        }
+        seen.push(k);
         match (k, v) {
             ("bpc", _) => m.bits_per_cell = parse_num("faults", s, "bpc", v)?,
             ("coding", "binary") => m.coding = LevelCoding::Binary,
@@ -709,6 +740,12 @@ mod tests {
         assert!(ferr("bitflip:rate=2").contains("bitflip.rate"));
         assert!(ferr("bitflip").contains("rate="));
         assert!(ferr("mlc:coding=hex").contains("coding=hex"));
+        assert!(ferr("mlc:bpc=2:bpc=3").contains("option `bpc=3` repeats"));
+        assert!(ferr("mlc:sigma=1:coding=gray:sigma=2").contains("`sigma=2` repeats"));
+        assert!(err("int8:sym:asym").contains("`asym` repeats"));
+        assert!(err("int8:per-channel:per-tensor").contains("`per-tensor` repeats"));
+        assert!(err("int8+prune=0.5:global:per-tensor").contains("repeats"));
+        assert!(err("int8+prune=0.5:emb:emb").contains("`emb` repeats"));
         assert!(ferr("cosmic").contains("expected none"));
     }
 

@@ -41,6 +41,9 @@ pub enum CoreError {
     /// An output path that names an existing directory.
     #[error("{} is a directory; expected a file path", path.display())]
     IsDirectory { path: PathBuf },
+    /// An output path that cannot or must not be written (checked before work starts).
+    #[error("output {}: {reason}", path.display())]
+    Output { path: PathBuf, reason: String },
     /// Rows that cannot be written as CSV.
     #[error("cannot write CSV for {}", path.display())]
     Csv {

@@ -3,10 +3,11 @@
 //! An output is either absent or complete. [`write_atomic`] writes a temporary file in the
 //! target's directory (so the final rename stays on one file system), flushes it to disk,
 //! renames it over the target and removes the temporary if any step fails; a crash at any
-//! point leaves the old file or the new one, never a mix, and no stray temporary.
+//! point leaves the old file or the new one, never a mix. A process killed mid-write cannot
+//! remove its temporary; [`remove_stale_temporaries`] does, at the next run in that folder.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -44,9 +45,12 @@ pub fn write_atomic_with(
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(io_error("cannot create directory", dir))?;
-    // The temporary is deleted when dropped, so every early return below cleans up.
+    // The temporary is deleted when dropped, so every early return below cleans up. Its name
+    // carries this process's id, so a temporary left by a killed process can be told from one
+    // in use (see [`remove_stale_temporaries`]).
+    let prefix = format!("{TMP_PREFIX}{}-", std::process::id());
     let mut tmp = tempfile::Builder::new()
-        .prefix(".adalbert-")
+        .prefix(&prefix)
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(io_error("cannot create a temporary file in", dir))?;
@@ -65,6 +69,111 @@ pub fn write_atomic_with(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+const TMP_PREFIX: &str = ".adalbert-";
+
+/// Removes the temporaries that processes killed in the middle of [`write_atomic`] (SIGKILL,
+/// power loss) left in `dir`: files named `.adalbert-<pid>-*.tmp` whose process no longer runs
+/// (on systems without `/proc`, none are judged stale). Commands that resume in a folder call
+/// it first; returns how many were removed.
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(TMP_PREFIX)
+            .filter(|_| name.ends_with(".tmp"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id()
+            && !proc.join(pid.to_string()).exists()
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Checks, before any work starts, that `out` can be written as a file without destroying an
+/// input: it must not be an existing directory, its parent must not be a file, and it must not
+/// be (the same file as, through links too) any of `inputs`. Inputs that do not exist are
+/// skipped. Call it first, so a long run never ends in an unwritable or destructive output.
+pub fn check_output(out: &Path, inputs: &[PathBuf]) -> Result<()> {
+    if out.as_os_str().is_empty() {
+        return Err(CoreError::Output {
+            path: out.to_path_buf(),
+            reason: "is empty; expected a file path".into(),
+        });
+    }
+    if out.is_dir() {
+        return Err(CoreError::IsDirectory {
+            path: out.to_path_buf(),
+        });
+    }
+    // The nearest existing ancestor must be a directory (else the parent cannot be created).
+    let mut ancestor = out.parent();
+    while let Some(a) = ancestor {
+        if a.as_os_str().is_empty() {
+            break;
+        }
+        if a.exists() {
+            if !a.is_dir() {
+                return Err(CoreError::Output {
+                    path: out.to_path_buf(),
+                    reason: format!("cannot be created: {} is not a directory", a.display()),
+                });
+            }
+            break;
+        }
+        ancestor = a.parent();
+    }
+    if !out.exists() {
+        return Ok(());
+    }
+    for input in inputs {
+        if same_file(out, input) {
+            return Err(CoreError::Output {
+                path: out.to_path_buf(),
+                reason: format!(
+                    "is an input of this command ({}); writing it would destroy that input: choose another output path",
+                    input.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether two existing paths name the same file (device and inode on Unix, so hard and
+/// symbolic links count; canonical paths elsewhere).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match (a.canonicalize(), b.canonicalize()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
+    }
 }
 
 /// CSV text of `header` and `rows` (fields quoted by the `csv` crate where needed).
@@ -135,6 +244,62 @@ mod tests {
         let err = write_atomic(dir.path(), b"x").unwrap_err().to_string();
         assert!(err.contains("directory"), "{err}");
         assert!(dir.path().is_dir());
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        if !Path::new("/proc/self").exists() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // pid 0 is never a running process's id; our own id is running.
+        let dead = dir.path().join(".adalbert-0-abc.tmp");
+        let alive = dir
+            .path()
+            .join(format!(".adalbert-{}-abc.tmp", std::process::id()));
+        let other = dir.path().join("out.bin");
+        for p in [&dead, &alive, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temporaries(dir.path()), 1);
+        assert!(!dead.exists() && alive.exists() && other.exists());
+    }
+
+    #[test]
+    fn outputs_are_checked_before_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("model.safetensors");
+        std::fs::write(&input, b"weights").unwrap();
+        let inputs = [input.clone(), dir.path().join("absent.txt")];
+        // A new file, even in a directory still to be created, is fine.
+        check_output(&dir.path().join("a/b/out.bin"), &inputs).unwrap();
+        // An existing file that is no input may be replaced.
+        let other = dir.path().join("old.bin");
+        std::fs::write(&other, b"old").unwrap();
+        check_output(&other, &inputs).unwrap();
+        // A directory.
+        let e = check_output(dir.path(), &inputs).unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        // An input, by its own path and through another spelling of it.
+        let e = check_output(&input, &inputs).unwrap_err().to_string();
+        assert!(
+            e.contains("destroy") && e.contains("model.safetensors"),
+            "{e}"
+        );
+        let dotted = dir.path().join(".").join("model.safetensors");
+        assert!(check_output(&dotted, &inputs).is_err());
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link.safetensors");
+            std::os::unix::fs::symlink(&input, &link).unwrap();
+            assert!(check_output(&link, &inputs).is_err());
+        }
+        // A parent that is a file.
+        let e = check_output(&other.join("out.bin"), &inputs)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a directory"), "{e}");
+        assert_eq!(std::fs::read(&input).unwrap(), b"weights");
     }
 
     #[test]

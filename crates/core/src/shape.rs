@@ -120,6 +120,22 @@ impl ModelShape {
             .and_then(Result::ok)
     }
 
+    /// Refuses a sequence length the model cannot run: 0, or more tokens than it has
+    /// position embeddings (simulating or training such a length would describe no real run).
+    pub fn check_seq_len(&self, seq_len: u64) -> Result<()> {
+        let positions = self.max_position_embeddings as u64;
+        if seq_len == 0 || seq_len > positions {
+            return Err(CoreError::Spec {
+                what: "sequence length",
+                input: seq_len.to_string(),
+                reason: format!(
+                    "expected 1..={positions} tokens (the model's max_position_embeddings)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// A built-in name, a directory holding `config.json`, or a path to a config file.
     pub fn resolve(name_or_path: &str) -> Result<Self> {
         if let Some(s) = Self::builtin(name_or_path) {
@@ -460,6 +476,17 @@ fn field(origin: &str, field: &str, expected: String) -> CoreError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sequence_lengths_beyond_the_positions_are_refused() {
+        let m = super::ModelShape::resolve("albert-base").unwrap();
+        m.check_seq_len(1).unwrap();
+        m.check_seq_len(512).unwrap();
+        for bad in [0, 513, 100_000] {
+            let e = m.check_seq_len(bad).unwrap_err().to_string();
+            assert!(e.contains(&bad.to_string()) && e.contains("1..=512"), "{e}");
+        }
+    }
+
     use super::*;
 
     fn albert() -> ModelShape {

@@ -62,15 +62,18 @@ struct Record<T> {
 }
 
 impl Cache {
-    /// A cache in `dir` (created if missing); `resume` decides whether [`Cache::get`] reads.
+    /// A cache in `dir`; `resume` decides whether [`Cache::get`] reads. The folder is created
+    /// by the first [`Cache::put`], so a run refused on a bad input leaves nothing behind; an
+    /// existing `dir` that is not a folder is refused here, before any work.
     pub fn new(dir: PathBuf, resume: bool) -> Result<Self> {
-        std::fs::create_dir_all(&dir).map_err(|source| {
-            ExperimentError::Core(adalbert_core::CoreError::Io {
-                action: "cannot create directory",
-                path: dir.clone(),
-                source,
-            })
-        })?;
+        if dir.exists() && !dir.is_dir() {
+            return Err(ExperimentError::Core(adalbert_core::CoreError::Output {
+                path: dir,
+                reason: "exists and is not a folder; the cache needs a folder here".into(),
+            }));
+        }
+        // A run killed while writing a record may have left a temporary.
+        adalbert_core::files::remove_stale_temporaries(&dir);
         Ok(Self { dir, resume })
     }
 
@@ -107,6 +110,12 @@ impl Cache {
         if !self.resume {
             return None;
         }
+        self.read(key)
+    }
+
+    /// The finished result of `key` if a trustworthy record exists, resuming or not (what
+    /// the report and `--merge` read back).
+    pub fn read<T: DeserializeOwned>(&self, key: &Key) -> Option<T> {
         let text = std::fs::read_to_string(self.path(key)).ok()?;
         let record: Record<T> = serde_json::from_str(&text).ok()?;
         (record.format == CACHE_FORMAT && record.stage == key.stage && record.key == key.hex)
@@ -126,9 +135,153 @@ impl Cache {
     }
 }
 
+/// Floats that may be NaN or infinite in cache records (an undefined correlation, an
+/// infeasible design point). JSON has no such numbers and serde_json writes them as `null`,
+/// which would not read back as a float: these write them as the strings `"NaN"`, `"inf"` and
+/// `"-inf"` instead (finite values stay JSON numbers), and read numbers, those strings, and
+/// `null` (as NaN, what older records hold). Use with `#[serde(with = "real")]` on an `f64`,
+/// or the submodules for containers of them.
+pub mod real {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Clone, Copy)]
+    struct Real(f64);
+
+    impl Serialize for Real {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let x = self.0;
+            if x.is_nan() {
+                s.serialize_str("NaN")
+            } else if x.is_infinite() {
+                s.serialize_str(if x > 0.0 { "inf" } else { "-inf" })
+            } else {
+                s.serialize_f64(x)
+            }
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Real {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            #[derive(Deserialize)]
+            #[serde(untagged)]
+            enum Repr {
+                Number(f64),
+                Text(String),
+                Null(()),
+            }
+            match Repr::deserialize(d)? {
+                Repr::Number(x) => Ok(Real(x)),
+                Repr::Null(()) => Ok(Real(f64::NAN)),
+                Repr::Text(t) => match t.as_str() {
+                    "NaN" => Ok(Real(f64::NAN)),
+                    "inf" => Ok(Real(f64::INFINITY)),
+                    "-inf" => Ok(Real(f64::NEG_INFINITY)),
+                    other => Err(serde::de::Error::custom(format!(
+                        "expected a number, \"NaN\", \"inf\" or \"-inf\", found \"{other}\""
+                    ))),
+                },
+            }
+        }
+    }
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        Real(*x).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Real::deserialize(d)?.0)
+    }
+
+    /// `Option<f64>`.
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+            x.map(Real).serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+            Ok(Option::<Real>::deserialize(d)?.map(|r| r.0))
+        }
+    }
+
+    /// `Option<[f64; 3]>`.
+    pub mod option3 {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(x: &Option<[f64; 3]>, s: S) -> Result<S::Ok, S::Error> {
+            x.map(|a| a.map(Real)).serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[f64; 3]>, D::Error> {
+            Ok(Option::<[Real; 3]>::deserialize(d)?.map(|a| a.map(|r| r.0)))
+        }
+    }
+
+    /// `BTreeMap<String, f64>` (metrics by name).
+    pub mod map {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            m: &BTreeMap<String, f64>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            s.collect_map(m.iter().map(|(k, v)| (k, Real(*v))))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<BTreeMap<String, f64>, D::Error> {
+            Ok(BTreeMap::<String, Real>::deserialize(d)?
+                .into_iter()
+                .map(|(k, r)| (k, r.0))
+                .collect())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nan_and_infinities_read_back_as_written() {
+        use std::collections::BTreeMap;
+        #[derive(Debug, Serialize, Deserialize)]
+        struct R {
+            #[serde(with = "real")]
+            x: f64,
+            #[serde(with = "real::option")]
+            o: Option<f64>,
+            #[serde(with = "real::option3")]
+            a: Option<[f64; 3]>,
+            #[serde(with = "real::map")]
+            m: BTreeMap<String, f64>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().to_path_buf(), true).unwrap();
+        let key = Cache::key("t", &0).unwrap();
+        let r = R {
+            x: f64::NAN,
+            o: Some(f64::NEG_INFINITY),
+            a: Some([1.5, f64::INFINITY, f64::NAN]),
+            m: BTreeMap::from([("p".to_string(), f64::NAN), ("q".to_string(), 0.25)]),
+        };
+        cache.put(&key, &r).unwrap();
+        let back: R = cache.get(&key).expect("read back");
+        assert!(back.x.is_nan());
+        assert_eq!(back.o, Some(f64::NEG_INFINITY));
+        let a = back.a.unwrap();
+        assert_eq!((a[0], a[1]), (1.5, f64::INFINITY));
+        assert!(a[2].is_nan() && back.m["p"].is_nan());
+        assert_eq!(back.m["q"], 0.25);
+        // What serde_json alone writes for NaN (older records) reads as NaN.
+        let old: R =
+            serde_json::from_str(r#"{"x": null, "o": null, "a": null, "m": {"p": null}}"#).unwrap();
+        assert!(old.x.is_nan() && old.o.is_none() && old.m["p"].is_nan());
+    }
 
     #[derive(Serialize)]
     struct Inputs<'a> {

@@ -163,6 +163,54 @@ pub struct SimulateSection {
     pub dse_space: Option<PathBuf>,
 }
 
+impl SimulateSection {
+    /// Every value the simulate stage will use, as (key, reason) on the first bad one: the
+    /// models must resolve, the sequence length fit each model's positions, the design space
+    /// file exist and parse.
+    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+        let err = |key: &str, why: String| (format!("simulate.{key}"), why);
+        if self.max_tasks == 0 || self.max_tasks > 64 {
+            return Err(err("max_tasks", "must be in 1..=64".into()));
+        }
+        adalbert_hw::StoragePlan::parse(&self.plan, self.bits_per_cell)
+            .map_err(|e| err("plan", e.to_string()))?;
+        adalbert_hw::spec::parse_adapter(&self.adapter)
+            .map_err(|e| err("adapter", e.to_string()))?;
+        self.sharing
+            .parse::<adalbert_hw::Sharing>()
+            .map_err(|e| err("sharing", e.to_string()))?;
+        if !(self.requests_per_switch.is_finite() && self.requests_per_switch > 0.0) {
+            return Err(err(
+                "requests_per_switch",
+                format!("= {}: must be a number > 0", self.requests_per_switch),
+            ));
+        }
+        if self.models.is_empty() {
+            return Err(err("models", "must list at least one model".into()));
+        }
+        for m in &self.models {
+            let shape = adalbert_hw::ModelShape::resolve(m)
+                .map_err(|e| err("models", format!("`{m}`: {e}")))?;
+            shape
+                .check_seq_len(self.seq_len)
+                .map_err(|e| err("seq_len", format!("for model `{m}`: {e}")))?;
+        }
+        if let Some(path) = &self.dse_space {
+            let (arch, tech) = (
+                adalbert_hw::Accelerator::builtin(),
+                adalbert_hw::MemoryTable::builtin(),
+            );
+            let (arch, tech) = match (arch, tech) {
+                (Ok(a), Ok(t)) => (a, t),
+                (Err(e), _) | (_, Err(e)) => return Err(err("dse_space", e.to_string())),
+            };
+            adalbert_hw::dse::Space::from_path(path, &arch, &tech)
+                .map_err(|e| err("dse_space", crate::error::chain(&e)))?;
+        }
+        Ok(())
+    }
+}
+
 fn default_data() -> PathBuf {
     PathBuf::from("assets/data")
 }
@@ -201,6 +249,47 @@ fn default_max_tasks() -> u64 {
 }
 fn default_seq() -> u64 {
     128
+}
+
+impl TrainSection {
+    /// The peak learning rate of a method.
+    pub fn lr_for(&self, method: &Method) -> f64 {
+        match method {
+            Method::Adapter(_) => self.lr_adapter,
+            Method::Full => self.lr_full,
+            Method::Head => self.lr_head,
+        }
+    }
+
+    /// The training configuration of one item: what the train stage runs and what
+    /// validation checks.
+    pub fn config(&self, lr: f64, seed: u64) -> adalbert_train::TrainConfig {
+        adalbert_train::TrainConfig {
+            epochs: self.epochs,
+            lr,
+            batch_size: self.batch,
+            max_len: self.max_len,
+            dropout: self.dropout,
+            seed,
+            max_train_examples: self.max_train,
+            max_eval_examples: self.max_eval,
+            ..adalbert_train::TrainConfig::default()
+        }
+    }
+
+    /// The key of this section a training setting comes from (`lr` depends on the method).
+    fn key_of(field: &str, method: &Method) -> String {
+        let key = match (field, method) {
+            ("lr", Method::Adapter(_)) => "lr_adapter",
+            ("lr", Method::Full) => "lr_full",
+            ("lr", Method::Head) => "lr_head",
+            ("batch_size", _) => "batch",
+            ("max_train_examples", _) => "max_train",
+            ("max_eval_examples", _) => "max_eval",
+            (other, _) => other,
+        };
+        format!("train.{key}")
+    }
 }
 
 impl Experiment {
@@ -255,8 +344,40 @@ impl Experiment {
                 }
             }
         }
+        // Every value a training item will use, checked as the trainer checks it, so a bad
+        // value fails here and not after earlier stages have run.
+        let positions = adalbert_model::EncoderConfig::from_path(&self.model)
+            .map_err(|e| at("model", e.to_string()))?
+            .shape
+            .max_position_embeddings;
+        let mut methods: Vec<Method> = Vec::new();
         for m in &self.tasks.methods {
-            method_of(m).map_err(|e| at("tasks.methods", e.to_string()))?;
+            methods.push(method_of(m).map_err(|e| at("tasks.methods", e.to_string()))?);
+        }
+        if let Some(s) = &self.sweep {
+            for &m in &s.sizes {
+                methods.push(
+                    method_of(&format!("{}:{m}", s.kind))
+                        .map_err(|e| at("sweep", e.to_string()))?,
+                );
+            }
+        }
+        for method in &methods {
+            let cfg = self.train.config(self.train.lr_for(method), 0);
+            if let Err(adalbert_train::TrainError::Config { field, reason }) = cfg.validate() {
+                let key = TrainSection::key_of(field, method);
+                return Err(at(&key, format!("= invalid value: {reason}")));
+            }
+        }
+        if self.train.max_len > positions {
+            return Err(at(
+                "train.max_len",
+                format!(
+                    "= {}: more than the model's {positions} positions (max_position_embeddings in {})",
+                    self.train.max_len,
+                    self.model.join("config.json").display()
+                ),
+            ));
         }
         if let Some(c) = &self.compress {
             if !self.tasks.methods.contains(&c.method) {
@@ -272,20 +393,15 @@ impl Experiment {
                 ));
             }
             sweep::expand(&c.groups).map_err(|e| at("compress", crate::error::chain(&e)))?;
-        }
-        if let Some(s) = &self.sweep {
-            for &m in &s.sizes {
-                method_of(&format!("{}:{m}", s.kind)).map_err(|e| at("sweep", e.to_string()))?;
+            if c.max_eval == Some(0) {
+                return Err(at(
+                    "compress.max_eval",
+                    "= 0: leaves nothing to evaluate".into(),
+                ));
             }
         }
         if let Some(s) = &self.simulate {
-            if s.max_tasks == 0 || s.max_tasks > 64 {
-                return Err(at("simulate.max_tasks", "must be in 1..=64".into()));
-            }
-            adalbert_hw::StoragePlan::parse(&s.plan, s.bits_per_cell)
-                .map_err(|e| at("simulate.plan", e.to_string()))?;
-            adalbert_hw::spec::parse_adapter(&s.adapter)
-                .map_err(|e| at("simulate.adapter", e.to_string()))?;
+            s.validate().map_err(|(key, why)| at(&key, why))?;
         }
         adalbert_model::Sharing::parse(&self.train.sharing)
             .map_err(|e| at("train.sharing", e.to_string()))?;

@@ -52,6 +52,20 @@ pub enum ExperimentError {
     Compression(#[from] adalbert_model::compression::CompressionError),
     #[error(transparent)]
     Hw(#[from] adalbert_hw::HwError),
+    /// A `--shard I/N` value that is not a shard.
+    #[error("--shard {value}: {reason}")]
+    Shard { value: String, reason: String },
+    /// An output folder that belongs to another experiment or another plan; `path` is the
+    /// file that says so.
+    #[error("{}: {reason}", path.display())]
+    OutDir { path: PathBuf, reason: String },
+    /// Items of the plan with no result in the cache (`--merge` before every shard finished).
+    #[error("{summary}\n{}", missing.join("\n"))]
+    Missing {
+        summary: String,
+        /// One line per missing item (or group of them), then what to run.
+        missing: Vec<String>,
+    },
     /// A value that cannot be described as JSON (a cache key or record).
     #[error("cannot encode a cache record")]
     Json(#[from] serde_json::Error),

@@ -13,21 +13,31 @@
 //! model in `adalbert-hw`; this crate only sequences them, caches their results and reports
 //! them. Argument parsing and printing stay in the binary.
 //!
-//! Flow of one study: config -> items (each keyed by a hash of its inputs) -> cache ->
+//! Flow of one study: config -> [`plan`] (items, each keyed by a hash of its inputs, with an
+//! estimated cost) -> cache -> report, the report built from the cache alone. A study larger
+//! than one machine runs as [`shard`]s that share the cache folder, and a merge writes the
 //! report. Every output file is written atomically and every CSV through the `csv` crate.
+//! [`testing`] holds the tiny study the tests, the `tiny_study` example and `make test-slurm`
+//! run.
 
 #![forbid(unsafe_code)]
 
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod plan;
 pub mod report;
 mod run;
+pub mod shard;
 pub mod stages;
 pub mod stats;
 pub mod sweep;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use cache::Cache;
 pub use config::Experiment;
 pub use error::{ExperimentError, Result};
-pub use run::{check, run, RunOptions, RunOutcome};
+pub use plan::Plan;
+pub use run::{check, list_items, run, ListedItem, Listing, Mode, RunOptions, RunOutcome, Timing};
+pub use shard::Shard;

@@ -10,46 +10,32 @@ use adalbert_experiment::config::Experiment;
 use adalbert_experiment::error::chain;
 use adalbert_experiment::stages::train::TrainRecord;
 use adalbert_experiment::sweep::{self, Flags, Point, Progress};
-use adalbert_experiment::{run, RunOptions};
+use adalbert_experiment::{run, testing, Mode, RunOptions, RunOutcome};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn data() -> PathBuf {
-    root().join("crates/tasks/tests/fixtures/assets")
-}
-
-const WORDS: [&str; 12] = [
-    "the", "a", "good", "bad", "film", "movie", "is", "was", "not", "great", "awful", "fun",
-];
-
-fn tiny_model(dir: &Path) {
-    adalbert_model::testing::write_tiny_albert(dir, &WORDS).unwrap();
+    testing::data_dir()
 }
 
 /// The tiny experiment (tests/fixtures/tiny.toml) in `dir`, with `methods` as its methods
 /// and `compress` as the body of its `[compress]` section.
 fn experiment(dir: &Path, methods: &str, compress: &str) -> PathBuf {
-    let model = dir.join("model");
-    if !model.is_dir() {
-        tiny_model(&model);
-    }
-    let template = include_str!("fixtures/tiny.toml");
+    let path = testing::write_tiny_study(dir).unwrap();
+    let template = std::fs::read_to_string(&path).unwrap();
     let section = |name: &str| {
         let start = template.find(&format!("[{name}]\n")).unwrap();
         let end = template[start..].find("\n\n").unwrap() + start;
         &template[start..end]
     };
     let text = template
-        .replace("MODEL", &model.display().to_string())
-        .replace("DATA", &data().display().to_string())
         .replace(
             "methods = [\"houlsby:4\", \"head\"]",
             &format!("methods = {methods}"),
         )
         .replace(section("compress"), &format!("[compress]\n{compress}"));
-    let path = dir.join("tiny.toml");
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -91,19 +77,22 @@ fn tiny_experiment_writes_a_consistent_report_and_resumes() {
         experiment: exp.clone(),
         out: Some(out.clone()),
         resume: false,
+        mode: Mode::All,
     };
-    let first = run(&opts).unwrap();
+    let report = |opts: &RunOptions| match run(opts).unwrap() {
+        RunOutcome::Report { headlines, report } => (headlines, report),
+        other => panic!("a whole run gives a report: {other:?}"),
+    };
+    let (first, report_md) = report(&opts);
     assert!(first
-        .headlines
         .iter()
         .any(|h| h.starts_with("Table 1 | movie-polarity")));
     assert!(first
-        .headlines
         .iter()
         .any(|h| h.starts_with("Table 2 | plan int8 faults mlc:bpc=3")));
     let report_dir = out.join("report");
-    assert_eq!(first.report, report_dir.join("report.md"));
-    let md = std::fs::read_to_string(&first.report).unwrap();
+    assert_eq!(report_md, report_dir.join("report.md"));
+    let md = std::fs::read_to_string(&report_md).unwrap();
     let csvs = [
         "table1_tasks.csv",
         "sweep_adapter_size.csv",
@@ -161,12 +150,11 @@ fn tiny_experiment_writes_a_consistent_report_and_resumes() {
     let bundles_before = listing(&out.join("bundles"));
     let table1 = std::fs::read_to_string(report_dir.join("table1_tasks.csv")).unwrap();
     let table2 = std::fs::read_to_string(report_dir.join("table2_compression.csv")).unwrap();
-    let again = run(&RunOptions {
+    let (again, _) = report(&RunOptions {
         resume: true,
         ..opts
-    })
-    .unwrap();
-    assert_eq!(again.headlines, first.headlines);
+    });
+    assert_eq!(again, first);
     assert_eq!(listing(&out.join("cache")), cache_before);
     assert_eq!(listing(&out.join("bundles")), bundles_before);
     for (f, before) in [

@@ -160,8 +160,9 @@ pub fn check_workload(
     seq_len: u64,
     num_labels: u64,
 ) -> Result<()> {
-    let positions = model.max_position_embeddings as u64;
-    if seq_len == 0 || seq_len > positions {
+    // The rule is core's (the same one training and `run --check` apply).
+    if model.check_seq_len(seq_len).is_err() {
+        let positions = model.max_position_embeddings;
         return Err(field_err(
             origin,
             "seq_len",

@@ -43,11 +43,18 @@ impl Num {
     /// The value as a positive integer (counts such as MAC rows).
     pub fn count(&self, origin: &str, field: &str) -> Result<u64> {
         let v = self.positive(origin, field)?;
-        if v.fract() != 0.0 || v > u32::MAX as f64 {
+        if v.fract() != 0.0 {
             return Err(field_err(
                 origin,
                 field,
                 format!("a whole number, found {v}"),
+            ));
+        }
+        if v > u32::MAX as f64 {
+            return Err(field_err(
+                origin,
+                field,
+                format!("a count of at most {} (2^32 - 1), found {v}", u32::MAX),
             ));
         }
         Ok(v as u64)
@@ -83,5 +90,41 @@ impl Provenance {
             value: num.value,
             source: num.source.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn num(value: f64) -> Num {
+        Num {
+            value,
+            source: "assumed: test".into(),
+        }
+    }
+
+    #[test]
+    fn counts_name_the_limit_they_break() {
+        assert_eq!(num(16.0).count("a.toml", "mac_rows").unwrap(), 16);
+        assert_eq!(
+            num(u32::MAX as f64).count("a.toml", "mac_rows").unwrap(),
+            u64::from(u32::MAX)
+        );
+        // 2^32 is a whole number: the error must say the real limit, not "whole number".
+        let e = num(4294967296.0)
+            .count("a.toml", "mac_rows")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("at most 4294967295") && e.contains("mac_rows"),
+            "{e}"
+        );
+        assert!(!e.contains("whole number"), "{e}");
+        let e = num(2.5)
+            .count("a.toml", "mac_rows")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a whole number, found 2.5"), "{e}");
     }
 }

@@ -9,8 +9,9 @@ use std::hint::black_box;
 
 use adalbert_kernels::act::{self, Act};
 use adalbert_kernels::attention::{attention, AttentionShape};
-use adalbert_kernels::bf16::{self, PackedBf16};
+use adalbert_kernels::bf16::{self, Bf16Isa, PackedBf16};
 use adalbert_kernels::gemm::{gemm, Epilogue, PackedB};
+use adalbert_kernels::int8::{self, Int8Isa, PackedI8};
 use adalbert_kernels::Isa;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -24,8 +25,37 @@ fn data(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// The CPU's model name (Linux), printed beside the figures.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 fn bench_gemm(c: &mut Criterion) {
     let isa = Isa::detect();
+    let name = |k: &dyn Fn() -> Vec<&'static str>| k().join(", ");
+    eprintln!(
+        "CPU: {}; fp32 {}; int8 kernels here: {}; bf16 kernels here: {}",
+        cpu_name(),
+        isa.name(),
+        name(&|| Int8Isa::ALL
+            .into_iter()
+            .filter(|k| k.available())
+            .map(Int8Isa::name)
+            .collect()),
+        name(&|| Bf16Isa::ALL
+            .into_iter()
+            .filter(|k| k.available())
+            .map(Bf16Isa::name)
+            .collect()),
+    );
     let mut g = c.benchmark_group("gemm");
     g.sample_size(10);
     for &(m, k, n) in &[
@@ -44,10 +74,19 @@ fn bench_gemm(c: &mut Criterion) {
         g.bench_function(format!("f32 {m}x{k}x{n}"), |b| {
             b.iter(|| gemm(isa, m, black_box(&a), k, &packed, &mut out, n, &ep))
         });
-        let p16 = PackedBf16::from_weight(isa, &w, n, k);
-        if p16.is_amx() {
-            g.bench_function(format!("bf16-amx {m}x{k}x{n}"), |b| {
+        for kernel in Bf16Isa::ALL.into_iter().filter(|k| k.available()) {
+            if kernel == Bf16Isa::Widened {
+                continue; // the fp32 product above, on rounded weights
+            }
+            let p16 = PackedBf16::for_kernel(kernel, &w, n, k);
+            g.bench_function(format!("bf16-{} {m}x{k}x{n}", kernel.name()), |b| {
                 b.iter(|| bf16::gemm(isa, m, black_box(&a), k, &p16, &mut out, n, &ep))
+            });
+        }
+        let p8 = PackedI8::from_weight(&w, n, k);
+        for kernel in Int8Isa::ALL.into_iter().filter(|k| k.available()) {
+            g.bench_function(format!("int8-{} {m}x{k}x{n}", kernel.name()), |b| {
+                b.iter(|| int8::gemm(kernel, m, black_box(&a), k, &p8, &mut out, n, &ep))
             });
         }
     }

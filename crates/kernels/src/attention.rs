@@ -458,6 +458,172 @@ pub fn train_backward(
     dqkv
 }
 
+/// The attention-distribution distillation loss (MiniLM, arXiv 2002.10957; TinyBERT,
+/// arXiv 1909.10351, docs/sources.md#distillation): for every sequence, head and query row
+/// `i`, `KL(target_i || P_i)` with `P = softmax(scale * Q K^T + mask)` from the fused
+/// projection `qkv` (`[B*S, 3H]`), weighted by `row_weight[b * S + i]` and summed.
+/// `target` is `[B, heads, S, S]` (the teacher's probabilities). Returns the student's
+/// probabilities (for [`kl_backward`]) and the loss.
+///
+/// The probabilities are computed again here rather than taken from the attention op: the
+/// product `Q K^T` is a few percent of a layer's work, and a separate op keeps the loss a
+/// plain node of the autograd graph. Each row's log-normalizer is recovered from its largest
+/// probability (`lse = max(z) - ln(max P)`, exact, and `max P >= 1/S` never underflows), so
+/// the in-place vectorized softmax serves both.
+///
+/// # Panics
+/// If a buffer does not have the size `shape` gives it.
+pub fn kl_forward(
+    isa: Isa,
+    qkv: &[f32],
+    mask_bias: &[f32],
+    shape: AttentionShape,
+    scale: f32,
+    target: &[f32],
+    row_weight: &[f32],
+) -> (Vec<f32>, f64) {
+    shape.check(qkv, mask_bias);
+    let AttentionShape {
+        batch,
+        seq,
+        heads,
+        head_dim: d,
+    } = shape;
+    let h = shape.hidden();
+    let ss = seq * seq;
+    assert!(
+        target.len() == batch * heads * ss && row_weight.len() == batch * seq,
+        "attention KL: target or row weights shape"
+    );
+    let mut probs = output_buffer(batch * heads * ss);
+    let mut partial = vec![0.0f64; batch * heads];
+    let pp = SendPtr(probs.as_mut_ptr());
+    let lp = SendPtr(partial.as_mut_ptr());
+    par_for(batch * heads, |t| {
+        let (b, base, _) = shape.head(t);
+        let (q, k) = (&qkv[base..], &qkv[base + h..]);
+        let mask = &mask_bias[b * seq..(b + 1) * seq];
+        let weights = &row_weight[b * seq..(b + 1) * seq];
+        let tg = &target[t * ss..(t + 1) * ss];
+        // SAFETY: task t's S x S block of `probs` and its one slot of `partial` are its own,
+        // and both buffers outlive `par_for`.
+        let (pr, slot) = unsafe { (pp.slice_mut(t * ss, ss), lp.slice_mut(t, 1)) };
+        with_task_scratch(|sc| {
+            sc.packed.pack_nk(k, 3 * h, seq, d);
+            let ep = Epilogue {
+                alpha: scale,
+                bias: Some(mask),
+                ..Epilogue::default()
+            };
+            gemm_serial(isa, seq, q, 3 * h, &sc.packed, pr, seq, &ep);
+            // Per row: sum_j T (ln T - z), sum_j T and max z, before the softmax overwrites z.
+            sc.a.clear();
+            for (i, (z, t_row)) in pr.chunks_exact(seq).zip(tg.chunks_exact(seq)).enumerate() {
+                let (mut cross, mut mass) = (0.0f64, 0.0f64);
+                if weights[i] != 0.0 {
+                    for (&zj, &tj) in z.iter().zip(t_row) {
+                        if tj > 0.0 {
+                            cross += tj as f64 * ((tj as f64).ln() - zj as f64);
+                            mass += tj as f64;
+                        }
+                    }
+                }
+                let zmax = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                sc.a.extend([cross as f32, mass as f32, zmax]);
+            }
+            softmax::rows_in_place(isa, pr, seq);
+            let mut loss = 0.0f64;
+            for (i, (p_row, row)) in pr.chunks_exact(seq).zip(sc.a.chunks_exact(3)).enumerate() {
+                if weights[i] == 0.0 {
+                    continue;
+                }
+                let pmax = p_row.iter().fold(0.0f32, |a, &b| a.max(b)) as f64;
+                let lse = row[2] as f64 - pmax.ln();
+                loss += weights[i] as f64 * (row[0] as f64 + row[1] as f64 * lse);
+            }
+            slot[0] = loss;
+        });
+    });
+    // Summed in task order, so the loss does not depend on the thread count.
+    (probs, partial.iter().sum())
+}
+
+/// The gradient of [`kl_forward`]'s loss, times `grad`, with respect to `qkv`: per row
+/// `dz = grad * row_weight * (P - T)`, then `dQ = scale * dz K` and `dK = scale * dz^T Q`;
+/// the value block gets zeros.
+///
+/// # Panics
+/// If a buffer does not have the size `shape` gives it.
+#[allow(clippy::too_many_arguments)]
+pub fn kl_backward(
+    isa: Isa,
+    qkv: &[f32],
+    shape: AttentionShape,
+    scale: f32,
+    probs: &[f32],
+    target: &[f32],
+    row_weight: &[f32],
+    grad: f32,
+) -> Vec<f32> {
+    let AttentionShape {
+        batch,
+        seq,
+        heads,
+        head_dim: d,
+    } = shape;
+    let h = shape.hidden();
+    let ss = seq * seq;
+    assert!(
+        qkv.len() == batch * seq * 3 * h
+            && probs.len() == batch * heads * ss
+            && target.len() == probs.len()
+            && row_weight.len() == batch * seq,
+        "attention KL backward: shapes differ from the forward pass"
+    );
+    // Zeros: the value block has no gradient from this loss.
+    let mut dqkv = vec![0.0f32; qkv.len()];
+    let (gp, glen) = (SendPtr(dqkv.as_mut_ptr()), dqkv.len());
+    par_for(batch * heads, |t| {
+        let (b, base, _) = shape.head(t);
+        let (q, k) = (&qkv[base..], &qkv[base + h..]);
+        let p = &probs[t * ss..(t + 1) * ss];
+        let tg = &target[t * ss..(t + 1) * ss];
+        let weights = &row_weight[b * seq..(b + 1) * seq];
+        let at = |off: usize| (gp.ptr().wrapping_add(off), glen - off);
+        let ((dq, lq), (dk, lk)) = (at(base), at(base + h));
+        with_task_scratch(|sc| {
+            let TaskScratch { packed, a, b: buf } = sc;
+            let none = Epilogue::default();
+            a.clear();
+            a.resize(ss, 0.0);
+            for (i, ((o, pr), tr)) in a
+                .chunks_exact_mut(seq)
+                .zip(p.chunks_exact(seq))
+                .zip(tg.chunks_exact(seq))
+                .enumerate()
+            {
+                let w = grad * scale * weights[i];
+                if w != 0.0 {
+                    for ((o, &pv), &tv) in o.iter_mut().zip(pr).zip(tr) {
+                        *o = w * (pv - tv);
+                    }
+                }
+            }
+            // dQ = dS K, dK = dS^T Q.
+            packed.pack_kn(k, 3 * h, seq, d);
+            // SAFETY: (both products) the S rows of d columns at stride 3H from each pointer
+            // lie inside `dqkv` (the length given), and only this (b, head) task accesses
+            // them.
+            unsafe { gemm_serial_raw(isa, seq, a, seq, packed, dq, lq, 3 * h, &none) };
+            transpose(a, seq, seq, buf);
+            packed.pack_kn(q, 3 * h, seq, d);
+            // SAFETY: see the product into dq.
+            unsafe { gemm_serial_raw(isa, seq, buf, seq, packed, dk, lk, 3 * h, &none) };
+        });
+    });
+    dqkv
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

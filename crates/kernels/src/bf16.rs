@@ -43,7 +43,63 @@ pub fn from_bf16(h: u16) -> f32 {
 /// use, and Linux granted tile permission (checked once).
 pub fn amx_available() -> bool {
     static AMX: OnceLock<bool> = OnceLock::new();
-    *AMX.get_or_init(|| Isa::Avx512.available() && amx::request())
+    *AMX.get_or_init(|| crate::amx::available(crate::amx::Unit::Bf16))
+}
+
+/// Which bf16 kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Bf16Isa {
+    /// No bf16 instructions: the bf16-rounded weights widened to fp32 on the fp32 kernels.
+    Widened,
+    /// AVX-512 BF16 (`vdpbf16ps`): bf16 pairs multiplied into fp32 lanes, a 12 x 32 tile.
+    Avx512Bf16,
+    /// AMX-BF16 tiles (`tdpbf16ps`).
+    Amx,
+}
+
+impl Bf16Isa {
+    /// Every kernel, best first.
+    pub const ALL: [Bf16Isa; 3] = [Bf16Isa::Amx, Bf16Isa::Avx512Bf16, Bf16Isa::Widened];
+
+    /// The best kernel this CPU runs.
+    pub fn detect() -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.available())
+            .unwrap_or(Bf16Isa::Widened)
+    }
+
+    /// Whether this CPU (and OS, for AMX) runs `self`.
+    pub fn available(self) -> bool {
+        match self {
+            Bf16Isa::Widened => true,
+            Bf16Isa::Avx512Bf16 => Isa::Avx512.available() && avx512bf16_available(),
+            Bf16Isa::Amx => amx_available(),
+        }
+    }
+
+    /// `self` where it runs, else [`Bf16Isa::Widened`].
+    pub fn or_widened(self) -> Self {
+        if self.available() {
+            self
+        } else {
+            Bf16Isa::Widened
+        }
+    }
+
+    /// The name (`widened`, `avx512-bf16`, `amx`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Isa::Widened => "widened",
+            Bf16Isa::Avx512Bf16 => "avx512-bf16",
+            Bf16Isa::Amx => "amx",
+        }
+    }
+
+    /// The kernel named `name` (as [`Bf16Isa::name`] writes it).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
 
 /// Weights `W[n, k]` as the right-hand side `B = W^T`, in bf16.
@@ -55,27 +111,51 @@ pub struct PackedBf16 {
 
 enum Repr {
     Amx(AmxB),
+    /// bf16 pairs for `vdpbf16ps` (AVX-512 BF16 without AMX).
+    Pairs(PairsB),
     /// bf16-rounded weights widened to fp32 for the fp32 kernels (CPUs without AMX).
     Widened(PackedB),
 }
 
 impl PackedBf16 {
-    /// Packs the weight `W[n, k]` for AMX where `isa` is AVX-512 and the CPU has AMX
-    /// ([`amx_available`]), else as [`PackedBf16::widened`].
+    /// Packs the weight `W[n, k]` for the best bf16 kernel of this CPU ([`Bf16Isa::detect`])
+    /// where `isa` is AVX-512, else as [`PackedBf16::widened`].
     ///
     /// # Panics
     /// If `w` holds fewer than `n * k` values.
     pub fn from_weight(isa: Isa, w: &[f32], n: usize, k: usize) -> Self {
-        if isa != Isa::Avx512 || !amx_available() {
-            return Self::widened(w, n, k);
-        }
+        let kernel = if isa == Isa::Avx512 {
+            Bf16Isa::detect()
+        } else {
+            Bf16Isa::Widened
+        };
+        Self::for_kernel(kernel, w, n, k)
+    }
+
+    /// Packs the weight `W[n, k]` for `kernel` (the widened fp32 form where the CPU lacks it).
+    ///
+    /// # Panics
+    /// If `w` holds fewer than `n * k` values.
+    pub fn for_kernel(kernel: Bf16Isa, w: &[f32], n: usize, k: usize) -> Self {
         assert!(w.len() >= n * k, "bf16 pack: source too short");
-        let mut b = AmxB::default();
-        b.pack_nk(w, k, n, k);
-        Self {
-            k,
-            n,
-            repr: Repr::Amx(b),
+        let repr = match kernel.or_widened() {
+            Bf16Isa::Widened => return Self::widened(w, n, k),
+            Bf16Isa::Avx512Bf16 => Repr::Pairs(PairsB::from_weight(w, n, k)),
+            Bf16Isa::Amx => {
+                let mut b = AmxB::default();
+                b.pack_nk(w, k, n, k);
+                Repr::Amx(b)
+            }
+        };
+        Self { k, n, repr }
+    }
+
+    /// The kernel this matrix runs on.
+    pub fn kernel(&self) -> Bf16Isa {
+        match self.repr {
+            Repr::Amx(_) => Bf16Isa::Amx,
+            Repr::Pairs(_) => Bf16Isa::Avx512Bf16,
+            Repr::Widened(_) => Bf16Isa::Widened,
         }
     }
 
@@ -415,6 +495,7 @@ pub fn gemm(
 ) {
     let (tiles, kp, np) = match &b.repr {
         Repr::Widened(p) => return gemm::gemm(isa, m, a, lda, p, c, ldc, ep),
+        Repr::Pairs(p) => return pairs_gemm(isa, m, a, lda, p, b.k, b.n, c, ldc, ep),
         Repr::Amx(b) => (&b.tiles, b.kp, b.np),
     };
     let (k, n) = (b.k, b.n);
@@ -429,6 +510,231 @@ pub fn gemm(
         Ok(mut buf) => run_amx(isa, shape, a, lda, tiles, c, ldc, ep, &mut buf),
         Err(_) => run_amx(isa, shape, a, lda, tiles, c, ldc, ep, &mut Vec::new()),
     })
+}
+
+/// A right-hand side `B[k, n]` in bf16 pairs for `vdpbf16ps`: panels of 32 columns; inside
+/// a panel, for each pair of inputs `(2g, 2g + 1)`, 32 columns x 2 values (128 bytes), so one
+/// step of the kernel loads the pair for all 32 columns as two vectors. `k` is zero-padded to
+/// a multiple of [`PAIRS_K_ALIGN`], `n` to whole panels.
+#[derive(Clone, Debug, Default)]
+pub struct PairsB {
+    kp: usize,
+    data: Vec<u16>,
+}
+
+/// `k` padding of [`PairsB`]: four pairs, the kernel's unrolled step.
+const PAIRS_K_ALIGN: usize = 8;
+/// Rows per register tile of the `vdpbf16ps` kernel.
+const PAIRS_MR: usize = 12;
+
+impl PairsB {
+    /// `B = W^T` for `W[n, k]`, rounded to bf16.
+    fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
+        let kp = k.div_ceil(PAIRS_K_ALIGN) * PAIRS_K_ALIGN;
+        let mut data = vec![0u16; n.div_ceil(32) * 32 * kp];
+        for col in 0..n {
+            let (panel, j) = (col / 32, col % 32);
+            for (kk, &v) in w[col * k..(col + 1) * k].iter().enumerate() {
+                data[panel * kp * 32 + (kk / 2) * 64 + j * 2 + kk % 2] = to_bf16(v);
+            }
+        }
+        Self { kp, data }
+    }
+}
+
+/// Rounds rows `A[m, k]` (stride `lda`) to bf16 rows of `kp` values, zeros past `k`.
+fn round_rows(isa: Isa, m: usize, a: &[f32], lda: usize, k: usize, kp: usize, out: &mut Vec<u16>) {
+    out.resize(m * kp, 0);
+    let (op, total) = (SendPtr(out.as_mut_ptr()), m * kp);
+    const ROWS: usize = 64;
+    let work = |t: usize| {
+        let rows = t * ROWS..((t + 1) * ROWS).min(m);
+        // SAFETY: task t writes only its rows of `out` (disjoint between tasks), inside the
+        // `m * kp` values it was resized to, and `out` outlives the loop.
+        let dst = unsafe { op.slice_mut(rows.start * kp, rows.len() * kp) };
+        debug_assert!(rows.end * kp <= total);
+        super::multiversion!(isa, round_avx512, (rows: std::ops::Range<usize>, dst: &mut [u16], a: &[f32], lda: usize, k: usize, kp: usize) {
+            for (r, row) in rows.zip(dst.chunks_exact_mut(kp)) {
+                for (d, &x) in row.iter_mut().zip(&a[r * lda..r * lda + k]) {
+                    *d = to_bf16(x);
+                }
+                row[k..].fill(0);
+            }
+        })
+    };
+    let tasks = m.div_ceil(ROWS);
+    if m * k < 1 << 16 {
+        (0..tasks).for_each(work);
+    } else {
+        par_for(tasks, work);
+    }
+}
+
+/// `C = epilogue(A * B)` on `vdpbf16ps`, split over the rayon pool; the caller checked the
+/// arguments' bounds for `m x k` times `k x n`.
+#[allow(clippy::too_many_arguments)]
+fn pairs_gemm(
+    isa: Isa,
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PairsB,
+    k: usize,
+    n: usize,
+    c: &mut [f32],
+    ldc: usize,
+    ep: &Epilogue,
+) {
+    gemm::check_args(m, k, n, a, lda, c.len(), ldc, ep);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        Bf16Isa::Avx512Bf16.available(),
+        "bf16 gemm: pairs exist only where AVX-512 BF16 does"
+    );
+    let (cp, clen) = (SendPtr(c.as_mut_ptr()), c.len());
+    let run = |a16: &mut Vec<u16>| {
+        round_rows(isa, m, a, lda, k, b.kp, a16);
+        let a16 = &*a16;
+        let panels = n.div_ceil(32);
+        let split = gemm::Split::new(m, PAIRS_MR, panels, b.kp * 64, 2 * m * n * k);
+        split.run(|rows, pans| {
+            #[cfg(target_arch = "x86_64")]
+            for r in rows.clone().step_by(PAIRS_MR) {
+                let mr = PAIRS_MR.min(rows.end - r);
+                for p in pans.clone() {
+                    let mut acc = [0f32; 32 * 32];
+                    // SAFETY: AVX-512 BF16 is available (asserted); rows r..r + mr of `a16`
+                    // (kp values each) and panel p (kp * 32 values) are inside their buffers.
+                    unsafe {
+                        pairs::tile(
+                            mr,
+                            &a16[r * b.kp..],
+                            b.kp,
+                            &b.data[p * b.kp * 32..],
+                            &mut acc,
+                        )
+                    };
+                    // SAFETY: AVX-512F; rows r..r + mr, columns 32p..min(32p + 32, n) of C are
+                    // inside it (`check_args`) and this task's (disjoint rectangles); the
+                    // bias holds n values.
+                    unsafe {
+                        simd::epilogue(
+                            &acc,
+                            mr,
+                            p * 32,
+                            n,
+                            cp.ptr().add(r * ldc),
+                            clen - r * ldc,
+                            ldc,
+                            ep,
+                        )
+                    };
+                }
+            }
+            if let Some(act_fn) = ep.act {
+                let (c0, c1) = (pans.start * 32, (pans.end * 32).min(n));
+                for r in rows {
+                    // SAFETY: row r, columns c0..c1 are inside C and this task's, written above.
+                    let row = unsafe { cp.slice_mut(r * ldc + c0, c1 - c0) };
+                    act::apply(isa, act_fn, row);
+                }
+            }
+        });
+    };
+    A16.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => run(&mut buf),
+        Err(_) => run(&mut Vec::new()),
+    })
+}
+
+/// The `vdpbf16ps` register tile.
+#[cfg(target_arch = "x86_64")]
+mod pairs {
+    use super::PAIRS_MR;
+    use std::arch::x86_64::*;
+
+    /// `acc[i][0..32] = sum_k A[i][k] B[k][0..32]` for `mr` (1..=12) rows of bf16 `a`
+    /// (stride `lda`) and one panel `b`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F/BW/BF16; `a` holds `mr` rows of `lda` values with `lda` a
+    /// multiple of 8; `b` holds `lda * 32` values.
+    ///
+    /// # Panics
+    /// If `a` or `b` is shorter than that.
+    pub(super) unsafe fn tile(
+        mr: usize,
+        a: &[u16],
+        lda: usize,
+        b: &[u16],
+        acc: &mut [f32; 32 * 32],
+    ) {
+        assert!(
+            (1..=PAIRS_MR).contains(&mr) && a.len() >= (mr - 1) * lda + lda && b.len() >= lda * 32,
+            "bf16 pairs tile: operands too short"
+        );
+        // SAFETY: bounds asserted; the CPU's features are the caller's contract.
+        unsafe {
+            match mr {
+                12 => kernel::<12>(a, lda, b, acc),
+                11 => kernel::<11>(a, lda, b, acc),
+                10 => kernel::<10>(a, lda, b, acc),
+                9 => kernel::<9>(a, lda, b, acc),
+                8 => kernel::<8>(a, lda, b, acc),
+                7 => kernel::<7>(a, lda, b, acc),
+                6 => kernel::<6>(a, lda, b, acc),
+                5 => kernel::<5>(a, lda, b, acc),
+                4 => kernel::<4>(a, lda, b, acc),
+                3 => kernel::<3>(a, lda, b, acc),
+                2 => kernel::<2>(a, lda, b, acc),
+                _ => kernel::<1>(a, lda, b, acc),
+            }
+        }
+    }
+
+    /// 32 bf16 values as the instruction's operand type (a bit-for-bit reinterpretation).
+    #[inline(always)]
+    fn as_bh(v: __m512i) -> __m512bh {
+        // SAFETY: both are 64-byte plain-data SIMD vectors; every bit pattern is valid in each.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
+    }
+
+    /// Per pair of inputs: two 64-byte panel loads, `R` broadcasts of a 4-byte pair of A,
+    /// `2R` `vdpbf16ps`; unrolled by four pairs.
+    ///
+    /// # Safety
+    /// As [`tile`], with `mr == R` and the bounds it asserts.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn kernel<const R: usize>(a: &[u16], lda: usize, b: &[u16], acc: &mut [f32; 32 * 32]) {
+        let mut lo = [_mm512_setzero_ps(); R];
+        let mut hi = [_mm512_setzero_ps(); R];
+        let (a, b) = (a.as_ptr(), b.as_ptr());
+        // SAFETY: (the k loop) A reads row i < R at values < lda, B reads inside its
+        // lda * 32 values; lda is a multiple of 8, so the loop by 8 values ends exactly.
+        unsafe {
+            let mut kk = 0;
+            while kk < lda {
+                for u in 0..4 {
+                    let bu = b.add((kk / 2 + u) * 64);
+                    let b0 = as_bh(_mm512_loadu_si512(bu as *const __m512i));
+                    let b1 = as_bh(_mm512_loadu_si512(bu.add(32) as *const __m512i));
+                    for i in 0..R {
+                        let pair = (a.add(i * lda + kk + 2 * u) as *const i32).read_unaligned();
+                        let av = as_bh(_mm512_set1_epi32(pair));
+                        lo[i] = _mm512_dpbf16_ps(lo[i], av, b0);
+                        hi[i] = _mm512_dpbf16_ps(hi[i], av, b1);
+                    }
+                }
+                kk += 8;
+            }
+            for i in 0..R {
+                _mm512_storeu_ps(acc.as_mut_ptr().add(i * 32), lo[i]);
+                _mm512_storeu_ps(acc.as_mut_ptr().add(i * 32 + 16), hi[i]);
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -744,46 +1050,103 @@ unsafe fn convert_block_avx512(
     }
 }
 
+/// The fp32 epilogues the AMX and `vdpbf16ps` kernels share.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::super::gemm::Epilogue;
+    use super::super::lane_masks;
+
+    /// The epilogue's bias for columns `c0..c0 + 32` (zero in masked-off lanes and without
+    /// a bias), as two 16-lane halves.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F, and the lanes the masks select (columns `c0..c0 + ncols`)
+    /// lie inside the bias (`check_args` checked it holds `n` values).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn bias_pair(
+        ep: &Epilogue,
+        c0: usize,
+        m_lo: u16,
+        m_hi: u16,
+    ) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512) {
+        use std::arch::x86_64::*;
+        match ep.bias {
+            // SAFETY: the masked loads touch only the selected lanes (the contract); the
+            // addresses are formed with `wrapping_add` as they may lie past the end.
+            Some(bias) => unsafe {
+                let p = bias.as_ptr();
+                (
+                    _mm512_maskz_loadu_ps(m_lo, p.wrapping_add(c0)),
+                    _mm512_maskz_loadu_ps(m_hi, p.wrapping_add(c0 + 16)),
+                )
+            },
+            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+        }
+    }
+
+    /// `C[i][c0..c0 + 32] (+)= alpha * acc[i] + bias` for the valid rows and columns.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `clen` floats from `c` hold `rows` rows of the output at
+    /// stride `ldc`, of which columns `c0..min(c0 + 32, n)` are the caller's alone; the bias
+    /// holds `n` values.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn epilogue(
+        acc: &[f32; 32 * 32],
+        rows: usize,
+        c0: usize,
+        n: usize,
+        c: *mut f32,
+        clen: usize,
+        ldc: usize,
+        ep: &Epilogue,
+    ) {
+        use std::arch::x86_64::*;
+        let ncols = 32.min(n.saturating_sub(c0));
+        let (m_lo, m_hi) = lane_masks(ncols);
+        // SAFETY: AVX-512F, and the masks select columns inside the bias (the contract).
+        let (bias_lo, bias_hi) = unsafe { bias_pair(ep, c0, m_lo, m_hi) };
+        let alpha = _mm512_set1_ps(ep.alpha);
+        for (i, row) in acc.chunks_exact(32).enumerate().take(rows) {
+            let (row_lo, row_hi) = row.split_at(16);
+            // SAFETY: 16 floats each, inside this row of `acc`.
+            let (x_lo, x_hi) = unsafe {
+                (
+                    _mm512_loadu_ps(row_lo.as_ptr()),
+                    _mm512_loadu_ps(row_hi.as_ptr()),
+                )
+            };
+            let mut v0 = _mm512_fmadd_ps(x_lo, alpha, bias_lo);
+            let mut v1 = _mm512_fmadd_ps(x_hi, alpha, bias_hi);
+            debug_assert!(i * ldc + c0 + ncols <= clen);
+            // SAFETY: the masks select row i's columns c0..c0 + ncols, inside C and the
+            // caller's (the contract); the masked-off upper half's address may lie past the
+            // end, hence `wrapping_add`.
+            unsafe {
+                let out = c.add(i * ldc + c0);
+                if ep.accumulate {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m_lo, out));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m_hi, out.wrapping_add(16)));
+                }
+                _mm512_mask_storeu_ps(out, m_lo, v0);
+                _mm512_mask_storeu_ps(out.wrapping_add(16), m_hi, v1);
+            }
+        }
+    }
+}
+
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx {
     use super::super::gemm::Epilogue;
     use super::super::{act, lane_masks};
+    use super::simd::{bias_pair, epilogue};
     use super::{bf16_bits, AmxShape, Out};
     use crate::act::Act;
+    use crate::amx::prefetch_tile;
     use std::arch::asm;
-
-    /// CPUID bits for AMX-BF16 and AMX-TILE, then Linux's permission for tile data.
-    pub(super) fn request() -> bool {
-        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-        let (bf16, tile) = ((leaf7.edx >> 22) & 1 == 1, (leaf7.edx >> 24) & 1 == 1);
-        if !(bf16 && tile) {
-            return false;
-        }
-        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
-        const XFEATURE_XTILEDATA: i64 = 18;
-        let ret: i64;
-        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) only changes this process's
-        // permission to use AMX state; it clobbers rcx and r11 like every syscall.
-        unsafe {
-            asm!("syscall", inlateout("rax") 158i64 => ret, in("rdi") ARCH_REQ_XCOMP_PERM,
-                 in("rsi") XFEATURE_XTILEDATA, lateout("rcx") _, lateout("r11") _, options(nostack));
-        }
-        ret == 0
-    }
-
-    /// Palette 1, all eight tiles 16 rows x 64 bytes.
-    #[repr(C, align(64))]
-    struct TileConfig([u8; 64]);
-
-    fn config() -> TileConfig {
-        let mut c = [0u8; 64];
-        c[0] = 1;
-        for t in 0..8 {
-            c[16 + 2 * t] = 64;
-            c[48 + t] = 16;
-        }
-        TileConfig(c)
-    }
 
     /// Rows `rows` (multiples of 32 within the padded A) and 32-column blocks `cols` of C.
     ///
@@ -817,7 +1180,7 @@ mod amx {
         // AVX-512 BF16 come with AMX). Only this function touches the tile registers, from
         // `ldtilecfg` to `tilerelease`.
         unsafe {
-            let cfg = config();
+            let cfg = crate::amx::config();
             asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack));
             let kchunks = sh.kp / 32;
             let mut tmp = Accumulators([0f32; 32 * 32]);
@@ -846,10 +1209,10 @@ mod amx {
                         for kc in 0..kchunks {
                             // The next chunk's B tiles (2 KiB) into L1 while this chunk multiplies:
                             // without it every B tile load waits on L2.
-                            prefetch_tile(b0.wrapping_add((kc + 1) * 512));
-                            prefetch_tile(b1.wrapping_add((kc + 1) * 512));
-                            prefetch_tile(a0.wrapping_add((kc + 1) * 512));
-                            prefetch_tile(a1.wrapping_add((kc + 1) * 512));
+                            prefetch_tile(b0.wrapping_add((kc + 1) * 512), 64);
+                            prefetch_tile(b1.wrapping_add((kc + 1) * 512), 64);
+                            prefetch_tile(a0.wrapping_add((kc + 1) * 512), 64);
+                            prefetch_tile(a1.wrapping_add((kc + 1) * 512), 64);
                             asm!(
                                 "tileloadd tmm4, [{a0} + {s}*1]",
                                 "tileloadd tmm6, [{b0} + {s}*1]",
@@ -909,48 +1272,6 @@ mod amx {
     #[repr(C, align(64))]
     struct Accumulators([f32; 32 * 32]);
 
-    /// Prefetches the 16 cache lines of one 1 KiB tile into L1 (a hint: never faults, so it
-    /// may run past the end of the packed weights).
-    #[inline(always)]
-    fn prefetch_tile(p: *const u16) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = p as *const i8;
-        for line in 0..16 {
-            // SAFETY: a prefetch only hints the cache; it reads nothing and never faults,
-            // whatever the address (SSE, which x86-64 always has).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line * 64)) };
-        }
-    }
-
-    /// The epilogue's bias for columns `c0..c0 + 32` (zero in masked-off lanes and without
-    /// a bias), as two 16-lane halves.
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F, and the lanes the masks select (columns `c0..c0 + ncols`)
-    /// lie inside the bias (`check_args` checked it holds `n` values).
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn bias_pair(
-        ep: &Epilogue,
-        c0: usize,
-        m_lo: u16,
-        m_hi: u16,
-    ) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512) {
-        use std::arch::x86_64::*;
-        match ep.bias {
-            // SAFETY: the masked loads touch only the selected lanes (the contract); the
-            // addresses are formed with `wrapping_add` as they may lie past the end.
-            Some(bias) => unsafe {
-                let p = bias.as_ptr();
-                (
-                    _mm512_maskz_loadu_ps(m_lo, p.wrapping_add(c0)),
-                    _mm512_maskz_loadu_ps(m_hi, p.wrapping_add(c0 + 16)),
-                )
-            },
-            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
-        }
-    }
-
     /// `act(alpha * acc + bias)` of one 32 x 32 block, rounded to bf16 into the two tiles
     /// (rows `r0..r0 + 32`, k chunk `cb`) of the next product's left-hand side. Columns past
     /// `n` come out as `act(0) = 0` (zero weights, masked bias): the padding the next product
@@ -1005,67 +1326,11 @@ mod amx {
             }
         }
     }
-
-    /// `C[i][c0..c0 + 32] (+)= alpha * acc[i] + bias` for the valid rows and columns.
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F; `clen` floats from `c` hold `rows` rows of the output at
-    /// stride `ldc`, of which columns `c0..min(c0 + 32, n)` are the caller's alone; the bias
-    /// holds `n` values.
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn epilogue(
-        acc: &[f32; 32 * 32],
-        rows: usize,
-        c0: usize,
-        n: usize,
-        c: *mut f32,
-        clen: usize,
-        ldc: usize,
-        ep: &Epilogue,
-    ) {
-        use std::arch::x86_64::*;
-        let ncols = 32.min(n.saturating_sub(c0));
-        let (m_lo, m_hi) = lane_masks(ncols);
-        // SAFETY: AVX-512F, and the masks select columns inside the bias (the contract).
-        let (bias_lo, bias_hi) = unsafe { bias_pair(ep, c0, m_lo, m_hi) };
-        let alpha = _mm512_set1_ps(ep.alpha);
-        for (i, row) in acc.chunks_exact(32).enumerate().take(rows) {
-            let (row_lo, row_hi) = row.split_at(16);
-            // SAFETY: 16 floats each, inside this row of `acc`.
-            let (x_lo, x_hi) = unsafe {
-                (
-                    _mm512_loadu_ps(row_lo.as_ptr()),
-                    _mm512_loadu_ps(row_hi.as_ptr()),
-                )
-            };
-            let mut v0 = _mm512_fmadd_ps(x_lo, alpha, bias_lo);
-            let mut v1 = _mm512_fmadd_ps(x_hi, alpha, bias_hi);
-            debug_assert!(i * ldc + c0 + ncols <= clen);
-            // SAFETY: the masks select row i's columns c0..c0 + ncols, inside C and the
-            // caller's (the contract); the masked-off upper half's address may lie past the
-            // end, hence `wrapping_add`.
-            unsafe {
-                let out = c.add(i * ldc + c0);
-                if ep.accumulate {
-                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m_lo, out));
-                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m_hi, out.wrapping_add(16)));
-                }
-                _mm512_mask_storeu_ps(out, m_lo, v0);
-                _mm512_mask_storeu_ps(out.wrapping_add(16), m_hi, v1);
-            }
-        }
-    }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod amx {
     use super::super::gemm::Epilogue;
-
-    pub(super) fn request() -> bool {
-        false
-    }
 
     /// Never called: AMX is never available on this target.
     ///
@@ -1172,6 +1437,7 @@ mod tests {
     #[test]
     fn serial_amx_product_matches_fp32() {
         if !amx_available() {
+            crate::report_skip("bf16 serial AMX product: this CPU (or OS) lacks AMX-BF16");
             return;
         }
         let (m, k, n, lda) = (45, 64, 40, 70);
@@ -1204,6 +1470,7 @@ mod tests {
     #[test]
     fn fused_ffn_equals_two_products() {
         if !amx_available() {
+            crate::report_skip("bf16 fused AMX FFN: this CPU (or OS) lacks AMX-BF16");
             return;
         }
         // 70 rows (a partial 32-row block), inner width 100 (a partial k chunk in between).
@@ -1254,6 +1521,106 @@ mod tests {
     }
 
     #[test]
+    fn pairs_layout_matches_its_definition() {
+        let (n, k) = (40, 13);
+        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.31).sin()).collect();
+        let p = PairsB::from_weight(&w, n, k);
+        assert_eq!(p.kp, 16);
+        assert_eq!(p.data.len(), 64 * 16);
+        for col in 0..64 {
+            for kk in 0..p.kp {
+                let want = if col < n && kk < k {
+                    to_bf16(w[col * k + kk])
+                } else {
+                    0
+                };
+                let at = (col / 32) * p.kp * 32 + (kk / 2) * 64 + (col % 32) * 2 + kk % 2;
+                assert_eq!(p.data[at], want, "col {col} k {kk}");
+            }
+        }
+        let a: Vec<f32> = (0..3 * 20).map(|i| (i as f32 * 0.7).cos()).collect();
+        let mut a16 = vec![7u16; 1];
+        round_rows(Isa::detect(), 3, &a, 20, 13, 16, &mut a16);
+        for r in 0..3 {
+            for kk in 0..16 {
+                let want = if kk < 13 { to_bf16(a[r * 20 + kk]) } else { 0 };
+                assert_eq!(a16[r * 16 + kk], want);
+            }
+        }
+    }
+
+    #[test]
+    fn every_bf16_kernel_matches_the_rounded_reference() {
+        for &(m, k, n) in &[(1, 5, 3), (13, 70, 40), (100, 384, 96), (30, 1536, 70)] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                .collect();
+            let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.1).collect();
+            let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+            for kernel in Bf16Isa::ALL {
+                if !kernel.available() {
+                    crate::report_skip(&format!(
+                        "bf16 kernel {}: this CPU (or OS) lacks it",
+                        kernel.name()
+                    ));
+                    continue;
+                }
+                let packed = PackedBf16::for_kernel(kernel, &w, n, k);
+                assert_eq!(packed.kernel(), kernel);
+                for act_fn in [None, Some(Act::GeluErf)] {
+                    let ep = Epilogue {
+                        alpha: 0.5,
+                        bias: Some(&bias),
+                        act: act_fn,
+                        accumulate: false,
+                    };
+                    let mut got = vec![f32::NAN; m * n];
+                    gemm(Isa::detect(), m, &a, k, &packed, &mut got, n, &ep);
+                    for i in 0..m {
+                        for j in 0..n {
+                            // The widened kernel keeps A in fp32: compare with A unrounded.
+                            let ra = |v: f32| {
+                                if kernel == Bf16Isa::Widened {
+                                    v as f64
+                                } else {
+                                    r(v)
+                                }
+                            };
+                            let dot: f64 =
+                                (0..k).map(|kk| ra(a[i * k + kk]) * r(w[j * k + kk])).sum();
+                            let mut want = (0.5 * dot + bias[j] as f64) as f32;
+                            if act_fn.is_some() {
+                                want = act::gelu_erf(want);
+                            }
+                            let x = got[i * n + j];
+                            assert!(
+                                (x - want).abs() < 1e-4 * (1.0 + want.abs()) * (k as f32).sqrt(),
+                                "{} {m}x{k}x{n} [{i},{j}]: {x} vs {want}",
+                                kernel.name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_names_round_trip() {
+        for k in Bf16Isa::ALL {
+            assert_eq!(Bf16Isa::parse(k.name()), Some(k));
+        }
+        assert!(Bf16Isa::detect().available());
+        assert_eq!(
+            PackedBf16::from_weight(Isa::Portable, &[1.0; 4], 2, 2).kernel(),
+            Bf16Isa::Widened
+        );
+    }
+
+    #[test]
     fn fallback_without_amx_uses_the_rounded_weights() {
         let (m, k, n) = (7, 40, 20);
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.13).cos()).collect();
@@ -1276,6 +1643,10 @@ mod tests {
         assert!(!packed.is_amx());
         for isa in [Isa::Portable, Isa::Avx512] {
             if !isa.available() {
+                crate::report_skip(&format!(
+                    "widened bf16 on {}: this CPU lacks it",
+                    isa.name()
+                ));
                 continue;
             }
             let mut got = vec![0.0; m * n];

@@ -318,6 +318,81 @@ pub fn gemm_norm(
     }
 }
 
+/// How a product's `m` rows and column panels are dealt out as parallel tasks: row blocks of
+/// whole `mr`-row strips (about [`MC`] rows each) times groups of panels. With several
+/// threads the block count is a multiple of the thread count and the strips are dealt out
+/// evenly (1024 rows as 11 blocks of 96 left one thread a whole block behind the other).
+/// Column groups give the pool enough tasks to balance (4 per thread), and keep each
+/// group's slice of B small enough to stay in L2 while every row block of A passes it.
+/// Shared by the fp32, bf16 and int8 products, whose panels differ only in bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Split {
+    m: usize,
+    mr: usize,
+    strips: usize,
+    pub(crate) blocks: usize,
+    pub(crate) groups: usize,
+    per_group: usize,
+    panels: usize,
+}
+
+impl Split {
+    /// The split of `m` rows (strips of `mr`) and `panels` panels of `panel_bytes` each, for
+    /// a product of `flops` operations (small ones stay on one thread).
+    pub(crate) fn new(
+        m: usize,
+        mr: usize,
+        panels: usize,
+        panel_bytes: usize,
+        flops: usize,
+    ) -> Self {
+        let threads = rayon::current_num_threads();
+        let parallel = threads > 1 && flops >= 1 << 18;
+        let strips = m.div_ceil(mr);
+        let mut blocks = strips.div_ceil((MC / mr).max(1)).max(1);
+        if parallel && blocks >= threads {
+            blocks = blocks.div_ceil(threads) * threads;
+        }
+        let for_balance = if parallel {
+            (4 * threads).div_ceil(blocks)
+        } else {
+            1
+        };
+        let for_cache = (panels * panel_bytes).div_ceil(L2_B_BYTES);
+        let groups = for_balance.max(for_cache).clamp(1, panels.max(1));
+        let per_group = panels.div_ceil(groups).max(1);
+        let groups = panels.div_ceil(per_group).max(1);
+        Self {
+            m,
+            mr,
+            strips,
+            blocks,
+            groups,
+            per_group,
+            panels,
+        }
+    }
+
+    /// Rows of block `blk` (whole strips; the last one may be short, some may be empty).
+    pub(crate) fn rows(&self, blk: usize) -> std::ops::Range<usize> {
+        let at = |b: usize| (b * self.strips / self.blocks * self.mr).min(self.m);
+        at(blk)..at(blk + 1)
+    }
+
+    /// Runs `f(rows, panels)` for every task on the rayon pool, group-major, so that a
+    /// thread's consecutive tasks share one slice of B.
+    pub(crate) fn run(
+        &self,
+        f: impl Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync + Send,
+    ) {
+        par_for(self.blocks * self.groups, |t| {
+            let (g, blk) = (t / self.blocks, t % self.blocks);
+            let pans = g * self.per_group..((g + 1) * self.per_group).min(self.panels);
+            f(self.rows(blk), pans);
+        });
+    }
+}
+
 /// The parallel product behind [`gemm`], [`gemm_norm`] and [`gemm_new`]. The caller has run
 /// [`check`] on these arguments.
 ///
@@ -343,38 +418,10 @@ unsafe fn gemm_with(
     if m == 0 || b.n == 0 {
         return;
     }
-    let panels = b.panels();
-    let threads = rayon::current_num_threads();
-    let flops = 2 * m * b.n * b.k;
-    let parallel = threads > 1 && flops >= 1 << 18;
-    // Row blocks of whole 12-row strips, about MC rows each; with several threads their
-    // count is a multiple of the thread count and the strips are dealt out evenly (1024
-    // rows as 11 blocks of 96 left one thread a whole block behind the other).
-    let strips = m.div_ceil(MR);
-    let mut blocks = strips.div_ceil(MC / MR);
-    if parallel && blocks >= threads {
-        blocks = blocks.div_ceil(threads) * threads;
-    }
-    let block_rows =
-        |blk: usize| (blk * strips / blocks * MR).min(m)..((blk + 1) * strips / blocks * MR).min(m);
-    // Column groups: enough tasks for the pool to balance (4 per thread), and each group's
-    // slice of B small enough to stay in L2 while every row block of A passes it.
-    let for_balance = if parallel {
-        (4 * threads).div_ceil(blocks)
-    } else {
-        1
-    };
-    let for_cache = (panels * b.k * NR * 4).div_ceil(L2_B_BYTES);
-    let groups = for_balance.max(for_cache).clamp(1, panels);
-    let per_group = panels.div_ceil(groups);
-    let groups = panels.div_ceil(per_group);
+    let split = Split::new(m, MR, b.panels(), b.k * NR * 4, 2 * m * b.n * b.k);
     let cp = SendPtr(c);
-    let in_block = if groups == 1 { post } else { None };
-    // Group-major task order: a thread's consecutive tasks share one slice of B.
-    par_for(blocks * groups, |t| {
-        let (g, blk) = (t / blocks, t % blocks);
-        let rows = block_rows(blk);
-        let pans = g * per_group..((g + 1) * per_group).min(panels);
+    let in_block = if split.groups == 1 { post } else { None };
+    split.run(|rows, pans| {
         // SAFETY: `check` bounded A and C for all m rows, `isa` is available
         // (`or_portable`), and tasks write disjoint (row block, panel group) rectangles of C;
         // a task with `in_block` spans all columns (one group), so its whole rows are its own.

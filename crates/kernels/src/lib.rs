@@ -53,6 +53,7 @@ pub mod bf16;
 pub mod dropout;
 pub mod elementwise;
 pub mod gemm;
+pub mod int8;
 pub mod linear;
 pub mod norm;
 pub mod process;
@@ -60,6 +61,7 @@ pub mod residual_norm;
 pub mod scratch;
 pub mod softmax;
 
+mod amx;
 mod reduce;
 
 /// Which instruction set the kernels use.
@@ -299,3 +301,11 @@ macro_rules! multiversion {
     }};
 }
 pub(crate) use multiversion;
+
+/// Tells the person running the tests that a kernel was not exercised: written straight to
+/// stderr (the test harness captures `eprintln!`), so `cargo test` shows it on a passing run.
+#[cfg(test)]
+pub(crate) fn report_skip(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}");
+}

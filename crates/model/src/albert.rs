@@ -141,7 +141,9 @@ impl AlbertAttention {
                 let [q, k, v] = [q, k, v].map(|t| self.split_heads(&t));
                 let scale = 1.0 / (self.attention_head_size as f64).sqrt();
                 let scores = q?.matmul(&k?.t()?)?;
-                let probs = ctx.dropout(&ctx.attention_probs(&scores, mask_bias, scale)?)?;
+                let probs = ctx.attention_probs(&scores, mask_bias, scale)?;
+                ctx.record(|r| r.attentions.push(probs.clone()));
+                let probs = ctx.dropout(&probs)?;
                 let context = probs.matmul(&v?)?.transpose(1, 2)?.reshape((b, s, h))?;
                 self.dense.forward(&context, ctx)?
             }
@@ -379,10 +381,12 @@ impl AlbertTransformer {
             Some(projection) => projection.forward(embeddings, ctx)?,
             None => embeddings.clone(),
         };
+        ctx.record(|r| r.hidden_states.push(hidden.clone()));
         for application in 0..self.shape.applications() {
             hidden =
                 self.layer(application)
                     .forward(&hidden, mask_bias, route, application, ctx)?;
+            ctx.record(|r| r.hidden_states.push(hidden.clone()));
         }
         Ok(hidden)
     }

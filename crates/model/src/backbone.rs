@@ -167,7 +167,7 @@ impl Backbone {
         let hidden = match fast {
             Some(fast) => {
                 let parts = route.token_parts(batch, seq_len);
-                fast.forward(self, input_ids, token_type_ids, attention_mask, &parts)?
+                fast.forward(self, input_ids, token_type_ids, attention_mask, &parts, ctx)?
             }
             None => {
                 let embeddings = self

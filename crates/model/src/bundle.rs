@@ -97,8 +97,7 @@ impl TaskBundle {
             path: path.to_path_buf(),
             reason,
         };
-        let st = safetensors::SafeTensors::deserialize(bytes)
-            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let st = crate::checkpoint::parse_safetensors(bytes).map_err(bad)?;
         let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| bad(format!("unreadable header: {e}")))?;
         let json = header
@@ -114,6 +113,7 @@ impl TaskBundle {
                 meta.format
             )));
         }
+        check_labels(&meta).map_err(bad)?;
         let tensors = f32_tensors(&st, path)?;
         Ok(Self {
             meta,
@@ -175,6 +175,29 @@ impl TaskBundle {
     }
 }
 
+/// The label list must match the classifier it names: one name per output for
+/// classification, none (and one output) for regression.
+fn check_labels(meta: &BundleMeta) -> std::result::Result<(), String> {
+    let outputs = meta.layout.num_labels;
+    let n = meta.labels.len();
+    if outputs == 0 {
+        return Err(
+            "metadata `layout.num_labels` is 0: a classifier needs at least one output".into(),
+        );
+    }
+    if n == 0 && outputs != 1 {
+        return Err(format!(
+            "metadata `labels` is empty (regression) but the classifier has {outputs} outputs"
+        ));
+    }
+    if n != 0 && n != outputs {
+        return Err(format!(
+            "metadata `labels` lists {n} names but the classifier has {outputs} outputs"
+        ));
+    }
+    Ok(())
+}
+
 fn short(h: &str) -> &str {
     &h[..h.len().min(12)]
 }
@@ -194,6 +217,14 @@ fn f32_tensors(st: &safetensors::SafeTensors, path: &Path) -> Result<HashMap<Str
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        if let Some((index, value)) = data.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            return Err(ModelError::NonFinite {
+                name,
+                index,
+                value: *value,
+                path: path.to_path_buf(),
+            });
+        }
         tensors.insert(name, Tensor::from_vec(data, view.shape(), &Device::Cpu)?);
     }
     Ok(tensors)
@@ -216,12 +247,11 @@ pub fn load_tensors(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<Str
         path: path.to_path_buf(),
         source,
     })?;
-    let bad = |reason: String| ModelError::Bundle {
+    let bad = |reason: String| ModelError::Weights {
         path: path.to_path_buf(),
         reason,
     };
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let st = crate::checkpoint::parse_safetensors(&bytes).map_err(bad)?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| bad(format!("unreadable header: {e}")))?;
     let md = header.metadata().clone().unwrap_or_default();
@@ -303,7 +333,69 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("not a safetensors"), "{e}");
+        assert!(e.contains("not a valid safetensors"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Bytes of a bundle with `meta` and `tensors`, through the real writer.
+    fn bundle_bytes(meta: &BundleMeta, tensors: &HashMap<String, Tensor>) -> Vec<u8> {
+        let json = serde_json::to_string(meta).unwrap();
+        serialize(
+            tensors,
+            HashMap::from([(META_KEY.to_string(), json)]),
+            Path::new("x"),
+        )
+        .unwrap()
+    }
+
+    fn head(values: [f32; 2]) -> HashMap<String, Tensor> {
+        let t = Tensor::new(&[values, [3.0, 4.0]], &Device::Cpu).unwrap();
+        HashMap::from([("classifier.weight".to_string(), t)])
+    }
+
+    #[test]
+    fn labels_must_match_the_classifier() {
+        let p = Path::new("b.bundle.safetensors");
+        let ok = bundle_bytes(&meta(), &head([1.0, 2.0]));
+        assert!(TaskBundle::from_bytes(&ok, p).is_ok());
+        for (labels, want) in [
+            (
+                vec![],
+                "empty (regression) but the classifier has 2 outputs",
+            ),
+            (
+                vec!["a".to_string()],
+                "lists 1 names but the classifier has 2",
+            ),
+            (
+                vec!["a".into(), "b".into(), "c".into()],
+                "lists 3 names but the classifier has 2",
+            ),
+        ] {
+            let m = BundleMeta { labels, ..meta() };
+            let e = TaskBundle::from_bytes(&bundle_bytes(&m, &head([1.0, 2.0])), p)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                e.contains(want) && e.contains("b.bundle.safetensors"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_finite_bundle_tensors_are_refused_by_name() {
+        let p = Path::new("b.bundle.safetensors");
+        for bad in [f32::NAN, f32::INFINITY] {
+            let e = TaskBundle::from_bytes(&bundle_bytes(&meta(), &head([1.0, bad])), p)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                e.contains("`classifier.weight`") && e.contains("element 1"),
+                "{e}"
+            );
+        }
     }
 }

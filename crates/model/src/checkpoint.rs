@@ -17,6 +17,9 @@ use crate::error::{ModelError, Result};
 pub struct Checkpoint {
     path: PathBuf,
     tensors: HashMap<String, Tensor>,
+    /// Read through simulated faulty memory: a flipped exponent bit can make a weight NaN or
+    /// infinite, which is then a measured outcome to compute with, not a corrupt file.
+    simulated_faults: bool,
 }
 
 impl Checkpoint {
@@ -37,7 +40,25 @@ impl Checkpoint {
         for (name, t) in raw {
             tensors.insert(normalize_name(&name), t);
         }
-        Self { path, tensors }
+        Self {
+            path,
+            tensors,
+            simulated_faults: false,
+        }
+    }
+
+    /// Tensors as read through simulated faulty memory (compression with fault injection):
+    /// the model computes with non-finite values instead of refusing them.
+    pub fn with_simulated_faults(raw: HashMap<String, Tensor>, path: PathBuf) -> Self {
+        Self {
+            simulated_faults: true,
+            ..Self::from_tensors(raw, path)
+        }
+    }
+
+    /// Whether non-finite values are a simulated fault's outcome ([`Self::with_simulated_faults`]).
+    pub fn simulated_faults(&self) -> bool {
+        self.simulated_faults
     }
 
     pub fn path(&self) -> &Path {
@@ -126,14 +147,78 @@ fn load_safetensors(file: &Path) -> Result<HashMap<String, Tensor>> {
     })?;
     // Validate the header with the safetensors crate first: its errors say what is wrong
     // (truncated header, bad offsets) and it never panics on malformed input.
-    safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Weights {
+    parse_safetensors(&bytes).map_err(|reason| ModelError::Weights {
         path: file.to_path_buf(),
-        reason: format!("not a valid safetensors file: {e}"),
+        reason,
     })?;
     candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| ModelError::Weights {
         path: file.to_path_buf(),
         reason: e.to_string(),
     })
+}
+
+/// Parses a safetensors buffer; the error says what is wrong and, where one tensor is at fault
+/// (its shape and dtype need more or fewer bytes than its data offsets hold), names it: the
+/// safetensors crate reports that case without the name.
+pub(crate) fn parse_safetensors(
+    bytes: &[u8],
+) -> std::result::Result<safetensors::SafeTensors<'_>, String> {
+    safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+        let detail = tensor_at_fault(bytes).unwrap_or_else(|| e.to_string());
+        format!("not a valid safetensors file: {detail}")
+    })
+}
+
+/// The first tensor of a safetensors header whose shape and dtype disagree with its byte
+/// range, described; `None` if the header is unreadable or every entry is consistent.
+fn tensor_at_fault(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let end = 8usize.checked_add(usize::try_from(n).ok()?)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..end)?).ok()?;
+    let mut entries: Vec<(&String, &serde_json::Value)> = header
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .collect();
+    // In file order, so the first inconsistent entry is the one reported.
+    let start_of = |v: &serde_json::Value| v["data_offsets"][0].as_u64().unwrap_or(u64::MAX);
+    entries.sort_by_key(|&(_, v)| start_of(v));
+    for (name, info) in entries {
+        let dtype = info["dtype"].as_str()?;
+        let bits: u128 = match dtype {
+            "F4" => 4,
+            "F6_E2M3" | "F6_E3M2" => 6,
+            "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => 8,
+            "I16" | "U16" | "F16" | "BF16" => 16,
+            "I32" | "U32" | "F32" => 32,
+            "I64" | "U64" | "F64" => 64,
+            _ => return Some(format!("tensor `{name}` has unknown dtype `{dtype}`")),
+        };
+        let shape: Vec<u64> = info["shape"]
+            .as_array()?
+            .iter()
+            .map(serde_json::Value::as_u64)
+            .collect::<Option<_>>()?;
+        let (s, e) = (
+            info["data_offsets"][0].as_u64()?,
+            info["data_offsets"][1].as_u64()?,
+        );
+        let elements = shape
+            .iter()
+            .try_fold(1u128, |acc, &d| acc.checked_mul(u128::from(d)));
+        let needed = elements
+            .and_then(|n| n.checked_mul(bits))
+            .map(|b| b.div_ceil(8));
+        let held = e.checked_sub(s).map(u128::from);
+        if needed != held || held.is_none() {
+            let needed = needed.map_or("more than 2^128".to_string(), |n| n.to_string());
+            return Some(format!(
+                "tensor `{name}`: shape {shape:?} of {dtype} needs {needed} bytes, but its data offsets [{s}, {e}] hold {}",
+                held.map_or("none (end before start)".to_string(), |h| h.to_string())
+            ));
+        }
+    }
+    None
 }
 
 fn load_pth(file: &Path) -> Result<HashMap<String, Tensor>> {
@@ -159,6 +244,52 @@ mod tests {
             "pooler.dense.bias"
         );
         assert_eq!(normalize_name("classifier.weight"), "classifier.weight");
+    }
+
+    /// A safetensors file with one F32 tensor whose header may lie about its shape.
+    fn one_tensor_file(name: &str, shape: &[usize], dtype: &str, data_bytes: usize) -> Vec<u8> {
+        let header = serde_json::json!({
+            name: {"dtype": dtype, "shape": shape, "data_offsets": [0, data_bytes]}
+        })
+        .to_string();
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend(header.as_bytes());
+        out.extend(vec![0u8; data_bytes]);
+        out
+    }
+
+    #[test]
+    fn a_byte_count_mismatch_names_the_tensor() {
+        // 2 x 3 F32 needs 24 bytes; the file holds 20.
+        let bytes = one_tensor_file("encoder.dense.weight", &[2, 3], "F32", 20);
+        let e = parse_safetensors(&bytes).err().unwrap();
+        assert!(
+            e.contains("`encoder.dense.weight`") && e.contains("24 bytes") && e.contains("20"),
+            "{e}"
+        );
+        // A dtype whose size disagrees (I64 needs 48 bytes) is named the same way.
+        let bytes = one_tensor_file("w", &[2, 3], "I64", 24);
+        let e = parse_safetensors(&bytes).err().unwrap();
+        assert!(e.contains("`w`") && e.contains("I64"), "{e}");
+        // A consistent file parses.
+        let bytes = one_tensor_file("w", &[2, 3], "F32", 24);
+        assert!(parse_safetensors(&bytes).is_ok());
+        // Through the loader, the file is named too.
+        let dir = tempfile_dir("mismatch");
+        let f = dir.join("model.safetensors");
+        std::fs::write(&f, one_tensor_file("pooler.weight", &[4, 4], "F32", 60)).unwrap();
+        let e = Checkpoint::open(&dir).err().unwrap().to_string();
+        assert!(
+            e.contains("model.safetensors") && e.contains("`pooler.weight`"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn tempfile_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("adalbert-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

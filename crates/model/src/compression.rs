@@ -169,7 +169,7 @@ pub fn compress_checkpoint(
     let (tensors, report, sha256) = compress_tensors(ck.tensors(), plan, faults, seed, &what)?;
     let path = PathBuf::from(format!("{what} [{plan}, faults {faults}, seed {seed}]"));
     Ok(CompressedCheckpoint {
-        checkpoint: Checkpoint::from_tensors(tensors, path),
+        checkpoint: Checkpoint::with_simulated_faults(tensors, path),
         report,
         sha256,
     })

@@ -8,7 +8,7 @@ pub enum ModelError {
     /// A shared-vocabulary error (spec grammar, model shape, file writing).
     #[error(transparent)]
     Core(#[from] adalbert_core::CoreError),
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -31,6 +31,19 @@ pub enum ModelError {
         name: String,
         expected: Vec<usize>,
         found: Vec<usize>,
+        path: PathBuf,
+    },
+    #[error("tensor `{name}` in {path} is {found}, expected a float type (F32, F16, BF16 or F64): an integer tensor is not a weight")]
+    WrongDtype {
+        name: String,
+        found: String,
+        path: PathBuf,
+    },
+    #[error("tensor `{name}` in {path}: element {index} is {value}; weights must be finite numbers (the file is corrupt or was saved from a diverged run)")]
+    NonFinite {
+        name: String,
+        index: usize,
+        value: f32,
         path: PathBuf,
     },
     #[error("tokenizer: {0}")]

@@ -4,9 +4,11 @@
 //! The choice has three inputs, each read once:
 //! - the override `ADALBERT_KERNELS` (see [`Override`]): `candle` (candle's ops everywhere),
 //!   `portable` (adalbert's kernels without SIMD, also for the frozen-weight GEMM in
-//!   training), `bf16` (the compressed inference path), `auto` or unset (the default);
-//!   other values count as unset;
-//! - the CPU: [`Isa::detect`];
+//!   training), `bf16` or `int8` (a compressed inference path for every eval forward), with
+//!   an optional kernel after a colon to force one (`int8:portable`, `int8:avx512-vnni`,
+//!   `bf16:avx512-bf16`, ...: the names of [`Int8Isa`] and [`Bf16Isa`]), `auto` or unset
+//!   (the default); other values count as unset;
+//! - the CPU: [`Cpu::detect`] (the fp32 instruction set and the best int8 and bf16 kernels);
 //! - what the caller asks for: [`Kernels`] for a backbone's inference
 //!   ([`crate::Backbone::set_kernels`]) and [`TrainKernels`] for a training context
 //!   ([`crate::Ctx::with_train_kernels`]).
@@ -22,6 +24,8 @@
 use std::sync::OnceLock;
 
 use adalbert_kernels::act::Act;
+pub use adalbert_kernels::bf16::Bf16Isa;
+pub use adalbert_kernels::int8::Int8Isa;
 pub use adalbert_kernels::Isa;
 
 use crate::config::Activation;
@@ -35,8 +39,11 @@ pub enum Override {
     Candle,
     /// `portable`: adalbert's portable kernels, in inference and for training's frozen GEMM.
     Portable,
-    /// `bf16`: the compressed inference path ([`Precision::Bf16`]) for every eval forward.
-    Bf16,
+    /// `bf16` or `bf16:KERNEL`: the bf16 inference path ([`Precision::Bf16`]) for every
+    /// eval forward, on the named kernel where given (and available).
+    Bf16(Option<Bf16Isa>),
+    /// `int8` or `int8:KERNEL`: the int8 inference path ([`Precision::Int8`]) likewise.
+    Int8(Option<Int8Isa>),
 }
 
 impl Override {
@@ -45,8 +52,18 @@ impl Override {
         match value {
             Some("candle") => Override::Candle,
             Some("portable") => Override::Portable,
-            Some("bf16") => Override::Bf16,
-            _ => Override::Auto,
+            Some("bf16") => Override::Bf16(None),
+            Some("int8") => Override::Int8(None),
+            Some(v) => match v.split_once(':') {
+                Some(("bf16", k)) => {
+                    Bf16Isa::parse(k).map_or(Override::Auto, |k| Override::Bf16(Some(k)))
+                }
+                Some(("int8", k)) => {
+                    Int8Isa::parse(k).map_or(Override::Auto, |k| Override::Int8(Some(k)))
+                }
+                _ => Override::Auto,
+            },
+            None => Override::Auto,
         }
     }
 
@@ -72,6 +89,76 @@ pub fn default_isa() -> Isa {
     Override::from_env().isa(Isa::detect())
 }
 
+/// What this CPU runs: the fp32 kernels' instruction set and the best int8 and bf16 kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cpu {
+    pub isa: Isa,
+    pub int8: Int8Isa,
+    pub bf16: Bf16Isa,
+}
+
+impl Cpu {
+    /// This CPU (each part detected once by the kernels crate).
+    pub fn detect() -> Self {
+        Self {
+            isa: Isa::detect(),
+            int8: Int8Isa::detect(),
+            bf16: Bf16Isa::detect(),
+        }
+    }
+
+    /// The CPU's model name and the instruction-set flags that decide the kernels (from
+    /// `/proc/cpuinfo` on Linux; what `std` detects elsewhere).
+    pub fn describe() -> (String, Vec<&'static str>) {
+        let model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        (model, isa_flags())
+    }
+}
+
+/// The instruction-set extensions the kernels look for, as this CPU reports them.
+fn isa_flags() -> Vec<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! flags {
+            ($($f:tt),*) => {{
+                let mut v = Vec::new();
+                $(if std::arch::is_x86_feature_detected!($f) { v.push($f); })*
+                v
+            }};
+        }
+        let mut v = flags!(
+            "avx2",
+            "fma",
+            "avxvnni",
+            "avx512f",
+            "avx512bw",
+            "avx512dq",
+            "avx512vl",
+            "avx512vnni",
+            "avx512bf16"
+        );
+        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+        for (bit, name) in [(24, "amx-tile"), (22, "amx-bf16"), (25, "amx-int8")] {
+            if (leaf7.edx >> bit) & 1 == 1 {
+                v.push(name);
+            }
+        }
+        v
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Vec::new()
+    }
+}
+
 /// Which kernels a backbone's inference (eval) forward pass should use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernels {
@@ -83,17 +170,40 @@ pub enum Kernels {
     /// adalbert's kernels with this instruction set (falls back to portable when the CPU
     /// lacks it).
     Isa(Isa),
-    /// The compressed path: bf16 weights and bf16 products with fp32 accumulation on AMX
-    /// where the CPU has it; elsewhere adalbert's fp32 kernels on the bf16-rounded weights.
+    /// The bf16 path: bf16 weights and bf16 products with fp32 accumulation on AMX or AVX-512
+    /// BF16 where the CPU has them; elsewhere adalbert's fp32 kernels on the bf16-rounded
+    /// weights.
     Bf16,
+    /// The int8 path: weights int8 per output channel, activations int8 per row, integer
+    /// products (AMX-INT8, AVX512-VNNI, AVX-VNNI or portable, the best the CPU has).
+    Int8,
+    /// The bf16 path on this kernel (the widened one where the CPU lacks it), whatever
+    /// `ADALBERT_KERNELS` says: tests run every kernel the machine has with it.
+    Bf16On(Bf16Isa),
+    /// The int8 path on this kernel (the portable one where the CPU lacks it), likewise.
+    Int8On(Int8Isa),
 }
 
-/// Number format of the packed backbone weights on adalbert's inference kernels.
+/// Number format of the packed backbone weights on adalbert's inference kernels, with the
+/// kernel that multiplies them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
     F32,
-    /// bf16 weights and products (AMX where available), fp32 accumulation.
-    Bf16,
+    /// bf16 weights and products, fp32 accumulation.
+    Bf16(Bf16Isa),
+    /// int8 weights and activations, i32 accumulation.
+    Int8(Int8Isa),
+}
+
+impl Precision {
+    /// The short name: `fp32`, `bf16`, `int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "fp32",
+            Precision::Bf16(_) => "bf16",
+            Precision::Int8(_) => "int8",
+        }
+    }
 }
 
 /// What runs a backbone's eval forward pass.
@@ -107,24 +217,70 @@ pub enum InferencePath {
 
 /// The inference path for `requested` in this process (`ADALBERT_KERNELS` and the CPU).
 pub fn inference_path(requested: Kernels) -> InferencePath {
-    choose_inference(requested, Override::from_env(), Isa::detect())
+    choose_inference(requested, Override::from_env(), Cpu::detect())
 }
 
-fn choose_inference(requested: Kernels, over: Override, cpu: Isa) -> InferencePath {
+fn choose_inference(requested: Kernels, over: Override, cpu: Cpu) -> InferencePath {
     let kernels = |isa, precision| InferencePath::Kernels { isa, precision };
+    // A compressed path's kernel: the one the override names (where it runs), the portable
+    // one under `portable`, else the CPU's best.
+    let bf16 = || match over {
+        Override::Bf16(Some(k)) => k.or_widened(),
+        Override::Portable => Bf16Isa::Widened,
+        _ => cpu.bf16,
+    };
+    let int8 = || match over {
+        Override::Int8(Some(k)) => k.or_portable(),
+        Override::Portable => Int8Isa::Portable,
+        _ => cpu.int8,
+    };
     match requested {
         Kernels::Candle => InferencePath::Candle,
         Kernels::Auto => match over {
             Override::Candle => InferencePath::Candle,
-            Override::Bf16 => kernels(cpu, Precision::Bf16),
+            Override::Bf16(_) => kernels(cpu.isa, Precision::Bf16(bf16())),
+            Override::Int8(_) => kernels(cpu.isa, Precision::Int8(int8())),
             Override::Portable => kernels(Isa::Portable, Precision::F32),
             // Without AVX-512, candle's AVX2 matrix multiply beats our portable tile.
-            Override::Auto if cpu == Isa::Portable => InferencePath::Candle,
-            Override::Auto => kernels(cpu, Precision::F32),
+            Override::Auto if cpu.isa == Isa::Portable => InferencePath::Candle,
+            Override::Auto => kernels(cpu.isa, Precision::F32),
         },
         Kernels::Isa(isa) if isa.available() => kernels(isa, Precision::F32),
         Kernels::Isa(_) => kernels(Isa::Portable, Precision::F32),
-        Kernels::Bf16 => kernels(over.isa(cpu), Precision::Bf16),
+        Kernels::Bf16 => kernels(over.isa(cpu.isa), Precision::Bf16(bf16())),
+        Kernels::Int8 => kernels(over.isa(cpu.isa), Precision::Int8(int8())),
+        Kernels::Bf16On(k) => kernels(cpu.isa, Precision::Bf16(k.or_widened())),
+        Kernels::Int8On(k) => kernels(cpu.isa, Precision::Int8(k.or_portable())),
+    }
+}
+
+/// What each inference precision runs in this process (`ADALBERT_KERNELS` and the CPU), as
+/// `(precision, kernels)` lines for `adalbert info --kernels`.
+pub fn kernel_table() -> Vec<(&'static str, String)> {
+    [
+        ("fp32", Kernels::Auto),
+        ("bf16", Kernels::Bf16),
+        ("int8", Kernels::Int8),
+    ]
+    .into_iter()
+    .map(|(name, k)| (name, describe(inference_path(k))))
+    .collect()
+}
+
+/// What runs an inference path's matrix multiplies, e.g. `avx512`, `amx-bf16`,
+/// `avx512-vnni` or `bf16 weights on avx512`.
+pub fn describe(path: InferencePath) -> String {
+    match path {
+        InferencePath::Candle => "candle".to_string(),
+        InferencePath::Kernels { isa, precision } => match precision {
+            Precision::F32 => isa.name().to_string(),
+            Precision::Bf16(Bf16Isa::Amx) => "amx-bf16".to_string(),
+            Precision::Bf16(Bf16Isa::Avx512Bf16) => "avx512-bf16".to_string(),
+            Precision::Bf16(Bf16Isa::Widened) => format!("bf16 weights on {}", isa.name()),
+            Precision::Int8(Int8Isa::Amx) => "amx-int8".to_string(),
+            Precision::Int8(Int8Isa::Portable) => "int8 portable".to_string(),
+            Precision::Int8(k) => k.name().to_string(),
+        },
     }
 }
 
@@ -228,87 +384,112 @@ mod tests {
         assert_eq!(Override::parse(Some("auto")), Override::Auto);
         assert_eq!(Override::parse(Some("candle")), Override::Candle);
         assert_eq!(Override::parse(Some("portable")), Override::Portable);
-        assert_eq!(Override::parse(Some("bf16")), Override::Bf16);
+        assert_eq!(Override::parse(Some("bf16")), Override::Bf16(None));
+        assert_eq!(Override::parse(Some("int8")), Override::Int8(None));
+        assert_eq!(
+            Override::parse(Some("int8:avx512-vnni")),
+            Override::Int8(Some(Int8Isa::Avx512Vnni))
+        );
+        assert_eq!(
+            Override::parse(Some("bf16:avx512-bf16")),
+            Override::Bf16(Some(Bf16Isa::Avx512Bf16))
+        );
+        assert_eq!(Override::parse(Some("int8:sse")), Override::Auto);
         assert_eq!(Override::parse(Some("AVX512")), Override::Auto);
     }
 
     #[test]
     fn inference_path_follows_request_override_and_cpu() {
         use InferencePath::{Candle, Kernels as K};
-        use Precision::{Bf16, F32};
+        use Precision::{Bf16, Int8, F32};
         let (avx, port) = (Isa::Avx512, Isa::Portable);
+        // A CPU with AVX-512 and VNNI but no AMX or AVX-512 BF16, and one with nothing.
+        let vnni = Cpu {
+            isa: avx,
+            int8: Int8Isa::Avx512Vnni,
+            bf16: Bf16Isa::Widened,
+        };
+        let plain = Cpu {
+            isa: port,
+            int8: Int8Isa::Portable,
+            bf16: Bf16Isa::Widened,
+        };
+        let k = |isa, precision| K { isa, precision };
+        let widened = Bf16(Bf16Isa::Widened);
         let cases = [
+            (Kernels::Auto, Override::Auto, vnni, k(avx, F32)),
+            (Kernels::Auto, Override::Auto, plain, Candle),
+            (Kernels::Auto, Override::Candle, vnni, Candle),
+            (Kernels::Auto, Override::Portable, vnni, k(port, F32)),
+            (Kernels::Auto, Override::Portable, plain, k(port, F32)),
+            (Kernels::Auto, Override::Bf16(None), vnni, k(avx, widened)),
             (
                 Kernels::Auto,
+                Override::Int8(None),
+                vnni,
+                k(avx, Int8(Int8Isa::Avx512Vnni)),
+            ),
+            (
+                Kernels::Auto,
+                Override::Int8(Some(Int8Isa::Portable)),
+                vnni,
+                k(avx, Int8(Int8Isa::Portable)),
+            ),
+            (Kernels::Candle, Override::Portable, vnni, Candle),
+            (Kernels::Bf16, Override::Portable, vnni, k(port, widened)),
+            (Kernels::Bf16, Override::Candle, vnni, k(avx, widened)),
+            (
+                Kernels::Int8,
                 Override::Auto,
-                avx,
-                K {
-                    isa: avx,
-                    precision: F32,
-                },
+                vnni,
+                k(avx, Int8(Int8Isa::Avx512Vnni)),
             ),
-            (Kernels::Auto, Override::Auto, port, Candle),
-            (Kernels::Auto, Override::Candle, avx, Candle),
             (
-                Kernels::Auto,
+                Kernels::Int8,
                 Override::Portable,
-                avx,
-                K {
-                    isa: port,
-                    precision: F32,
-                },
+                vnni,
+                k(port, Int8(Int8Isa::Portable)),
             ),
             (
-                Kernels::Auto,
-                Override::Portable,
-                port,
-                K {
-                    isa: port,
-                    precision: F32,
-                },
+                Kernels::Int8,
+                Override::Auto,
+                plain,
+                k(port, Int8(Int8Isa::Portable)),
             ),
-            (
-                Kernels::Auto,
-                Override::Bf16,
-                avx,
-                K {
-                    isa: avx,
-                    precision: Bf16,
-                },
-            ),
-            (Kernels::Candle, Override::Portable, avx, Candle),
-            (
-                Kernels::Bf16,
-                Override::Portable,
-                avx,
-                K {
-                    isa: port,
-                    precision: Bf16,
-                },
-            ),
-            (
-                Kernels::Bf16,
-                Override::Candle,
-                avx,
-                K {
-                    isa: avx,
-                    precision: Bf16,
-                },
-            ),
-            (
-                Kernels::Isa(port),
-                Override::Candle,
-                avx,
-                K {
-                    isa: port,
-                    precision: F32,
-                },
-            ),
+            (Kernels::Isa(port), Override::Candle, vnni, k(port, F32)),
         ];
         for (requested, over, cpu, want) in cases {
             let got = choose_inference(requested, over, cpu);
             assert_eq!(got, want, "{requested:?} {over:?} {cpu:?}");
         }
+    }
+
+    #[test]
+    fn forced_kernels_fall_back_where_the_cpu_lacks_them() {
+        let cpu = Cpu::detect();
+        for k in Int8Isa::ALL {
+            let got = choose_inference(Kernels::Int8, Override::Int8(Some(k)), cpu);
+            let want = if k.available() { k } else { Int8Isa::Portable };
+            assert_eq!(
+                got,
+                InferencePath::Kernels {
+                    isa: cpu.isa,
+                    precision: Precision::Int8(want)
+                }
+            );
+        }
+        for k in Bf16Isa::ALL {
+            let got = choose_inference(Kernels::Bf16, Override::Bf16(Some(k)), cpu);
+            let want = if k.available() { k } else { Bf16Isa::Widened };
+            assert_eq!(
+                got,
+                InferencePath::Kernels {
+                    isa: cpu.isa,
+                    precision: Precision::Bf16(want)
+                }
+            );
+        }
+        assert_eq!(kernel_table().len(), 3);
     }
 
     #[test]
@@ -318,7 +499,8 @@ mod tests {
         assert_eq!(choose_training(Override::Auto, avx), k(avx, true));
         assert_eq!(choose_training(Override::Auto, port), k(port, false));
         assert_eq!(choose_training(Override::Portable, avx), k(port, true));
-        assert_eq!(choose_training(Override::Bf16, avx), k(avx, true));
+        assert_eq!(choose_training(Override::Bf16(None), avx), k(avx, true));
+        assert_eq!(choose_training(Override::Int8(None), avx), k(avx, true));
         assert_eq!(choose_training(Override::Candle, avx), None);
     }
 }

@@ -16,9 +16,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use adalbert_kernels::act::Act;
-use adalbert_kernels::attention::{attention, attention_bf16, AttentionShape};
+use adalbert_kernels::attention::{attention, attention_bf16, train_forward, AttentionShape};
 use adalbert_kernels::bf16::{self, PackedBf16};
 use adalbert_kernels::gemm::{gemm, gemm_norm, gemm_serial, Epilogue, PackedB, RowNorm};
+use adalbert_kernels::int8::{self, Int8Isa, PackedI8};
 use adalbert_kernels::norm::{add_layer_norm, add_layer_norm_serial, Norm};
 use adalbert_kernels::{par_row_ranges, Isa};
 use candle_core::{DType, Device, Storage, Tensor, TensorId};
@@ -27,9 +28,9 @@ use crate::adapters::{Bottleneck, Lora, Projection, Sublayer, SublayerEnd, TaskP
 use crate::albert::AlbertLayer;
 use crate::backbone::Backbone;
 use crate::error::{ModelError, Result};
-use crate::exec::{inference_path, InferencePath, Kernels};
-use crate::exec::{kernel_act, Precision};
-use crate::nn::{LayerNorm, Linear};
+use crate::exec::{describe, inference_path, InferencePath, Kernels};
+use crate::exec::{kernel_act, Bf16Isa, Precision};
+use crate::nn::{Ctx, LayerNorm, Linear, Recorded};
 
 /// Runs `f` on a tensor's f32 values without copying them when it is a contiguous f32 CPU
 /// tensor (copying otherwise).
@@ -80,9 +81,10 @@ impl std::ops::Deref for NormRef<'_> {
 enum Weights {
     F32(PackedB),
     Bf16(PackedBf16),
+    Int8(PackedI8, Int8Isa),
 }
 
-/// A linear layer packed for [`gemm`] (or [`bf16::gemm`]).
+/// A linear layer packed for [`gemm`] (or [`bf16::gemm`], [`int8::gemm`]).
 struct PackedLinear {
     w: Weights,
     bias: Option<Vec<f32>>,
@@ -101,7 +103,11 @@ impl PackedLinear {
     fn pack(w: &[f32], n: usize, k: usize, isa: Isa, precision: Precision) -> Weights {
         match precision {
             Precision::F32 => Weights::F32(PackedB::from_weight(w, n, k)),
-            Precision::Bf16 => Weights::Bf16(PackedBf16::from_weight(isa, w, n, k)),
+            Precision::Bf16(kernel) if isa == Isa::Avx512 => {
+                Weights::Bf16(PackedBf16::for_kernel(kernel, w, n, k))
+            }
+            Precision::Bf16(_) => Weights::Bf16(PackedBf16::widened(w, n, k)),
+            Precision::Int8(kernel) => Weights::Int8(PackedI8::from_weight(w, n, k), kernel),
         }
     }
 
@@ -109,6 +115,7 @@ impl PackedLinear {
         match &self.w {
             Weights::F32(p) => p.n(),
             Weights::Bf16(p) => p.n(),
+            Weights::Int8(p, _) => p.n(),
         }
     }
 
@@ -122,20 +129,20 @@ impl PackedLinear {
         match &self.w {
             Weights::F32(p) => gemm(isa, m, x, p.k(), p, out, p.n(), &ep),
             Weights::Bf16(p) => bf16::gemm(isa, m, x, p.k(), p, out, p.n(), &ep),
+            Weights::Int8(p, kernel) => int8::gemm(*kernel, m, x, p.k(), p, out, p.n(), &ep),
         }
     }
 
     /// `out = LayerNorm(x W^T + b + residual)` (the LayerNorm fused into the product on
-    /// fp32 weights).
+    /// fp32 and int8 weights).
     fn forward_norm(&self, isa: Isa, m: usize, x: &[f32], out: &mut [f32], post: RowNorm) {
+        let ep = Epilogue {
+            bias: self.bias.as_deref(),
+            ..Epilogue::default()
+        };
         match &self.w {
-            Weights::F32(p) => {
-                let ep = Epilogue {
-                    bias: self.bias.as_deref(),
-                    ..Epilogue::default()
-                };
-                gemm_norm(isa, m, x, p.k(), p, out, &ep, post)
-            }
+            Weights::F32(p) => gemm_norm(isa, m, x, p.k(), p, out, &ep, post),
+            Weights::Int8(p, kernel) => int8::gemm_norm(*kernel, m, x, p.k(), p, out, &ep, post),
             Weights::Bf16(_) => {
                 self.forward(isa, m, x, out, None);
                 add_layer_norm(isa, out, Some(post.residual), post.norm);
@@ -284,6 +291,15 @@ const TASK_PACK_CAP: usize = 4096;
 /// One task's rows: `(first token row, token rows, task)`.
 type Part<'a> = (usize, usize, Option<&'a TaskParams>);
 
+/// Where one layer application runs: the batch's shape, its tasks and which application.
+#[derive(Clone, Copy)]
+struct LayerStep<'a> {
+    batch: usize,
+    seq: usize,
+    parts: &'a [Part<'a>],
+    application: usize,
+}
+
 impl FastEncoder {
     /// Packs the backbone's weights. Refuses a backbone whose weights are trainable variables (full
     /// fine-tuning): a packed copy would go stale at the next optimizer step.
@@ -336,18 +352,17 @@ impl FastEncoder {
         self.isa
     }
 
-    /// What runs the matrix multiplies, e.g. `avx512`, `amx-bf16` or `bf16 weights (avx512)`.
+    /// What runs the matrix multiplies ([`describe`]), e.g. `avx512`, `amx-bf16`,
+    /// `avx512-vnni` or `bf16 weights on avx512`.
     pub(crate) fn describe(&self) -> String {
-        match self.precision {
-            Precision::F32 => self.isa.name().to_string(),
-            Precision::Bf16 if self.isa == Isa::Avx512 && bf16::amx_available() => {
-                "amx-bf16".to_string()
-            }
-            Precision::Bf16 => format!("bf16 weights on {}", self.isa.name()),
-        }
+        describe(InferencePath::Kernels {
+            isa: self.isa,
+            precision: self.precision,
+        })
     }
 
-    /// The last hidden state `[B, S, H]` (the caller has validated the inputs).
+    /// The last hidden state `[B, S, H]` (the caller has validated the inputs); records
+    /// hidden states and attention probabilities where `ctx` asks ([`Ctx::recording`]).
     pub(crate) fn forward(
         &self,
         backbone: &Backbone,
@@ -355,6 +370,7 @@ impl FastEncoder {
         token_type_ids: &Tensor,
         attention_mask: &Tensor,
         parts: &[Part],
+        ctx: &Ctx,
     ) -> Result<Tensor> {
         let mut bufs = self
             .buffers
@@ -362,6 +378,8 @@ impl FastEncoder {
             .ok()
             .and_then(|mut b| b.take())
             .unwrap_or_default();
+        // Recorded here and handed to `ctx` after: the context is not `Sync`.
+        let mut record = ctx.is_recording().then(Recorded::default);
         // Run on the rayon pool so the parallel kernels split work with a warm worker.
         let out = rayon::scope(|_| {
             self.forward_inner(
@@ -371,14 +389,22 @@ impl FastEncoder {
                 attention_mask,
                 parts,
                 &mut bufs,
+                record.as_mut(),
             )
         });
+        if let Some(mut rec) = record {
+            ctx.record(|r| {
+                r.hidden_states.append(&mut rec.hidden_states);
+                r.attentions.append(&mut rec.attentions);
+            });
+        }
         if let Ok(mut b) = self.buffers.lock() {
             *b = Some(bufs);
         }
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward_inner(
         &self,
         backbone: &Backbone,
@@ -387,6 +413,7 @@ impl FastEncoder {
         attention_mask: &Tensor,
         parts: &[Part],
         bufs: &mut Buffers,
+        mut record: Option<&mut Recorded>,
     ) -> Result<Tensor> {
         let isa = self.isa;
         let c = &backbone.config;
@@ -441,26 +468,42 @@ impl FastEncoder {
             None => emb,
         };
 
+        let hidden = |x: &[f32]| Tensor::from_vec(x.to_vec(), (batch, seq, h), &Device::Cpu);
+        if let Some(r) = record.as_deref_mut() {
+            r.hidden_states.push(hidden(&x)?);
+        }
         for application in 0..c.shape.applications() {
             let (group, j) = c.shape.stored_layer(application);
             let layer = &self.groups[group][j];
-            self.layer(layer, &mut x, &mask, batch, seq, parts, application, bufs)?;
+            let step = LayerStep {
+                batch,
+                seq,
+                parts,
+                application,
+            };
+            self.layer(layer, &mut x, &mask, step, bufs, record.as_deref_mut())?;
+            if let Some(r) = record.as_deref_mut() {
+                r.hidden_states.push(hidden(&x)?);
+            }
         }
         Ok(Tensor::from_vec(x, (batch, seq, h), &Device::Cpu)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn layer(
         &self,
         l: &FastLayer,
         x: &mut [f32],
         mask: &[f32],
-        batch: usize,
-        seq: usize,
-        parts: &[Part],
-        application: usize,
+        step: LayerStep,
         bufs: &mut Buffers,
+        record: Option<&mut Recorded>,
     ) -> Result<()> {
+        let LayerStep {
+            batch,
+            seq,
+            parts,
+            application,
+        } = step;
         let isa = self.isa;
         let tokens = batch * seq;
         let h = l.heads * l.head_dim;
@@ -486,9 +529,23 @@ impl FastEncoder {
             heads: l.heads,
             head_dim: l.head_dim,
         };
+        // Attention's two products stay fp32 except on AMX-BF16: per layer they are a small
+        // share of the work (S / (6 H) of the linear layers' at S tokens), and their
+        // operands change per head, so quantizing them would cost a pass per head.
         match self.precision {
-            Precision::F32 => attention(isa, qkv, mask, shape, context),
-            Precision::Bf16 => attention_bf16(isa, qkv, mask, shape, context),
+            // The probabilities exist only inside the inference kernel: a recording pass
+            // takes the training forward, which returns them.
+            _ if record.is_some() => {
+                let scale = 1.0 / (l.head_dim as f32).sqrt();
+                let (out, probs) = train_forward(isa, qkv, mask, shape, scale, None);
+                context.copy_from_slice(&out);
+                let probs = Tensor::from_vec(probs, (batch, l.heads, seq, seq), &Device::Cpu)?;
+                if let Some(r) = record {
+                    r.attentions.push(probs);
+                }
+            }
+            Precision::Bf16(Bf16Isa::Amx) => attention_bf16(isa, qkv, mask, shape, context),
+            _ => attention(isa, qkv, mask, shape, context),
         }
         // a = LayerNorm(dense(context) [+ adapters] + x). The LayerNorm runs inside the last
         // product before it: the dense projection when one task without attention adapters

@@ -39,7 +39,8 @@ pub(crate) fn attention(
         .all(|l| l.is_frozen());
     let qkv = if kernels.frozen_gemm && frozen && !lora {
         let packed = packed_qkv(module)?;
-        if module.dense.is_frozen() {
+        // The whole block keeps its projection inside; a recording context needs it.
+        if module.dense.is_frozen() && !ctx.is_recording() {
             let drop = ctx.next_dropout_mask(b * heads * s * s);
             let dense = module.dense.frozen_packed()?;
             return train_ops::frozen_attention_block(
@@ -58,6 +59,7 @@ pub(crate) fn attention(
         let [q, k, v] = module.project_qkv(x, route, application, ctx)?;
         Tensor::cat(&[&q, &k, &v], 2)?
     };
+    ctx.record(|r| r.qkv.push(qkv.clone()));
     let drop = ctx.next_dropout_mask(b * heads * s * s);
     let context = train_ops::attention(&qkv, mask_bias, heads, scale, drop, kernels.isa)?;
     module.dense.forward(&context, ctx)

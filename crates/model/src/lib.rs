@@ -21,7 +21,7 @@
 //!   layer, LayerNorm and the forward context whose kernels each step asks for.
 //! - [`bundle`], [`multitask`], [`task_model`]: task bundles on disk, many tasks on one
 //!   backbone, one task's logits; [`compression`] and [`tokenizer`] wrap `compress` and
-//!   `tokenizers` for the model.
+//!   `tokenizers` for the model; [`export`] writes a Hugging Face ALBERT directory.
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +34,7 @@ pub mod compression;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod export;
 mod fast_encoder;
 mod fused;
 pub mod multitask;
@@ -54,7 +55,7 @@ pub use config::{Activation, EncoderConfig, Family};
 pub use error::{ModelError, Result};
 pub use exec::{Isa, Kernels, TrainKernels};
 pub use multitask::{LoadedTask, MultiTask, Prediction};
-pub use nn::Ctx;
+pub use nn::{Ctx, Recorded};
 pub use route::Route;
 pub use task_model::TaskModel;
 pub use weights::Weights;

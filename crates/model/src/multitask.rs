@@ -22,6 +22,7 @@ use crate::backbone::{cls_pool, mean_pool, Backbone};
 use crate::bundle::{BundleMeta, TaskBundle, TrainMode};
 use crate::checkpoint::sha256_file;
 use crate::error::{ModelError, Result};
+use crate::exec::Kernels;
 use crate::nn::Ctx;
 use crate::route::Route;
 use crate::tokenizer::{Batch, TextInput, Tokenizer};
@@ -56,6 +57,8 @@ pub struct MultiTask {
     pub backbone_sha256: String,
     pub tokenizer: Arc<Tokenizer>,
     tasks: RwLock<TaskMap>,
+    /// The inference kernels of the backbone and of full fine-tuning bundles' own backbones.
+    kernels: Kernels,
 }
 
 impl MultiTask {
@@ -66,7 +69,19 @@ impl MultiTask {
             backbone: Arc::new(backbone),
             tokenizer: Arc::new(Tokenizer::from_dir(model_dir, max_len)?),
             tasks: RwLock::new(BTreeMap::new()),
+            kernels: Kernels::Auto,
         })
+    }
+
+    /// Chooses the inference kernels (e.g. [`Kernels::Int8`]) of the shared backbone and of
+    /// the full fine-tuning bundles loaded after this call. Fails once the backbone is shared
+    /// (after the first clone of [`MultiTask::backbone`]).
+    pub fn set_kernels(&mut self, kernels: Kernels) -> Result<()> {
+        Arc::get_mut(&mut self.backbone)
+            .ok_or_else(|| ModelError::Input("the backbone is already shared".into()))?
+            .set_kernels(kernels);
+        self.kernels = kernels;
+        Ok(())
     }
 
     /// Validates a bundle against this backbone and turns it into a servable task, without
@@ -76,7 +91,11 @@ impl MultiTask {
         let config = &self.backbone.config;
         let params = bundle.task_params(config)?;
         let own_backbone = match bundle.meta.mode {
-            TrainMode::Full => Some(bundle.full_backbone(config)?),
+            TrainMode::Full => {
+                let mut own = bundle.full_backbone(config)?;
+                own.set_kernels(self.kernels);
+                Some(own)
+            }
             _ => None,
         };
         Ok(LoadedTask {

@@ -29,6 +29,26 @@ pub struct Ctx {
     /// The fused training ops ([`crate::train_ops`]) in use, `None` for candle's composites
     /// (chosen by [`TrainKernels::detect`] unless overridden).
     kernels: Option<TrainKernels>,
+    /// What the forward pass records for the caller ([`Ctx::recording`]).
+    record: Option<RefCell<Recorded>>,
+}
+
+/// Intermediate tensors of one forward pass, recorded when the context asks for them
+/// ([`Ctx::recording`]), as transformers' `output_hidden_states` and `output_attentions`:
+/// distillation compares a student's with a teacher's. Training records graph tensors (the
+/// loss reaches the weights through them); eval records plain values.
+#[derive(Default, Debug)]
+pub struct Recorded {
+    /// The transformer's input (`[B, S, H]`, after `embedding_hidden_mapping_in` where there
+    /// is one), then the output of every layer application: `applications + 1` tensors.
+    pub hidden_states: Vec<Tensor>,
+    /// Each application's attention probabilities `[B, heads, S, S]` before dropout, where
+    /// the path forms them as a tensor (candle's ops, the eval kernels).
+    pub attentions: Vec<Tensor>,
+    /// Each application's fused query/key/value projection `[B, S, 3H]`, on the fused
+    /// training path (whose probabilities stay inside the attention op; a loss on them
+    /// starts from this, e.g. [`train_ops::attention_kl`]).
+    pub qkv: Vec<Tensor>,
 }
 
 impl Ctx {
@@ -38,6 +58,7 @@ impl Ctx {
             dropout: 0.0,
             rng: RefCell::new(SplitMix64::new(0)),
             kernels: None,
+            record: None,
         }
     }
 
@@ -47,6 +68,34 @@ impl Ctx {
             dropout,
             rng: RefCell::new(SplitMix64::new(seed)),
             kernels: TrainKernels::detect(),
+            record: None,
+        }
+    }
+
+    /// This context, recording the intermediate tensors of its forward passes
+    /// ([`Recorded`]; take them with [`Ctx::take_recorded`]).
+    pub fn recording(mut self) -> Self {
+        self.record = Some(RefCell::default());
+        self
+    }
+
+    /// Whether forward passes record ([`Ctx::recording`]).
+    pub fn is_recording(&self) -> bool {
+        self.record.is_some()
+    }
+
+    /// What the forward passes recorded since the last call (empty when not recording).
+    pub fn take_recorded(&self) -> Recorded {
+        self.record
+            .as_ref()
+            .map(|r| std::mem::take(&mut *r.borrow_mut()))
+            .unwrap_or_default()
+    }
+
+    /// Records with `f` when this context is recording.
+    pub(crate) fn record(&self, f: impl FnOnce(&mut Recorded)) {
+        if let Some(r) = &self.record {
+            f(&mut r.borrow_mut());
         }
     }
 

@@ -1,10 +1,12 @@
 //! adalbert's inference kernels against candle's ops (the training path, itself checked
 //! against Hugging Face in parity.rs): every fixture family, every adapter kind, row routing
 //! with mixed tasks and padding, on the portable kernels and (where the CPU has it) AVX-512,
-//! plus the compressed bf16 path within bf16 error.
+//! plus the compressed paths (bf16 and int8, on every kernel this CPU runs) within their
+//! error.
 
 use std::path::Path;
 
+use adalbert_model::exec::{Bf16Isa, Int8Isa};
 use adalbert_model::{
     AdapterSpec, Backbone, Ctx, Isa, Kernels, Pooling, Route, Sharing, TaskLayout, TaskParams,
 };
@@ -141,6 +143,95 @@ fn compressed_path_stays_within_bf16_error() {
             bf16.inference_kernels()
         );
         assert_eq!(h.dtype(), DType::F32);
+    }
+}
+
+/// Says that a kernel was not exercised, straight to stderr (past the test harness's capture,
+/// so a passing `cargo test` shows it).
+fn skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}");
+}
+
+fn mean_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .mean(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// The compressed paths on each kernel against candle's fp32 ops, on every fixture, with the
+/// backbone alone and with an adapter and a LoRA task attached. Tolerances on the last hidden
+/// state (LayerNorm outputs, entries of order 1), per precision:
+/// - bf16 (8-bit mantissa, relative error 2^-9 per rounding): max |diff| < 0.05, mean < 0.01;
+/// - int8 (per-row and per-channel steps of max/127 on every product's inputs, through every
+///   layer): max |diff| < 0.15, mean < 0.03.
+///
+/// The int8 kernels compute the same integers (the kernel tests check each product to fp32
+/// rounding), but not the same end to end: their activations' last bits differ (vector and
+/// scalar GELU), and one such bit can move an activation of the next layer across a rounding
+/// boundary of its quantization, a step of max/127. So each is held to the fp32 reference.
+/// A kernel this CPU cannot run is skipped with a message on stderr.
+#[test]
+fn compressed_paths_stay_within_their_error_on_every_kernel() {
+    let mut kernels: Vec<(Kernels, &str, f32, f32)> = Vec::new();
+    for k in Bf16Isa::ALL {
+        if k.available() {
+            kernels.push((Kernels::Bf16On(k), k.name(), 0.05, 0.01));
+        } else {
+            skipped(&format!(
+                "bf16 kernel {}: this CPU (or OS) lacks it",
+                k.name()
+            ));
+        }
+    }
+    for k in Int8Isa::ALL {
+        if k.available() {
+            kernels.push((Kernels::Int8On(k), k.name(), 0.15, 0.03));
+        } else {
+            skipped(&format!(
+                "int8 kernel {}: this CPU (or OS) lacks it",
+                k.name()
+            ));
+        }
+    }
+    for name in FIXTURES {
+        let reference = load(name, Kernels::Candle);
+        let tasks = [
+            task(&reference, "houlsby:4", 1),
+            task(&reference, "lora:r=2,alpha=4", 4),
+        ];
+        let routes = [
+            Route::Backbone,
+            Route::Task(&tasks[0]),
+            Route::Rows(vec![(0, 1, &tasks[0]), (1, 2, &tasks[1])]),
+        ];
+        for &(k, kernel, max_tol, mean_tol) in &kernels {
+            let bb = load(name, k);
+            let described = bb.inference_kernels();
+            assert!(
+                described.contains(kernel) || (kernel == "widened" && described.contains("bf16")),
+                "{name}: asked for {kernel}, runs {described}"
+            );
+            for (i, route) in routes.iter().enumerate() {
+                let (h_ref, _) = run(&reference, route);
+                let (h, _) = run(&bb, route);
+                assert_eq!(h.dtype(), DType::F32);
+                let (max, mean) = (max_diff(&h, &h_ref), mean_abs_diff(&h, &h_ref));
+                eprintln!("{name} {described} route {i}: max |diff| {max:.2e}, mean {mean:.2e}");
+                assert!(
+                    max < max_tol && mean < mean_tol,
+                    "{name} {described} route {i}: max |diff| {max} (< {max_tol}), \
+                     mean {mean} (< {mean_tol})"
+                );
+            }
+        }
     }
 }
 

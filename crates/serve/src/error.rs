@@ -9,17 +9,17 @@ use axum::response::{IntoResponse, Response};
 pub enum ServeError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start the async runtime: {0}")]
+    #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
-    #[error("cannot start the batching worker: {0}")]
+    #[error("cannot start the batching worker")]
     Worker(#[source] std::io::Error),
-    #[error("bundle {path}: {source}")]
+    #[error("bundle {path}")]
     Bundle {
         path: std::path::PathBuf,
         #[source]
@@ -38,7 +38,7 @@ pub enum ServeError {
         first: std::path::PathBuf,
         second: std::path::PathBuf,
     },
-    #[error("server failed: {0}")]
+    #[error("server failed")]
     Io(#[from] std::io::Error),
 }
 

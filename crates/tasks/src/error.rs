@@ -46,7 +46,7 @@ pub enum Error {
     },
 
     /// The file exists but could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         /// The file concerned.
         path: PathBuf,

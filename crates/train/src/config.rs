@@ -77,10 +77,16 @@ impl TrainConfig {
         if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
             return bad("max_grad_norm", "must be a non-negative number".into());
         }
-        if self.max_train_examples == Some(0) || self.max_eval_examples == Some(0) {
+        if self.max_train_examples == Some(0) {
             return bad(
                 "max_train_examples",
-                "a limit of 0 examples leaves nothing to do".into(),
+                "a limit of 0 examples leaves nothing to train on".into(),
+            );
+        }
+        if self.max_eval_examples == Some(0) {
+            return bad(
+                "max_eval_examples",
+                "a limit of 0 examples leaves nothing to evaluate".into(),
             );
         }
         Ok(())
@@ -104,5 +110,17 @@ mod tests {
         };
         assert!(c.validate().unwrap_err().to_string().contains("`dropout`"));
         assert!(TrainConfig::default().validate().is_ok());
+        let c = TrainConfig {
+            max_eval_examples: Some(0),
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`max_eval_examples`"), "{e}");
+        let c = TrainConfig {
+            max_train_examples: Some(0),
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`max_train_examples`"), "{e}");
     }
 }

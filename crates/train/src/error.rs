@@ -16,6 +16,18 @@ pub enum TrainError {
         "stopped after {epochs_done} epoch(s); run state kept in {state}: continue with --resume"
     )]
     Interrupted { epochs_done: usize, state: String },
+    #[error(
+        "run state {path} cannot be read (a damaged or foreign file): delete it to start the run over, or run without --resume"
+    )]
+    RunState {
+        path: String,
+        #[source]
+        source: Box<adalbert_model::ModelError>,
+    },
+    #[error(
+        "stopped after {steps_done} distillation step(s); run state kept in {state}: continue with --resume"
+    )]
+    DistillInterrupted { steps_done: usize, state: String },
     #[error("cannot resume from {path}: {reason}")]
     Resume { path: String, reason: String },
 }

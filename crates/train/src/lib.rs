@@ -2,13 +2,15 @@
 //! baselines, on a frozen (or, for `full`, trainable) ALBERT/BERT backbone.
 //!
 //! What it is for: the loop (AdamW, warmup/decay schedule, clipping, dropout, dev evaluation,
-//! best-checkpoint selection, early stopping, resumable run state) and writing task bundles.
+//! best-checkpoint selection, early stopping, resumable run state) and writing task bundles;
+//! and distillation of a BERT teacher into a shared-layer ALBERT ([`distill`]).
 //! What it is not for: model code (`model`), data and metrics (`tasks`).
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod data;
+pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod optim;

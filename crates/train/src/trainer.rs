@@ -144,6 +144,19 @@ pub fn train(job: TrainJob) -> Result<TrainOutcome> {
 /// [`train`] with the backbone weights and/or the initial task tensors replaced.
 pub fn train_from(job: TrainJob, start: Start) -> Result<TrainOutcome> {
     job.config.validate()?;
+    check_output(&job)?;
+    let config = EncoderConfig::from_path(job.model_dir)?;
+    let positions = config.shape.max_position_embeddings;
+    if job.config.max_len > positions {
+        return Err(TrainError::Config {
+            field: "max_len",
+            reason: format!(
+                "{} is more than the model's {positions} positions (max_position_embeddings in {})",
+                job.config.max_len,
+                job.model_dir.join("config.json").display()
+            ),
+        });
+    }
     check_examples(job.task, job.train, "training")?;
     check_examples(job.task, job.dev, "dev")?;
     let cfg = &job.config;
@@ -154,7 +167,6 @@ pub fn train_from(job: TrainJob, start: Start) -> Result<TrainOutcome> {
         .take(cfg.max_eval_examples.unwrap_or(usize::MAX))
         .cloned()
         .collect();
-    let config = EncoderConfig::from_path(job.model_dir)?;
     let opened;
     let (ck, backbone_sha) = match &start.backbone {
         Some(b) => (b.checkpoint, b.sha256.clone()),
@@ -417,6 +429,27 @@ fn last_dev(history: &[EpochRecord], metric: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Refuses, before any work, an output the run could not write at its end or that would
+/// destroy an input: a directory, a path under a file, or a file of the model directory (e.g.
+/// its model.safetensors). The run state beside the output is checked the same way.
+fn check_output(job: &TrainJob) -> Result<()> {
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(job.model_dir)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    if let Ok(w) = adalbert_model::checkpoint::weights_file(job.model_dir) {
+        inputs.push(w);
+    }
+    adalbert_core::files::check_output(&job.out, &inputs)
+        .map_err(adalbert_model::ModelError::from)?;
+    adalbert_core::files::check_output(&run_state_path(&job.out), &inputs)
+        .map_err(adalbert_model::ModelError::from)?;
+    // A run killed while writing its run state or bundle may have left a temporary.
+    if let Some(dir) = job.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        adalbert_core::files::remove_stale_temporaries(dir);
+    }
+    Ok(())
+}
+
 fn progress_bar(show: bool, total: u64, pos: u64) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
@@ -480,7 +513,10 @@ fn restore(
         path: path.display().to_string(),
         reason,
     };
-    let (tensors, md) = load_tensors(path)?;
+    let (tensors, md) = load_tensors(path).map_err(|source| TrainError::RunState {
+        path: path.display().to_string(),
+        source: Box::new(source),
+    })?;
     let json = md
         .get("run_state")
         .ok_or_else(|| bad("no run state metadata".into()))?;

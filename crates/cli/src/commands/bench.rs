@@ -41,10 +41,10 @@ pub struct Args {
     /// report examples per second.
     #[arg(long)]
     pub train: bool,
-    /// Number format of the inference path: fp32, or bf16 (the compressed path: bf16
-    /// weights on AMX where the CPU has it).
-    #[arg(long, default_value = "fp32")]
-    precision: String,
+    /// Number format of the inference path: fp32, bf16 or int8 (see `adalbert info
+    /// --kernels` for the kernels each runs on this CPU); bf16 and int8 need --kernels auto.
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: super::Precision,
     /// Print one JSON line.
     #[arg(long)]
     json: bool,
@@ -121,14 +121,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    match (args.kernels.as_str(), args.precision.as_str()) {
-        (_, "fp32") | ("auto", "bf16") => {}
-        (k, "bf16") => bail!("--precision bf16 needs --kernels auto (got `{k}`)"),
-        (_, p) => bail!("--precision `{p}`: expected fp32 or bf16"),
+    if args.precision != super::Precision::Fp32 && args.kernels != "auto" {
+        bail!(
+            "--precision {} needs --kernels auto (got `{}`)",
+            args.precision.name(),
+            args.kernels
+        );
     }
     let kernels = match args.kernels.as_str() {
-        "auto" if args.precision == "bf16" => Kernels::Bf16,
-        "auto" => Kernels::Auto,
+        "auto" => args.precision.kernels(),
         "candle" => Kernels::Candle,
         "portable" => Kernels::Isa(adalbert_model::Isa::Portable),
         other => bail!("--kernels `{other}`: expected auto, portable or candle"),
@@ -174,14 +175,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let rss = peak_rss_mb();
     let variant = match &args.adapter {
-        Some(spec) => format!("{}+{spec}", args.precision),
-        None => args.precision.clone(),
+        Some(spec) => format!("{}+{spec}", args.precision.name()),
+        None => args.precision.name().to_string(),
     };
     if args.json {
+        let (cpu, flags) = adalbert_model::exec::Cpu::describe();
         let v = serde_json::json!({"engine": "adalbert", "variant": variant, "shape": args.shape,
             "ms": ms, "ms_min": ms_min, "iters": args.iters, "threads": threads, "isa": isa,
             "checksum": checksum, "mean_abs": mean_abs, "max_abs_diff_vs_ref": max_abs_diff,
-            "peak_rss_mb": rss});
+            "peak_rss_mb": rss, "cpu": cpu, "cpu_flags": flags});
         println!("{v}");
     } else {
         let diff = max_abs_diff.map_or(String::new(), |d| format!(", max |diff| vs ref {d:.2e}"));

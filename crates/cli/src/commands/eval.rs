@@ -34,12 +34,22 @@ pub struct Args {
     submission: Option<PathBuf>,
     #[arg(long)]
     json: bool,
+    /// Number format of the backbone's products: fp32, bf16 or int8 (see `adalbert info
+    /// --kernels` for the kernels each runs on this CPU).
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: super::Precision,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.predictions {
+        let mut inputs = super::model_inputs(&args.model);
+        inputs.push(args.bundle.clone());
+        adalbert_core::files::check_output(path, &inputs).context("--predictions")?;
+    }
     let bundle = TaskBundle::load(&args.bundle)?;
-    let (backbone, ck) = Backbone::from_dir(&args.model)
+    let (mut backbone, ck) = Backbone::from_dir(&args.model)
         .with_context(|| format!("loading model from {}", args.model.display()))?;
+    backbone.set_kernels(args.precision.kernels());
     bundle.check_backbone(&adalbert_model::checkpoint::sha256_file(ck.path())?)?;
     let spec = task_spec(&bundle.meta.task)?;
     let mut data = load_dataset(
@@ -53,7 +63,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let own;
     let bb = if bundle.meta.mode == TrainMode::Full {
-        own = bundle.full_backbone(&backbone.config)?;
+        own = {
+            let mut b = bundle.full_backbone(&backbone.config)?;
+            b.set_kernels(args.precision.kernels());
+            b
+        };
         &own
     } else {
         &backbone

@@ -1,23 +1,35 @@
-//! `adalbert info`: architecture, parameter counts and bytes of a checkpoint.
+//! `adalbert info`: architecture, parameter counts and bytes of a checkpoint; with
+//! `--kernels`, which kernels each inference precision runs on this CPU.
 
 use std::path::PathBuf;
 
+use adalbert_model::exec::Cpu;
 use adalbert_model::{Backbone, EncoderConfig, Family};
 use anyhow::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Model directory (config.json + model.safetensors or pytorch_model.bin).
+    #[arg(long, required_unless_present = "kernels")]
+    model: Option<PathBuf>,
+    /// Print the CPU, its instruction-set flags and the kernels each inference precision
+    /// (fp32, bf16, int8) runs here, under this process's `ADALBERT_KERNELS`.
     #[arg(long)]
-    model: PathBuf,
+    kernels: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (backbone, ck) = Backbone::from_dir(&args.model)
-        .with_context(|| format!("loading model from {}", args.model.display()))?;
+    if args.kernels {
+        return kernels(args.json);
+    }
+    let Some(model) = &args.model else {
+        anyhow::bail!("--model is required");
+    };
+    let (backbone, ck) = Backbone::from_dir(model)
+        .with_context(|| format!("loading model from {}", model.display()))?;
     let c = &backbone.config;
     let counts = backbone.param_counts();
     let (pooler, total) = (counts.pooler, counts.total());
@@ -32,7 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("model        {}", args.model.display());
+    println!("model        {}", model.display());
     println!("weights      {}", ck.path().display());
     println!("family       {}", family(c));
     println!(
@@ -66,4 +78,26 @@ fn family(c: &EncoderConfig) -> &'static str {
         Family::Albert => "albert",
         Family::Bert => "bert (run as ALBERT with one group per layer, E = H)",
     }
+}
+
+/// The CPU, its flags and the kernels of each precision.
+fn kernels(json: bool) -> anyhow::Result<()> {
+    let (cpu, flags) = Cpu::describe();
+    let table = adalbert_model::exec::kernel_table();
+    if json {
+        let kernels: serde_json::Map<String, serde_json::Value> = table
+            .iter()
+            .map(|(p, k)| (p.to_string(), serde_json::json!(k)))
+            .collect();
+        let v = serde_json::json!({"cpu": cpu, "flags": flags, "kernels": kernels,
+            "override": std::env::var("ADALBERT_KERNELS").ok()});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("cpu        {cpu}");
+    println!("flags      {}", flags.join(" "));
+    for (precision, k) in table {
+        println!("{precision:<10} {k}");
+    }
+    Ok(())
 }

@@ -20,6 +20,10 @@ pub struct Args {
     pair_sep: String,
     #[arg(long)]
     json: bool,
+    /// Number format of the backbone's products: fp32, bf16 or int8 (see `adalbert info
+    /// --kernels` for the kernels each runs on this CPU).
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: super::Precision,
     /// Texts; for pair tasks write `first ||| second`.
     #[arg(required = true)]
     texts: Vec<String>,
@@ -28,6 +32,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut mt = MultiTask::open(&args.model, args.max_len)
         .with_context(|| format!("loading model from {}", args.model.display()))?;
+    mt.set_kernels(args.precision.kernels())?;
     let mut names = Vec::new();
     for b in &args.bundle {
         names.push(
@@ -44,21 +49,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .collect();
     let mut all = serde_json::Map::new();
+    let mut truncated = vec![false; inputs.len()];
     for name in &names {
         let preds = mt.predict(name, &inputs)?;
+        for (t, p) in truncated.iter_mut().zip(&preds) {
+            *t |= p.truncated;
+        }
         if args.json {
+            // Each prediction carries its own `truncated` field.
             all.insert(name.clone(), serde_json::to_value(&preds)?);
             continue;
         }
         println!("[{name}]");
         for (text, p) in args.texts.iter().zip(&preds) {
             let scores: Vec<String> = p.scores.iter().map(|s| format!("{s:.3}")).collect();
+            let cut = if p.truncated {
+                format!(" [truncated to {} tokens]", args.max_len)
+            } else {
+                String::new()
+            };
             println!(
-                "  {} <- {text} ({})",
+                "  {} <- {text} ({}){cut}",
                 p.label.as_deref().unwrap_or("value"),
                 scores.join(", ")
             );
         }
+    }
+    // The model saw only the first --max-len tokens of these: say so where a human looks.
+    let cut: Vec<usize> = (0..truncated.len()).filter(|&i| truncated[i]).collect();
+    if !cut.is_empty() {
+        let which: Vec<String> = cut.iter().map(|i| (i + 1).to_string()).collect();
+        eprintln!(
+            "warning: input(s) {} were truncated to --max-len {} tokens; the prediction saw only their beginning",
+            which.join(", "),
+            args.max_len
+        );
     }
     if args.json {
         println!("{}", serde_json::Value::Object(all));

@@ -67,10 +67,14 @@ pub struct Args {
     /// Time from arrival to answer before a request fails with 504, in ms.
     #[arg(long, default_value_t = 30_000, env = "ADALBERT_TIMEOUT_MS")]
     timeout_ms: u64,
+    /// Number format of the backbone's products: fp32, bf16 or int8 (see `adalbert info
+    /// --kernels` for the kernels each runs on this CPU).
+    #[arg(long, value_enum, default_value = "fp32", env = "ADALBERT_PRECISION")]
+    precision: super::Precision,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mt = MultiTask::open(&args.model, args.max_len)
+    let mut mt = MultiTask::open(&args.model, args.max_len)
         .with_context(|| format!("loading model from {}", args.model.display()))?;
     let positions = mt.backbone.config.shape.max_position_embeddings;
     if args.max_len > positions {
@@ -80,6 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.model.display()
         );
     }
+    mt.set_kernels(args.precision.kernels())?;
     let sources: Vec<(String, String)> = adalbert_serve::names::preload(&mt, &args.bundles)
         .context("loading --bundles")?
         .into_iter()

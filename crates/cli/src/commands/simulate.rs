@@ -255,7 +255,13 @@ pub fn run(args: Args) -> Result<()> {
     let store: TaskStore = args.task_store.parse()?;
     anyhow::ensure!(args.tasks > 0, "--tasks must be at least 1");
     let model = ModelShape::resolve(&args.model)?;
-    let scenario = Scenario::new(platform, model, adapter, sharing, plan, seq, labels)?;
+    let scenario = Scenario::new(platform, model, adapter, sharing, plan, seq, labels)
+        .with_context(|| {
+            format!(
+                "--seq-len {seq} / --labels {labels} for model `{}`",
+                args.model
+            )
+        })?;
     if args.compare {
         let max = if args.tasks > 1 { args.tasks } else { 8 };
         let ns: Vec<u64> = (1..=max).collect();

@@ -1,21 +1,23 @@
 //! The report folder: report.md, one CSV per table and SVG figures (plotters, through the
 //! hw crate's plotting helpers). Every figure is drawn from the same rows as its CSV, and every
-//! spread comes from [`crate::stats`].
+//! spread comes from [`crate::stats`]. The report is a function of the cached results, the
+//! experiment file and the provenance alone: two runs of the same items differ only in the
+//! [`compare::TIMING_COLUMNS`].
 
+pub mod compare;
 mod table;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use adalbert_hw::dse::DsePoint;
 use adalbert_hw::plot::{line_panels, pareto_svg, Panel};
 use adalbert_hw::Policy;
 
 use crate::config::Experiment;
 use crate::error::Result;
 use crate::stages::compress::CompressRecord;
-use crate::stages::simulate::SimResult;
+use crate::stages::simulate::{DseRow, SimResult};
 use crate::stages::train::TrainRecord;
 use crate::stats::{self, Summary, SD_HEADER};
 use table::{f2, f3, f4, Table};
@@ -34,7 +36,7 @@ pub struct Inputs<'a> {
     pub train: &'a [TrainRecord],
     pub compress: &'a [CompressRecord],
     pub sim: &'a [SimResult],
-    pub dse: Option<&'a [DsePoint]>,
+    pub dse: Option<&'a [DseRow]>,
 }
 
 /// Headline rows printed by `make demo`.
@@ -109,7 +111,14 @@ pub fn write(dir: &Path, inp: &Inputs) -> Result<Headlines> {
         let scatter: Vec<(f64, f64, f64, bool)> = points
             .iter()
             .filter(|p| p.feasible)
-            .map(|p| (p.energy_pj / 1e6, p.latency_ns / 1e6, p.area_mm2, p.pareto))
+            .map(|p| {
+                (
+                    p.ppa.energy_pj / 1e6,
+                    p.ppa.latency_ns / 1e6,
+                    p.ppa.area_mm2,
+                    p.pareto,
+                )
+            })
             .collect();
         write_svg(&dir.join("fig_pareto.svg"), |p| {
             pareto_svg(p, &scatter, "design space: energy (uJ/request)")
@@ -194,8 +203,8 @@ fn table1(inp: &Inputs) -> Table {
         "trainable params",
         "% of backbone",
         "bytes per task",
-        "train s",
-        "examples/s",
+        compare::TIMING_COLUMNS[0],
+        compare::TIMING_COLUMNS[1],
         "train/dev examples",
     ]);
     for task in &inp.exp.tasks.names {
@@ -390,7 +399,7 @@ fn table3(inp: &Inputs) -> Table {
                 t.push(vec![
                     s.model.clone(),
                     r.n_tasks.to_string(),
-                    r.policy.to_string(),
+                    r.policy.clone(),
                     format!("refused: {}", err.replace('|', "/")),
                     "-".into(),
                     "-".into(),
@@ -404,10 +413,10 @@ fn table3(inp: &Inputs) -> Table {
             t.push(vec![
                 s.model.clone(),
                 r.n_tasks.to_string(),
-                r.policy.to_string(),
-                f3(r.energy_pj / 1e6),
-                f3(r.latency_ns / 1e6),
-                f2(r.area_mm2),
+                r.policy.clone(),
+                f3(r.ppa.energy_pj / 1e6),
+                f3(r.ppa.latency_ns / 1e6),
+                f2(r.ppa.area_mm2),
                 ratio(r.vs_dram, 0),
                 ratio(r.vs_sram, 0),
                 ratio(r.vs_dram, 2),
@@ -420,13 +429,14 @@ fn table3(inp: &Inputs) -> Table {
 
 fn table3_headlines(inp: &Inputs) -> Vec<String> {
     let mut out = Vec::new();
+    let hetero = Policy::AdapterHetero.to_string();
     for s in inp.sim {
         let max_n = s.rows.iter().map(|r| r.n_tasks).max().unwrap_or(1);
         for n in [1, max_n] {
             if let Some(r) = s
                 .rows
                 .iter()
-                .find(|r| r.n_tasks == n && r.policy == Policy::AdapterHetero && r.error.is_none())
+                .find(|r| r.n_tasks == n && r.policy == hetero && r.error.is_none())
             {
                 let fmt = |v: Option<[f64; 3]>| {
                     v.map_or("-".into(), |v| {
@@ -452,11 +462,11 @@ fn task_panels(inp: &Inputs) -> Vec<Panel> {
             let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
             for r in s.rows.iter().filter(|r| r.error.is_none()) {
                 let y = match pick {
-                    0 => r.energy_pj / 1e6,
-                    _ => r.area_mm2,
+                    0 => r.ppa.energy_pj / 1e6,
+                    _ => r.ppa.area_mm2,
                 };
                 series
-                    .entry(r.policy.to_string())
+                    .entry(r.policy.clone())
                     .or_default()
                     .push((r.n_tasks as f64, y));
             }
@@ -471,7 +481,7 @@ fn task_panels(inp: &Inputs) -> Vec<Panel> {
     panels
 }
 
-fn dse_table(points: &[DsePoint]) -> Table {
+fn dse_table(points: &[DseRow]) -> Table {
     let mut t = Table::new(&[
         "N tasks",
         "policy",
@@ -485,13 +495,13 @@ fn dse_table(points: &[DsePoint]) -> Table {
     for p in points.iter().filter(|p| p.pareto) {
         t.push(vec![
             p.n_tasks.to_string(),
-            p.policy.to_string(),
+            p.policy.clone(),
             p.mac_array.to_string(),
-            p.adapter.map_or_else(|| "none".into(), |a| a.to_string()),
-            p.plan.to_string(),
-            f3(p.energy_pj / 1e6),
-            f3(p.latency_ns / 1e6),
-            f2(p.area_mm2),
+            p.adapter.clone(),
+            p.plan.clone(),
+            f3(p.ppa.energy_pj / 1e6),
+            f3(p.ppa.latency_ns / 1e6),
+            f2(p.ppa.area_mm2),
         ]);
     }
     t

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use adalbert_compress::{Encoding, FaultSpec, Plan};
 
-use super::train::TrainRecord;
-use crate::cache::Cache;
+use super::train::{Item, TrainRecord};
+use crate::cache::{Cache, Key};
 use crate::config::Experiment;
 use crate::error::Result;
 use crate::stats::Summary;
@@ -35,27 +35,47 @@ pub struct CompressRecord {
     pub series: String,
 }
 
-/// The sweep the experiment's `[compress]` section describes, or `None` without one.
-pub fn sweep_of(exp: &Experiment, trained: &[TrainRecord], out_dir: &Path) -> Option<Sweep> {
+/// The training item whose bundle the compress stage evaluates for `task`: the
+/// `compress.method` bundle of the first training seed (`None` without a `[compress]`
+/// section).
+pub fn bundle_item(exp: &Experiment, task: &str) -> Option<Item> {
     let sec = exp.compress.as_ref()?;
-    let seed0 = exp.seeds[0];
-    let bundles = exp
-        .tasks
-        .names
-        .iter()
-        .filter_map(|t| {
-            trained
-                .iter()
-                .find(|r| &r.task == t && r.method == sec.method && r.seed == seed0)
-        })
-        .map(|r| BundleSource {
-            path: r.bundle.clone(),
-            data: Some(exp.data_for(&r.task)),
-        })
-        .collect();
+    Some(Item {
+        task: task.to_string(),
+        method: sec.method.clone(),
+        seed: exp.seeds[0],
+    })
+}
+
+/// The points of the `[compress]` groups (none without the section).
+pub fn points(exp: &Experiment) -> Result<Vec<Point>> {
+    exp.compress
+        .as_ref()
+        .map_or(Ok(vec![]), |sec| sweep::expand(&sec.groups))
+}
+
+/// A bundle the compress stage evaluates: the record of the training item that wrote it, and
+/// that item's key (which stands for the bundle in the rows' keys).
+#[derive(Debug, Clone, Copy)]
+pub struct Trained<'a> {
+    pub record: &'a TrainRecord,
+    pub key: &'a str,
+}
+
+/// The sweep of the `[compress]` section over `trained` (bundles of [`bundle_item`]s), or
+/// `None` without the section. Recovered bundles go under `out_dir`.
+pub fn sweep_of(exp: &Experiment, trained: &[Trained], out_dir: &Path) -> Option<Sweep> {
+    let sec = exp.compress.as_ref()?;
     Some(Sweep {
         model: exp.model.clone(),
-        bundles,
+        bundles: trained
+            .iter()
+            .map(|t| BundleSource {
+                path: t.record.bundle.clone(),
+                data: Some(exp.data_for(&t.record.task)),
+                identity: Some(t.key.to_string()),
+            })
+            .collect(),
         split_seed: exp.split_seed,
         max_eval: sec.max_eval.or(exp.train.max_eval),
         max_len: exp.train.max_len,
@@ -64,28 +84,52 @@ pub fn sweep_of(exp: &Experiment, trained: &[TrainRecord], out_dir: &Path) -> Op
     })
 }
 
-/// Evaluates the `compress.method` bundles of every task on every point of the `[compress]`
-/// groups, through `cache`.
-pub fn run(
+/// Evaluates the pairs `(point index, bundle)` through `cache`, one progress line per point
+/// computed.
+pub fn run_pairs(
     exp: &Experiment,
-    trained: &[TrainRecord],
+    points: &[Point],
+    pairs: &[(usize, Trained)],
     out_dir: &Path,
     cache: &Cache,
-) -> Result<Vec<CompressRecord>> {
-    let Some(sweep) = sweep_of(exp, trained, out_dir) else {
-        return Ok(vec![]);
-    };
-    if sweep.bundles.is_empty() {
-        return Ok(vec![]);
+) -> Result<()> {
+    let mut trained: Vec<Trained> = Vec::new();
+    for (_, t) in pairs {
+        if !trained.iter().any(|u| u.key == t.key) {
+            trained.push(*t);
+        }
     }
-    let points = sweep::expand(&sweep.groups)?;
-    let rows = sweep::execute(&sweep, &points, cache, Progress::Lines)?;
-    Ok(aggregate(&points, &rows, sweep.bundles.len()))
+    let Some(sweep) = sweep_of(exp, &trained, out_dir) else {
+        return Ok(());
+    };
+    let wanted = |pi: usize, bi: usize| {
+        pairs
+            .iter()
+            .any(|(p, t)| *p == pi && t.key == trained[bi].key)
+    };
+    sweep::execute_where(&sweep, points, cache, Progress::Lines, wanted)?;
+    Ok(())
 }
 
-/// Rows (point-major, `n_bundles` per point) grouped by (group, plan, faults, recovery) in
-/// first-seen order and, within that, by bundle.
-fn aggregate(points: &[Point], rows: &[Row], n_bundles: usize) -> Vec<CompressRecord> {
+/// The cache key of the row of `point` on the bundle of `task` written by the training item
+/// with key `train_key` (`None` without a `[compress]` section).
+pub fn row_key(
+    exp: &Experiment,
+    point: &Point,
+    task: &str,
+    train_key: &str,
+    backbone_sha256: &str,
+) -> Result<Option<Key>> {
+    let Some(sweep) = sweep_of(exp, &[], Path::new("")) else {
+        return Ok(None);
+    };
+    let data = exp.data_for(task);
+    sweep::row_key(point, &sweep, backbone_sha256, train_key, Some(&data)).map(Some)
+}
+
+/// Table 2's records: rows (point-major, `n_bundles` per point) grouped by (group, plan,
+/// faults, recovery) in first-seen order and, within that, by bundle.
+pub fn aggregate(points: &[Point], rows: &[Row], n_bundles: usize) -> Vec<CompressRecord> {
     type ConfigKey<'a> = (usize, &'a str, &'a str, usize);
     let mut configs: Vec<(ConfigKey, Vec<usize>)> = Vec::new();
     for (pi, p) in points.iter().enumerate() {

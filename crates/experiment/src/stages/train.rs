@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use adalbert_model::checkpoint::default_pooling;
 use adalbert_model::{Pooling, Sharing};
 use adalbert_tasks::{load_dataset, Split};
-use adalbert_train::{train, Mode, TrainConfig, TrainJob};
+use adalbert_train::{train, Mode, TrainJob};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::Cache;
+use crate::cache::{real, Cache, Key};
 use crate::config::{method_of, Experiment, Method, TrainSection};
 use crate::error::{Context, Result};
 
@@ -20,12 +20,16 @@ pub struct TrainRecord {
     pub method: String,
     pub seed: u64,
     pub primary: String,
+    #[serde(with = "real")]
     pub primary_value: f64,
+    #[serde(with = "real::map")]
     pub metrics: BTreeMap<String, f64>,
     pub trainable_params: usize,
     /// Bytes a device must store for this task (fp32): the bundle's tensors.
     pub task_bytes: usize,
+    #[serde(with = "real")]
     pub train_seconds: f64,
+    #[serde(with = "real")]
     pub examples_per_second: f64,
     pub train_examples: usize,
     pub dev_examples: usize,
@@ -46,6 +50,7 @@ struct TrainKey<'a> {
 }
 
 /// One training run of the experiment.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
     pub task: String,
     pub method: String,
@@ -84,17 +89,9 @@ pub fn items(exp: &Experiment) -> Vec<Item> {
     out
 }
 
-/// Trains one item (or reads it back from `cache`); its bundle goes to `<out_dir>/bundles`.
-/// With `cache.resume()` an interrupted training run continues from its run state.
-pub fn run_item(
-    exp: &Experiment,
-    item: &Item,
-    backbone_sha256: &str,
-    out_dir: &Path,
-    cache: &Cache,
-) -> Result<TrainRecord> {
-    let data = exp.data_for(&item.task);
-    let key = Cache::key(
+/// The cache key of a training item: everything its result depends on.
+pub fn key(exp: &Experiment, item: &Item, backbone_sha256: &str) -> Result<Key> {
+    Cache::key(
         "train",
         &TrainKey {
             backbone_sha256,
@@ -102,16 +99,49 @@ pub fn run_item(
             method: &item.method,
             seed: item.seed,
             split_seed: exp.split_seed,
-            data: &data,
+            data: &exp.data_for(&item.task),
             train: &exp.train,
             tool: env!("CARGO_PKG_VERSION"),
         },
-    )?;
-    if let Some(r) = cache.get::<TrainRecord>(&key) {
-        if r.bundle.is_file() {
+    )
+}
+
+/// The finished record of `item` in `cache` (resuming or not), with its bundle, which must
+/// exist under `<out_dir>/bundles`.
+///
+/// The bundle path is taken relative to `out_dir` whatever the record says, so a run folder
+/// stays readable when shards mounted it at other paths, or after it was moved.
+pub fn cached(
+    exp: &Experiment,
+    item: &Item,
+    backbone_sha256: &str,
+    out_dir: &Path,
+    cache: &Cache,
+) -> Result<Option<TrainRecord>> {
+    let key = key(exp, item, backbone_sha256)?;
+    Ok(cache.read::<TrainRecord>(&key).and_then(|mut r| {
+        r.bundle = out_dir.join("bundles").join(r.bundle.file_name()?);
+        r.bundle.is_file().then_some(r)
+    }))
+}
+
+/// Trains one item (or reads it back from `cache` when resuming); its bundle goes to
+/// `<out_dir>/bundles`. When resuming, an interrupted training run continues from its run
+/// state.
+pub fn run_item(
+    exp: &Experiment,
+    item: &Item,
+    backbone_sha256: &str,
+    out_dir: &Path,
+    cache: &Cache,
+) -> Result<TrainRecord> {
+    if cache.resume() {
+        if let Some(r) = cached(exp, item, backbone_sha256, out_dir, cache)? {
             return Ok(r);
         }
     }
+    let data = exp.data_for(&item.task);
+    let key = key(exp, item, backbone_sha256)?;
     let t = &exp.train;
     let method = method_of(&item.method)?;
     let mode = match &method {
@@ -122,11 +152,7 @@ pub fn run_item(
         Method::Full => Mode::Full,
         Method::Head => Mode::Head,
     };
-    let lr = match method {
-        Method::Adapter(_) => t.lr_adapter,
-        Method::Full => t.lr_full,
-        Method::Head => t.lr_head,
-    };
+    let lr = t.lr_for(&method);
     let pooling = match t.pooling.as_str() {
         "auto" => default_pooling(&exp.model),
         p => Pooling::parse(p)?,
@@ -150,17 +176,7 @@ pub fn run_item(
         mode,
         pooling,
         train_pooler: false,
-        config: TrainConfig {
-            epochs: t.epochs,
-            lr,
-            batch_size: t.batch,
-            max_len: t.max_len,
-            dropout: t.dropout,
-            seed: item.seed,
-            max_train_examples: t.max_train,
-            max_eval_examples: t.max_eval,
-            ..TrainConfig::default()
-        },
+        config: t.config(lr, item.seed),
         out: bundle.clone(),
         resume: cache.resume(),
         progress: true,

@@ -42,7 +42,7 @@ use crate::cache::Cache;
 use crate::error::{Context, ExperimentError, Result};
 
 pub use report::{csv, markdown, terminal_summary};
-pub use run::{execute, Progress, Row};
+pub use run::{execute, execute_where, row_key, Progress, Row};
 
 /// One group of compression points (see the module docs for the keys).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -198,6 +198,10 @@ fn faults_matter(plan: &Plan, faults: &FaultSpec) -> bool {
 pub struct BundleSource {
     pub path: PathBuf,
     pub data: Option<PathBuf>,
+    /// What stands for the bundle's contents in cache keys: by default the file's sha256. An
+    /// experiment gives the key of the training item that wrote the bundle, which says the
+    /// same (training is deterministic) and is known before the bundle exists.
+    pub identity: Option<String>,
 }
 
 /// What a sweep evaluates, on what, and where recovered bundles go.
@@ -314,6 +318,7 @@ pub fn load_sweep_file(path: &Path) -> Result<(Sweep, SweepReport)> {
             .map(|path| BundleSource {
                 path,
                 data: s.data.clone(),
+                identity: None,
             })
             .collect(),
         model: s.model,
@@ -386,6 +391,7 @@ impl Flags {
                 .map(|path| BundleSource {
                     path,
                     data: self.data.clone(),
+                    identity: None,
                 })
                 .collect(),
             split_seed: self.split_seed,
@@ -416,6 +422,11 @@ pub fn run_sweep(
 ) -> Result<Outcome> {
     let points = expand(&sweep.groups)?;
     let cache = Cache::new(sweep.out.join("cache"), resume)?;
+    for f in [&report.csv, &report.markdown] {
+        if let Some(dir) = f.parent() {
+            adalbert_core::files::remove_stale_temporaries(dir);
+        }
+    }
     let t0 = Instant::now();
     let rows = execute(sweep, &points, &cache, progress)?;
     let seconds = t0.elapsed().as_secs_f64();

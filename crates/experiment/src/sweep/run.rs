@@ -23,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::{BundleSource, Point, Sweep};
-use crate::cache::{Cache, Key};
+use crate::cache::{real, Cache, Key};
 use crate::error::{Context, ExperimentError, Result};
 
 /// Batch size of every dev-set evaluation.
@@ -42,7 +42,9 @@ pub struct Row {
     pub seed: u64,
     pub recover_epochs: usize,
     pub metric: String,
+    #[serde(with = "real")]
     pub value: f64,
+    #[serde(with = "real::map")]
     pub metrics: BTreeMap<String, f64>,
     pub n_eval: usize,
     /// Payload bits (values + masks) of the whole backbone checkpoint.
@@ -63,10 +65,12 @@ pub struct Row {
     /// Codes lost or left over by bit-mask decoding after mask faults.
     pub decode_mismatches: u64,
     /// The fault model's mean per-cell misread probability (MLC faults only).
+    #[serde(with = "real::option")]
     pub analytic_cell_error_rate: Option<f64>,
     pub weights_sha256: String,
     /// Whether the evaluation was shared with a point of bit-identical weights.
     pub shared_eval: bool,
+    #[serde(with = "real")]
     pub seconds: f64,
 }
 
@@ -116,10 +120,16 @@ struct EvalInputs<'a> {
     split_seed: u64,
 }
 
+/// The metrics of an evaluation (a cache record: a map of metric names to values).
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+struct EvalRecord(#[serde(with = "real::map")] BTreeMap<String, f64>);
+
 /// A loaded bundle with its dev examples.
 struct Loaded {
     bundle: TaskBundle,
-    sha256: String,
+    /// [`BundleSource::identity`], or the file's sha256.
+    identity: String,
     data: Option<PathBuf>,
     spec: TaskSpec,
     params: TaskParams,
@@ -145,11 +155,27 @@ pub fn execute(
     cache: &Cache,
     progress: Progress,
 ) -> Result<Vec<Row>> {
+    execute_where(sweep, points, cache, progress, |_, _| true)
+}
+
+/// [`execute`] for the (point index, bundle index) pairs `keep` selects: a point with no
+/// pair selected is not even compressed. Rows come point-major, for the selected pairs only.
+pub fn execute_where(
+    sweep: &Sweep,
+    points: &[Point],
+    cache: &Cache,
+    progress: Progress,
+    keep: impl Fn(usize, usize) -> bool,
+) -> Result<Vec<Row>> {
     let model_dir = &sweep.model;
     let config = EncoderConfig::from_path(model_dir)
         .context(|| format!("loading the config of {}", model_dir.display()))?;
     let model_sha = sha256_file(&weights_file(model_dir)?)?;
     let ck = Checkpoint::open(model_dir)
+        .context(|| format!("loading weights from {}", model_dir.display()))?;
+    // Every weight is checked (shape, dtype, finite) before any bundle is compared with it, so
+    // a damaged backbone is named as such and not blamed on the bundles.
+    Backbone::load(&ck, &config)
         .context(|| format!("loading weights from {}", model_dir.display()))?;
     let tok = Tokenizer::from_dir(model_dir, sweep.max_len)?;
     let loaded = sweep
@@ -157,20 +183,32 @@ pub fn execute(
         .iter()
         .map(|b| load_bundle(b, sweep, &config, &model_sha))
         .collect::<Result<Vec<_>>>()?;
-    let bar = progress_bar((points.len() * loaded.len()) as u64, progress);
+    let wanted: Vec<Vec<bool>> = (0..points.len())
+        .map(|pi| (0..loaded.len()).map(|bi| keep(pi, bi)).collect())
+        .collect();
+    let pairs = wanted.iter().flatten().filter(|&&w| w).count();
+    let bar = progress_bar(pairs as u64, progress);
     // Evaluations by (weights sha, bundle index), shared between bit-identical points.
     let mut evals: HashMap<(String, usize), BTreeMap<String, f64>> = HashMap::new();
-    let mut rows = Vec::with_capacity(points.len() * loaded.len());
-    for point in points {
+    let mut rows = Vec::with_capacity(pairs);
+    for (point, wanted) in points.iter().zip(&wanted) {
+        if !wanted.contains(&true) {
+            continue;
+        }
         let group = &sweep.groups[point.group].name;
         bar.set_message(format!("{group}: {} | {}", point.plan, point.faults));
         let keys = loaded
             .iter()
-            .map(|l| row_key(point, sweep, &model_sha, l))
+            .map(|l| row_key(point, sweep, &model_sha, &l.identity, l.data.as_deref()))
             .collect::<Result<Vec<Key>>>()?;
-        let cached: Vec<Option<Row>> = keys.iter().map(|k| cache.get(k)).collect();
-        if cached.iter().all(Option::is_some) {
-            for mut r in cached.into_iter().flatten() {
+        // `None` for a pair not selected, else whether a finished row is cached.
+        let cached: Vec<Option<Option<Row>>> = keys
+            .iter()
+            .zip(wanted)
+            .map(|(k, &w)| w.then(|| cache.get(k)))
+            .collect();
+        if cached.iter().flatten().all(Option::is_some) {
+            for mut r in cached.into_iter().flatten().flatten() {
                 r.group = group.clone();
                 rows.push(r);
                 bar.inc(1);
@@ -188,9 +226,14 @@ pub fn execute(
             .context(|| format!("applying plan `{}`", point.plan))?;
         let backbone = Backbone::load(&c.checkpoint, &config)?;
         let stats = StorageStats::of(&c.report, &point.faults);
-        let compress_seconds = t_point.elapsed().as_secs_f64();
+        // The compression's time is shared by the rows this point computes.
+        let compress_seconds = t_point.elapsed().as_secs_f64()
+            / cached.iter().filter(|c| matches!(c, Some(None))).count() as f64;
         for (bi, l) in loaded.iter().enumerate() {
-            if let Some(r) = &cached[bi] {
+            let Some(cached) = &cached[bi] else {
+                continue;
+            };
+            if let Some(r) = cached {
                 let mut r = r.clone();
                 r.group = group.clone();
                 rows.push(r);
@@ -206,7 +249,7 @@ pub fn execute(
                     "eval",
                     &EvalInputs {
                         weights: &c.sha256,
-                        bundle: &l.sha256,
+                        bundle: &l.identity,
                         data: l.data.as_deref(),
                         n_eval: l.dev.len(),
                         max_len: sweep.max_len,
@@ -215,7 +258,7 @@ pub fn execute(
                 )?;
                 if let Some(m) = evals.get(&(c.sha256.clone(), bi)) {
                     (m.clone(), true)
-                } else if let Some(m) = cache.get(&eval_key) {
+                } else if let Some(EvalRecord(m)) = cache.get(&eval_key) {
                     (m, true)
                 } else {
                     let model = TaskModel {
@@ -229,7 +272,7 @@ pub fn execute(
                             .into_iter()
                             .map(|(k, v)| (k.to_string(), v))
                             .collect();
-                    cache.put(&eval_key, &m)?;
+                    cache.put(&eval_key, &EvalRecord(m.clone()))?;
                     (m, false)
                 }
             };
@@ -264,7 +307,7 @@ pub fn execute(
                 analytic_cell_error_rate: stats.analytic_rate,
                 weights_sha256: c.sha256.clone(),
                 shared_eval: shared,
-                seconds: t0.elapsed().as_secs_f64() + compress_seconds / loaded.len() as f64,
+                seconds: t0.elapsed().as_secs_f64() + compress_seconds,
             };
             cache.put(&keys[bi], &row)?;
             rows.push(row);
@@ -306,7 +349,10 @@ fn load_bundle(
         });
     }
     bundle.check_backbone(model_sha)?;
-    let sha256 = sha256_file(path)?;
+    let identity = match &source.identity {
+        Some(id) => id.clone(),
+        None => sha256_file(path)?,
+    };
     let spec = task_spec(&bundle.meta.task)?;
     let mut data = load_dataset(
         &bundle.meta.task,
@@ -321,7 +367,7 @@ fn load_bundle(
     let params = bundle.task_params(config)?;
     Ok(Loaded {
         bundle,
-        sha256,
+        identity,
         data: source.data.clone(),
         spec,
         params,
@@ -329,14 +375,23 @@ fn load_bundle(
     })
 }
 
-fn row_key(p: &Point, sweep: &Sweep, model_sha: &str, l: &Loaded) -> Result<Key> {
+/// The cache key of the row of point `p` on the bundle `bundle` ([`BundleSource::identity`]:
+/// the file's sha256 by default), evaluated on the task data in `data`, for a backbone whose
+/// weights have `model_sha`.
+pub fn row_key(
+    p: &Point,
+    sweep: &Sweep,
+    model_sha: &str,
+    bundle: &str,
+    data: Option<&Path>,
+) -> Result<Key> {
     Cache::key(
         "compress",
         &RowInputs {
             tool: env!("CARGO_PKG_VERSION"),
             model: model_sha,
-            bundle: &l.sha256,
-            data: l.data.as_deref(),
+            bundle,
+            data,
             plan: p.plan.to_string(),
             faults: p.faults.to_string(),
             seed: p.seed,

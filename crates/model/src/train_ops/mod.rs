@@ -21,6 +21,8 @@
 //! - [`gelu`]: GELU in the erf form and the tanh form (`gelu_new`) with exact derivatives.
 //! - [`dropout`]: multiplication by a mask held by the op.
 //! - [`attention`]: multi-head self-attention on the fused QKV projection.
+//! - [`attention_kl`]: the attention-distribution distillation loss (KL from a teacher's
+//!   probabilities) on the same fused projection.
 //! - [`residual_layer_norm`]: the sublayer's end (dropout, bottleneck adapter, residual,
 //!   LayerNorm) as one node.
 //!
@@ -37,6 +39,7 @@ use std::sync::{Mutex, MutexGuard};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 mod attention;
+mod attention_kl;
 mod dropout;
 mod frozen_attention;
 mod frozen_ffn;
@@ -51,6 +54,7 @@ mod tests;
 
 pub use adalbert_kernels::linear::FrozenLinear;
 pub use attention::attention;
+pub use attention_kl::attention_kl;
 pub use dropout::dropout;
 pub use frozen_attention::frozen_attention_block;
 pub use frozen_ffn::frozen_ffn;

@@ -497,3 +497,73 @@ fn frozen_attention_block_matches_projections_around_attention() {
         }
     }
 }
+
+#[test]
+fn attention_kl_matches_candle_log_softmax_and_its_gradient() {
+    let (b, s, heads, d) = (2, 13, 3, 7);
+    let mask = mask_bias(b, s);
+    // A target that is a distribution over the real keys of each row.
+    let target = candle_nn::ops::softmax(
+        &random(&[b, heads, s, s], 21, 3.0)
+            .broadcast_add(&mask)
+            .unwrap(),
+        D::Minus1,
+    )
+    .unwrap();
+    // Padding queries (the last 3 of the second sequence) do not count; the rest weigh 1/10.
+    let weights: Vec<f32> = (0..b * s)
+        .map(|i| {
+            if i / s == 1 && i % s >= s - 3 {
+                0.0
+            } else {
+                0.1
+            }
+        })
+        .collect();
+    let w = Tensor::from_vec(weights.clone(), (b, 1, s, 1), &Device::Cpu).unwrap();
+    for isa in isas() {
+        let qkv = Var::from_tensor(&random(&[b, s, 3 * heads * d], 22, 1.5)).unwrap();
+        let split = |i: usize| {
+            let h = heads * d;
+            let t = qkv.as_tensor().narrow(2, i * h, h).unwrap();
+            t.reshape((b, s, heads, d))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let scale = 1.0 / (d as f32).sqrt();
+        let scores = (split(0).matmul(&split(1).t().unwrap()).unwrap() * scale as f64)
+            .unwrap()
+            .broadcast_add(&mask)
+            .unwrap();
+        let log_p = candle_nn::ops::log_softmax(&scores, D::Minus1).unwrap();
+        let t_log_t = (&target * target.clamp(1e-30, 1.0).unwrap().log().unwrap()).unwrap();
+        let per_row = (t_log_t - (&target * log_p).unwrap())
+            .unwrap()
+            .sum_keepdim(D::Minus1)
+            .unwrap();
+        let want = per_row.broadcast_mul(&w).unwrap().sum_all().unwrap();
+        let got = attention_kl(
+            qkv.as_tensor(),
+            &mask,
+            &target,
+            weights.clone(),
+            heads,
+            scale,
+            isa,
+        )
+        .unwrap();
+        assert_close(&got, &want, 1e-4, 1e-5, "attention KL");
+        let gw = (&want * 3.0).unwrap().backward().unwrap();
+        let gg = (&got * 3.0).unwrap().backward().unwrap();
+        assert_close(
+            gg.get(qkv.as_tensor()).unwrap(),
+            gw.get(qkv.as_tensor()).unwrap(),
+            1e-3,
+            1e-5,
+            "dqkv",
+        );
+    }
+}

