@@ -583,7 +583,7 @@ async fn every_error_is_json_with_a_reason() {
                 .await,
             422,
             "invalid_bundle",
-            "not a safetensors file",
+            "not a valid safetensors file",
         ),
         (
             "foreign",

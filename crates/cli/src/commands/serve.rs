@@ -60,10 +60,10 @@ pub struct Args {
     /// Most inputs in one request.
     #[arg(long, default_value_t = 64, env = "ADALBERT_MAX_INPUTS")]
     max_inputs: usize,
-    /// Tokens per input (at most the model's positions); longer inputs are truncated and the
-    /// response says so.
-    #[arg(long, default_value_t = 128, env = "ADALBERT_MAX_LEN")]
-    max_len: usize,
+    /// Tokens per input (at most the model's positions; default 128, or the model's positions
+    /// when it has fewer); longer inputs are truncated and the response says so.
+    #[arg(long, env = "ADALBERT_MAX_LEN")]
+    max_len: Option<usize>,
     /// Time from arrival to answer before a request fails with 504, in ms.
     #[arg(long, default_value_t = 30_000, env = "ADALBERT_TIMEOUT_MS")]
     timeout_ms: u64,
@@ -73,17 +73,22 @@ pub struct Args {
     precision: super::Precision,
 }
 
+/// Tokens per input unless `--max-len` says otherwise (capped at the model's positions).
+const DEFAULT_MAX_LEN: usize = 128;
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut mt = MultiTask::open(&args.model, args.max_len)
-        .with_context(|| format!("loading model from {}", args.model.display()))?;
-    let positions = mt.backbone.config.shape.max_position_embeddings;
-    if args.max_len > positions {
+    let shape = adalbert_core::ModelShape::from_path(&args.model)
+        .with_context(|| format!("reading the model config in {}", args.model.display()))?;
+    let positions = shape.max_position_embeddings;
+    let max_len = args.max_len.unwrap_or(DEFAULT_MAX_LEN.min(positions));
+    if max_len > positions {
         anyhow::bail!(
-            "--max-len {} is above the model's {positions} positions ({}); use at most {positions}",
-            args.max_len,
+            "--max-len {max_len} is above the model's {positions} positions ({}); use at most {positions}",
             args.model.display()
         );
     }
+    let mut mt = MultiTask::open(&args.model, max_len)
+        .with_context(|| format!("loading model from {}", args.model.display()))?;
     mt.set_kernels(args.precision.kernels())?;
     let sources: Vec<(String, String)> = adalbert_serve::names::preload(&mt, &args.bundles)
         .context("loading --bundles")?
