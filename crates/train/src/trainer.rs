@@ -481,9 +481,12 @@ fn fingerprint(job: &TrainJob, layout: &TaskLayout, sha: &str, n_train: usize) -
     v.to_string()
 }
 
-fn save_state(
+/// Writes a run state (atomically, as every bundle): the optimizer's moments, each trained
+/// parameter as `param.*`, the best checkpoint so far as `best.*`, and `state` as JSON.
+/// Training and distillation both resume from it.
+pub(crate) fn save_state<S: serde::Serialize>(
     path: &Path,
-    state: &RunState,
+    state: &S,
     opt: &AdamW,
     best: &HashMap<String, Tensor>,
 ) -> Result<()> {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use adalbert_core::rng::{permutation, salted};
-use adalbert_model::bundle::{load_tensors, save_tensors};
+use adalbert_model::bundle::load_tensors;
 use adalbert_model::checkpoint::sha256_file;
 use adalbert_model::tokenizer::{TextInput, Tokenizer};
 use adalbert_model::{Backbone, Checkpoint, Ctx, EncoderConfig, Family};
@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TrainError};
 use crate::optim::{clip_scale, AdamW};
+use crate::trainer::save_state;
 use init::EmbeddingReport;
 use loss::{cosine_rows, layer_map, losses, LossValues, LossWeights};
 
@@ -736,20 +737,6 @@ fn lr_at(cfg: &DistillConfig, step: usize, seconds: f64) -> f64 {
     cfg.lr * warm * (1.0 - progress).clamp(0.0, 1.0)
 }
 
-fn save_state(path: &Path, state: &RunState, opt: &AdamW) -> Result<()> {
-    let mut tensors = opt.state();
-    for (name, var) in &opt.vars {
-        tensors.insert(format!("param.{name}"), var.as_tensor().clone());
-    }
-    let json = serde_json::to_string(state).map_err(|e| TrainError::Data(e.to_string()))?;
-    save_tensors(
-        path,
-        &tensors,
-        HashMap::from([("run_state".to_string(), json)]),
-    )?;
-    Ok(())
-}
-
 fn progress_bar(show: bool, stop: Stop, step: usize) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
@@ -875,7 +862,7 @@ pub fn distill(job: DistillJob) -> Result<DistillOutcome> {
             .is_some_and(|k| state.step - first_step >= k)
         {
             state.seconds = seconds;
-            save_state(&state_file, &state, &opt)?;
+            save_state(&state_file, &state, &opt, &HashMap::new())?;
             bar.finish_and_clear();
             return Err(TrainError::DistillInterrupted {
                 steps_done: state.step,
@@ -948,7 +935,7 @@ pub fn distill(job: DistillJob) -> Result<DistillOutcome> {
         ));
         if last_checkpoint.elapsed().as_secs_f64() >= job.checkpoint_seconds {
             state.seconds = seconds;
-            save_state(&state_file, &state, &opt)?;
+            save_state(&state_file, &state, &opt, &HashMap::new())?;
             last_checkpoint = Instant::now();
         }
     }
