@@ -25,25 +25,12 @@ fn data(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// The CPU's model name (Linux), printed beside the figures.
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
-}
-
 fn bench_gemm(c: &mut Criterion) {
     let isa = Isa::detect();
     let name = |k: &dyn Fn() -> Vec<&'static str>| k().join(", ");
     eprintln!(
         "CPU: {}; fp32 {}; int8 kernels here: {}; bf16 kernels here: {}",
-        cpu_name(),
+        adalbert_kernels::cpu_model_name(),
         isa.name(),
         name(&|| Int8Isa::ALL
             .into_iter()

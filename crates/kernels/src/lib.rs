@@ -64,6 +64,20 @@ pub mod softmax;
 mod amx;
 mod reduce;
 
+/// The CPU's model name (from `/proc/cpuinfo` on Linux, else the architecture's name): every
+/// speed figure names the CPU it was measured on.
+pub fn cpu_model_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 /// Which instruction set the kernels use.
 ///
 /// Kernels given [`Isa::Avx512`] on a CPU without it run their portable code.

@@ -110,15 +110,7 @@ impl Cpu {
     /// The CPU's model name and the instruction-set flags that decide the kernels (from
     /// `/proc/cpuinfo` on Linux; what `std` detects elsewhere).
     pub fn describe() -> (String, Vec<&'static str>) {
-        let model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        let model = adalbert_kernels::cpu_model_name();
         (model, isa_flags())
     }
 }
