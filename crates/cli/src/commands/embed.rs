@@ -30,6 +30,11 @@ pub struct Args {
     /// Print a JSON array of arrays of floats and nothing else.
     #[arg(long)]
     json: bool,
+    /// With --json: one object per text with its token ids, the last hidden state of each of
+    /// its tokens and the pooled vector (what tools/distill/check_hf.py compares with
+    /// transformers).
+    #[arg(long, requires = "json", conflicts_with = "vs_fp32")]
+    hidden: bool,
     /// Also print the cosine-similarity matrix of the texts.
     #[arg(long, conflicts_with_all = ["json", "vs_fp32"])]
     similarity: bool,
@@ -84,6 +89,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tok = Tokenizer::from_dir(&args.model, args.max_len)?;
     backbone.set_kernels(args.precision.kernels());
     let kernels = backbone.inference_kernels();
+    if args.hidden {
+        let rows = embed_hidden(&backbone, &tok, &texts, &args)?;
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
     let rows = embed(&backbone, &tok, &texts, &args)?;
     if args.vs_fp32 {
         // fp32 whatever ADALBERT_KERNELS says (under `int8`, `auto` would run int8 too): our
@@ -168,6 +178,51 @@ fn embed(
             },
         };
         rows.extend(vectors.to_vec2::<f32>()?);
+    }
+    Ok(rows)
+}
+
+/// Per text (each encoded on its own, no padding): its token ids, the last hidden state of
+/// each token and the pooled vector.
+fn embed_hidden(
+    backbone: &Backbone,
+    tok: &Tokenizer,
+    texts: &[String],
+    args: &Args,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut rows = Vec::with_capacity(texts.len());
+    for text in texts {
+        let batch = tok.encode(&[TextInput::Single(text.clone())])?;
+        let out = backbone.forward(
+            &batch.input_ids,
+            &batch.token_type_ids,
+            &batch.attention_mask,
+            None,
+            &Ctx::eval(),
+        )?;
+        let pooled = match args.pooling {
+            Pooling::Mean => mean_pool(&out.last_hidden_state, &batch.attention_mask)?,
+            Pooling::Cls => cls_pool(&out.last_hidden_state)?,
+            Pooling::Pooler => match out.pooler_output {
+                Some(p) => p,
+                None => bail!(
+                    "{} has no pooler weights; use --pooling mean or cls",
+                    args.model.display()
+                ),
+            },
+        };
+        let ids = |t: &candle_core::Tensor| -> anyhow::Result<Vec<u32>> {
+            Ok(t.to_dtype(candle_core::DType::U32)?.get(0)?.to_vec1()?)
+        };
+        let hidden: Vec<Vec<f32>> = out.last_hidden_state.get(0)?.to_vec2()?;
+        let embedding: Vec<f32> = pooled.get(0)?.to_vec1()?;
+        rows.push(serde_json::json!({
+            "text": text,
+            "input_ids": ids(&batch.input_ids)?,
+            "token_type_ids": ids(&batch.token_type_ids)?,
+            "last_hidden_state": hidden,
+            "embedding": embedding,
+        }));
     }
     Ok(rows)
 }
