@@ -1,4 +1,5 @@
-//! Crash tests: `train`, `run` and `compress` killed with SIGKILL at seeded random points.
+//! Crash tests: `train`, `run`, `compress` and `distill` killed with SIGKILL at seeded random
+//! points.
 //!
 //! For each command an uninterrupted run gives the reference and its wall time T. Then the same
 //! command is started with `--resume` into a fresh folder and killed after a seeded random delay
@@ -74,9 +75,28 @@ fn check_no_partial_output(dir: &Path, at: &str) {
             assert!(name.starts_with(".adalbert-"), "{at}: {}", f.display());
             continue;
         }
-        if name.ends_with(".run-state.safetensors") {
+        // Inside a directory staged by write_dir_atomic (never read as an output).
+        let staged = f.ancestors().skip(1).any(|d| {
+            d.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".adalbert-"))
+        });
+        if name.ends_with(".run-state.safetensors") || name.ends_with(".distill-state.safetensors")
+        {
             adalbert_model::bundle::load_tensors(&f)
                 .unwrap_or_else(|e| panic!("{at}: partial run state {}: {e}", f.display()));
+        } else if name == "model.safetensors" && !staged {
+            // A distilled student's directory appears whole: config, weights, distill.json.
+            let dir = f.parent().unwrap();
+            adalbert_model::Backbone::from_dir(dir)
+                .unwrap_or_else(|e| panic!("{at}: partial model {}: {e}", dir.display()));
+            assert!(
+                dir.join("distill.json").is_file(),
+                "{at}: {} has no distill.json",
+                dir.display()
+            );
+        } else if name == "model.safetensors" {
+            adalbert_model::bundle::load_tensors(&f)
+                .unwrap_or_else(|e| panic!("{at}: partial staged weights {}: {e}", f.display()));
         } else if name.ends_with(".safetensors") {
             adalbert_model::TaskBundle::load(&f)
                 .unwrap_or_else(|e| panic!("{at}: partial bundle {}: {e}", f.display()));
@@ -313,6 +333,105 @@ fn run_killed_anywhere_resumes_to_the_same_report() {
             let read = |d: &Path| std::fs::read_to_string(d.join("report").join(table)).unwrap();
             assert_eq!(read(dir), read(&ref_dir), "{table}");
         }
+    });
+    assert!(killed >= 3, "only {killed} of {KILLS} runs were killed");
+}
+
+/// `distill` on the tiny BERT teacher, killed anywhere (the run state is written after nearly
+/// every step, so kills land before, between and after checkpoints, and in the final write),
+/// then `--resume`: the student is the uninterrupted run's, bit for bit, with the same losses.
+#[test]
+fn distill_killed_anywhere_resumes_to_the_same_student() {
+    let tmp = tempfile::tempdir().unwrap();
+    let words = [
+        "the", "movie", "was", "good", "bad", "plot", "a", "fine", "film", "news", "today", "is",
+    ];
+    let teacher = tmp.path().join("teacher");
+    adalbert_model::testing::write_tiny_bert(&teacher, &words).unwrap();
+    let sentence = |k: usize| -> String {
+        (0..3 + k % 6)
+            .map(|j| words[(k + j * 5 + j * j) % words.len()])
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let corpus = tmp.path().join("corpus.txt");
+    let held = tmp.path().join("held.txt");
+    let lines = |ks: std::ops::Range<usize>| ks.map(sentence).collect::<Vec<_>>().join("\n");
+    std::fs::write(&corpus, lines(0..40)).unwrap();
+    std::fs::write(&held, lines(100..108)).unwrap();
+    let args = |dir: &Path| -> Vec<String> {
+        [
+            "distill",
+            "--teacher",
+            &s(&teacher),
+            "--out",
+            &s(&dir.join("student")),
+            "--embedding-size",
+            "8",
+            "--steps",
+            "12",
+            "--warmup-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--max-len",
+            "16",
+            "--lr",
+            "1e-3",
+            "--seed",
+            "7",
+            "--corpus",
+            &format!("file:{}", s(&corpus)),
+            "--held-out",
+            &s(&held),
+            "--checkpoint-minutes",
+            "0.00001",
+            "--json",
+            "--resume",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let ref_dir = tmp.path().join("ref");
+    let (_, t) = finished(&args(&ref_dir));
+    let student = |dir: &Path| -> (Vec<(String, Vec<u32>)>, serde_json::Value) {
+        let out = dir.join("student");
+        let (tensors, _) = adalbert_model::bundle::load_tensors(&out.join("model.safetensors"))
+            .unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+        let mut bits: Vec<(String, Vec<u32>)> = tensors
+            .iter()
+            .map(|(name, t)| {
+                let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                (name.clone(), v.iter().map(|x| x.to_bits()).collect())
+            })
+            .collect();
+        bits.sort();
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("distill.json")).unwrap())
+                .unwrap();
+        // Everything the run computed; wall times and rates differ between runs.
+        let losses = serde_json::json!({
+            "steps": record["steps"],
+            "tokens_seen": record["tokens_seen"],
+            "final_loss": record["final_loss"],
+            "held_out": record["held_out"],
+            "init": record["init"],
+            "history": record["history"].as_array().unwrap().iter().map(|r| {
+                serde_json::json!([r["step"], r["lr"], r["tokens"], r["total"], r["hidden"],
+                    r["attention"], r["cosine"]])
+            }).collect::<Vec<_>>(),
+        });
+        (bits, losses)
+    };
+    let (want_bits, want_losses) = student(&ref_dir);
+    assert_eq!(want_losses["steps"], 12);
+    assert!(want_losses["final_loss"]["total"].as_f64().unwrap() > 0.0);
+    let killed = kill_then_resume(tmp.path(), args, t, 31, |dir, _| {
+        let (bits, losses) = student(dir);
+        assert!(bits == want_bits, "the resumed student's weights differ");
+        assert_eq!(losses, want_losses);
+        assert!(!dir.join("student.distill-state.safetensors").exists());
     });
     assert!(killed >= 3, "only {killed} of {KILLS} runs were killed");
 }

@@ -73,8 +73,53 @@ pub fn write_atomic_with(
 
 const TMP_PREFIX: &str = ".adalbert-";
 
-/// Removes the temporaries that processes killed in the middle of [`write_atomic`] (SIGKILL,
-/// power loss) left in `dir`: files named `.adalbert-<pid>-*.tmp` whose process no longer runs
+/// Writes a whole directory at once: `fill` writes every file into a fresh temporary sibling
+/// directory (named like [`write_atomic`]'s temporaries, so [`remove_stale_temporaries`]
+/// removes one a killed process left), which is then renamed to `dir`. An existing `dir` is
+/// first renamed aside and removed after the swap. A crash at any point leaves the old
+/// directory, the new one, or (between the two renames) none, but never a directory with only
+/// some of its files: a reader that finds `dir` finds all of it.
+pub fn write_dir_atomic<E: From<CoreError>>(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let parent = match dir.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).map_err(io_error("cannot create directory", parent))?;
+    let prefix = format!("{TMP_PREFIX}{}-", std::process::id());
+    let tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempdir_in(parent)
+        .map_err(io_error("cannot create a temporary directory in", parent))?;
+    fill(tmp.path())?;
+    let old = if dir.exists() {
+        let aside = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".tmp")
+            .tempdir_in(parent)
+            .map_err(io_error("cannot create a temporary directory in", parent))?;
+        let aside_path = aside.path().join("old");
+        std::fs::rename(dir, &aside_path).map_err(io_error("cannot move aside", dir))?;
+        Some(aside)
+    } else {
+        None
+    };
+    let staged = tmp.keep();
+    std::fs::rename(&staged, dir)
+        .map_err(io_error("cannot rename a temporary directory to", dir))?;
+    if let Ok(d) = std::fs::File::open(parent) {
+        let _ = d.sync_all();
+    }
+    drop(old); // removes the previous directory
+    Ok(())
+}
+
+/// Removes the temporaries that processes killed in the middle of [`write_atomic`] or
+/// [`write_dir_atomic`] (SIGKILL, power loss) left in `dir`: files and directories named
+/// `.adalbert-<pid>-*.tmp` whose process no longer runs
 /// (on systems without `/proc`, none are judged stale). Commands that resume in a folder call
 /// it first; returns how many were removed.
 pub fn remove_stale_temporaries(dir: &Path) -> usize {
@@ -96,10 +141,16 @@ pub fn remove_stale_temporaries(dir: &Path) -> usize {
         else {
             continue;
         };
-        if pid != std::process::id()
-            && !proc.join(pid.to_string()).exists()
-            && std::fs::remove_file(e.path()).is_ok()
-        {
+        if pid == std::process::id() || proc.join(pid.to_string()).exists() {
+            continue;
+        }
+        let path = e.path();
+        let gone = if path.is_dir() {
+            std::fs::remove_dir_all(&path).is_ok()
+        } else {
+            std::fs::remove_file(&path).is_ok()
+        };
+        if gone {
             removed += 1;
         }
     }
@@ -263,6 +314,44 @@ mod tests {
         }
         assert_eq!(remove_stale_temporaries(dir.path()), 1);
         assert!(!dead.exists() && alive.exists() && other.exists());
+        // A directory a killed write_dir_atomic left goes too.
+        let dead_dir = dir.path().join(".adalbert-0-dir.tmp");
+        std::fs::create_dir_all(dead_dir.join("sub")).unwrap();
+        std::fs::write(dead_dir.join("sub/f"), b"x").unwrap();
+        assert_eq!(remove_stale_temporaries(dir.path()), 1);
+        assert!(!dead_dir.exists() && alive.exists());
+    }
+
+    #[test]
+    fn a_directory_is_replaced_whole_or_not_at_all() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("model");
+        write_dir_atomic::<CoreError>(&out, |d| {
+            std::fs::write(d.join("a"), b"1").unwrap();
+            std::fs::write(d.join("stale"), b"x").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        // A failing fill leaves the old directory as it was and no temporary.
+        let err = write_dir_atomic::<CoreError>(&out, |d| {
+            std::fs::write(d.join("a"), b"half").unwrap();
+            Err(CoreError::IsDirectory { path: d.into() })
+        });
+        assert!(err.is_err());
+        assert_eq!(std::fs::read(out.join("a")).unwrap(), b"1");
+        // A new directory replaces the old one entirely (no file of the old one survives).
+        write_dir_atomic::<CoreError>(&out, |d| {
+            std::fs::write(d.join("a"), b"2").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(out.join("a")).unwrap(), b"2");
+        assert!(!out.join("stale").exists());
+        let names: Vec<_> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["model"]);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! it was made from, sentence-transformers' `modules.json`, `sentence_bert_config.json` and
 //! `1_Pooling/config.json` (mean pooling, so [`crate::checkpoint::default_pooling`] and
 //! sentence-transformers pool as the source model did), and any extra files the caller adds
-//! (e.g. distillation's `distill.json`). Every file is written atomically.
+//! (e.g. distillation's `distill.json`). The directory is written atomically as a whole
+//! ([`adalbert_core::files::write_dir_atomic`]): a crash leaves the old directory or the
+//! complete new one.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -74,6 +76,21 @@ pub fn write_albert_dir(
         ));
     }
     check_tensors(config, tensors, out)?;
+    // The whole directory appears at once: a reader (or a resumed run) never finds a config
+    // without its weights.
+    adalbert_core::files::write_dir_atomic(out, |staged| {
+        fill_albert_dir(staged, config, tensors, source_dir, extra)
+    })
+}
+
+/// The files of [`write_albert_dir`], written into `out`.
+fn fill_albert_dir(
+    out: &Path,
+    config: &EncoderConfig,
+    tensors: &HashMap<String, Tensor>,
+    source_dir: &Path,
+    extra: &[(&str, String)],
+) -> Result<()> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ModelError::Io { path, source }

@@ -1,7 +1,8 @@
 //! Test support for the workspace's crates (behind the `testing` feature, which their
 //! dev-dependencies enable): a tiny ALBERT model directory (the committed
 //! `albert_shared` parity fixture: vocab 99, H 32, one shared layer applied 4 times, E 16) with a
-//! WordPiece vocabulary, so training, serving and pipeline tests can tokenize text.
+//! WordPiece vocabulary, so training, serving and pipeline tests can tokenize text, and the tiny
+//! BERT (the `bert` fixture) with the same kind of vocabulary, a teacher for distillation tests.
 
 use std::path::Path;
 
@@ -16,6 +17,23 @@ pub fn write_tiny_albert(dir: &Path, words: &[&str]) -> std::io::Result<()> {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(fixture.join(f), dir.join(f))?;
     }
+    write_vocab(dir, words)
+}
+
+/// Copies the tiny BERT (the committed `bert` parity fixture: vocab 99, H 32, 3 layers, gelu,
+/// weights in `pytorch_model.bin`) into `dir` with the same kind of `vocab.txt` as
+/// [`write_tiny_albert`]: a teacher for distillation tests.
+pub fn write_tiny_bert(dir: &Path, words: &[&str]) -> std::io::Result<()> {
+    let fixture = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bert"));
+    std::fs::create_dir_all(dir)?;
+    for f in ["config.json", "pytorch_model.bin"] {
+        std::fs::copy(fixture.join(f), dir.join(f))?;
+    }
+    write_vocab(dir, words)
+}
+
+/// The 99-token WordPiece `vocab.txt`: the special tokens, then `words`, then `w<N>` fillers.
+fn write_vocab(dir: &Path, words: &[&str]) -> std::io::Result<()> {
     let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         .map(String::from)
         .to_vec();

@@ -259,6 +259,29 @@ fn bad_settings_are_refused_naming_their_flag() {
     );
     // Nothing was written by a refused run.
     assert!(!out.exists());
+    // The student replaces its whole directory, so a folder of other files is refused (and
+    // left as it was), and so is a file.
+    let busy = root.path().join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("notes.txt"), "mine").unwrap();
+    refuse(
+        job(teacher.path(), &busy, &corpus, &held, config(1)),
+        "--out",
+    );
+    assert_eq!(
+        std::fs::read_to_string(busy.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    refuse(
+        job(
+            teacher.path(),
+            &busy.join("notes.txt"),
+            &corpus,
+            &held,
+            config(1),
+        ),
+        "--out",
+    );
 }
 
 /// The losses on the fused training ops (attention KL on the QKV projection) equal those on

@@ -214,6 +214,9 @@ pub struct DistillOutcome {
     pub record: DistillRecord,
     /// The student's tensors as written (checkpoint names).
     pub tensors: HashMap<String, Tensor>,
+    /// Wall seconds of each optimizer step this invocation ran (batch encoding, teacher
+    /// forward, student forward and backward, clipping, AdamW), for `distill --bench-steps`.
+    pub step_seconds: Vec<f64>,
 }
 
 pub const DISTILL_FORMAT: &str = "adalbert-distill/1";
@@ -276,6 +279,10 @@ struct RunState {
     tokens: usize,
     history: Vec<HistoryRow>,
     init: InitReport,
+    /// The losses of the last step taken, so a run resumed after its last step (killed
+    /// before its output was written) records the same final loss and history.
+    #[serde(default)]
+    last_loss: Option<LossValues>,
 }
 
 fn config_err(field: &'static str, reason: impl Into<String>) -> TrainError {
@@ -377,6 +384,25 @@ impl DistillJob<'_> {
             ));
         }
         let out_config = self.out.join("config.json");
+        if self.out.exists() && !self.out.is_dir() {
+            return Err(config_err(
+                "--out",
+                format!("{} is a file, not a directory", self.out.display()),
+            ));
+        }
+        // The student replaces the whole directory (written atomically as one), so a folder
+        // of other files is never taken.
+        let other_files = !out_config.is_file()
+            && std::fs::read_dir(&self.out).is_ok_and(|mut d| d.next().is_some());
+        if other_files {
+            return Err(config_err(
+                "--out",
+                format!(
+                    "{} holds files but no model; choose a new or empty directory",
+                    self.out.display()
+                ),
+            ));
+        }
         if out_config.is_file() && !self.force {
             let same = std::fs::read_to_string(self.out.join("distill.json"))
                 .ok()
@@ -764,6 +790,15 @@ fn progress_bar(show: bool, stop: Stop, step: usize) -> ProgressBar {
 /// Runs a distillation job to its end (or to `stop_after_steps`).
 pub fn distill(job: DistillJob) -> Result<DistillOutcome> {
     let (teacher_config, teacher_sha) = job.check()?;
+    // Temporaries a killed run left beside the output (the run state, the staged student).
+    if let Some(parent) = job.out.parent() {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        adalbert_core::files::remove_stale_temporaries(parent);
+    }
     let cfg = job.config.clone();
     let (teacher, _) = Backbone::from_dir(job.teacher_dir)?;
     let tokenizer = Tokenizer::from_dir(job.teacher_dir, cfg.max_len)?;
@@ -812,6 +847,7 @@ pub fn distill(job: DistillJob) -> Result<DistillOutcome> {
                 tokens: 0,
                 history: vec![],
                 init,
+                last_loss: None,
             };
             (t, state, None)
         }
@@ -845,8 +881,9 @@ pub fn distill(job: DistillJob) -> Result<DistillOutcome> {
     let seconds_before = state.seconds;
     let mut last_checkpoint = Instant::now();
     let first_step = state.step;
-    let mut last_loss = None;
+    let mut last_loss = state.last_loss;
     let (mut window_tokens, mut window_start) = (0usize, Instant::now());
+    let mut step_seconds = Vec::new();
     loop {
         let seconds = seconds_before + started.elapsed().as_secs_f64();
         let done = cfg.init_only
@@ -869,6 +906,7 @@ pub fn distill(job: DistillJob) -> Result<DistillOutcome> {
                 state: state_file.display().to_string(),
             });
         }
+        let step_start = Instant::now();
         let sentences = batches.sentences(state.step);
         let batch = encode(&tokenizer, &sentences)?;
         let teacher_rec = record_eval(&teacher, &batch)?;
@@ -900,6 +938,7 @@ pub fn distill(job: DistillJob) -> Result<DistillOutcome> {
         let lr = lr_at(&cfg, state.step, seconds);
         opt.step(&grads, lr, scale)?;
         let values = l.values()?;
+        step_seconds.push(step_start.elapsed().as_secs_f64());
         if !values.total.is_finite() {
             return Err(TrainError::Data(format!(
                 "the distillation loss is not finite at step {}; lower --lr",
@@ -911,6 +950,7 @@ pub fn distill(job: DistillJob) -> Result<DistillOutcome> {
         window_tokens += tokens;
         state.step += 1;
         last_loss = Some(values);
+        state.last_loss = last_loss;
         let seconds = seconds_before + started.elapsed().as_secs_f64();
         if state.step % 10 == 0 || state.step == 1 {
             state.history.push(HistoryRow {
@@ -1003,5 +1043,6 @@ pub fn distill(job: DistillJob) -> Result<DistillOutcome> {
         out: job.out.clone(),
         record,
         tensors: final_tensors,
+        step_seconds,
     })
 }
