@@ -99,8 +99,9 @@ def main():
     rows = best(read_rows(a.peers, errors) + read_rows(a.ours, errors))
     get = lambda e, v, s: rows.get((e, v, s))  # noqa: E731
     ms = lambda e, v, s: (rows[(e, v, s)]["ms"] if (e, v, s) in rows else None)  # noqa: E731
-    shapes = sorted({s for (_, v, s) in rows if not v.startswith("train")}, key=lambda s: int(s.split("x")[0]) * int(s.split("x")[1]))
-    compressed = sorted({v for (e, v, _) in rows if e == "adalbert" and v not in ("fp32",) and not v.startswith("fp32+") and not v.startswith("train")})
+    steps = ("train", "distill")  # training-step rows, not inference shapes
+    shapes = sorted({s for (_, v, s) in rows if not v.startswith(steps)}, key=lambda s: int(s.split("x")[0]) * int(s.split("x")[1]))
+    compressed = sorted({v for (e, v, _) in rows if e == "adalbert" and v not in ("fp32",) and not v.startswith("fp32+") and not v.startswith(steps)})
     adapters = sorted({v for (e, v, _) in rows if e == "adalbert" and v.startswith("fp32+")})
 
     ok = not errors
@@ -175,6 +176,26 @@ def main():
             pt = get("torch", v.split(" (")[0], s)
             rat = ratio(r.get("examples_per_s"), pt.get("examples_per_s")) if pt and e == "adalbert" else None
             md.append(f"| {s} | {e} | {v[6:]} | {r['ms']:.1f} | {fmt(r.get('examples_per_s'), '.1f')} | {fmt(rat, '.2f')} | {fmt(r.get('peak_rss_mb'), '.0f')} |")
+    distill = sorted(k for k in rows if k[1].startswith("distill") and k[0] == "adalbert")
+    distill += sorted(k for k in rows if k[1].startswith("distill") and k[0] != "adalbert"
+                      and ("adalbert", k[1], k[2]) not in rows)
+    if distill:
+        md.append("\n## Distillation step\n")
+        md.append("One step of `adalbert distill` (all-MiniLM-L6-v2 teacher forward recording hidden states and "
+                  "attentions; ALBERT student, E 128, one shared layer applied 6 times, forward and backward through "
+                  "every weight; hidden MSE + attention KL + pooled cosine; global-norm clipping; AdamW) against the "
+                  "same step in PyTorch (`tools/bench/distill_peer.py`, transformers' AlbertModel), batch x tokens "
+                  "as shown, every token real, the same generated corpus. Ours: `adalbert distill --bench-steps`.\n")
+        md.append("| shape | config | ours ms/step | PyTorch ms/step | PyTorch/ours (speed-up) | ours tokens/s | "
+                  "ours kernels | CPU |")
+        md.append("|---|---|---|---|---|---|---|---|")
+        for (e, v, s) in distill:
+            ours_r, pt = rows.get(("adalbert", v, s)), get("torch", v, s)
+            om, pm = (ours_r or {}).get("ms"), (pt or {}).get("ms")
+            cpu = (ours_r or {}).get("cpu") or cpu_name()
+            isa = (ours_r or {}).get("isa", "-")
+            md.append(f"| {s} | {v[8:]} | {fmt(om, '.1f')} | {fmt(pm, '.1f')} | {fmt(ratio(pm, om), '.2f')} | "
+                      f"{fmt((ours_r or {}).get('tokens_per_s'), '.0f')} | {isa} | {cpu} |")
     acc = []
     if a.accuracy and a.accuracy.exists():
         for line in a.accuracy.read_text().splitlines():

@@ -5,6 +5,9 @@
 # row's best median, which filters out bursts of load from other processes), then:
 #   - ours fp32, ours with a houlsby:64 adapter attached, ours compressed (bf16, int8) at both shapes;
 #   - adapter training steps (16x64, houlsby:64): ours vs PyTorch (tools/bench/train_peer.py);
+#   - distillation steps (32x64: MiniLM teacher forward, ALBERT student E 128 x6 forward +
+#     backward with the distillation losses, AdamW): `adalbert distill --bench-steps` vs
+#     PyTorch (tools/bench/distill_peer.py), on the same generated corpus;
 #   - a perf profile of ours at 8x128 with candle's ops (before) and adalbert's kernels (after);
 # and writes results/performance.md (tools/bench/report.py).
 #
@@ -12,6 +15,7 @@
 #
 # Env: ADALBERT_VENV (default tools/.venv), ADALBERT_BIN (default target/release/adalbert),
 #      BENCH_THREADS (default 2), BENCH_ROUNDS (default 2), BENCH_TRAIN (default 1),
+#      BENCH_DISTILL (default 1), BENCH_DISTILL_SHAPE (default 32x64), BENCH_DISTILL_ITERS (default 5),
 #      BENCH_PROFILE (default 1; needs `perf`), BENCH_OUT (default results/performance.md),
 #      BENCH_BUNDLE (task bundles, space-separated: also report their accuracy with candle / fp32 / bf16 / int8 kernels,
 #      e.g. one from `adalbert train --task movie-polarity --adapter houlsby:64 ...`).
@@ -26,6 +30,9 @@ BIN="${ADALBERT_BIN:-target/release/adalbert}"
 THREADS="${BENCH_THREADS:-2}"
 ROUNDS="${BENCH_ROUNDS:-2}"
 TRAIN="${BENCH_TRAIN:-1}"
+DISTILL="${BENCH_DISTILL:-1}"
+DISTILL_SHAPE="${BENCH_DISTILL_SHAPE:-32x64}"
+DISTILL_ITERS="${BENCH_DISTILL_ITERS:-5}"
 PROFILE="${BENCH_PROFILE:-1}"
 REPORT="${BENCH_OUT:-results/performance.md}"
 MODEL="assets/minilm"
@@ -36,7 +43,7 @@ for a in "$@"; do
   case "$a" in
     --peers-only) PEERS_ONLY=1 ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
 done
@@ -110,6 +117,24 @@ for round in $(seq 1 "$ROUNDS"); do
       --threads "$THREADS" 2>/dev/null | tee -a "$OUTDIR/peers.jsonl" >&2 || die "train_peer.py failed"
     if [[ "$PEERS_ONLY" == 0 ]]; then
       ours 16x64 5 --train --adapter houlsby:64
+    fi
+  fi
+  # --- distillation steps: the same generated corpus (every batch exactly DISTILL_SHAPE real
+  # tokens) for both; ours one warm-up then DISTILL_ITERS timed steps, like the peer
+  if [[ "$DISTILL" == 1 ]]; then
+    corpus="$OUTDIR/distill_corpus.txt"
+    [[ -s "$corpus" ]] || "$VENV/bin/python" tools/bench/distill_peer.py --model "$MODEL" --write-corpus "$corpus" \
+      || die "distill_peer.py --write-corpus failed"
+    db="${DISTILL_SHAPE%x*}"; dl="${DISTILL_SHAPE#*x}"
+    OMP_NUM_THREADS="$THREADS" "$VENV/bin/python" tools/bench/distill_peer.py --model "$MODEL" --corpus "$corpus" \
+      --batch "$db" --max-len "$dl" --iters "$DISTILL_ITERS" --threads "$THREADS" 2>/dev/null \
+      | tee -a "$OUTDIR/peers.jsonl" >&2 || die "distill_peer.py failed"
+    if [[ "$PEERS_ONLY" == 0 ]]; then
+      echo "bench: $BIN distill --bench-steps $DISTILL_ITERS ($DISTILL_SHAPE)" >&2
+      line="$(RAYON_NUM_THREADS="$THREADS" "$BIN" distill --teacher "$MODEL" --corpus "file:$corpus" \
+        --held-out "$corpus" --max-held-out 8 --embedding-size 128 --applications 6 --batch-size "$db" \
+        --max-len "$dl" --bench-steps "$DISTILL_ITERS" --json | tail -n1)" || die "adalbert distill --bench-steps failed"
+      echo "$line" | tee -a "$OUTDIR/ours.jsonl" >&2
     fi
   fi
 done

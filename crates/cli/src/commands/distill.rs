@@ -12,8 +12,8 @@ pub struct Args {
     #[arg(long)]
     pub teacher: PathBuf,
     /// The output directory (a Hugging Face ALBERT checkpoint).
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "bench_steps")]
+    pub out: Option<PathBuf>,
     /// E, the factorized embedding width (below the teacher's hidden size).
     #[arg(long, default_value_t = 128)]
     pub embedding_size: usize,
@@ -78,6 +78,11 @@ pub struct Args {
     /// Print distill.json's summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Benchmark: run one warm-up and N timed optimizer steps of this recipe (batch
+    /// --batch-size sentences of the corpus cut at --max-len), print one JSON line for
+    /// `make bench` (median ms per step) and keep no output.
+    #[arg(long, conflicts_with_all = ["out", "resume", "steps", "time_budget", "init_only"])]
+    pub bench_steps: Option<usize>,
 }
 
 fn read_lines(path: &Path, flag: &str) -> anyhow::Result<Vec<String>> {
@@ -117,10 +122,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, None) => bail!("--held-out FILE is needed with a file corpus"),
     };
     let held_out = adalbert_train::distill::sample(&held_out, args.max_held_out, args.seed);
-    let stop = match (args.time_budget, args.steps) {
-        (Some(m), _) => Stop::Minutes(m),
-        (None, Some(n)) => Stop::Steps(n),
-        (None, None) => Stop::Steps(2000),
+    let stop = match (args.bench_steps, args.time_budget, args.steps) {
+        (Some(0), _, _) => bail!("--bench-steps must be at least 1"),
+        (Some(n), _, _) => Stop::Steps(n + 1),
+        (None, Some(m), _) => Stop::Minutes(m),
+        (None, None, Some(n)) => Stop::Steps(n),
+        (None, None, None) => Stop::Steps(2000),
+    };
+    // A benchmark writes its student into a temporary directory, removed at the end.
+    let scratch = match args.bench_steps {
+        Some(_) => Some(tempfile::tempdir().context("--bench-steps: a temporary directory")?),
+        None => None,
+    };
+    let out = match (&args.out, &scratch) {
+        (Some(out), _) => out.clone(),
+        (None, Some(dir)) => dir.path().join("student"),
+        (None, None) => bail!("--out is required"),
     };
     let config = DistillConfig {
         embedding_size: args.embedding_size,
@@ -139,7 +156,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let job = DistillJob {
         teacher_dir: &args.teacher,
-        out: args.out.clone(),
+        out,
         config,
         corpus: &corpus,
         corpus_source: source,
@@ -152,6 +169,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let outcome = distill(job).with_context(|| format!("distilling {}", args.teacher.display()))?;
     let r = &outcome.record;
+    if args.bench_steps.is_some() {
+        return print_bench(&args, &outcome);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r.summary())?);
     } else {
@@ -173,6 +193,56 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             r.held_out.loss.total
         );
     }
+    Ok(())
+}
+
+/// The `make bench` row of a `--bench-steps` run: median and fastest step after the warm-up
+/// step, sentences and real tokens per second, the CPU and the kernels.
+fn print_bench(
+    args: &Args,
+    outcome: &adalbert_train::distill::DistillOutcome,
+) -> anyhow::Result<()> {
+    let mut times: Vec<f64> = outcome
+        .step_seconds
+        .iter()
+        .skip(1)
+        .map(|s| s * 1e3)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let Some(&ms_min) = times.first() else {
+        bail!("--bench-steps: no timed step ran");
+    };
+    let ms = times[times.len() / 2];
+    let r = &outcome.record;
+    let tokens_per_step = r.tokens_seen as f64 / r.steps.max(1) as f64;
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (cpu, flags) = adalbert_model::exec::Cpu::describe();
+    let v = serde_json::json!({
+        "engine": "adalbert",
+        "variant": format!(
+            "distill E{} x{}",
+            args.embedding_size,
+            r.recipe.applications.map_or("all".to_string(), |n| n.to_string())
+        ),
+        "shape": format!("{}x{}", args.batch_size, args.max_len),
+        "ms": ms, "ms_min": ms_min, "iters": times.len(), "threads": threads,
+        "examples_per_s": args.batch_size as f64 / (ms / 1e3),
+        "tokens_per_s": tokens_per_step / (ms / 1e3),
+        "loss": r.final_loss.map(|l| l.total),
+        // The student trains on these fused ops (None: candle's composites); the teacher on the
+        // inference kernels.
+        "isa": match adalbert_model::TrainKernels::detect() {
+            Some(k) if k.frozen_gemm => format!("{} fused training ops + GEMM", k.isa.name()),
+            Some(k) => format!("{} fused training ops", k.isa.name()),
+            None => "candle".to_string(),
+        },
+        "cpu": cpu, "cpu_flags": flags,
+        "seed": r.seed,
+    });
+    println!("{v}");
     Ok(())
 }
 
