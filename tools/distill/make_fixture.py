@@ -24,6 +24,8 @@ The teacher is the committed `bert` parity fixture (H 32, 3 layers, 4 heads, gel
 same 99-word vocabulary `crates/train/tests/distill.rs` uses. The recipe: E 8, one group applied
 3 times, 2 steps of batch 4, seed 7. The script fails (exit 1) when transformers reports any
 missing, unexpected or mismatched key, so a fixture that it writes already passed that check.
+Reruns give the same weights and references; only distill.json's teacher path and wall times
+differ.
 """
 
 import argparse

@@ -16,9 +16,33 @@ pub struct Args {
     /// (fp32, bf16, int8) runs here, under this process's `ADALBERT_KERNELS`.
     #[arg(long)]
     kernels: bool,
+    /// Also the backbone's stored bytes under this compression plan (e.g. `int8+bitmask`,
+    /// `int8+prune=0.5+bitmask`), by compress's storage arithmetic; repeatable.
+    #[arg(long = "plan")]
+    plans: Vec<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// The backbone's (no pooler) storage under each plan: `(plan, payload bytes, metadata bytes)`.
+fn plan_bytes(
+    shape: &adalbert_core::ModelShape,
+    plans: &[String],
+) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    plans
+        .iter()
+        .map(|spec| {
+            let plan: adalbert_compress::Plan =
+                spec.parse().with_context(|| format!("--plan {spec:?}"))?;
+            let mut s = adalbert_compress::storage::Storage::default();
+            for t in shape.tensors(false) {
+                let role = adalbert_compress::TensorRole::infer(&t.name, &t.shape);
+                s += plan.planned_storage(role, t.shape.iter().product::<usize>() as u64);
+            }
+            Ok((spec.clone(), s.payload_bytes(), s.metadata_bits.div_ceil(8)))
+        })
+        .collect()
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -33,13 +57,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let c = &backbone.config;
     let counts = backbone.param_counts();
     let (pooler, total) = (counts.pooler, counts.total());
+    let planned = plan_bytes(&c.shape, &args.plans)?;
     if args.json {
+        let plans: Vec<serde_json::Value> = planned
+            .iter()
+            .map(|(p, b, m)| serde_json::json!({"plan": p, "backbone_payload_bytes": b, "backbone_metadata_bytes": m}))
+            .collect();
         let v = serde_json::json!({
             "config": c, "weights_file": ck.path(),
             "params": {"embeddings": counts.embeddings, "projection": counts.projection,
                        "encoder": counts.encoder, "pooler": pooler,
                        "backbone": counts.backbone(), "total": total},
             "bytes": {"fp32": total * 4, "fp16": total * 2, "int8": total},
+            "plans": plans,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -69,6 +99,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("{:<8} {:>14}", "format", "bytes");
     for (name, bytes) in [("fp32", total * 4), ("fp16", total * 2), ("int8", total)] {
         println!("{name:<8} {bytes:>14}  ({:.2} MB)", bytes as f64 / 1e6);
+    }
+    for (plan, bytes, meta) in &planned {
+        println!(
+            "{plan}: backbone (no pooler) {bytes} bytes of payload + {meta} of scales ({:.2} MB)",
+            (bytes + meta) as f64 / 1e6
+        );
     }
     Ok(())
 }
