@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/adalbert
 MODEL := assets/minilm
 
-.PHONY: assets build test test-slurm lint demo bench bench-serve clean-assets results-adapters results-hardware results-compression results-distill
+.PHONY: assets build test test-slurm lint demo bench bench-serve clean-assets results-adapters results-hardware results-compression results-distill results-study
 
 assets:
 	scripts/fetch-assets
@@ -39,6 +39,18 @@ results-adapters: assets build
 	cp runs/adapters/report/sweep_adapter_size.csv results/adapters_sweep.csv
 	sed 's/fig_adapter_size.svg/adapters_size.svg/' runs/adapters/report/report.md > results/adapters.md
 	cp runs/adapters/report/fig_adapter_size.svg results/adapters_size.svg
+
+# Issue 15's study on both backbones (configs/study.toml at the scale its `scale` key says):
+# results/study.md with its CSVs and figures in results/study/. Needs the ALBERT student at the
+# path the config names (`make results-distill` writes it); `--resume` continues a stopped run.
+STUDY_ALBERT := $(shell sed -n '/name = "albert-minilm"/{n;s/^path = "\(.*\)"/\1/p}' configs/study.toml)
+results-study: assets build
+	@test -f "$(STUDY_ALBERT)/config.json" || { echo "results-study: no ALBERT student at '$(STUDY_ALBERT)' (configs/study.toml): run 'make results-distill' first, or point the config's second backbone at one"; exit 1; }
+	$(BIN) run configs/study.toml --out runs/study --resume
+	@mkdir -p results/study
+	rm -f results/study/*.csv results/study/*.svg
+	cp runs/study/report/*.csv runs/study/report/*.svg results/study/
+	sed -e 's#](fig_#](study/fig_#g' -e 's#`\([a-z0-9_]*\.csv\)`#`study/\1`#g' runs/study/report/report.md > results/study.md
 
 # The accuracy joined to energy is the post-training compression study (results/compression.csv,
 # all-MiniLM-L6-v2 subsets), until the study of adapter sizes and plans writes its own CSV.
