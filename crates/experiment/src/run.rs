@@ -505,7 +505,7 @@ fn execute(study: &Study, cache: &Cache, which: &[usize], log: &Path) -> Result<
 
 /// A finished result read back from the cache.
 enum Done {
-    Train(TrainRecord),
+    Train(Box<TrainRecord>),
     Compress(Box<Row>),
     Simulate(SimResult),
     Dse(Vec<DseRow>),
@@ -516,9 +516,8 @@ fn read_back_one(study: &Study, cache: &Cache, i: usize) -> Result<Option<Done>>
     let (exp, plan, out) = (&study.exp, &study.plan, &study.out);
     let item = &plan.items[i];
     Ok(match &item.work {
-        Work::Train(t) => {
-            train::cached(exp, t, plan.sha_of(&t.backbone), out, cache)?.map(Done::Train)
-        }
+        Work::Train(t) => train::cached(exp, t, plan.sha_of(&t.backbone), out, cache)?
+            .map(|r| Done::Train(Box::new(r))),
         Work::Compress { .. } => cache.read(&item.key).map(|r| Done::Compress(Box::new(r))),
         Work::Simulate { .. } => cache.read(&item.key).map(Done::Simulate),
         Work::Dse { .. } => cache.read(&item.key).map(Done::Dse),
@@ -559,7 +558,7 @@ fn report_from_cache(study: &Study, cache: &Cache, shards: Option<usize>) -> Res
     let mut dse: Option<Vec<DseRow>> = None;
     for d in done.into_iter().flatten() {
         match d {
-            Done::Train(r) => train_records.push(r),
+            Done::Train(r) => train_records.push(*r),
             Done::Compress(r) => rows.push(*r),
             Done::Simulate(s) => sim.push(s),
             Done::Dse(d) => dse = Some(d),

@@ -908,7 +908,7 @@ fn interpretation(inp: &Inputs, sel: &[Selected], t2: &[T2Row]) -> (Table, Vec<S
             ]);
             if m == "full" || (m != "head" && !exp.tasks.methods.iter().any(|x| x == "full")) {
                 out.push(format!(
-                    "With `{m}`, {} scores {} on average against {} for {} ({} points).",
+                    "With `{m}`, {} scores {} on average against {} for {} (difference {}).",
                     ab.name,
                     f4(y.test.mean),
                     f4(x.test.mean),
@@ -940,11 +940,11 @@ fn interpretation(inp: &Inputs, sel: &[Selected], t2: &[T2Row]) -> (Table, Vec<S
         let verdict = if b.mean - a.mean > a.sd.unwrap_or(0.0).max(b.sd.unwrap_or(0.0)).max(0.01) {
             "recovers"
         } else if within(a, b) {
-            "no difference"
+            "within spread"
         } else {
             "worse"
         };
-        let what = format!("{} | {}", row.rec.plan, row.rec.faults);
+        let what = format!("{} / {}", row.rec.plan, row.rec.faults);
         t.push(vec![
             "trained compressed vs fp32-trained".into(),
             row.rec.backbone.clone(),
