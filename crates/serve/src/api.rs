@@ -83,7 +83,7 @@ impl AppState {
                 window: cfg.batch_window,
                 max_batch: cfg.max_batch,
                 queue_depth: cfg.queue_depth,
-                embedding: cfg.embedding,
+                embedding: cfg.embedding.clone(),
             },
             Arc::clone(&metrics),
         )
