@@ -125,7 +125,7 @@ fn pick_tokens(
         })
         .collect::<Result<Vec<_>>>()?;
     if rows.is_empty() {
-        return Ok(cls_pool(lhs)?);
+        return cls_pool(lhs);
     }
     Ok(Tensor::stack(&rows, 0)?)
 }
