@@ -776,7 +776,9 @@ async fn delete_task(
     UrlPath(task): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     match s.mt.remove(&task) {
-        Some(_) => {
+        Some(removed) => {
+            drop(removed);
+            adalbert_model::exec::release_unused_memory();
             s.forget(&task);
             s.metrics.task_event(&task, "removed");
             tracing::info!(task, "task unloaded");
