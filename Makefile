@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/adalbert
 MODEL := assets/minilm
 
-.PHONY: assets build test test-slurm lint fuzz demo bench bench-serve clean-assets results-adapters results-hardware results-compression results-distill
+.PHONY: assets build test test-slurm lint fuzz demo bench bench-serve bench-scale soak clean-assets results-adapters results-hardware results-compression results-distill
 
 assets:
 	scripts/fetch-assets
@@ -83,6 +83,15 @@ bench: assets build
 
 bench-serve: assets build
 	crates/serve/bench/bench-serve.sh
+
+# Issue 18: 64 tasks, --max-loaded-tasks 8, one replica vs 3 behind nginx (installed from
+# Debian's packages when missing) -> results/serving-scale.md; and a 10-minute soak with
+# uploads, deletions and evictions whose RSS must plateau -> results/serving-soak.md.
+bench-scale: assets build
+	crates/serve/bench/bench-scale.sh
+
+soak: assets build
+	crates/serve/bench/soak.sh
 
 clean-assets:
 	rm -rf assets

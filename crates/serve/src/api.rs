@@ -83,7 +83,7 @@ impl AppState {
                 window: cfg.batch_window,
                 max_batch: cfg.max_batch,
                 queue_depth: cfg.queue_depth,
-                embedding: cfg.embedding,
+                embedding: cfg.embedding.clone(),
             },
             Arc::clone(&metrics),
         )
@@ -780,7 +780,9 @@ async fn delete_task(
     UrlPath(task): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     match s.mt.remove(&task) {
-        Some(_) => {
+        Some(removed) => {
+            drop(removed);
+            adalbert_model::exec::release_unused_memory();
             s.forget(&task);
             s.metrics.task_event(&task, "removed");
             tracing::info!(task, "task unloaded");

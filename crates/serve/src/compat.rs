@@ -20,7 +20,6 @@ use crate::api::{
     body_error, check_count, check_task_name, mark_cut, parse_input, parse_json, AccessNote, Shared,
 };
 use crate::batcher::Row;
-use crate::embed::EmbeddingPooling;
 use crate::error::ApiError;
 
 /// Standard base64 (RFC 4648, with padding).
@@ -411,10 +410,7 @@ pub async fn tokenize(
 
 /// `GET /info`: the model and the server's limits, as text-embeddings-inference names them.
 pub async fn info(State(s): State<Shared>) -> Json<Value> {
-    let pooling = match s.cfg.embedding.pooling {
-        EmbeddingPooling::Mean => "mean",
-        EmbeddingPooling::Cls => "cls",
-    };
+    let pooling = s.cfg.embedding.pooling_name();
     let max_len = s.mt.tokenizer.max_len();
     let tasks: Vec<String> = s.mt.tasks().into_iter().map(|(n, _)| n).collect();
     Json(json!({
