@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/adalbert
 MODEL := assets/minilm
 
-.PHONY: assets build test test-slurm lint demo bench bench-serve clean-assets results-adapters results-hardware results-compression results-distill results-study
+.PHONY: assets build test test-slurm lint fuzz demo bench bench-serve bench-scale soak clean-assets results-adapters results-hardware results-compression results-distill results-study
 
 assets:
 	scripts/fetch-assets
@@ -26,6 +26,13 @@ lint:
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+
+# Every fuzz target of fuzz/ (cargo-fuzz, nightly) for FUZZ_SECONDS each; fails on any crash.
+# Installs cargo-fuzz $(CARGO_FUZZ_VERSION) if missing. See scripts/fuzz and README "Guarantees".
+FUZZ_SECONDS ?= 120
+CARGO_FUZZ_VERSION ?= 0.13.2
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO_FUZZ_VERSION=$(CARGO_FUZZ_VERSION) scripts/fuzz
 
 # The embedded default experiment: trains, compresses, simulates and writes runs/demo/report.
 demo: assets build
@@ -88,6 +95,15 @@ bench: assets build
 
 bench-serve: assets build
 	crates/serve/bench/bench-serve.sh
+
+# Issue 18: 64 tasks, --max-loaded-tasks 8, one replica vs 3 behind nginx (installed from
+# Debian's packages when missing) -> results/serving-scale.md; and a 10-minute soak with
+# uploads, deletions and evictions whose RSS must plateau -> results/serving-soak.md.
+bench-scale: assets build
+	crates/serve/bench/bench-scale.sh
+
+soak: assets build
+	crates/serve/bench/soak.sh
 
 clean-assets:
 	rm -rf assets

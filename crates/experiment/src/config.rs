@@ -453,14 +453,23 @@ impl Experiment {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut exp: Experiment = toml::from_str(&text).map_err(|e| ExperimentError::Toml {
+        let exp = Self::from_toml_str(&text, path)?;
+        Ok((exp, text))
+    }
+
+    /// Parses and validates an experiment file's text, as [`Experiment::load`] does; `path`
+    /// names it in errors (the paths inside are still resolved against the working
+    /// directory, and the model's `config.json` is read). Public so the loader can be fuzzed
+    /// on text (`fuzz/`).
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
+        let mut exp: Experiment = toml::from_str(text).map_err(|e| ExperimentError::Toml {
             what: "experiment file",
             path: path.to_path_buf(),
             source: Box::new(e),
         })?;
         exp.normalize(path)?;
         exp.validate(path)?;
-        Ok((exp, text))
+        Ok(exp)
     }
 
     /// Resolves `model` into `backbones` and applies the scale.
