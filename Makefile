@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/adalbert
 MODEL := assets/minilm
 
-.PHONY: albert assets build test test-slurm lint demo bench bench-serve clean-assets results-adapters results-hardware results-compression results-distill
+.PHONY: albert assets build test test-slurm lint fuzz demo bench bench-serve bench-scale soak clean-assets results-adapters results-hardware results-compression results-distill results-study
 
 assets:
 	scripts/fetch-assets
@@ -27,6 +27,13 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
+# Every fuzz target of fuzz/ (cargo-fuzz, nightly) for FUZZ_SECONDS each; fails on any crash.
+# Installs cargo-fuzz $(CARGO_FUZZ_VERSION) if missing. See scripts/fuzz and README "Guarantees".
+FUZZ_SECONDS ?= 120
+CARGO_FUZZ_VERSION ?= 0.13.2
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO_FUZZ_VERSION=$(CARGO_FUZZ_VERSION) scripts/fuzz
+
 # The embedded default experiment: trains, compresses, simulates and writes runs/demo/report.
 demo: assets build
 	$(BIN) info --model $(MODEL)
@@ -39,6 +46,18 @@ results-adapters: assets build
 	cp runs/adapters/report/sweep_adapter_size.csv results/adapters_sweep.csv
 	sed 's/fig_adapter_size.svg/adapters_size.svg/' runs/adapters/report/report.md > results/adapters.md
 	cp runs/adapters/report/fig_adapter_size.svg results/adapters_size.svg
+
+# Issue 15's study on both backbones (configs/study.toml at the scale its `scale` key says):
+# results/study.md with its CSVs and figures in results/study/. Needs the ALBERT student at the
+# path the config names (`make results-distill` writes it); `--resume` continues a stopped run.
+STUDY_ALBERT := $(shell sed -n '/name = "albert-minilm"/{n;s/^path = "\(.*\)"/\1/p}' configs/study.toml)
+results-study: assets build
+	@test -f "$(STUDY_ALBERT)/config.json" || { echo "results-study: no ALBERT student at '$(STUDY_ALBERT)' (configs/study.toml): run 'make results-distill' first, or point the config's second backbone at one"; exit 1; }
+	$(BIN) run configs/study.toml --out runs/study --resume
+	@mkdir -p results/study
+	rm -f results/study/*.csv results/study/*.svg
+	cp runs/study/report/*.csv runs/study/report/*.svg results/study/
+	sed -e 's#](fig_#](study/fig_#g' -e 's#`\([a-z0-9_]*\.csv\)`#`study/\1`#g' runs/study/report/report.md > results/study.md
 
 # The accuracy joined to energy is the post-training compression study (results/compression.csv,
 # all-MiniLM-L6-v2 subsets), until the study of adapter sizes and plans writes its own CSV.
@@ -97,6 +116,15 @@ bench: assets build
 
 bench-serve: assets build
 	crates/serve/bench/bench-serve.sh
+
+# Issue 18: 64 tasks, --max-loaded-tasks 8, one replica vs 3 behind nginx (installed from
+# Debian's packages when missing) -> results/serving-scale.md; and a 10-minute soak with
+# uploads, deletions and evictions whose RSS must plateau -> results/serving-soak.md.
+bench-scale: assets build
+	crates/serve/bench/bench-scale.sh
+
+soak: assets build
+	crates/serve/bench/soak.sh
 
 clean-assets:
 	rm -rf assets

@@ -256,6 +256,34 @@ pub fn write_csv<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
+/// A NumPy `.npy` file (format version 1.0) of little-endian float32 rows, shape
+/// `[rows.len(), dim]`: the header dict is padded with spaces so the data starts at a multiple
+/// of 64 bytes, as NumPy writes it. Rows shorter or longer than `dim` are an error.
+pub fn npy_f32(rows: &[Vec<f32>], dim: usize) -> std::result::Result<Vec<u8>, String> {
+    if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != dim) {
+        return Err(format!("row {i} has {} values, expected {dim}", r.len()));
+    }
+    let dict = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {dim}), }}",
+        rows.len()
+    );
+    // magic (6) + version (2) + header length (2) + dict + padding + '\n'
+    let unpadded = 10 + dict.len() + 1;
+    let header_len = dict.len() + 1 + (64 - unpadded % 64) % 64;
+    let mut out = Vec::with_capacity(10 + header_len + rows.len() * dim * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header_len as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(10 + header_len - 1, b' ');
+    out.push(b'\n');
+    for r in rows {
+        for x in r {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,5 +442,22 @@ mod tests {
             std::fs::read_to_string(p).unwrap(),
             "task,value\n\"t,1\",0.5\n"
         );
+    }
+
+    /// The header NumPy 2 writes for `np.save(f, np.zeros((2, 3), np.float32))` (118 bytes of
+    /// dict and padding after the 10-byte preamble), then the values.
+    #[test]
+    fn npy_matches_numpy_layout() {
+        let bytes = npy_f32(&[vec![1.0, -2.0, 0.5], vec![0.0, 3.0, 4.0]], 3).unwrap();
+        let dict = b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 118);
+        assert_eq!(&bytes[10..10 + dict.len()], dict);
+        assert!(bytes[10 + dict.len()..127].iter().all(|&b| b == b' '));
+        assert_eq!(bytes[127], b'\n');
+        assert_eq!(bytes.len(), 128 + 6 * 4);
+        assert_eq!(&bytes[128..132], &1f32.to_le_bytes());
+        assert_eq!(&bytes[148..152], &4f32.to_le_bytes());
+        assert!(npy_f32(&[vec![1.0]], 2).unwrap_err().contains("row 0"));
     }
 }

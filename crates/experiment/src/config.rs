@@ -11,8 +11,20 @@ use crate::sweep::{self, Group};
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
     pub name: String,
-    /// Backbone model directory (relative paths are relative to the working directory).
-    pub model: PathBuf,
+    /// Backbone model directory (relative paths are relative to the working directory); the
+    /// short form of one `[[backbones]]` entry named after the folder.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// The backbones every training item runs on (a BERT and the ALBERT distilled from it,
+    /// for the paper's comparison). Either this or `model`.
+    #[serde(default)]
+    pub backbones: Vec<BackboneEntry>,
+    /// `full` runs the file as written; `reduced` first applies the `[reduced]` section (fewer
+    /// seeds, capped data), so one file holds both scales of a study.
+    #[serde(default = "default_scale")]
+    pub scale: String,
+    #[serde(default)]
+    pub reduced: Option<ReducedSection>,
     /// Offline-suite data folder.
     #[serde(default = "default_data")]
     pub data: PathBuf,
@@ -36,6 +48,60 @@ pub struct Experiment {
     pub compress: Option<CompressSection>,
     #[serde(default)]
     pub simulate: Option<SimulateSection>,
+}
+
+/// One backbone of the study.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneEntry {
+    /// Short name used in item labels and tables (`minilm`, `albert-minilm`).
+    pub name: String,
+    /// Model directory (config.json, weights, tokenizer.json).
+    pub path: PathBuf,
+}
+
+/// What `scale = "reduced"` changes: every key given here replaces the one of the full study.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReducedSection {
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    #[serde(default)]
+    pub max_train: Option<usize>,
+    #[serde(default)]
+    pub max_eval: Option<usize>,
+    #[serde(default)]
+    pub max_test: Option<usize>,
+    #[serde(default)]
+    pub max_len: Option<usize>,
+    #[serde(default)]
+    pub tasks: Option<Vec<String>>,
+    #[serde(default)]
+    pub sweep_tasks: Option<Vec<String>>,
+    #[serde(default)]
+    pub sweep_sizes: Option<Vec<usize>>,
+    #[serde(default)]
+    pub sweep_seeds: Option<usize>,
+    #[serde(default)]
+    pub lr_grid: Option<LrGrid>,
+    /// Training seeds of the compress-then-train items.
+    #[serde(default)]
+    pub compress_train_seeds: Option<usize>,
+}
+
+/// Learning rates tried per method kind; the one with the best mean dev metric over seeds is
+/// reported (on test). A kind left out uses its single `lr_*` value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LrGrid {
+    #[serde(default)]
+    pub full: Vec<f64>,
+    #[serde(default)]
+    pub adapter: Vec<f64>,
+    #[serde(default)]
+    pub head: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +130,16 @@ pub struct TrainSection {
     pub sharing: String,
     #[serde(default = "default_dropout")]
     pub dropout: f64,
+    /// Learning-rate grid per method kind (selection on dev).
+    #[serde(default)]
+    pub lr_grid: Option<LrGrid>,
+    /// Early stopping: stop after this many epochs without a better dev metric (the bundle
+    /// keeps the best dev epoch either way).
+    #[serde(default)]
+    pub patience: Option<usize>,
+    /// Report on at most this many test examples (the first ones of the test split).
+    #[serde(default)]
+    pub max_test: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,8 +155,36 @@ pub struct TasksSection {
 pub struct SweepSection {
     pub tasks: Vec<String>,
     /// Adapter kind swept: houlsby, pfeiffer, parallel or lora.
-    pub kind: String,
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Several kinds swept (with `kind`, if given, first).
+    #[serde(default)]
+    pub kinds: Vec<String>,
     pub sizes: Vec<usize>,
+    /// Adapter sharing variants swept on ALBERT backbones (`per-application`, `shared`);
+    /// empty: `train.sharing` only. BERT backbones have one application per layer, so only
+    /// `train.sharing` is trained on them.
+    #[serde(default)]
+    pub sharing: Vec<String>,
+    /// Learning rate of the sweep's items (default: the adapter grid, each chosen on dev).
+    #[serde(default)]
+    pub lr: Option<f64>,
+    /// Training seeds of the sweep's items (the first N of `seeds`; default all).
+    #[serde(default)]
+    pub seeds: Option<usize>,
+}
+
+impl SweepSection {
+    /// The kinds swept, in order.
+    pub fn kinds(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.kind.iter().cloned().collect();
+        for k in &self.kinds {
+            if !v.contains(k) {
+                v.push(k.clone());
+            }
+        }
+        v
+    }
 }
 
 /// The `[compress]` section: which trained bundles are evaluated on the compressed backbone,
@@ -92,8 +196,16 @@ pub struct SweepSection {
 pub struct CompressSection {
     /// Which trained method's bundles are evaluated (one of `tasks.methods`, not `full`).
     pub method: String,
-    /// Evaluate on the first N dev examples (default: `train.max_eval`).
+    /// Evaluate on the first N test examples (default: `train.max_test`).
     pub max_eval: Option<usize>,
+    /// Also train `method` on each compressed backbone (compress first, then train: the
+    /// paper's robustness claim), besides evaluating the fp32-trained bundles on it.
+    pub train_on_compressed: bool,
+    /// Learning rate of the compared bundles (both sides); default: the first of the
+    /// method's grid, or its `lr_*`.
+    pub lr: Option<f64>,
+    /// Training seeds (the first N of `seeds`) of the compress-then-train items.
+    pub train_seeds: usize,
     pub groups: Vec<Group>,
 }
 
@@ -114,6 +226,26 @@ impl TryFrom<toml::Table> for CompressSection {
             .map(|v| v.try_into::<usize>())
             .transpose()
             .map_err(|e| format!("`max_eval`: {e}"))?;
+        let train_on_compressed = match table.remove("train_on_compressed") {
+            Some(toml::Value::Boolean(b)) => b,
+            Some(other) => {
+                return Err(format!(
+                    "`train_on_compressed`: expected true or false, found {other}"
+                ))
+            }
+            None => false,
+        };
+        let lr = match table.remove("lr") {
+            Some(toml::Value::Float(f)) => Some(f),
+            Some(other) => return Err(format!("`lr`: expected a number, found {other}")),
+            None => None,
+        };
+        let train_seeds = table
+            .remove("train_seeds")
+            .map(|v| v.try_into::<usize>())
+            .transpose()
+            .map_err(|e| format!("`train_seeds`: {e}"))?
+            .unwrap_or(1);
         let listed: Vec<Group> = table
             .remove("group")
             .map(|v| v.try_into())
@@ -134,6 +266,9 @@ impl TryFrom<toml::Table> for CompressSection {
         Ok(Self {
             method,
             max_eval,
+            train_on_compressed,
+            lr,
+            train_seeds,
             groups,
         })
     }
@@ -211,6 +346,9 @@ impl SimulateSection {
     }
 }
 
+fn default_scale() -> String {
+    "full".into()
+}
 fn default_data() -> PathBuf {
     PathBuf::from("assets/data")
 }
@@ -252,12 +390,25 @@ fn default_seq() -> u64 {
 }
 
 impl TrainSection {
-    /// The peak learning rate of a method.
+    /// The peak learning rate of a method when it has no grid.
     pub fn lr_for(&self, method: &Method) -> f64 {
         match method {
             Method::Adapter(_) => self.lr_adapter,
             Method::Full => self.lr_full,
             Method::Head => self.lr_head,
+        }
+    }
+
+    /// The learning rates tried for a method: its grid, or its single `lr_*`.
+    pub fn lrs_for(&self, method: &Method) -> Vec<f64> {
+        let grid = self.lr_grid.as_ref().map(|g| match method {
+            Method::Adapter(_) => &g.adapter,
+            Method::Full => &g.full,
+            Method::Head => &g.head,
+        });
+        match grid {
+            Some(g) if !g.is_empty() => g.clone(),
+            _ => vec![self.lr_for(method)],
         }
     }
 
@@ -271,6 +422,7 @@ impl TrainSection {
             max_len: self.max_len,
             dropout: self.dropout,
             seed,
+            patience: self.patience,
             max_train_examples: self.max_train,
             max_eval_examples: self.max_eval,
             ..adalbert_train::TrainConfig::default()
@@ -280,9 +432,9 @@ impl TrainSection {
     /// The key of this section a training setting comes from (`lr` depends on the method).
     fn key_of(field: &str, method: &Method) -> String {
         let key = match (field, method) {
-            ("lr", Method::Adapter(_)) => "lr_adapter",
-            ("lr", Method::Full) => "lr_full",
-            ("lr", Method::Head) => "lr_head",
+            ("lr", Method::Adapter(_)) => "lr_adapter or lr_grid.adapter",
+            ("lr", Method::Full) => "lr_full or lr_grid.full",
+            ("lr", Method::Head) => "lr_head or lr_grid.head",
             ("batch_size", _) => "batch",
             ("max_train_examples", _) => "max_train",
             ("max_eval_examples", _) => "max_eval",
@@ -294,19 +446,160 @@ impl TrainSection {
 
 impl Experiment {
     /// Reads and validates an experiment file (returned with its text); errors name the key
-    /// and what was expected.
+    /// and what was expected. With `scale = "reduced"` the `[reduced]` section is applied
+    /// first, so what is validated (and keyed) is what runs.
     pub fn load(path: &Path) -> Result<(Self, String)> {
         let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let exp: Experiment = toml::from_str(&text).map_err(|e| ExperimentError::Toml {
+        let exp = Self::from_toml_str(&text, path)?;
+        Ok((exp, text))
+    }
+
+    /// Parses and validates an experiment file's text, as [`Experiment::load`] does; `path`
+    /// names it in errors (the paths inside are still resolved against the working
+    /// directory, and the model's `config.json` is read). Public so the loader can be fuzzed
+    /// on text (`fuzz/`).
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
+        let mut exp: Experiment = toml::from_str(text).map_err(|e| ExperimentError::Toml {
             what: "experiment file",
             path: path.to_path_buf(),
             source: Box::new(e),
         })?;
+        exp.normalize(path)?;
         exp.validate(path)?;
-        Ok((exp, text))
+        Ok(exp)
+    }
+
+    /// Resolves `model` into `backbones` and applies the scale.
+    fn normalize(&mut self, path: &Path) -> Result<()> {
+        let at = |key: &str, why: String| ExperimentError::Config {
+            origin: path.display().to_string(),
+            key: key.into(),
+            reason: why,
+        };
+        match (self.model.take(), self.backbones.is_empty()) {
+            (Some(_), false) => {
+                return Err(at(
+                    "model",
+                    "give either `model` or `[[backbones]]`, not both".into(),
+                ))
+            }
+            (None, true) => {
+                return Err(at(
+                    "backbones",
+                    "missing: give `model = \"DIR\"` or one `[[backbones]]` table (name, path) per backbone".into(),
+                ))
+            }
+            (Some(m), true) => {
+                let name = m
+                    .file_name()
+                    .map_or_else(|| "backbone".into(), |n| n.to_string_lossy().into_owned());
+                self.backbones.push(BackboneEntry { name, path: m });
+            }
+            (None, false) => {}
+        }
+        let names: Vec<String> = self.backbones.iter().map(|b| b.name.clone()).collect();
+        check_unique(&names).map_err(|e| at("backbones.name", e))?;
+        if let Some(bad) = names
+            .iter()
+            .find(|n| n.is_empty() || n.contains(['/', '|', ' ']))
+        {
+            return Err(at(
+                "backbones.name",
+                format!("`{bad}`: must be non-empty, without spaces, `/` or `|`"),
+            ));
+        }
+        match self.scale.as_str() {
+            "full" => {}
+            "reduced" => {
+                let r = self.reduced.clone().ok_or_else(|| {
+                    at(
+                        "scale",
+                        "= \"reduced\" needs a `[reduced]` section (the caps of the reduced study)"
+                            .into(),
+                    )
+                })?;
+                self.apply_reduced(&r);
+            }
+            other => {
+                return Err(at(
+                    "scale",
+                    format!("= \"{other}\": expected \"full\" or \"reduced\""),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_reduced(&mut self, r: &ReducedSection) {
+        if let Some(v) = &r.seeds {
+            self.seeds = v.clone();
+        }
+        let t = &mut self.train;
+        if let Some(v) = r.epochs {
+            t.epochs = v;
+        }
+        if let Some(v) = r.max_train {
+            t.max_train = Some(v);
+        }
+        if let Some(v) = r.max_eval {
+            t.max_eval = Some(v);
+        }
+        if let Some(v) = r.max_test {
+            t.max_test = Some(v);
+        }
+        if let Some(v) = r.max_len {
+            t.max_len = v;
+        }
+        if let Some(v) = &r.lr_grid {
+            t.lr_grid = Some(v.clone());
+        }
+        if let Some(v) = &r.tasks {
+            self.tasks.names = v.clone();
+        }
+        if let Some(s) = &mut self.sweep {
+            if let Some(v) = &r.sweep_tasks {
+                s.tasks = v.clone();
+            }
+            if let Some(v) = &r.sweep_sizes {
+                s.sizes = v.clone();
+            }
+            if let Some(v) = r.sweep_seeds {
+                s.seeds = Some(v);
+            }
+        }
+        if let (Some(c), Some(n)) = (&mut self.compress, r.compress_train_seeds) {
+            c.train_seeds = n;
+        }
+    }
+
+    /// The backbone named `name`.
+    pub fn backbone(&self, name: &str) -> Option<&BackboneEntry> {
+        self.backbones.iter().find(|b| b.name == name)
+    }
+
+    /// The model folder of the first backbone (tokenizer for estimates, the report's default).
+    pub fn first_model(&self) -> &Path {
+        self.backbones
+            .first()
+            .map_or_else(|| Path::new(""), |b| b.path.as_path())
+    }
+
+    /// Whether the backbone `name` is an ALBERT (layers applied several times).
+    pub fn is_albert(&self, name: &str) -> bool {
+        self.backbone(name)
+            .and_then(|b| adalbert_model::EncoderConfig::from_path(&b.path).ok())
+            .is_some_and(|c| c.shape.family == adalbert_core::Family::Albert)
+    }
+
+    /// The learning rate of the compress stage's bundles (and of the compress-then-train
+    /// items).
+    pub fn compress_lr(&self) -> Option<f64> {
+        let c = self.compress.as_ref()?;
+        let m = method_of(&c.method).ok()?;
+        Some(c.lr.unwrap_or_else(|| self.train.lrs_for(&m)[0]))
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
@@ -315,14 +608,32 @@ impl Experiment {
             key: key.into(),
             reason: why,
         };
-        if !self.model.join("config.json").is_file() {
-            return Err(at(
-                "model",
-                format!(
-                    "= {}: no config.json there. Download the checkpoint (config.json, model.safetensors or pytorch_model.bin, tokenizer.json) from the Hugging Face hub into that folder, or run scripts/fetch-assets for assets/minilm",
-                    self.model.display()
-                ),
-            ));
+        for b in &self.backbones {
+            if !b.path.join("config.json").is_file() {
+                return Err(at(
+                    "backbones.path",
+                    format!(
+                        "= {} (backbone `{}`): no config.json there. Download the checkpoint (config.json, model.safetensors or pytorch_model.bin, tokenizer.json) from the Hugging Face hub into that folder, run scripts/fetch-assets for assets/minilm, or `adalbert distill` for an ALBERT student",
+                        b.path.display(),
+                        b.name
+                    ),
+                ));
+            }
+            let positions = adalbert_model::EncoderConfig::from_path(&b.path)
+                .map_err(|e| at("backbones.path", e.to_string()))?
+                .shape
+                .max_position_embeddings;
+            if self.train.max_len > positions {
+                return Err(at(
+                    "train.max_len",
+                    format!(
+                        "= {}: more than the {positions} positions of backbone `{}` (max_position_embeddings in {})",
+                        self.train.max_len,
+                        b.name,
+                        b.path.join("config.json").display()
+                    ),
+                ));
+            }
         }
         if self.seeds.is_empty() {
             return Err(at("seeds", "must list at least one seed".into()));
@@ -346,38 +657,73 @@ impl Experiment {
         }
         // Every value a training item will use, checked as the trainer checks it, so a bad
         // value fails here and not after earlier stages have run.
-        let positions = adalbert_model::EncoderConfig::from_path(&self.model)
-            .map_err(|e| at("model", e.to_string()))?
-            .shape
-            .max_position_embeddings;
         let mut methods: Vec<Method> = Vec::new();
         for m in &self.tasks.methods {
             methods.push(method_of(m).map_err(|e| at("tasks.methods", e.to_string()))?);
         }
         if let Some(s) = &self.sweep {
-            for &m in &s.sizes {
-                methods.push(
-                    method_of(&format!("{}:{m}", s.kind))
-                        .map_err(|e| at("sweep", e.to_string()))?,
-                );
+            let kinds = s.kinds();
+            if kinds.is_empty() {
+                return Err(at("sweep.kind", "missing: give `kind` or `kinds`".into()));
+            }
+            for k in &kinds {
+                for &m in &s.sizes {
+                    methods.push(
+                        method_of(&format!("{k}:{m}")).map_err(|e| at("sweep", e.to_string()))?,
+                    );
+                }
+            }
+            for sh in &s.sharing {
+                adalbert_model::Sharing::parse(sh)
+                    .map_err(|e| at("sweep.sharing", e.to_string()))?;
+            }
+            if let Some(n) = s.seeds {
+                if n == 0 || n > self.seeds.len() {
+                    return Err(at(
+                        "sweep.seeds",
+                        format!(
+                            "= {n}: must be in 1..={} (the number of seeds)",
+                            self.seeds.len()
+                        ),
+                    ));
+                }
+            }
+            if let Some(lr) = s.lr {
+                let cfg = self.train.config(lr, 0);
+                if let Err(adalbert_train::TrainError::Config { reason, .. }) = cfg.validate() {
+                    return Err(at("sweep.lr", format!("= invalid value: {reason}")));
+                }
+            }
+        }
+        if let Some(g) = &self.train.lr_grid {
+            for (k, v) in [
+                ("full", &g.full),
+                ("adapter", &g.adapter),
+                ("head", &g.head),
+            ] {
+                let mut seen: Vec<f64> = Vec::new();
+                for &lr in v {
+                    if seen.contains(&lr) {
+                        return Err(at(
+                            &format!("train.lr_grid.{k}"),
+                            format!("lists {lr} twice"),
+                        ));
+                    }
+                    seen.push(lr);
+                }
             }
         }
         for method in &methods {
-            let cfg = self.train.config(self.train.lr_for(method), 0);
-            if let Err(adalbert_train::TrainError::Config { field, reason }) = cfg.validate() {
-                let key = TrainSection::key_of(field, method);
-                return Err(at(&key, format!("= invalid value: {reason}")));
+            for lr in self.train.lrs_for(method) {
+                let cfg = self.train.config(lr, 0);
+                if let Err(adalbert_train::TrainError::Config { field, reason }) = cfg.validate() {
+                    let key = TrainSection::key_of(field, method);
+                    return Err(at(&key, format!("= invalid value: {reason}")));
+                }
             }
         }
-        if self.train.max_len > positions {
-            return Err(at(
-                "train.max_len",
-                format!(
-                    "= {}: more than the model's {positions} positions (max_position_embeddings in {})",
-                    self.train.max_len,
-                    self.model.join("config.json").display()
-                ),
-            ));
+        if self.train.max_test == Some(0) {
+            return Err(at("train.max_test", "= 0: leaves nothing to report".into()));
         }
         if let Some(c) = &self.compress {
             if !self.tasks.methods.contains(&c.method) {
@@ -393,6 +739,33 @@ impl Experiment {
                 ));
             }
             sweep::expand(&c.groups).map_err(|e| at("compress", crate::error::chain(&e)))?;
+            if c.groups.iter().any(|g| g.recover_epochs > 0) {
+                return Err(at(
+                    "compress.recover_epochs",
+                    "recovery training picks its epoch on the evaluated split, which is test in an experiment; use `train_on_compressed = true` (compress, then train with selection on dev) instead. `adalbert compress --sweep` still recovers on dev".into(),
+                ));
+            }
+            if let (Some(lr), Ok(m)) = (c.lr, method_of(&c.method)) {
+                if !self.train.lrs_for(&m).contains(&lr) {
+                    return Err(at(
+                        "compress.lr",
+                        format!(
+                            "= {lr}: not one of the learning rates trained for `{}`",
+                            c.method
+                        ),
+                    ));
+                }
+            }
+            if c.train_seeds == 0 || c.train_seeds > self.seeds.len() {
+                return Err(at(
+                    "compress.train_seeds",
+                    format!(
+                        "= {}: must be in 1..={} (the number of seeds)",
+                        c.train_seeds,
+                        self.seeds.len()
+                    ),
+                ));
+            }
             if c.max_eval == Some(0) {
                 return Err(at(
                     "compress.max_eval",

@@ -28,6 +28,7 @@ pub mod error;
 pub mod plan;
 pub mod report;
 mod run;
+pub mod select;
 pub mod shard;
 pub mod stages;
 pub mod stats;

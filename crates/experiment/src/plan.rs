@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::Key;
 use crate::config::{method_of, Experiment, Method};
-use crate::error::{Context, Result};
+use crate::error::{Context, ExperimentError, Result};
 use crate::shard::{self, Shard, Unit};
 use crate::stages::{compress, simulate, train};
 use crate::sweep::Point;
@@ -126,42 +126,60 @@ pub struct Plan {
     pub items: Vec<Item>,
     /// The points of the `[compress]` groups (what compress items index).
     pub points: Vec<Point>,
-    /// sha256 of the backbone's weights file (part of every training item's id).
-    pub backbone_sha256: String,
+    /// (name, sha256 of the weights file) of each backbone, in the experiment's order (part
+    /// of the id of every item on it).
+    pub backbones: Vec<(String, String)>,
 }
 
 impl Plan {
-    /// The plan of `exp`, whose backbone weights have sha256 `backbone_sha256`. Reads the
-    /// task data and tokenizes a few batches of each split, for the cost estimates (the item
-    /// keys depend on the experiment file and the backbone alone).
-    pub fn build(exp: &Experiment, backbone_sha256: &str) -> Result<Self> {
-        let shape = EncoderConfig::from_path(&exp.model)
-            .context(|| format!("loading the config of {}", exp.model.display()))?
-            .shape;
+    /// The plan of `exp`, whose backbones' weights have the sha256s `backbones` (name, sha).
+    /// Reads the task data and tokenizes a few batches of each split, for the cost estimates
+    /// (the item keys depend on the experiment file and the backbones alone).
+    pub fn build(exp: &Experiment, backbones: &[(String, String)]) -> Result<Self> {
+        let mut shapes: HashMap<String, ModelShape> = HashMap::new();
+        for b in &exp.backbones {
+            let shape = EncoderConfig::from_path(&b.path)
+                .context(|| format!("loading the config of {}", b.path.display()))?
+                .shape;
+            shapes.insert(b.name.clone(), shape);
+        }
+        let sha_of = |name: &str| {
+            backbones
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, s)| s.as_str())
+        };
+        let shape_of = |name: &str| -> Result<&ModelShape> {
+            shapes.get(name).ok_or_else(|| ExperimentError::Config {
+                origin: exp.name.clone(),
+                key: "backbones".into(),
+                reason: format!("no backbone `{name}`"),
+            })
+        };
         let mut data = DataStats::new(exp);
+        let points = compress::points(exp)?;
         let mut items = Vec::new();
-        for t in train::items(exp) {
-            let cost = cost::train(exp, &shape, &t, &mut data)?;
+        for t in train::items(exp, &points) {
+            let cost = cost::train(exp, shape_of(&t.backbone)?, &t, &mut data)?;
             items.push(Item {
-                key: train::key(exp, &t, backbone_sha256)?,
-                label: format!("{} / {} / seed {}", t.task, t.method, t.seed),
+                key: train::key(exp, &t, sha_of(&t.backbone))?,
+                label: t.label(),
                 cost_ms: cost,
                 deps: vec![],
                 work: Work::Train(t),
             });
         }
-        let points = compress::points(exp)?;
         if exp.compress.is_some() {
-            // Bundle items in `tasks.names` order (what Table 2 is ordered by).
+            // Bundle items per backbone, in `tasks.names` order (what Table 2 is ordered by).
             let bundles: Vec<usize> = exp
-                .tasks
-                .names
+                .backbones
                 .iter()
-                .filter_map(|task| {
-                    let b = compress::bundle_item(exp, task)?;
+                .flat_map(|b| exp.tasks.names.iter().map(move |task| (b, task)))
+                .filter_map(|(b, task)| {
+                    let want = compress::bundle_item(exp, &b.name, task)?;
                     items
                         .iter()
-                        .position(|i| matches!(&i.work, Work::Train(t) if *t == b))
+                        .position(|i| matches!(&i.work, Work::Train(t) if *t == want))
                 })
                 .collect();
             for (pi, p) in points.iter().enumerate() {
@@ -169,19 +187,27 @@ impl Plan {
                     let Work::Train(t) = &items[b].work else {
                         continue;
                     };
+                    let sha = sha_of(&t.backbone);
                     let Some(key) =
-                        compress::row_key(exp, p, &t.task, items[b].id(), backbone_sha256)?
+                        compress::row_key(exp, p, &t.backbone, &t.task, items[b].id(), sha)?
                     else {
                         continue;
                     };
                     let mut label = format!(
-                        "{} / {} | {} | seed {}",
-                        t.task, p.plan_text, p.faults_text, p.seed
+                        "{} / {} / {} | {} | seed {}",
+                        t.backbone, t.task, p.plan_text, p.faults_text, p.seed
                     );
                     if p.recover_epochs > 0 {
                         label.push_str(&format!(" | recovery {} epochs", p.recover_epochs));
                     }
-                    let cost = cost::compress(exp, &shape, p, &t.task, bundles.len(), &mut data)?;
+                    let cost = cost::compress(
+                        exp,
+                        shape_of(&t.backbone)?,
+                        p,
+                        &t.task,
+                        bundles.len(),
+                        &mut data,
+                    )?;
                     items.push(Item {
                         key,
                         label,
@@ -220,8 +246,16 @@ impl Plan {
         Ok(Self {
             items,
             points,
-            backbone_sha256: backbone_sha256.to_string(),
+            backbones: backbones.to_vec(),
         })
+    }
+
+    /// The weights sha256 of the backbone `name` (empty if unknown).
+    pub fn sha_of(&self, name: &str) -> &str {
+        self.backbones
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, s)| s.as_str())
     }
 
     /// A short hash of the set of item ids: two plans with the same fingerprint compute the
@@ -296,8 +330,8 @@ pub fn cpu_text(seconds: f64) -> String {
 struct DataStats<'a> {
     exp: &'a Experiment,
     tokenizer: Option<Tokenizer>,
-    splits: HashMap<(String, bool), Vec<Example>>,
-    lengths: HashMap<(String, bool, usize), f64>,
+    splits: HashMap<(String, &'static str), Vec<Example>>,
+    lengths: HashMap<(String, &'static str, usize), f64>,
 }
 
 /// Batches tokenized to estimate a split's padded length.
@@ -314,7 +348,7 @@ impl<'a> DataStats<'a> {
     }
 
     fn examples(&mut self, task: &str, split: Split) -> Result<&[Example]> {
-        let k = (task.to_string(), split == Split::Train);
+        let k = (task.to_string(), split.name());
         if !self.splits.contains_key(&k) {
             let data = self.exp.data_for(task);
             let examples = load_dataset(task, Some(&data), split, self.exp.split_seed)
@@ -334,7 +368,7 @@ impl<'a> DataStats<'a> {
     /// The mean length of the task's batches of `batch` examples, padded to their longest and
     /// cut at the experiment's `max_len`.
     fn padded_len(&mut self, task: &str, split: Split, batch: usize) -> Result<f64> {
-        let k = (task.to_string(), split == Split::Train, batch);
+        let k = (task.to_string(), split.name(), batch);
         if let Some(&l) = self.lengths.get(&k) {
             return Ok(l);
         }
@@ -351,7 +385,7 @@ impl<'a> DataStats<'a> {
             .collect();
         let tok = match self.tokenizer.take() {
             Some(t) => t,
-            None => Tokenizer::from_dir(&self.exp.model, self.exp.train.max_len)?,
+            None => Tokenizer::from_dir(self.exp.first_model(), self.exp.train.max_len)?,
         };
         let lens = sample
             .chunks(batch)
@@ -456,7 +490,19 @@ pub mod cost {
         let train = n_train * len_train * flop_per_token(shape, len_train) * passes(&item.method);
         let dev = n_dev * len_dev * flop_per_token(shape, len_dev);
         let per_epoch = train / TRAIN_FLOP_PER_CPU_S + dev / EVAL_FLOP_PER_CPU_S;
-        Ok(ms(ITEM_CPU_S + t.epochs as f64 * per_epoch))
+        // One test evaluation of the kept bundle (as long as a dev one, at the test cap).
+        let n_test = data.count(&item.task, Split::Test, t.max_test)? as f64;
+        let test = n_test * len_dev * flop_per_token(shape, len_dev) / EVAL_FLOP_PER_CPU_S;
+        // Compress-then-train items compress the backbone first.
+        let compress = match &item.compressed {
+            Some(_) => shape.param_counts().total() as f64 * 2.0 / COMPRESS_PARAMS_PER_CPU_S,
+            None => 0.0,
+        };
+        // Early stopping may end sooner; the estimate is the epoch budget.
+        Ok(ms(ITEM_CPU_S
+            + compress
+            + test
+            + t.epochs as f64 * per_epoch))
     }
 
     pub(super) fn compress(
@@ -472,8 +518,8 @@ pub mod cost {
             .compress
             .as_ref()
             .and_then(|c| c.max_eval)
-            .or(t.max_eval);
-        let n_eval = data.count(task, Split::Dev, max_eval)? as f64;
+            .or(t.max_test);
+        let n_eval = data.count(task, Split::Test, max_eval)? as f64;
         let len_dev = data.padded_len(task, Split::Dev, EVAL_BATCH)?;
         let faults = if point.faults == adalbert_compress::FaultSpec::None {
             1.0

@@ -79,7 +79,8 @@ pub enum RunOutcome {
 /// Validates an experiment file; returns how many training items it has.
 pub fn check(path: &Path) -> Result<usize> {
     let (exp, _) = Experiment::load(path)?;
-    Ok(train::items(&exp).len())
+    let points = compress::points(&exp)?;
+    Ok(train::items(&exp, &points).len())
 }
 
 /// An experiment file with its plan and output folder.
@@ -95,8 +96,13 @@ impl Study {
     fn open(experiment: &Path, out: Option<&Path>) -> Result<Self> {
         let (exp, text) = Experiment::load(experiment)?;
         let out = out.map_or_else(|| PathBuf::from("runs").join(&exp.name), Path::to_path_buf);
-        let sha = sha256_file(&weights_file(&exp.model)?)?;
-        let plan = Plan::build(&exp, &sha)
+        let mut shas = Vec::new();
+        for b in &exp.backbones {
+            let sha = sha256_file(&weights_file(&b.path)?)
+                .context(|| format!("hashing the weights of backbone `{}`", b.name))?;
+            shas.push((b.name.clone(), sha));
+        }
+        let plan = Plan::build(&exp, &shas)
             .context(|| format!("planning the items of {}", experiment.display()))?;
         Ok(Self {
             exp,
@@ -367,7 +373,6 @@ impl Timings {
 /// from the cache (the partition keeps dependencies in one shard, so this is a safeguard).
 fn execute(study: &Study, cache: &Cache, which: &[usize], log: &Path) -> Result<usize> {
     let (exp, plan, out) = (&study.exp, &study.plan, &study.out);
-    let sha = &plan.backbone_sha256;
     let mut timings = Timings::open(log);
     let mut computed = 0;
     let of_stage = |s| {
@@ -383,6 +388,7 @@ fn execute(study: &Study, cache: &Cache, which: &[usize], log: &Path) -> Result<
     for (n, &i) in trains.iter().enumerate() {
         let item = &plan.items[i];
         let Work::Train(t) = &item.work else { continue };
+        let sha = plan.sha_of(&t.backbone);
         let found = if cache.resume() {
             train::cached(exp, t, sha, out, cache)?
         } else {
@@ -405,7 +411,7 @@ fn execute(study: &Study, cache: &Cache, which: &[usize], log: &Path) -> Result<
                     item.label.clone(),
                     1,
                     item.cost_seconds(),
-                    || train::run_item(exp, t, sha, out, cache),
+                    || train::run_item(exp, t, sha, out, cache, &plan.points),
                 );
                 match trained {
                     Ok(r) => r,
@@ -436,6 +442,7 @@ fn execute(study: &Study, cache: &Cache, which: &[usize], log: &Path) -> Result<
             let Work::Train(t) = &plan.items[bundle].work else {
                 continue;
             };
+            let sha = plan.sha_of(&t.backbone);
             let r =
                 train::cached(exp, t, sha, out, cache)?.ok_or_else(|| ExperimentError::Bundle {
                     path: study.cache_dir(),
@@ -498,7 +505,7 @@ fn execute(study: &Study, cache: &Cache, which: &[usize], log: &Path) -> Result<
 
 /// A finished result read back from the cache.
 enum Done {
-    Train(TrainRecord),
+    Train(Box<TrainRecord>),
     Compress(Box<Row>),
     Simulate(SimResult),
     Dse(Vec<DseRow>),
@@ -509,9 +516,8 @@ fn read_back_one(study: &Study, cache: &Cache, i: usize) -> Result<Option<Done>>
     let (exp, plan, out) = (&study.exp, &study.plan, &study.out);
     let item = &plan.items[i];
     Ok(match &item.work {
-        Work::Train(t) => {
-            train::cached(exp, t, &plan.backbone_sha256, out, cache)?.map(Done::Train)
-        }
+        Work::Train(t) => train::cached(exp, t, plan.sha_of(&t.backbone), out, cache)?
+            .map(|r| Done::Train(Box::new(r))),
         Work::Compress { .. } => cache.read(&item.key).map(|r| Done::Compress(Box::new(r))),
         Work::Simulate { .. } => cache.read(&item.key).map(Done::Simulate),
         Work::Dse { .. } => cache.read(&item.key).map(Done::Dse),
@@ -552,24 +558,46 @@ fn report_from_cache(study: &Study, cache: &Cache, shards: Option<usize>) -> Res
     let mut dse: Option<Vec<DseRow>> = None;
     for d in done.into_iter().flatten() {
         match d {
-            Done::Train(r) => train_records.push(r),
+            Done::Train(r) => train_records.push(*r),
             Done::Compress(r) => rows.push(*r),
             Done::Simulate(s) => sim.push(s),
             Done::Dse(d) => dse = Some(d),
         }
     }
-    let compress_records: Vec<CompressRecord> = if plan.points.is_empty() {
-        vec![]
-    } else {
-        compress::aggregate(&plan.points, &rows, rows.len() / plan.points.len())
-    };
-    let config = EncoderConfig::from_path(&exp.model)?;
+    // The backbone of each bundle of a point, in the order of the compress items of a point.
+    let bundle_backbones: Vec<String> = plan
+        .items
+        .iter()
+        .filter_map(
+            |i| match (&i.work, &plan.items.get(bundle_of(&i.work)?)?.work) {
+                (Work::Compress { point: 0, .. }, Work::Train(t)) => Some(t.backbone.clone()),
+                _ => None,
+            },
+        )
+        .collect();
+    let compress_records: Vec<CompressRecord> =
+        if plan.points.is_empty() || bundle_backbones.is_empty() {
+            vec![]
+        } else {
+            compress::aggregate(&plan.points, &rows, &bundle_backbones)
+        };
+    let mut backbones = Vec::new();
+    for b in &exp.backbones {
+        let config = EncoderConfig::from_path(&b.path)?;
+        backbones.push(report::BackboneInfo {
+            name: b.name.clone(),
+            path: b.path.clone(),
+            sha256: plan.sha_of(&b.name).to_string(),
+            params: config.shape.param_counts().total(),
+            albert: config.shape.family == adalbert_core::Family::Albert,
+        });
+    }
     let prov = report::Provenance {
         config_text: study.text.clone(),
-        backbone_sha256: plan.backbone_sha256.clone(),
-        backbone_params: config.shape.param_counts().total(),
+        backbones,
         git_revision: git_revision(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        estimated_cpu_s: plan.total_cost_seconds(),
     };
     let dir = study.out.join("report");
     adalbert_core::files::remove_stale_temporaries(&dir);
@@ -589,6 +617,14 @@ fn report_from_cache(study: &Study, cache: &Cache, shards: Option<usize>) -> Res
         headlines: heads.lines,
         report: dir.join("report.md"),
     })
+}
+
+/// The training item a compress item evaluates.
+fn bundle_of(work: &Work) -> Option<usize> {
+    match work {
+        Work::Compress { bundle, .. } => Some(*bundle),
+        _ => None,
+    }
 }
 
 /// Most missing items named per shard; the rest are counted.

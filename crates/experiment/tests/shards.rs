@@ -216,7 +216,7 @@ fn a_rerun_shard_computes_only_what_is_missing() {
         assert!(e.contains("shard 2/2: 1 item(s) missing"), "{e}");
         "2/2"
     };
-    assert!(e.contains("compress movie-"), "{e}");
+    assert!(e.contains("compress model / movie-"), "{e}");
     match run(&opts(&exp, &out, shard(which))).unwrap() {
         RunOutcome::Shard {
             items, computed, ..

@@ -237,9 +237,7 @@ prune = "global"
 plans = ["fp32"]
 faults = ["none", "mlc:bpc=3", "mlc:bpc=2:mask=mlc"]
 seeds = 2
-first_seed = 4
-recover_epochs = 1
-recover_train = 20"#;
+first_seed = 4"#;
     let sweep_path = dir.path().join("sweep.toml");
     std::fs::write(
         &sweep_path,
@@ -294,12 +292,19 @@ fn trained(dir: &Path, methods: &str) -> Vec<TrainRecord> {
     let cache = adalbert_experiment::Cache::new(dir.join("out/cache"), false).unwrap();
     let sha =
         adalbert_model::checkpoint::sha256_file(&dir.join("model/model.safetensors")).unwrap();
-    adalbert_experiment::stages::train::items(&exp)
+    adalbert_experiment::stages::train::items(&exp, &[])
         .iter()
         .filter(|i| i.task == "movie-polarity" && !i.method.starts_with("houlsby:2"))
         .map(|i| {
-            adalbert_experiment::stages::train::run_item(&exp, i, &sha, &dir.join("out"), &cache)
-                .unwrap()
+            adalbert_experiment::stages::train::run_item(
+                &exp,
+                i,
+                &sha,
+                &dir.join("out"),
+                &cache,
+                &[],
+            )
+            .unwrap()
         })
         .collect()
 }

@@ -280,6 +280,18 @@ impl Space {
                 knob.admissible(v)
                     .map_err(|what| field_err(origin, &field, format!("{what}, found {v}")))?;
             }
+            // An integer knob takes whole values in [min, max] ([`Range::at`] rounds and
+            // clamps to [ceil(min), floor(max)]), so the range must hold one.
+            if knob.integer() && r.min.ceil() > r.max.floor() {
+                return Err(field_err(
+                    origin,
+                    &field,
+                    format!(
+                        "a range holding a whole number (the knob is an integer), found min {} and max {}",
+                        r.min, r.max
+                    ),
+                ));
+            }
             if r.log && r.min <= 0.0 {
                 return Err(field_err(origin, &field, "min > 0 for a log range"));
             }
@@ -825,6 +837,25 @@ mod tests {
         Space::from_toml_str(&space_with(range), "s.toml")
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn an_integer_knob_range_without_a_whole_number_is_refused() {
+        // Found by the hw_toml fuzz target (fuzz/): such a range loaded, then `Range::at`
+        // panicked clamping to [ceil(min), floor(max)] = [2, 1].
+        let err = range_error("[ranges.mac_array]\nmin = 1.2\nmax = 1.5\nsource = \"x\"\n");
+        assert!(
+            err.contains("ranges.mac_array") && err.contains("whole number"),
+            "{err}"
+        );
+        let space = Space::from_toml_str(
+            &space_with("[ranges.mac_array]\nmin = 1.2\nmax = 2.5\nsource = \"x\"\n"),
+            "s.toml",
+        )
+        .unwrap();
+        for u in [0.0, 0.5, 1.0] {
+            assert_eq!(space.ranges[0].at(u), 2.0);
+        }
     }
 
     #[test]

@@ -247,12 +247,21 @@ pub fn load_tensors(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<Str
         path: path.to_path_buf(),
         source,
     })?;
+    tensors_from_bytes(&bytes, path)
+}
+
+/// [`load_tensors`] on bytes already read (`path` only names the source in errors): f32
+/// tensors, all finite, and the header's string metadata.
+pub fn tensors_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
     let bad = |reason: String| ModelError::Weights {
         path: path.to_path_buf(),
         reason,
     };
-    let st = crate::checkpoint::parse_safetensors(&bytes).map_err(bad)?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+    let st = crate::checkpoint::parse_safetensors(bytes).map_err(bad)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("unreadable header: {e}")))?;
     let md = header.metadata().clone().unwrap_or_default();
     Ok((f32_tensors(&st, path)?, md))

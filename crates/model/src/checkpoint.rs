@@ -145,13 +145,20 @@ fn load_safetensors(file: &Path) -> Result<HashMap<String, Tensor>> {
         path: file.to_path_buf(),
         source,
     })?;
+    safetensors_tensors(&bytes, file)
+}
+
+/// The tensors of safetensors bytes, as [`Checkpoint::open`] reads a `model.safetensors`
+/// (any dtype, names as stored); `file` only names the source in errors. Public so the
+/// header reader can be fuzzed on bytes (`fuzz/`) through the code the loader runs.
+pub fn safetensors_tensors(bytes: &[u8], file: &Path) -> Result<HashMap<String, Tensor>> {
     // Validate the header with the safetensors crate first: its errors say what is wrong
     // (truncated header, bad offsets) and it never panics on malformed input.
-    parse_safetensors(&bytes).map_err(|reason| ModelError::Weights {
+    parse_safetensors(bytes).map_err(|reason| ModelError::Weights {
         path: file.to_path_buf(),
         reason,
     })?;
-    candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| ModelError::Weights {
+    candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| ModelError::Weights {
         path: file.to_path_buf(),
         reason: e.to_string(),
     })

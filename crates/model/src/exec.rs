@@ -366,6 +366,13 @@ pub fn configure_process(workload: Workload) {
     adalbert_kernels::process::retain_freed_memory();
 }
 
+/// Returns memory freed by unloaded weights to the operating system, for long-running
+/// processes that load and unload task bundles (the server after an eviction or removal).
+/// See [`adalbert_kernels::process::release_free_heap`]; `false` where nothing was released.
+pub fn release_unused_memory() -> bool {
+    adalbert_kernels::process::release_free_heap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,8 @@
 //!   layer, LayerNorm and the forward context whose kernels each step asks for.
 //! - [`bundle`], [`multitask`], [`task_model`]: task bundles on disk, many tasks on one
 //!   backbone, one task's logits; [`compression`] and [`tokenizer`] wrap `compress` and
-//!   `tokenizers` for the model; [`export`] writes a Hugging Face ALBERT directory.
+//!   `tokenizers` for the model; [`export`] writes a Hugging Face ALBERT directory;
+//!   [`sentence`] reads a model's sentence-transformers files and pools sentence vectors.
 
 #![forbid(unsafe_code)]
 
@@ -40,6 +41,7 @@ mod fused;
 pub mod multitask;
 pub mod nn;
 pub mod route;
+pub mod sentence;
 pub mod task_model;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -57,5 +59,6 @@ pub use exec::{Isa, Kernels, TrainKernels};
 pub use multitask::{LoadedTask, MultiTask, Prediction};
 pub use nn::{Ctx, Recorded};
 pub use route::Route;
+pub use sentence::{PoolingMode, SentenceConfig};
 pub use task_model::TaskModel;
 pub use weights::Weights;

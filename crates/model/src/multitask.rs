@@ -84,6 +84,15 @@ impl MultiTask {
         Ok(())
     }
 
+    /// Lowercases every text before tokenizing (a sentence-transformers model's
+    /// `do_lower_case`). Fails once the tokenizer is shared.
+    pub fn lowercase_inputs(&mut self) -> Result<()> {
+        Arc::get_mut(&mut self.tokenizer)
+            .ok_or_else(|| ModelError::Input("the tokenizer is already shared".into()))?
+            .lowercase_inputs();
+        Ok(())
+    }
+
     /// Validates a bundle against this backbone and turns it into a servable task, without
     /// touching the loaded set (so a bad upload never disturbs what is being served).
     pub fn prepare(&self, bundle: TaskBundle) -> Result<LoadedTask> {

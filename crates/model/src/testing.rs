@@ -9,25 +9,25 @@ use std::path::Path;
 /// Copies the tiny ALBERT into `dir` and writes a 99-token `vocab.txt`: the special tokens, then
 /// `words`, then filler tokens `w<N>`.
 pub fn write_tiny_albert(dir: &Path, words: &[&str]) -> std::io::Result<()> {
-    let fixture = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/albert_shared"
-    ));
-    std::fs::create_dir_all(dir)?;
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fixture.join(f), dir.join(f))?;
-    }
-    write_vocab(dir, words)
+    write_tiny(dir, "albert_shared", words)
 }
 
-/// Copies the tiny BERT (the committed `bert` parity fixture: vocab 99, H 32, 3 layers, gelu,
-/// weights in `pytorch_model.bin`) into `dir` with the same kind of `vocab.txt` as
-/// [`write_tiny_albert`]: a teacher for distillation tests.
+/// Copies the tiny BERT (the committed `bert` parity fixture: vocab 99, H 32, 3 layers) into
+/// `dir` with the same `vocab.txt` as [`write_tiny_albert`]: a second backbone for tests of
+/// studies on a BERT and an ALBERT, and a teacher for distillation tests.
 pub fn write_tiny_bert(dir: &Path, words: &[&str]) -> std::io::Result<()> {
-    let fixture = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bert"));
+    write_tiny(dir, "bert", words)
+}
+
+fn write_tiny(dir: &Path, fixture: &str, words: &[&str]) -> std::io::Result<()> {
+    let fixture = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")).join(fixture);
     std::fs::create_dir_all(dir)?;
-    for f in ["config.json", "pytorch_model.bin"] {
-        std::fs::copy(fixture.join(f), dir.join(f))?;
+    std::fs::copy(fixture.join("config.json"), dir.join("config.json"))?;
+    // The weights file the fixture has (the BERT's is a PyTorch pickle).
+    for f in ["model.safetensors", "pytorch_model.bin"] {
+        if fixture.join(f).is_file() {
+            std::fs::copy(fixture.join(f), dir.join(f))?;
+        }
     }
     write_vocab(dir, words)
 }

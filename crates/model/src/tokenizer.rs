@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use tokenizers::models::wordpiece::WordPiece;
-use tokenizers::normalizers::BertNormalizer;
+use tokenizers::normalizers::{BertNormalizer, Lowercase, NormalizerWrapper, Sequence};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{
@@ -99,6 +99,17 @@ impl Tokenizer {
             pad_token: pad_id.1,
         }));
         Ok(Self { inner, max_len })
+    }
+
+    /// Lowercases every text before the model's own normalization (sentence-transformers'
+    /// `do_lower_case`: a `Lowercase` normalizer in front of the tokenizer's).
+    pub fn lowercase_inputs(&mut self) {
+        let lower = NormalizerWrapper::Lowercase(Lowercase);
+        let normalizer = match self.inner.get_normalizer().cloned() {
+            Some(n) => NormalizerWrapper::Sequence(Sequence::new(vec![lower, n])),
+            None => lower,
+        };
+        self.inner.with_normalizer(Some(normalizer));
     }
 
     pub fn max_len(&self) -> usize {

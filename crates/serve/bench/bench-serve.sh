@@ -3,20 +3,9 @@
 # `adalbert serve` on 127.0.0.1 with 1, 4 and 8 tasks, adapters vs full fine-tuned models.
 # Writes results/serving.md. Bounded: a few hundred requests per configuration.
 set -euo pipefail
-BIN=${BIN:-target/release/adalbert}
-MODEL=${MODEL:-assets/minilm}
-DIR=${BENCH_SERVE_DIR:-target/bench-serve}
+source "$(dirname "$0")/bundles.sh"
 REQUESTS=${REQUESTS:-240}
 CONCURRENCY=${CONCURRENCY:-8}
-TASKS="movie-polarity movie-rating tweet-sentiment amazon-polarity nyt-polarity bbc-topic"
-COMMON=(--model "$MODEL" --max-train 300 --max-eval 100 --max-len 64 --epochs 1)
-mkdir -p "$DIR"
-adapters=()
-for t in $TASKS; do
-  f="$DIR/adapter-$t.safetensors"
-  [ -f "$f" ] || "$BIN" train "${COMMON[@]}" --task "$t" --adapter houlsby:64 --out "$f"
-  adapters+=("$f")
-done
 full="$DIR/full-movie-polarity.safetensors"
 [ -f "$full" ] || "$BIN" train "${COMMON[@]}" --task movie-polarity --mode full --out "$full"
 cargo run --release -q -p adalbert-serve --example loadgen -- \

@@ -7,14 +7,18 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adalbert_model::TaskBundle;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
+
+mod common;
+use common::{
+    free_port, metric_value, percentile, scrape, start_server, status_kib, wait_ready, write_report,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -101,49 +105,6 @@ fn bundles(
     Ok(out)
 }
 
-fn status_kib(pid: u32, key: &str) -> anyhow::Result<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(key))
-        .with_context(|| format!("no {key} in /proc/{pid}/status"))?;
-    let kib: f64 = line
-        .split_whitespace()
-        .nth(1)
-        .context("malformed status line")?
-        .parse()?;
-    Ok(kib)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn metric_value(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
 async fn measure(args: &Args, kind: &'static str, n: usize) -> anyhow::Result<Row> {
     let src: Vec<PathBuf> = if kind == "adapter" {
         args.adapters.clone()
@@ -158,45 +119,22 @@ async fn measure(args: &Args, kind: &'static str, n: usize) -> anyhow::Result<Ro
         .sum();
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.join("server.log"))?;
-    let mut cmd = Command::new(&args.bin);
-    cmd.arg("serve")
-        .arg("--model")
-        .arg(&args.model)
-        .arg("--addr")
-        .arg(&addr)
-        .arg("--max-len")
-        .arg(args.max_len.to_string())
-        .arg("--batch-window-ms")
-        .arg(args.batch_window_ms.to_string())
-        .arg("--bundles");
-    for (p, _) in &made {
-        cmd.arg(p);
-    }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .with_context(|| format!("starting {}", args.bin.display()))?;
-    let server = Guard(child);
-    let pid = server.0.id();
+    let log = dir.join("server.log");
+    let mut serve_args: Vec<String> = vec![
+        "--model".into(),
+        args.model.display().to_string(),
+        "--max-len".into(),
+        args.max_len.to_string(),
+        "--batch-window-ms".into(),
+        args.batch_window_ms.to_string(),
+        "--bundles".into(),
+    ];
+    serve_args.extend(made.iter().map(|(p, _)| p.display().to_string()));
+    let server = start_server(&args.bin, &addr, &serve_args, &log)?;
+    let pid = server.pid();
     let http = reqwest::Client::new();
     let base = format!("http://{addr}");
-    let ready_by = Instant::now() + Duration::from_secs(180);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        if Instant::now() > ready_by {
-            bail!(
-                "server did not become ready; see {}",
-                dir.join("server.log").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(&http, &base, 180, &log).await?;
     let rss_idle = status_kib(pid, "VmRSS:")?;
     let made_paths: Vec<PathBuf> = made.iter().map(|(p, _)| p.clone()).collect();
     let names: Arc<Vec<String>> = Arc::new(made.into_iter().map(|(_, n)| n).collect());
@@ -223,15 +161,7 @@ async fn measure(args: &Args, kind: &'static str, n: usize) -> anyhow::Result<Ro
     for i in 0..names.len().max(4) {
         send(i).await; // warm-up: every task once
     }
-    let batches_before = metric_value(
-        &http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?,
-        "adalbert_batch_size_count",
-    );
+    let batches_before = metric_value(&scrape(&http, &base).await?, "adalbert_batch_size_count");
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let started = Instant::now();
@@ -266,12 +196,7 @@ async fn measure(args: &Args, kind: &'static str, n: usize) -> anyhow::Result<Ro
         errors += e;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = scrape(&http, &base).await?;
     let batches = metric_value(&metrics, "adalbert_batch_size_count") - batches_before;
     let rss = status_kib(pid, "VmRSS:")?;
     let hwm = status_kib(pid, "VmHWM:")?;
@@ -311,7 +236,7 @@ fn report(args: &Args, rows: &[Row], trained: &[String]) -> String {
          Backbone `{}` (all-MiniLM-L6-v2, 22.7 M parameters), `--max-len {}`, \
          `--batch-window-ms {}`, default `--max-batch`. Memory is the server process's \
          `VmRSS` (idle after loading, and after the load) and `VmHWM` (peak) from `/proc`.\n",
-        hostname_note(),
+        common::cpu_note(),
         args.requests,
         args.concurrency,
         args.model.display(),
@@ -383,11 +308,6 @@ fn report(args: &Args, rows: &[Row], trained: &[String]) -> String {
     s
 }
 
-fn hostname_note() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} CPU cores")
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -422,10 +342,7 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     let md = report(&args, &rows, &trained);
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, &md)?;
+    write_report(&args.out, &md)?;
     print!("{md}");
     Ok(())
 }

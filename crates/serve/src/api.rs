@@ -83,7 +83,7 @@ impl AppState {
                 window: cfg.batch_window,
                 max_batch: cfg.max_batch,
                 queue_depth: cfg.queue_depth,
-                embedding: cfg.embedding,
+                embedding: cfg.embedding.clone(),
             },
             Arc::clone(&metrics),
         )
@@ -503,18 +503,17 @@ pub(crate) fn body_error(rejection: BytesRejection) -> ApiError {
     ApiError::new(status, code, rejection.body_text())
 }
 
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// A request body parsed as `T` (one of the request types of this module or [`crate::compat`]);
+/// malformed JSON or an unknown field is a 400 `malformed_json`. Public, with [`parse_input`]
+/// and the request types, so the fuzz targets (`fuzz/`) parse bodies with the server's code.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON body: {e}")))
 }
 
 /// A single text or a `[first, second]` pair, each text cut to the bound for `max_len` tokens
 /// (see [`crate::text`]); the flag says whether anything was cut.
-pub(crate) fn parse_input(
-    v: Value,
-    at: &str,
-    max_len: usize,
-) -> Result<(TextInput, bool), ApiError> {
+pub fn parse_input(v: Value, at: &str, max_len: usize) -> Result<(TextInput, bool), ApiError> {
     let bad = |why: &str| ApiError::bad_request("invalid_input", format!("{at}: {why}"));
     let mut cut = false;
     let mut bounded = |s: String| {
@@ -600,10 +599,12 @@ fn record_tasks(s: &AppState, counts: &[(&str, usize)], started: Instant, ok: bo
     }
 }
 
+/// The body of `POST /v1/tasks/{task}/predict`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TaskPredictRequest {
-    inputs: Vec<Value>,
+pub struct TaskPredictRequest {
+    /// Each a text or a `[first, second]` pair ([`parse_input`]).
+    pub inputs: Vec<Value>,
 }
 
 async fn predict_task(
@@ -642,17 +643,20 @@ async fn predict_task(
     })))
 }
 
+/// The body of `POST /v1/predict`: inputs for several tasks in one request.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MixedRequest {
-    requests: Vec<MixedItem>,
+pub struct MixedRequest {
+    pub requests: Vec<MixedItem>,
 }
 
+/// One input of a [`MixedRequest`] and the task it is for.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MixedItem {
-    task: String,
-    input: Value,
+pub struct MixedItem {
+    pub task: String,
+    /// A text or a `[first, second]` pair ([`parse_input`]).
+    pub input: Value,
 }
 
 async fn predict_mixed(
@@ -776,7 +780,9 @@ async fn delete_task(
     UrlPath(task): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     match s.mt.remove(&task) {
-        Some(_) => {
+        Some(removed) => {
+            drop(removed);
+            adalbert_model::exec::release_unused_memory();
             s.forget(&task);
             s.metrics.task_event(&task, "removed");
             tracing::info!(task, "task unloaded");

@@ -16,7 +16,7 @@ use adalbert_model::tokenizer::TextInput;
 use adalbert_model::{LoadedTask, ModelError, MultiTask, Prediction};
 use tokio::sync::oneshot;
 
-use crate::embed::{embed, Embedded, EmbeddingConfig};
+use crate::embed::{embed, Embedded, SentenceConfig};
 use crate::metrics::Metrics;
 
 /// One input of a request, bound to the task version it was admitted with.
@@ -78,7 +78,7 @@ pub struct BatchSettings {
     pub window: Duration,
     pub max_batch: usize,
     pub queue_depth: usize,
-    pub embedding: EmbeddingConfig,
+    pub embedding: SentenceConfig,
 }
 
 /// The handle the HTTP side holds. Dropping the last one stops the worker.
@@ -144,7 +144,7 @@ struct Worker {
     metrics: Arc<Metrics>,
     window: Duration,
     max_batch: usize,
-    embedding: EmbeddingConfig,
+    embedding: SentenceConfig,
 }
 
 impl Worker {
@@ -250,7 +250,7 @@ impl Worker {
         for chunk in inputs.chunks(self.max_batch) {
             self.metrics.batch(chunk.len());
             let part =
-                embed(&self.mt, task, chunk, self.embedding, normalize).map_err(job_error)?;
+                embed(&self.mt, task, chunk, &self.embedding, normalize).map_err(job_error)?;
             all.vectors.extend(part.vectors);
             all.tokens.extend(part.tokens);
             all.truncated.extend(part.truncated);

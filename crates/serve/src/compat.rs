@@ -20,7 +20,6 @@ use crate::api::{
     body_error, check_count, check_task_name, mark_cut, parse_input, parse_json, AccessNote, Shared,
 };
 use crate::batcher::Row;
-use crate::embed::EmbeddingPooling;
 use crate::error::ApiError;
 
 /// Standard base64 (RFC 4648, with padding).
@@ -51,8 +50,13 @@ pub fn f32_base64(v: &[f32]) -> String {
     base64(&bytes)
 }
 
-/// Texts from a string or a list of strings (`field` names it in errors).
-fn texts(v: Value, field: &str, max_len: usize) -> Result<(Vec<TextInput>, Vec<bool>), ApiError> {
+/// Texts from a string or a list of strings (`field` names it in errors), each bounded as
+/// [`parse_input`] does, and whether each was cut.
+pub fn parse_texts(
+    v: Value,
+    field: &str,
+    max_len: usize,
+) -> Result<(Vec<TextInput>, Vec<bool>), ApiError> {
     let items = match v {
         Value::String(s) => vec![Value::String(s)],
         Value::Array(items) => items,
@@ -81,18 +85,19 @@ fn texts(v: Value, field: &str, max_len: usize) -> Result<(Vec<TextInput>, Vec<b
     Ok((inputs, cut))
 }
 
+/// The body of `POST /v1/embeddings`.
 #[derive(Deserialize)]
-struct OpenAiEmbeddingRequest {
-    input: Value,
-    model: String,
+pub struct OpenAiEmbeddingRequest {
+    /// A text or a list of texts ([`parse_texts`]).
+    pub input: Value,
+    pub model: String,
     #[serde(default)]
-    encoding_format: Option<String>,
+    pub encoding_format: Option<String>,
     #[serde(default)]
-    dimensions: Option<usize>,
+    pub dimensions: Option<usize>,
     /// Accepted and ignored (OpenAI's end-user id).
     #[serde(default)]
-    #[allow(dead_code)]
-    user: Option<String>,
+    pub user: Option<String>,
 }
 
 /// `POST /v1/embeddings`, as OpenAI's API: `model` is the backbone's name (its sentence
@@ -125,7 +130,7 @@ pub async fn openai_embeddings(
         }
     }
     let task = model_task(&s, &req.model).await?;
-    let (inputs, _) = texts(req.input, "input", s.mt.tokenizer.max_len())?;
+    let (inputs, _) = parse_texts(req.input, "input", s.mt.tokenizer.max_len())?;
     note.set(&req.model, inputs.len());
     check_count(inputs.len(), &s.cfg)?;
     let out = s.embeddings(task, inputs, None, started).await?;
@@ -170,20 +175,27 @@ async fn model_task(s: &Shared, model: &str) -> Result<Option<Arc<LoadedTask>>, 
     }
 }
 
+/// The body of `POST /embed`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TeiEmbedRequest {
-    inputs: Value,
+pub struct TeiEmbedRequest {
+    /// A text or a list of texts ([`parse_texts`]).
+    pub inputs: Value,
     #[serde(default)]
-    normalize: Option<bool>,
+    pub normalize: Option<bool>,
     #[serde(default)]
-    truncate: Option<bool>,
+    pub truncate: Option<bool>,
     /// Only `Right` (the default) is supported.
     #[serde(default)]
-    truncation_direction: Option<String>,
+    pub truncation_direction: Option<String>,
 }
 
-fn truncation_allowed(truncate: Option<bool>, direction: Option<&str>) -> Result<bool, ApiError> {
+/// Whether a text-embeddings-inference request allows cutting long inputs; only cutting on
+/// the right is supported.
+pub fn truncation_allowed(
+    truncate: Option<bool>,
+    direction: Option<&str>,
+) -> Result<bool, ApiError> {
     match direction {
         None | Some("Right") | Some("right") => Ok(truncate.unwrap_or(false)),
         Some(d) => Err(ApiError::bad_request(
@@ -213,7 +225,7 @@ pub async fn tei_embed(
     let req: TeiEmbedRequest = parse_json(&body)?;
     let truncate = truncation_allowed(req.truncate, req.truncation_direction.as_deref())?;
     let max_len = s.mt.tokenizer.max_len();
-    let (inputs, cut) = texts(req.inputs, "inputs", max_len)?;
+    let (inputs, cut) = parse_texts(req.inputs, "inputs", max_len)?;
     note.set(&s.cfg.model_name, inputs.len());
     check_count(inputs.len(), &s.cfg)?;
     if !truncate {
@@ -232,19 +244,42 @@ pub async fn tei_embed(
     Ok(Json(json!(out.vectors)))
 }
 
+/// The body of `POST /predict`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TeiPredictRequest {
-    inputs: Value,
+pub struct TeiPredictRequest {
+    /// One input or a list of them ([`tei_predict_items`]).
+    pub inputs: Value,
     /// The task; else the `X-Task` header; else the only task loaded.
     #[serde(default)]
-    task: Option<String>,
+    pub task: Option<String>,
     #[serde(default)]
-    raw_scores: Option<bool>,
+    pub raw_scores: Option<bool>,
     #[serde(default)]
-    truncate: Option<bool>,
+    pub truncate: Option<bool>,
     #[serde(default)]
-    truncation_direction: Option<String>,
+    pub truncation_direction: Option<String>,
+}
+
+/// The inputs of a [`TeiPredictRequest`], each for [`parse_input`], and whether the request
+/// is a single input (answered with one ranking rather than a list): one input is a string or
+/// a `[first, second]` pair of strings; several are a list of those.
+pub fn tei_predict_items(inputs: Value) -> Result<(Vec<Value>, bool), ApiError> {
+    let single = match &inputs {
+        Value::String(_) => true,
+        Value::Array(items) => items.len() == 2 && items.iter().all(Value::is_string),
+        _ => false,
+    };
+    if single {
+        return Ok((vec![inputs], true));
+    }
+    match inputs {
+        Value::Array(items) => Ok((items, false)),
+        _ => Err(ApiError::bad_request(
+            "invalid_input",
+            "`inputs` must be a string, a [first, second] pair, or a list of those",
+        )),
+    }
 }
 
 /// `POST /predict`, as text-embeddings-inference: `[{label, score}]` for one input (labels
@@ -286,25 +321,7 @@ pub async fn tei_predict(
         }
     };
     let task = s.resolve(&name).await?;
-    // One input: a string or a [first, second] pair; several: a list of those.
-    let single = match &req.inputs {
-        Value::String(_) => true,
-        Value::Array(items) => items.len() == 2 && items.iter().all(Value::is_string),
-        _ => false,
-    };
-    let items = if single {
-        vec![req.inputs]
-    } else {
-        match req.inputs {
-            Value::Array(items) => items,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_input",
-                    "`inputs` must be a string, a [first, second] pair, or a list of those",
-                ))
-            }
-        }
-    };
+    let (items, single) = tei_predict_items(req.inputs)?;
     note.set(&name, items.len());
     check_count(items.len(), &s.cfg)?;
     let max_len = s.mt.tokenizer.max_len();
@@ -351,13 +368,15 @@ pub async fn tei_predict(
     }))
 }
 
+/// The body of `POST /tokenize`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TokenizeRequest {
-    inputs: Value,
+pub struct TokenizeRequest {
+    /// A text or a list of texts ([`parse_texts`]).
+    pub inputs: Value,
     /// Only `true` (the default) is supported: the model always sees its special tokens.
     #[serde(default)]
-    add_special_tokens: Option<bool>,
+    pub add_special_tokens: Option<bool>,
 }
 
 /// `POST /tokenize`: `[[{id, text, special, start, stop}]]`, the tokens the model would see.
@@ -373,7 +392,7 @@ pub async fn tokenize(
             "add_special_tokens false is not supported",
         ));
     }
-    let (inputs, _) = texts(req.inputs, "inputs", s.mt.tokenizer.max_len())?;
+    let (inputs, _) = parse_texts(req.inputs, "inputs", s.mt.tokenizer.max_len())?;
     check_count(inputs.len(), &s.cfg)?;
     let tok = Arc::clone(&s.mt.tokenizer);
     // Bounded texts, but still CPU work: off the async runtime.
@@ -391,10 +410,7 @@ pub async fn tokenize(
 
 /// `GET /info`: the model and the server's limits, as text-embeddings-inference names them.
 pub async fn info(State(s): State<Shared>) -> Json<Value> {
-    let pooling = match s.cfg.embedding.pooling {
-        EmbeddingPooling::Mean => "mean",
-        EmbeddingPooling::Cls => "cls",
-    };
+    let pooling = s.cfg.embedding.pooling_name();
     let max_len = s.mt.tokenizer.max_len();
     let tasks: Vec<String> = s.mt.tasks().into_iter().map(|(n, _)| n).collect();
     Json(json!({
@@ -414,10 +430,12 @@ pub async fn info(State(s): State<Shared>) -> Json<Value> {
     }))
 }
 
+/// The body of `POST /v1/tasks/{task}/load`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LoadRequest {
-    path: String,
+pub struct LoadRequest {
+    /// A bundle file inside the server's allowed directories.
+    pub path: String,
 }
 
 /// `POST /v1/tasks/{task}/load` (admin): loads a bundle from a server-side path inside the

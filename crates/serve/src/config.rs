@@ -40,7 +40,7 @@ pub struct ServeConfig {
     /// Name of the backbone, accepted as the `model` of `/v1/embeddings` and shown by `/info`.
     pub model_name: String,
     /// Sentence-embedding pooling and normalization (the model's sentence-transformers files).
-    pub embedding: crate::embed::EmbeddingConfig,
+    pub embedding: crate::embed::SentenceConfig,
 }
 
 impl Default for ServeConfig {
@@ -59,7 +59,7 @@ impl Default for ServeConfig {
             max_loaded_tasks: None,
             pinned: Vec::new(),
             model_name: "adalbert".into(),
-            embedding: crate::embed::EmbeddingConfig::default(),
+            embedding: crate::embed::SentenceConfig::default(),
         }
     }
 }

@@ -279,6 +279,7 @@ impl AppState {
         let Some(limit) = self.cfg.max_loaded_tasks else {
             return;
         };
+        let mut evicted = false;
         while self.mt.len() > limit {
             let candidates: Vec<String> = self
                 .mt
@@ -294,13 +295,18 @@ impl AppState {
                     .min_by_key(|n| used.get(n).copied().unwrap_or(0))
             };
             let Some(victim) = victim else {
-                return; // only pinned, uploaded or in-use tasks left
+                break; // only pinned, uploaded or in-use tasks left
             };
             self.mt.remove(&victim);
             lock(&self.last_used).remove(&victim);
             self.metrics.eviction();
             self.metrics.task_event(&victim, "evicted");
             tracing::info!(task = %victim, limit, "task evicted (least recently used)");
+            evicted = true;
+        }
+        if evicted {
+            // Without this glibc keeps the freed weights: RSS grew ~3x under churn.
+            adalbert_model::exec::release_unused_memory();
         }
     }
 

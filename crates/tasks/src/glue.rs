@@ -327,8 +327,22 @@ fn read_impl(
         task: task.name().to_string(),
         split: split.to_string(),
     })?;
+    parse_glue(task, split, &path, &data, skip_bad_rows)
+}
+
+/// The rows of one GLUE file's bytes, as [`read_glue`] (or, with `skip_bad_rows`,
+/// [`read_glue_skipping`]) reads them from disk; `path` only names the file in errors.
+/// Public so the reader can be fuzzed on bytes (`fuzz/`).
+pub fn parse_glue(
+    task: GlueTask,
+    split: Split,
+    path: &Path,
+    data: &[u8],
+    skip_bad_rows: bool,
+) -> Result<(Vec<Example>, Vec<Error>)> {
+    let path = path.to_path_buf();
     let layout = task.layout(split);
-    let mut lines = tsv::lines(&data);
+    let mut lines = tsv::lines(data);
     let columns = if layout.header {
         let (number, bytes) = lines.next().ok_or_else(|| Error::Empty {
             path: path.clone(),

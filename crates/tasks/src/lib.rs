@@ -52,7 +52,7 @@ mod tsv;
 pub use dataset::{load_dataset, load_task, Dataset, Dropped};
 pub use error::{Error, Result};
 pub use example::{Example, Label};
-pub use glue::{read_glue, read_glue_skipping, GlueTask};
+pub use glue::{parse_glue, read_glue, read_glue_skipping, GlueTask};
 pub use metrics::{evaluate, metric_value};
 pub use registry::{task_names, task_spec};
 pub use split::Split;

@@ -1,33 +1,86 @@
-//! `adalbert embed`: one vector per text; with `--vs-fp32`, how far a compressed precision
-//! moves the vectors (texts from the command line or from a task's split).
+//! `adalbert embed`: one vector per text, pooled and normalized as the model's
+//! sentence-transformers files say (`adalbert_model::sentence`, the code the server uses too);
+//! with `--vs-fp32`, how far a compressed precision moves the vectors (texts from the command
+//! line, a file or standard input, or a task's split).
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
-use adalbert_model::backbone::{cls_pool, mean_pool};
+use adalbert_model::sentence::{self, l2_normalize, PoolingMode, SentenceConfig};
 use adalbert_model::tokenizer::{TextInput, Tokenizer, DEFAULT_MAX_LEN};
 use adalbert_model::{Backbone, Ctx, Isa, Kernels};
 use adalbert_tasks::{load_dataset, Split};
 use anyhow::{bail, Context};
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Pooling {
-    /// Mask-aware mean of the last hidden states (sentence-transformers).
+    /// Mask-aware mean of the last hidden states.
     Mean,
     /// The [CLS] token's last hidden state.
     Cls,
-    /// The pooler output, tanh(dense([CLS])).
+    /// Element-wise maximum over the tokens.
+    Max,
+    /// Sum over the tokens divided by the square root of their number.
+    MeanSqrtLen,
+    /// Mean weighted by position (1, 2, ...).
+    WeightedMean,
+    /// The last token's state.
+    LastToken,
+    /// The pooler output, tanh(dense([CLS])) (not a sentence-transformers mode).
     Pooler,
 }
 
+impl Pooling {
+    fn mode(self) -> Option<PoolingMode> {
+        Some(match self {
+            Self::Mean => PoolingMode::Mean,
+            Self::Cls => PoolingMode::Cls,
+            Self::Max => PoolingMode::Max,
+            Self::MeanSqrtLen => PoolingMode::MeanSqrtLen,
+            Self::WeightedMean => PoolingMode::WeightedMean,
+            Self::LastToken => PoolingMode::LastToken,
+            Self::Pooler => return None,
+        })
+    }
+}
+
 #[derive(clap::Args)]
+#[command(
+    after_help = "A model folder with sentence-transformers files (modules.json, \
+1_Pooling/config.json, a Normalize module, sentence_bert_config.json) is embedded as \
+SentenceTransformer(folder).encode(texts) does: its pooling, unit length when it has a \
+Normalize module, its max_seq_length and do_lower_case. A folder without them keeps \
+adalbert's plain defaults: mean pooling, no normalization, 128 tokens."
+)]
 pub struct Args {
+    /// Model folder: config.json, weights, tokenizer (and sentence-transformers files, read
+    /// when present).
     #[arg(long)]
     model: PathBuf,
-    #[arg(long, value_enum, default_value = "mean")]
-    pooling: Pooling,
-    #[arg(long, default_value_t = DEFAULT_MAX_LEN)]
-    max_len: usize,
-    /// Print a JSON array of arrays of floats and nothing else.
+    /// How token states become one vector (default: the model's 1_Pooling/config.json, else
+    /// mean).
+    #[arg(long, value_enum)]
+    pooling: Option<Pooling>,
+    /// Tokens per text; longer texts are truncated with a note (default: the model's
+    /// max_seq_length from sentence_bert_config.json, else 128; at most the model's positions).
+    #[arg(long)]
+    max_len: Option<usize>,
+    /// Scale every vector to unit length, even if the model has no Normalize module.
+    #[arg(long, conflicts_with = "no_normalize")]
+    normalize: bool,
+    /// Keep the pooled vectors as they are, even if the model has a Normalize module.
+    #[arg(long)]
+    no_normalize: bool,
+    /// Read texts from FILE, one per line (`-` for standard input); they come after any texts
+    /// given as arguments.
+    #[arg(long, value_name = "FILE|-")]
+    input: Option<PathBuf>,
+    /// Write the vectors to FILE instead of printing them: `.jsonl` (one {"text", "embedding"}
+    /// object per line) or `.npy` (float32, shape [texts, dim]), chosen by the extension.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["vs_fp32", "similarity"])]
+    output: Option<PathBuf>,
+    /// Print JSON and nothing else: an array of arrays of floats (with --output, a summary
+    /// of what was written; with --vs-fp32, the drift).
     #[arg(long)]
     json: bool,
     /// With --json: one object per text with its token ids, the last hidden state of each of
@@ -53,6 +106,7 @@ pub struct Args {
     /// The task's data folder.
     #[arg(long, requires = "task")]
     data: Option<PathBuf>,
+    /// Which split of --task to embed (train, dev or test).
     #[arg(long, default_value = "dev", requires = "task")]
     split: Split,
     /// How many of the task's texts.
@@ -62,12 +116,46 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Texts to embed.
-    #[arg(required_unless_present = "task")]
+    #[arg(required_unless_present_any = ["task", "input"])]
     texts: Vec<String>,
 }
 
+/// Output format of `--output`, by extension.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum OutputFormat {
+    Jsonl,
+    Npy,
+}
+
+impl OutputFormat {
+    fn of(path: &Path) -> anyhow::Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("jsonl") => Ok(Self::Jsonl),
+            Some(e) if e.eq_ignore_ascii_case("npy") => Ok(Self::Npy),
+            _ => bail!(
+                "--output {}: unknown extension; use .jsonl (JSON Lines) or .npy (NumPy float32)",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// What the vectors are computed with.
+struct Embedder {
+    backbone: Backbone,
+    tokenizer: Tokenizer,
+    config: SentenceConfig,
+    /// `--pooling pooler`: the pooler output instead of a sentence-transformers mode.
+    pooler: bool,
+    normalize: Option<bool>,
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let output = args.output.as_deref().map(OutputFormat::of).transpose()?;
     let mut texts = args.texts.clone();
+    if let Some(input) = &args.input {
+        texts.extend(read_lines(input)?);
+    }
     if let Some(task) = &args.task {
         let data = load_dataset(task, args.data.as_deref(), args.split, 0)
             .with_context(|| format!("--task {task}: loading its {} split", args.split.name()))?;
@@ -86,24 +174,49 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let (mut backbone, _) = Backbone::from_dir(&args.model)
         .with_context(|| format!("loading model from {}", args.model.display()))?;
-    let tok = Tokenizer::from_dir(&args.model, args.max_len)?;
+    let mut config = SentenceConfig::from_dir(&args.model)?;
+    if let Some(mode) = args.pooling.and_then(Pooling::mode) {
+        config.pooling = vec![mode];
+    }
+    let positions = backbone.config.shape.max_position_embeddings;
+    let max_len = match args.max_len {
+        Some(n) if n > positions => bail!(
+            "--max-len {n} is above the model's {positions} positions ({}); use at most {positions}",
+            args.model.display()
+        ),
+        Some(n) => n,
+        None => config.max_len(DEFAULT_MAX_LEN, positions),
+    };
+    let tokenizer = config.tokenizer(&args.model, max_len)?;
     backbone.set_kernels(args.precision.kernels());
-    let kernels = backbone.inference_kernels();
+    let normalize = match (args.normalize, args.no_normalize) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    let mut embedder = Embedder {
+        backbone,
+        tokenizer,
+        pooler: args.pooling == Some(Pooling::Pooler),
+        normalize,
+        config,
+    };
     if args.hidden {
-        let rows = embed_hidden(&backbone, &tok, &texts, &args)?;
+        let rows = embed_hidden(&embedder, &texts, &args)?;
         println!("{}", serde_json::to_string(&rows)?);
         return Ok(());
     }
-    let rows = embed(&backbone, &tok, &texts, &args)?;
+    let kernels = embedder.backbone.inference_kernels();
+    let rows = embed(&embedder, &texts, &args)?;
     if args.vs_fp32 {
         // fp32 whatever ADALBERT_KERNELS says (under `int8`, `auto` would run int8 too): our
         // fp32 kernels where the CPU has AVX-512, else candle's ops.
-        backbone.set_kernels(match Isa::detect() {
+        embedder.backbone.set_kernels(match Isa::detect() {
             Isa::Portable => Kernels::Candle,
             isa => Kernels::Isa(isa),
         });
-        let fp32_kernels = backbone.inference_kernels();
-        let want = embed(&backbone, &tok, &texts, &args)?;
+        let fp32_kernels = embedder.backbone.inference_kernels();
+        let want = embed(&embedder, &texts, &args)?;
         let d = Drift::of(&rows, &want);
         if args.json {
             let v = serde_json::json!({"precision": args.precision.name(), "kernels": kernels,
@@ -125,6 +238,45 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let (Some(path), Some(format)) = (&args.output, output) {
+        let dim = rows.first().map_or(0, Vec::len);
+        let bytes = match format {
+            OutputFormat::Npy => adalbert_core::files::npy_f32(&rows, dim)
+                .map_err(|e| anyhow::anyhow!("--output {}: {e}", path.display()))?,
+            OutputFormat::Jsonl => {
+                let mut out = Vec::new();
+                for (text, v) in texts.iter().zip(&rows) {
+                    serde_json::to_writer(
+                        &mut out,
+                        &serde_json::json!({"text": text, "embedding": v}),
+                    )?;
+                    out.push(b'\n');
+                }
+                out
+            }
+        };
+        adalbert_core::files::write_atomic(path, &bytes)
+            .with_context(|| format!("writing --output {}", path.display()))?;
+        let normalized = normalize.unwrap_or(embedder.config.normalize);
+        let pooling = if embedder.pooler {
+            "pooler".to_string()
+        } else {
+            embedder.config.pooling_name()
+        };
+        if args.json {
+            let v = serde_json::json!({"output": path, "texts": rows.len(), "dim": dim,
+                "pooling": pooling, "normalized": normalized, "max_len": max_len});
+            println!("{v}");
+        } else {
+            println!(
+                "wrote {} vectors of dimension {dim} to {} (pooling {pooling}, {}normalized, max_len {max_len})",
+                rows.len(),
+                path.display(),
+                if normalized { "" } else { "not " }
+            );
+        }
+        return Ok(());
+    }
     if args.json {
         println!("{}", serde_json::to_string(&rows)?);
     } else {
@@ -139,45 +291,96 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One pooled vector per text, `args.batch` texts per forward pass.
-fn embed(
-    backbone: &Backbone,
-    tok: &Tokenizer,
-    texts: &[String],
-    args: &Args,
-) -> anyhow::Result<Vec<Vec<f32>>> {
+/// The texts of `--input`: one per line (a final line break is optional, `\r\n` is accepted);
+/// a line that is not UTF-8 or is empty is an error naming the file and line.
+fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+    let stdin = path.as_os_str() == "-";
+    let name = if stdin {
+        "standard input".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let mut bytes = Vec::new();
+    if stdin {
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading --input - (standard input)")?;
+    } else {
+        bytes = std::fs::read(path).with_context(|| format!("reading --input {name}"))?;
+    }
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let text = std::str::from_utf8(line).map_err(|e| {
+                anyhow::anyhow!(
+                    "--input {name}, line {}: not valid UTF-8 (byte {})",
+                    i + 1,
+                    e.valid_up_to() + 1
+                )
+            })?;
+            if text.trim().is_empty() {
+                bail!(
+                    "--input {name}, line {}: empty text (one text per line)",
+                    i + 1
+                );
+            }
+            Ok(text.to_string())
+        })
+        .collect()
+}
+
+/// One vector per text, `args.batch` texts per forward pass.
+fn embed(e: &Embedder, texts: &[String], args: &Args) -> anyhow::Result<Vec<Vec<f32>>> {
     let mut rows = Vec::with_capacity(texts.len());
     for (c, chunk) in texts.chunks(args.batch).enumerate() {
         let inputs: Vec<TextInput> = chunk.iter().cloned().map(TextInput::Single).collect();
-        let batch = tok.encode(&inputs)?;
-        for (i, t) in batch.truncated.iter().enumerate() {
+        let (vectors, truncated) = if e.pooler {
+            let batch = e.tokenizer.encode(&inputs)?;
+            let out = e.backbone.forward(
+                &batch.input_ids,
+                &batch.token_type_ids,
+                &batch.attention_mask,
+                None,
+                &Ctx::eval(),
+            )?;
+            let Some(p) = out.pooler_output else {
+                bail!(
+                    "{} has no pooler weights; use another --pooling (mean, cls, ...)",
+                    args.model.display()
+                );
+            };
+            let mut v: Vec<Vec<f32>> = p.to_vec2()?;
+            if e.normalize.unwrap_or(e.config.normalize) {
+                v.iter_mut().for_each(|r| l2_normalize(r));
+            }
+            (v, batch.truncated)
+        } else {
+            let out = sentence::embed(
+                &e.backbone,
+                None,
+                &e.tokenizer,
+                &inputs,
+                &e.config,
+                e.normalize,
+            )?;
+            (out.vectors, out.truncated)
+        };
+        for (i, t) in truncated.iter().enumerate() {
             if *t && !args.vs_fp32 {
                 eprintln!(
                     "note: text {} was truncated to {} tokens",
                     c * args.batch + i,
-                    args.max_len
+                    e.tokenizer.max_len()
                 );
             }
         }
-        let out = backbone.forward(
-            &batch.input_ids,
-            &batch.token_type_ids,
-            &batch.attention_mask,
-            None,
-            &Ctx::eval(),
-        )?;
-        let vectors = match args.pooling {
-            Pooling::Mean => mean_pool(&out.last_hidden_state, &batch.attention_mask)?,
-            Pooling::Cls => cls_pool(&out.last_hidden_state)?,
-            Pooling::Pooler => match out.pooler_output {
-                Some(p) => p,
-                None => bail!(
-                    "{} has no pooler weights; use --pooling mean or cls",
-                    args.model.display()
-                ),
-            },
-        };
-        rows.extend(vectors.to_vec2::<f32>()?);
+        rows.extend(vectors);
     }
     Ok(rows)
 }
@@ -185,37 +388,28 @@ fn embed(
 /// Per text (each encoded on its own, no padding): its token ids, the last hidden state of
 /// each token and the pooled vector.
 fn embed_hidden(
-    backbone: &Backbone,
-    tok: &Tokenizer,
+    e: &Embedder,
     texts: &[String],
     args: &Args,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut rows = Vec::with_capacity(texts.len());
     for text in texts {
-        let batch = tok.encode(&[TextInput::Single(text.clone())])?;
-        let out = backbone.forward(
+        let batch = e.tokenizer.encode(&[TextInput::Single(text.clone())])?;
+        let out = e.backbone.forward(
             &batch.input_ids,
             &batch.token_type_ids,
             &batch.attention_mask,
             None,
             &Ctx::eval(),
         )?;
-        let pooled = match args.pooling {
-            Pooling::Mean => mean_pool(&out.last_hidden_state, &batch.attention_mask)?,
-            Pooling::Cls => cls_pool(&out.last_hidden_state)?,
-            Pooling::Pooler => match out.pooler_output {
-                Some(p) => p,
-                None => bail!(
-                    "{} has no pooler weights; use --pooling mean or cls",
-                    args.model.display()
-                ),
-            },
-        };
         let ids = |t: &candle_core::Tensor| -> anyhow::Result<Vec<u32>> {
             Ok(t.to_dtype(candle_core::DType::U32)?.get(0)?.to_vec1()?)
         };
         let hidden: Vec<Vec<f32>> = out.last_hidden_state.get(0)?.to_vec2()?;
-        let embedding: Vec<f32> = pooled.get(0)?.to_vec1()?;
+        // The pooled vector exactly as a plain `embed` of this text prints it.
+        let embedding = embed(e, std::slice::from_ref(text), args)?
+            .pop()
+            .context("no vector for the text")?;
         rows.push(serde_json::json!({
             "text": text,
             "input_ids": ids(&batch.input_ids)?,
@@ -285,6 +479,28 @@ fn print_similarity(texts: &[String], rows: &[Vec<f32>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_lines_name_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("texts.txt");
+        std::fs::write(&p, "first\r\nsecond\n").unwrap();
+        assert_eq!(read_lines(&p).unwrap(), vec!["first", "second"]);
+        std::fs::write(&p, "first\n\nthird").unwrap();
+        let e = read_lines(&p).unwrap_err().to_string();
+        assert!(e.contains("texts.txt, line 2: empty text"), "{e}");
+        std::fs::write(&p, b"ok\nbad \xff\n").unwrap();
+        let e = read_lines(&p).unwrap_err().to_string();
+        assert!(e.contains("texts.txt, line 2: not valid UTF-8"), "{e}");
+        assert_eq!(
+            OutputFormat::of(Path::new("a.NPY")).unwrap(),
+            OutputFormat::Npy
+        );
+        let e = OutputFormat::of(Path::new("a.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a.csv") && e.contains(".jsonl"), "{e}");
+    }
 
     #[test]
     fn drift_is_measured_per_element_and_per_row() {

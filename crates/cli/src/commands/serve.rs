@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use adalbert_model::MultiTask;
-use adalbert_serve::embed::EmbeddingConfig;
+use adalbert_serve::embed::SentenceConfig;
 use adalbert_serve::ServeConfig;
 use anyhow::Context;
 
@@ -60,8 +60,9 @@ pub struct Args {
     /// Most inputs in one request.
     #[arg(long, default_value_t = 64, env = "ADALBERT_MAX_INPUTS")]
     max_inputs: usize,
-    /// Tokens per input (at most the model's positions; default 128, or the model's positions
-    /// when it has fewer); longer inputs are truncated and the response says so.
+    /// Tokens per input (at most the model's positions; default: the model's
+    /// sentence-transformers `max_seq_length` when it has sentence_bert_config.json, else 128,
+    /// or the model's positions when fewer); longer inputs are truncated and the response says so.
     #[arg(long, env = "ADALBERT_MAX_LEN")]
     max_len: Option<usize>,
     /// Time from arrival to answer before a request fails with 504, in ms.
@@ -80,7 +81,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let shape = adalbert_core::ModelShape::from_path(&args.model)
         .with_context(|| format!("reading the model config in {}", args.model.display()))?;
     let positions = shape.max_position_embeddings;
-    let max_len = args.max_len.unwrap_or(DEFAULT_MAX_LEN.min(positions));
+    // Pooling, normalization, length limit and lowercasing from the model's
+    // sentence-transformers files (defaults without them).
+    let embedding = SentenceConfig::from_dir(&args.model)?;
+    let max_len = args
+        .max_len
+        .unwrap_or(embedding.max_len(DEFAULT_MAX_LEN, positions));
     if max_len > positions {
         anyhow::bail!(
             "--max-len {max_len} is above the model's {positions} positions ({}); use at most {positions}",
@@ -89,13 +95,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut mt = MultiTask::open(&args.model, max_len)
         .with_context(|| format!("loading model from {}", args.model.display()))?;
+    if embedding.do_lower_case {
+        mt.lowercase_inputs()?;
+    }
     mt.set_kernels(args.precision.kernels())?;
     let sources: Vec<(String, String)> = adalbert_serve::names::preload(&mt, &args.bundles)
         .context("loading --bundles")?
         .into_iter()
         .map(|(name, path)| (name, path.display().to_string()))
         .collect();
-    let embedding = EmbeddingConfig::from_dir(&args.model)?;
     let model_name = args.model_name.clone().unwrap_or_else(|| {
         args.model
             .canonicalize()

@@ -1,11 +1,14 @@
 //! Stage 2: the `[compress]` groups run through the one compression runner
-//! ([`crate::sweep`]) on the `compress.method` bundles of the first training seed, aggregated
-//! over fault seeds for Table 2 and its figure.
+//! ([`crate::sweep`]) on the `compress.method` bundles of the first training seed (trained on
+//! the fp32 backbone), evaluated on the test split of each task, per backbone, aggregated over
+//! fault seeds for Table 2 and its figure. The other side of Table 2, the method trained on
+//! each compressed backbone, is a training item ([`super::train`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use adalbert_compress::{Encoding, FaultSpec, Plan};
+use adalbert_tasks::Split;
 
 use super::train::{Item, TrainRecord};
 use crate::cache::{Cache, Key};
@@ -17,6 +20,7 @@ use crate::sweep::{self, BundleSource, Point, Progress, Row, Sweep};
 /// One (task, plan, faults) point of Table 2, aggregated over fault seeds.
 #[derive(Debug, Clone)]
 pub struct CompressRecord {
+    pub backbone: String,
     pub task: String,
     /// The plan as the experiment file wrote it (with the recovery epochs, if any).
     pub plan: String,
@@ -35,15 +39,19 @@ pub struct CompressRecord {
     pub series: String,
 }
 
-/// The training item whose bundle the compress stage evaluates for `task`: the
-/// `compress.method` bundle of the first training seed (`None` without a `[compress]`
-/// section).
-pub fn bundle_item(exp: &Experiment, task: &str) -> Option<Item> {
+/// The training item whose bundle the compress stage evaluates for `task` on `backbone`: the
+/// `compress.method` bundle of the first training seed at the compress learning rate (`None`
+/// without a `[compress]` section).
+pub fn bundle_item(exp: &Experiment, backbone: &str, task: &str) -> Option<Item> {
     let sec = exp.compress.as_ref()?;
     Some(Item {
+        backbone: backbone.to_string(),
         task: task.to_string(),
         method: sec.method.clone(),
+        lr: exp.compress_lr()?,
         seed: exp.seeds[0],
+        sharing: None,
+        compressed: None,
     })
 }
 
@@ -62,12 +70,18 @@ pub struct Trained<'a> {
     pub key: &'a str,
 }
 
-/// The sweep of the `[compress]` section over `trained` (bundles of [`bundle_item`]s), or
-/// `None` without the section. Recovered bundles go under `out_dir`.
-pub fn sweep_of(exp: &Experiment, trained: &[Trained], out_dir: &Path) -> Option<Sweep> {
+/// The sweep of the `[compress]` section over `trained` (bundles of [`bundle_item`]s on the
+/// backbone `backbone`), or `None` without the section. Recovered bundles go under `out_dir`.
+pub fn sweep_of(
+    exp: &Experiment,
+    backbone: &str,
+    trained: &[Trained],
+    out_dir: &Path,
+) -> Option<Sweep> {
     let sec = exp.compress.as_ref()?;
+    let model = exp.backbone(backbone)?.path.clone();
     Some(Sweep {
-        model: exp.model.clone(),
+        model,
         bundles: trained
             .iter()
             .map(|t| BundleSource {
@@ -77,7 +91,8 @@ pub fn sweep_of(exp: &Experiment, trained: &[Trained], out_dir: &Path) -> Option
             })
             .collect(),
         split_seed: exp.split_seed,
-        max_eval: sec.max_eval.or(exp.train.max_eval),
+        split: Split::Test,
+        max_eval: sec.max_eval.or(exp.train.max_test),
         max_len: exp.train.max_len,
         out: out_dir.to_path_buf(),
         groups: sec.groups.clone(),
@@ -85,7 +100,7 @@ pub fn sweep_of(exp: &Experiment, trained: &[Trained], out_dir: &Path) -> Option
 }
 
 /// Evaluates the pairs `(point index, bundle)` through `cache`, one progress line per point
-/// computed.
+/// computed, one backbone at a time.
 pub fn run_pairs(
     exp: &Experiment,
     points: &[Point],
@@ -93,43 +108,54 @@ pub fn run_pairs(
     out_dir: &Path,
     cache: &Cache,
 ) -> Result<()> {
-    let mut trained: Vec<Trained> = Vec::new();
-    for (_, t) in pairs {
-        if !trained.iter().any(|u| u.key == t.key) {
-            trained.push(*t);
-        }
-    }
-    let Some(sweep) = sweep_of(exp, &trained, out_dir) else {
-        return Ok(());
-    };
-    let wanted = |pi: usize, bi: usize| {
-        pairs
+    for b in &exp.backbones {
+        let mine: Vec<&(usize, Trained)> = pairs
             .iter()
-            .any(|(p, t)| *p == pi && t.key == trained[bi].key)
-    };
-    sweep::execute_where(&sweep, points, cache, Progress::Lines, wanted)?;
+            .filter(|(_, t)| t.record.backbone == b.name)
+            .collect();
+        let mut trained: Vec<Trained> = Vec::new();
+        for (_, t) in &mine {
+            if !trained.iter().any(|u| u.key == t.key) {
+                trained.push(*t);
+            }
+        }
+        if trained.is_empty() {
+            continue;
+        }
+        let Some(sweep) = sweep_of(exp, &b.name, &trained, out_dir) else {
+            return Ok(());
+        };
+        let wanted = |pi: usize, bi: usize| {
+            mine.iter()
+                .any(|(p, t)| *p == pi && t.key == trained[bi].key)
+        };
+        sweep::execute_where(&sweep, points, cache, Progress::Lines, wanted)?;
+    }
     Ok(())
 }
 
-/// The cache key of the row of `point` on the bundle of `task` written by the training item
-/// with key `train_key` (`None` without a `[compress]` section).
+/// The cache key of the row of `point` on the bundle of `task` on `backbone` written by the
+/// training item with key `train_key` (`None` without a `[compress]` section).
 pub fn row_key(
     exp: &Experiment,
     point: &Point,
+    backbone: &str,
     task: &str,
     train_key: &str,
     backbone_sha256: &str,
 ) -> Result<Option<Key>> {
-    let Some(sweep) = sweep_of(exp, &[], Path::new("")) else {
+    let Some(sweep) = sweep_of(exp, backbone, &[], Path::new("")) else {
         return Ok(None);
     };
     let data = exp.data_for(task);
     sweep::row_key(point, &sweep, backbone_sha256, train_key, Some(&data)).map(Some)
 }
 
-/// Table 2's records: rows (point-major, `n_bundles` per point) grouped by (group, plan,
-/// faults, recovery) in first-seen order and, within that, by bundle.
-pub fn aggregate(points: &[Point], rows: &[Row], n_bundles: usize) -> Vec<CompressRecord> {
+/// Table 2's records: rows (point-major, one per bundle per point; bundle `i` on the backbone
+/// `backbones[i]`) grouped by (group, plan, faults, recovery) in first-seen order and, within
+/// that, by bundle.
+pub fn aggregate(points: &[Point], rows: &[Row], backbones: &[String]) -> Vec<CompressRecord> {
+    let n_bundles = backbones.len();
     type ConfigKey<'a> = (usize, &'a str, &'a str, usize);
     let mut configs: Vec<(ConfigKey, Vec<usize>)> = Vec::new();
     for (pi, p) in points.iter().enumerate() {
@@ -152,13 +178,13 @@ pub fn aggregate(points: &[Point], rows: &[Row], n_bundles: usize) -> Vec<Compre
                 .iter()
                 .map(|&pi| &rows[pi * n_bundles + bi])
                 .collect();
-            out.push(record(first, &results));
+            out.push(record(&backbones[bi], first, &results));
         }
     }
     out
 }
 
-fn record(p: &Point, results: &[&Row]) -> CompressRecord {
+fn record(backbone: &str, p: &Point, results: &[&Row]) -> CompressRecord {
     let values: Vec<f64> = results.iter().map(|r| r.value).collect();
     let encoding = match p.plan.encoding {
         Encoding::Dense => "dense".to_string(),
@@ -172,6 +198,7 @@ fn record(p: &Point, results: &[&Row]) -> CompressRecord {
         p.plan_text.clone()
     };
     CompressRecord {
+        backbone: backbone.to_string(),
         task: first.task.clone(),
         plan,
         faults: p.faults_text.clone(),
@@ -227,7 +254,7 @@ mod tests {
         let rows: Vec<Row> = (0..points.len())
             .flat_map(|i| [row("a", i as f64), row("b", 0.5)])
             .collect();
-        let recs = aggregate(&points, &rows, 2);
+        let recs = aggregate(&points, &rows, &["x".to_string(), "x".to_string()]);
         assert_eq!(recs.len(), 2 * 2 * 2);
         let r = &recs[2];
         assert_eq!(

@@ -213,7 +213,10 @@ pub struct Sweep {
     pub bundles: Vec<BundleSource>,
     /// Seed of the offline suite's train/dev/test split.
     pub split_seed: u64,
-    /// Evaluate on the first N dev examples of each task.
+    /// The split evaluated: dev for `adalbert compress --sweep`, test in an experiment (whose
+    /// selection reads dev only).
+    pub split: adalbert_tasks::Split,
+    /// Evaluate on the first N examples of that split of each task.
     pub max_eval: Option<usize>,
     pub max_len: usize,
     /// Work folder: recovered bundles go to `<out>/recovered`.
@@ -323,6 +326,7 @@ pub fn load_sweep_file(path: &Path) -> Result<(Sweep, SweepReport)> {
             .collect(),
         model: s.model,
         split_seed: s.split_seed,
+        split: adalbert_tasks::Split::Dev,
         max_eval: s.max_eval,
         max_len: s.max_len,
         out: s.out,
@@ -395,6 +399,7 @@ impl Flags {
                 })
                 .collect(),
             split_seed: self.split_seed,
+            split: adalbert_tasks::Split::Dev,
             max_eval: self.max_eval,
             max_len: self.max_len,
             out,

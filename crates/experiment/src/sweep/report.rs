@@ -420,6 +420,7 @@ mod tests {
             model: "m".into(),
             bundles: vec![],
             split_seed: 0,
+            split: adalbert_tasks::Split::Dev,
             max_eval: Some(10),
             max_len: 64,
             out: "o".into(),

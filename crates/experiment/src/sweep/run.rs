@@ -29,6 +29,10 @@ use crate::error::{Context, ExperimentError, Result};
 /// Batch size of every dev-set evaluation.
 const EVAL_BATCH: usize = 64;
 
+fn is_dev(split: &&str) -> bool {
+    *split == Split::Dev.name()
+}
+
 /// One result: a point evaluated on one task. Also the cache record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
@@ -105,6 +109,9 @@ struct RowInputs<'a> {
     max_eval: Option<usize>,
     max_len: usize,
     split_seed: u64,
+    /// Absent for dev (the keys of sweeps on dev are unchanged).
+    #[serde(skip_serializing_if = "is_dev")]
+    split: &'static str,
     recover_epochs: usize,
     recover_train: Option<usize>,
 }
@@ -118,6 +125,8 @@ struct EvalInputs<'a> {
     n_eval: usize,
     max_len: usize,
     split_seed: u64,
+    #[serde(skip_serializing_if = "is_dev")]
+    split: &'static str,
 }
 
 /// The metrics of an evaluation (a cache record: a map of metric names to values).
@@ -254,6 +263,7 @@ pub fn execute_where(
                         n_eval: l.dev.len(),
                         max_len: sweep.max_len,
                         split_seed: sweep.split_seed,
+                        split: sweep.split.name(),
                     },
                 )?;
                 if let Some(m) = evals.get(&(c.sha256.clone(), bi)) {
@@ -357,10 +367,16 @@ fn load_bundle(
     let mut data = load_dataset(
         &bundle.meta.task,
         source.data.as_deref(),
-        Split::Dev,
+        sweep.split,
         sweep.split_seed,
     )
-    .context(|| format!("loading the dev split of `{}`", bundle.meta.task))?;
+    .context(|| {
+        format!(
+            "loading the {} split of `{}`",
+            sweep.split.name(),
+            bundle.meta.task
+        )
+    })?;
     if let Some(n) = sweep.max_eval {
         data.examples.truncate(n);
     }
@@ -398,6 +414,7 @@ pub fn row_key(
             max_eval: sweep.max_eval,
             max_len: sweep.max_len,
             split_seed: sweep.split_seed,
+            split: sweep.split.name(),
             recover_epochs: p.recover_epochs,
             recover_train: p.recover_train,
         },

@@ -51,25 +51,16 @@ pub(crate) fn read_cut(bbc_dir: &Path, max_chars: usize) -> Result<(Vec<Example>
                 path: path.clone(),
                 source,
             })?;
-            let Ok(text) = std::str::from_utf8(&data) else {
+            let Some(text) = parse_article(&path, &data, max_chars)? else {
                 not_utf8 += 1;
                 continue;
             };
-            let text = text.trim_start_matches('\u{FEFF}');
-            let (title, body) = text.split_once('\n').unwrap_or((text, ""));
-            if title.trim().is_empty() {
-                return Err(tsv::malformed(
-                    &path,
-                    1,
-                    "expected the article title on the first line",
-                ));
-            }
             let file_name = path
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
             examples.push(Example {
                 id: format!("bbc:{topic}/{file_name}"),
-                text_a: article_text(title, body, max_chars),
+                text_a: text,
                 text_b: None,
                 label: Label::Class(class),
             });
@@ -82,6 +73,24 @@ pub(crate) fn read_cut(bbc_dir: &Path, max_chars: usize) -> Result<(Vec<Example>
         });
     }
     Ok((examples, not_utf8))
+}
+
+/// One article file's bytes as example text ([`article_text`]); `None` when they are not
+/// UTF-8 (such an article is dropped and counted), an error when the title line is blank.
+pub(crate) fn parse_article(path: &Path, data: &[u8], max_chars: usize) -> Result<Option<String>> {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return Ok(None);
+    };
+    let text = text.trim_start_matches('\u{FEFF}');
+    let (title, body) = text.split_once('\n').unwrap_or((text, ""));
+    if title.trim().is_empty() {
+        return Err(tsv::malformed(
+            path,
+            1,
+            "expected the article title on the first line",
+        ));
+    }
+    Ok(Some(article_text(title, body, max_chars)))
 }
 
 /// Title and body with whitespace runs collapsed to one space, cut to at most `max_chars`

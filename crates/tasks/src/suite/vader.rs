@@ -8,11 +8,11 @@ use crate::tsv;
 
 /// One rated snippet.
 #[derive(Debug, Clone)]
-pub(crate) struct Snippet {
-    pub(crate) id: String,
+pub struct Snippet {
+    pub id: String,
     /// Mean of the human ratings, -4 (most negative) .. 4 (most positive).
-    pub(crate) rating: f32,
-    pub(crate) text: String,
+    pub rating: f32,
+    pub text: String,
 }
 
 /// Read every snippet of `path`, in file order. A bad line is an error naming file and line.
@@ -22,8 +22,13 @@ pub(crate) fn read(path: &Path) -> Result<Vec<Snippet>> {
         what: "VADER ground-truth snippets (vadersentiment 3.3.2, hutto_ICWSM_2014.tar.gz)"
             .to_string(),
     })?;
+    parse(path, &data)
+}
+
+/// The snippets of a VADER file's bytes; `path` only names the file in errors.
+pub(crate) fn parse(path: &Path, data: &[u8]) -> Result<Vec<Snippet>> {
     let mut snippets = Vec::new();
-    for (number, bytes) in tsv::lines(&data) {
+    for (number, bytes) in tsv::lines(data) {
         let line = tsv::line_str(path, number, bytes)?;
         let fields: Vec<&str> = line.split('\t').collect();
         let [id, rating, text] = fields[..] else {
