@@ -52,7 +52,7 @@ results-adapters: assets build
 # path the config names (`make results-distill` writes it); `--resume` continues a stopped run.
 STUDY_ALBERT := $(shell sed -n '/name = "albert-minilm"/{n;s/^path = "\(.*\)"/\1/p}' configs/study.toml)
 results-study: assets build
-	@test -f "$(STUDY_ALBERT)/config.json" || { echo "results-study: no ALBERT student at '$(STUDY_ALBERT)' (configs/study.toml): run 'make results-distill' first, or point the config's second backbone at one"; exit 1; }
+	@test -f "$(STUDY_ALBERT)/config.json" || { echo "results-study: no ALBERT student at '$(STUDY_ALBERT)' (configs/study.toml): run 'make albert' first (about an hour), or point the config's second backbone at one"; exit 1; }
 	$(BIN) run configs/study.toml --out runs/study --resume
 	@mkdir -p results/study
 	rm -f results/study/*.csv results/study/*.svg
