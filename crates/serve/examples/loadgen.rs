@@ -17,7 +17,8 @@ use serde_json::json;
 
 mod common;
 use common::{
-    free_port, metric_value, percentile, scrape, start_server, status_kib, wait_ready, write_report,
+    free_port, metric_value, percentile, rss_mib, scrape, start_server, status_kib, wait_ready,
+    write_report,
 };
 
 #[derive(Parser)]
@@ -135,7 +136,7 @@ async fn measure(args: &Args, kind: &'static str, n: usize) -> anyhow::Result<Ro
     let http = reqwest::Client::new();
     let base = format!("http://{addr}");
     wait_ready(&http, &base, 180, &log).await?;
-    let rss_idle = status_kib(pid, "VmRSS:")?;
+    let rss_idle = rss_mib(pid)?;
     let made_paths: Vec<PathBuf> = made.iter().map(|(p, _)| p.clone()).collect();
     let names: Arc<Vec<String>> = Arc::new(made.into_iter().map(|(_, n)| n).collect());
     let send = {
@@ -198,7 +199,7 @@ async fn measure(args: &Args, kind: &'static str, n: usize) -> anyhow::Result<Ro
     let seconds = started.elapsed().as_secs_f64();
     let metrics = scrape(&http, &base).await?;
     let batches = metric_value(&metrics, "adalbert_batch_size_count") - batches_before;
-    let rss = status_kib(pid, "VmRSS:")?;
+    let rss = rss_mib(pid)?;
     let hwm = status_kib(pid, "VmHWM:")?;
     drop(server);
     // The renamed copies are large (a full model each); keep only the server log.
@@ -214,8 +215,8 @@ async fn measure(args: &Args, kind: &'static str, n: usize) -> anyhow::Result<Ro
         seconds,
         p50_ms: percentile(&lat, 0.50),
         p99_ms: percentile(&lat, 0.99),
-        rss_idle_mib: rss_idle / 1024.0,
-        rss_mib: rss / 1024.0,
+        rss_idle_mib: rss_idle,
+        rss_mib: rss,
         hwm_mib: hwm / 1024.0,
         bundle_mib: bundle_bytes as f64 / (1 << 20) as f64,
         batch_mean: lat.len() as f64 / batches.max(1.0),
