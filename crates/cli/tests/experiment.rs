@@ -45,7 +45,7 @@ fn run_prints_the_headlines_and_resumes() {
     let (first, progress) = run(false);
     for line in [
         "[1/4] train: 5 item(s)",
-        "  (5/5) movie-polarity / houlsby:2 / seed 3",
+        "  (5/5) model / movie-polarity / houlsby:2 / lr 0.001 / seed 3",
         "[2/4] compress and faults",
         "  plan af6e3+prune=0.5+bitmask | faults mlc:bpc=3 | seed 1",
         "[4/4] report",
