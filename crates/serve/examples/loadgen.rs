@@ -18,7 +18,7 @@ use serde_json::json;
 mod common;
 use common::{
     free_port, metric_value, percentile, rss_mib, scrape, start_server, status_kib, wait_ready,
-    write_report,
+    write_report, TEXTS,
 };
 
 #[derive(Parser)]
@@ -57,17 +57,6 @@ struct Args {
     #[arg(long, default_value = "results/serving.md")]
     out: PathBuf,
 }
-
-const TEXTS: [&str; 8] = [
-    "a gripping, beautifully shot film with a superb cast",
-    "the plot was thin and the acting wooden; I left early",
-    "shares fell sharply after the company cut its forecast",
-    "the striker scored twice in the second half to win the cup",
-    "a new phone with a faster chip and a better camera",
-    "customer service never answered and the parcel arrived broken",
-    "an uneven but often moving portrait of a small town",
-    "parliament passed the budget after a long night of debate",
-];
 
 struct Row {
     kind: &'static str,

@@ -10,6 +10,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+/// What the benchmark clients send: short review, news and product sentences.
+pub const TEXTS: [&str; 8] = [
+    "a gripping, beautifully shot film with a superb cast",
+    "the plot was thin and the acting wooden; I left early",
+    "shares fell sharply after the company cut its forecast",
+    "the striker scored twice in the second half to win the cup",
+    "a new phone with a faster chip and a better camera",
+    "customer service never answered and the parcel arrived broken",
+    "an uneven but often moving portrait of a small town",
+    "parliament passed the budget after a long night of debate",
+];
+
 /// A child process killed (and reaped) when dropped, so a failed benchmark leaves no server.
 pub struct Guard(pub Child);
 
