@@ -128,8 +128,17 @@ impl MultiTask {
     /// Adds or replaces the task named in the bundle's metadata; returns the version it
     /// replaced, if any. Safe while predictions run: they keep the version they started with.
     pub fn insert(&self, task: LoadedTask) -> Option<Arc<LoadedTask>> {
+        self.insert_shared(task).1
+    }
+
+    /// [`MultiTask::insert`] that also hands back the version it inserted: a caller that loaded
+    /// a task answers with it even when a concurrent eviction removes it at once (looking it up
+    /// again could find it gone).
+    pub fn insert_shared(&self, task: LoadedTask) -> (Arc<LoadedTask>, Option<Arc<LoadedTask>>) {
         let name = task.meta.task.clone();
-        self.write().insert(name, Arc::new(task))
+        let task = Arc::new(task);
+        let replaced = self.write().insert(name, Arc::clone(&task));
+        (task, replaced)
     }
 
     /// Loads, validates and adds a bundle file; returns the task's name.

@@ -242,15 +242,10 @@ impl AppState {
                 return Err(e);
             }
         };
-        let replaced = self.mt.insert(task).is_some();
-        // The version just inserted (`insert` hands back the one it replaced).
-        let task = self.mt.task(&name).map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "task_busy",
-                format!("task `{name}` was unloaded while it loaded; retry"),
-            )
-        })?;
+        // Answer with the version inserted here: another request's load may evict it before
+        // this one could look it up again (the soak saw 21 such 503s in 76,246 requests).
+        let (task, replaced) = self.mt.insert_shared(task);
+        let replaced = replaced.is_some();
         self.metrics
             .task_event(&name, if replaced { "replaced" } else { "loaded" });
         self.after_load(&name, Source::File(path.clone()), started);
