@@ -150,6 +150,27 @@ struct Embedder {
     normalize: Option<bool>,
 }
 
+impl Embedder {
+    /// Tokenizes `inputs` and runs the backbone over them (no task parameters, eval mode).
+    fn forward(
+        &self,
+        inputs: &[TextInput],
+    ) -> anyhow::Result<(
+        adalbert_model::tokenizer::Batch,
+        adalbert_model::EncoderOutput,
+    )> {
+        let batch = self.tokenizer.encode(inputs)?;
+        let out = self.backbone.forward(
+            &batch.input_ids,
+            &batch.token_type_ids,
+            &batch.attention_mask,
+            None,
+            &Ctx::eval(),
+        )?;
+        Ok((batch, out))
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let output = args.output.as_deref().map(OutputFormat::of).transpose()?;
     let mut texts = args.texts.clone();
@@ -341,14 +362,7 @@ fn embed(e: &Embedder, texts: &[String], args: &Args) -> anyhow::Result<Vec<Vec<
     for (c, chunk) in texts.chunks(args.batch).enumerate() {
         let inputs: Vec<TextInput> = chunk.iter().cloned().map(TextInput::Single).collect();
         let (vectors, truncated) = if e.pooler {
-            let batch = e.tokenizer.encode(&inputs)?;
-            let out = e.backbone.forward(
-                &batch.input_ids,
-                &batch.token_type_ids,
-                &batch.attention_mask,
-                None,
-                &Ctx::eval(),
-            )?;
+            let (batch, out) = e.forward(&inputs)?;
             let Some(p) = out.pooler_output else {
                 bail!(
                     "{} has no pooler weights; use another --pooling (mean, cls, ...)",
@@ -394,14 +408,7 @@ fn embed_hidden(
 ) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut rows = Vec::with_capacity(texts.len());
     for text in texts {
-        let batch = e.tokenizer.encode(&[TextInput::Single(text.clone())])?;
-        let out = e.backbone.forward(
-            &batch.input_ids,
-            &batch.token_type_ids,
-            &batch.attention_mask,
-            None,
-            &Ctx::eval(),
-        )?;
+        let (batch, out) = e.forward(&[TextInput::Single(text.clone())])?;
         let ids = |t: &candle_core::Tensor| -> anyhow::Result<Vec<u32>> {
             Ok(t.to_dtype(candle_core::DType::U32)?.get(0)?.to_vec1()?)
         };
