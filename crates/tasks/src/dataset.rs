@@ -98,6 +98,11 @@ pub fn load_dataset(
                 dropped,
             })
         }
+        // The registry holds no file-backed task; this arm only keeps the match total.
+        TaskSource::Files => Err(crate::Error::Options(format!(
+            "task `{}` is read from data files; load it with DataFiles::resolve",
+            task.name
+        ))),
     }
 }
 

@@ -86,6 +86,66 @@ pub enum Error {
         expected: String,
     },
 
+    /// A data file given by the user (`--train-file`, ...) does not exist.
+    #[error("{}: not found (given as {flag})", path.display())]
+    MissingDataFile {
+        /// The path as given.
+        path: PathBuf,
+        /// The flag or config key that named it.
+        flag: String,
+    },
+
+    /// A user data file lacks a column the options name.
+    #[error("{}:{line}: no column `{column}` (named by {flag}); columns found: {found}", path.display())]
+    MissingColumn {
+        /// The file concerned.
+        path: PathBuf,
+        /// 1-based line: the header (1) for CSV/TSV, the row for JSON Lines.
+        line: usize,
+        /// The column looked for.
+        column: String,
+        /// The option that named the column (`--text-column`, ...).
+        flag: String,
+        /// The columns (or JSON keys) that are there, comma-separated.
+        found: String,
+    },
+
+    /// One field of a user data file is unusable (empty text, a label outside the label
+    /// set, a regression label that is not a number, bytes that are not UTF-8, ...).
+    #[error("{}:{line}: column `{column}`: {message}", path.display())]
+    Field {
+        /// The file concerned.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The column's name.
+        column: String,
+        /// What was found and what was expected.
+        message: String,
+    },
+
+    /// The training file's label column mixes integers and decimal numbers, so neither
+    /// "classes" nor "regression" is a safe guess.
+    #[error("{}: column `{column}` mixes integer labels (line {int_line}: `{int_value}`) and decimal labels (line {float_line}: `{float_value}`); give --task-type regression to read every label as a number, or --task-type classification to read them as class names", path.display())]
+    MixedLabels {
+        /// The training file.
+        path: PathBuf,
+        /// The label column.
+        column: String,
+        /// First line holding an integer label.
+        int_line: usize,
+        /// That label.
+        int_value: String,
+        /// First line holding a decimal label.
+        float_line: usize,
+        /// That label.
+        float_value: String,
+    },
+
+    /// The data-file options do not fit together (or a file task cannot be loaded by name).
+    #[error("data files: {0}")]
+    Options(String),
+
     /// Predictions and gold labels cannot be scored together.
     #[error("cannot score task `{task}`: {message}")]
     Metric {

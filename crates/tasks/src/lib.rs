@@ -7,7 +7,8 @@
 //! - readers for GLUE's TSV files ([`read_glue`]) and builders of the offline suite with
 //!   seeded train/dev/test splits, both behind [`load_task`] / [`load_dataset`];
 //! - the official metrics, matching scikit-learn/SciPy ([`evaluate`]);
-//! - GLUE leaderboard submission files ([`write_submission`]).
+//! - GLUE leaderboard submission files ([`write_submission`]);
+//! - users' own CSV, TSV or JSON Lines files as a task ([`DataFiles`] -> [`FileTask`]).
 //!
 //! Label orders (class index = position; they fix the classifier head's output order):
 //! - GLUE, as the HF `glue` dataset: CoLA `unacceptable, acceptable`; SST-2 `negative,
@@ -40,6 +41,7 @@
 mod dataset;
 mod error;
 mod example;
+pub mod files;
 pub mod glue;
 pub mod metrics;
 mod registry;
@@ -52,6 +54,7 @@ mod tsv;
 pub use dataset::{load_dataset, load_task, Dataset, Dropped};
 pub use error::{Error, Result};
 pub use example::{Example, Label};
+pub use files::{DataFiles, FileFormat, FileTask, TaskType};
 pub use glue::{parse_glue, read_glue, read_glue_skipping, GlueTask};
 pub use metrics::{evaluate, metric_value};
 pub use registry::{task_names, task_spec};

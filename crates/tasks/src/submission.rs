@@ -19,7 +19,7 @@ use crate::task::{TaskSource, TaskSpec};
 pub fn submission_file_name(spec: &TaskSpec) -> Result<&'static str> {
     match spec.source {
         TaskSource::Glue(task) => Ok(task.submission_file_name()),
-        TaskSource::Offline(_) => Err(Error::Submission {
+        TaskSource::Offline(_) | TaskSource::Files => Err(Error::Submission {
             task: spec.name.clone(),
             message: "only GLUE tasks have leaderboard submission files".to_string(),
         }),

@@ -63,6 +63,9 @@ pub enum TaskSource {
     Glue(GlueTask),
     /// An offline-suite task, built from the files under `assets/data`.
     Offline(OfflineTask),
+    /// The user's own data files ([`crate::DataFiles`]); not in the registry, so read with
+    /// [`crate::FileTask::load`] rather than [`crate::load_task`].
+    Files,
 }
 
 /// Everything the training and evaluation code needs to know about a task.

@@ -43,6 +43,41 @@ pub(crate) fn line_str<'a>(path: &Path, number: usize, bytes: &'a [u8]) -> Resul
     Ok(text.strip_prefix('\u{FEFF}').unwrap_or(text))
 }
 
+/// Maps a csv record's byte position to the 1-based line it starts on.
+///
+/// Line numbers are found from byte offsets (binary search over line starts): the csv crate's
+/// own line counter does not give the line a record starts on when lines end in CRLF.
+pub(crate) struct LineIndex<'a> {
+    data: &'a [u8],
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        let starts = std::iter::once(0)
+            .chain(
+                data.iter()
+                    .enumerate()
+                    .filter(|(_, &b)| b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
+        Self { data, starts }
+    }
+
+    /// The line a record at `position` starts on; 0 when the position is unknown.
+    pub(crate) fn line_of(&self, position: Option<&csv::Position>) -> usize {
+        position.map_or(0, |p| {
+            let mut start = (p.byte() as usize).min(self.data.len());
+            // A record may be reported as starting on the `\n` of the previous CRLF.
+            while start < self.data.len() && matches!(self.data[start], b'\r' | b'\n') {
+                start += 1;
+            }
+            self.starts.partition_point(|&s| s <= start)
+        })
+    }
+}
+
 /// Build a [`Error::Malformed`] for `path:line`.
 pub(crate) fn malformed(path: &Path, line: usize, message: impl Into<String>) -> Error {
     Error::Malformed {

@@ -27,27 +27,8 @@ pub(crate) fn parse(path: &Path, data: &[u8]) -> Result<(Vec<Example>, usize)> {
         .has_headers(true)
         .flexible(true)
         .from_reader(data);
-    // Line numbers are found from byte offsets (binary search over line starts): the csv
-    // crate's own line counter does not give the line a record starts on when lines end in
-    // CRLF.
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(
-            data.iter()
-                .enumerate()
-                .filter(|(_, &b)| b == b'\n')
-                .map(|(i, _)| i + 1),
-        )
-        .collect();
-    let line_at = |position: Option<&csv::Position>| {
-        position.map_or(0, |p| {
-            let mut start = (p.byte() as usize).min(data.len());
-            // A record may be reported as starting on the `\n` of the previous CRLF.
-            while start < data.len() && matches!(data[start], b'\r' | b'\n') {
-                start += 1;
-            }
-            line_starts.partition_point(|&s| s <= start)
-        })
-    };
+    let lines = tsv::LineIndex::new(data);
+    let line_at = |position: Option<&csv::Position>| lines.line_of(position);
     let csv_error = |e: csv::Error| {
         let line = line_at(e.position());
         tsv::malformed(path, line, format!("CSV error: {e}"))
