@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use adalbert_model::tokenizer::Tokenizer;
 use adalbert_model::{Backbone, TaskBundle, TaskModel, TrainMode};
-use adalbert_tasks::{evaluate, load_dataset, task_spec, write_submission, Label, Split};
+use adalbert_tasks::{
+    evaluate, load_dataset, task_spec, write_submission, Dataset, Example, Label, Split, TaskSpec,
+};
 use adalbert_train::eval::predict;
 use anyhow::Context;
 
@@ -17,8 +19,10 @@ pub struct Args {
     /// GLUE task folder, or the offline suite's data folder (default assets/data).
     #[arg(long)]
     data: Option<PathBuf>,
-    #[arg(long, default_value = "dev")]
-    split: Split,
+    /// train, dev or test (default dev; with data files: the test file if given, else the
+    /// validation file, else the training file).
+    #[arg(long)]
+    split: Option<Split>,
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
     #[arg(long, default_value_t = 128)]
@@ -38,34 +42,60 @@ pub struct Args {
     /// --kernels` for the kernels each runs on this CPU).
     #[arg(long, value_enum, default_value = "fp32")]
     precision: super::Precision,
+    /// Your own data: the file of the chosen split is scored with the bundle's labels.
+    #[command(flatten)]
+    files: super::DataFileArgs,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(path) = &args.predictions {
-        let mut inputs = super::model_inputs(&args.model);
-        inputs.push(args.bundle.clone());
-        adalbert_core::files::check_output(path, &inputs).context("--predictions")?;
+/// The examples to score: a registry task's split, or the split's data file.
+fn dataset(args: &Args, bundle: &TaskBundle) -> anyhow::Result<Dataset> {
+    if args.files.any_file() {
+        if args.data.is_some() {
+            anyhow::bail!("--data names a registry task's folder; with data files leave it out");
+        }
+        let f = &args.files;
+        let split = args.split.unwrap_or(if f.test_file.is_some() {
+            Split::Test
+        } else if f.validation_file.is_some() {
+            Split::Dev
+        } else {
+            Split::Train
+        });
+        let task = super::bundle_file_task(&bundle.meta, f)?;
+        return Ok(task.load(split)?);
     }
-    let bundle = TaskBundle::load(&args.bundle)?;
-    let (mut backbone, ck) = Backbone::from_dir(&args.model)
-        .with_context(|| format!("loading model from {}", args.model.display()))?;
-    backbone.set_kernels(args.precision.kernels());
-    bundle.check_backbone(&adalbert_model::checkpoint::sha256_file(ck.path())?)?;
-    let spec = task_spec(&bundle.meta.task)?;
-    let mut data = load_dataset(
-        &bundle.meta.task,
+    let name = &bundle.meta.task;
+    if task_spec(name).is_err() {
+        anyhow::bail!(
+            "the bundle's task `{name}` is not a registry task (was it trained on data files?): give the examples with --test-file or --validation-file"
+        );
+    }
+    Ok(load_dataset(
+        name,
         args.data.as_deref(),
-        args.split,
+        args.split.unwrap_or(Split::Dev),
         args.split_seed,
-    )?;
-    if let Some(n) = args.max_examples {
-        data.examples.truncate(n);
-    }
+    )?)
+}
+
+/// Predictions of `bundle` (on the backbone in `model_dir`) for `examples`.
+pub fn bundle_predictions(
+    bundle: &TaskBundle,
+    model_dir: &std::path::Path,
+    precision: super::Precision,
+    max_len: usize,
+    spec: &TaskSpec,
+    examples: &[Example],
+) -> anyhow::Result<Vec<Label>> {
+    let (mut backbone, ck) = Backbone::from_dir(model_dir)
+        .with_context(|| format!("loading model from {}", model_dir.display()))?;
+    backbone.set_kernels(precision.kernels());
+    bundle.check_backbone(&adalbert_model::checkpoint::sha256_file(ck.path())?)?;
     let own;
     let bb = if bundle.meta.mode == TrainMode::Full {
         own = {
             let mut b = bundle.full_backbone(&backbone.config)?;
-            b.set_kernels(args.precision.kernels());
+            b.set_kernels(precision.kernels());
             b
         };
         &own
@@ -78,8 +108,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         task: &params,
         layout: &bundle.meta.layout,
     };
-    let tok = Tokenizer::from_dir(&args.model, args.max_len)?;
-    let preds = predict(&model, &tok, &spec, &data.examples, 64)?;
+    let tok = Tokenizer::from_dir(model_dir, max_len)?;
+    Ok(predict(&model, &tok, spec, examples, 64)?)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.predictions {
+        let mut inputs = super::model_inputs(&args.model);
+        inputs.push(args.bundle.clone());
+        adalbert_core::files::check_output(path, &inputs).context("--predictions")?;
+    }
+    let bundle = TaskBundle::load(&args.bundle)?;
+    let mut data = dataset(&args, &bundle)?;
+    let spec = data.task.clone();
+    if let Some(n) = args.max_examples {
+        data.examples.truncate(n);
+    }
+    let preds = bundle_predictions(
+        &bundle,
+        &args.model,
+        args.precision,
+        args.max_len,
+        &spec,
+        &data.examples,
+    )?;
     if let Some(path) = &args.predictions {
         let mut text = String::from("id\tprediction\n");
         for (e, p) in data.examples.iter().zip(&preds) {
@@ -101,7 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if golds.contains(&Label::None) {
         eprintln!(
             "split `{}` has no labels: predictions only",
-            args.split.name()
+            data.split.name()
         );
         return Ok(());
     }

@@ -74,3 +74,112 @@ impl Precision {
         }
     }
 }
+
+/// The options that make a task of the user's own data files, shared by `train`, `eval` and
+/// `predict`; they map one to one onto [`adalbert_tasks::DataFiles`] (the same keys as an
+/// experiment's `[[tasks.files]]` table), which reads and checks the files.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DataFileArgs {
+    /// Training examples: a CSV, TSV or JSON Lines file (instead of a registry task).
+    #[arg(long)]
+    pub train_file: Option<std::path::PathBuf>,
+    /// Validation examples (the dev split: picks the epoch in `train`).
+    #[arg(long)]
+    pub validation_file: Option<std::path::PathBuf>,
+    /// Test examples.
+    #[arg(long)]
+    pub test_file: Option<std::path::PathBuf>,
+    /// csv, tsv or jsonl; default: each file's extension (.csv, .tsv, .jsonl).
+    #[arg(long)]
+    pub format: Option<adalbert_tasks::FileFormat>,
+    /// Column (JSON key) of the text.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// Column of the second text, for a sentence-pair task.
+    #[arg(long)]
+    pub text_pair_column: Option<String>,
+    /// Column of the label.
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// The classes, in this order (e.g. `neg,pos`); default: the sorted set found in the
+    /// training file (integers in numeric order).
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Option<Vec<String>>,
+    /// classification or regression; default: decimal labels (`0.5`) make a regression
+    /// task, integer or word labels classes (a mix of integers and decimals is refused).
+    #[arg(long)]
+    pub task_type: Option<adalbert_tasks::TaskType>,
+}
+
+impl DataFileArgs {
+    /// Whether any data file was given.
+    pub fn any_file(&self) -> bool {
+        self.to_files(None).any_file()
+    }
+
+    /// These options as the tasks crate's description, with the task name `name`.
+    pub fn to_files(&self, name: Option<String>) -> adalbert_tasks::DataFiles {
+        adalbert_tasks::DataFiles {
+            name,
+            train_file: self.train_file.clone(),
+            validation_file: self.validation_file.clone(),
+            test_file: self.test_file.clone(),
+            format: self.format,
+            text_column: self.text_column.clone(),
+            text_pair_column: self.text_pair_column.clone(),
+            label_column: self.label_column.clone(),
+            labels: self.labels.clone(),
+            task_type: self.task_type,
+        }
+    }
+}
+
+/// The task kind a bundle records: its label names, or regression when it has none.
+pub fn bundle_kind(meta: &adalbert_model::BundleMeta) -> adalbert_tasks::TaskKind {
+    if meta.labels.is_empty() {
+        adalbert_tasks::TaskKind::Regression
+    } else {
+        adalbert_tasks::TaskKind::Classification {
+            labels: meta.labels.clone(),
+        }
+    }
+}
+
+/// The task a bundle is scored on when data files are given: the bundle's own name and
+/// labels (so class indices mean what they meant in training). `--labels` / `--task-type`,
+/// if given, must agree with the bundle.
+pub fn bundle_file_task(
+    meta: &adalbert_model::BundleMeta,
+    data: &DataFileArgs,
+) -> anyhow::Result<adalbert_tasks::FileTask> {
+    let kind = bundle_kind(meta);
+    if let Some(given) = &data.labels {
+        let given: Vec<String> = given.iter().map(|l| l.trim().to_string()).collect();
+        if given != meta.labels {
+            anyhow::bail!(
+                "--labels {} differs from the labels the bundle was trained with ({}); leave --labels out",
+                given.join(","),
+                if meta.labels.is_empty() { "none: regression".to_string() } else { meta.labels.join(",") }
+            );
+        }
+    }
+    let is_regression = kind == adalbert_tasks::TaskKind::Regression;
+    if let Some(t) = data.task_type {
+        if (t == adalbert_tasks::TaskType::Regression) != is_regression {
+            anyhow::bail!(
+                "--task-type {} differs from the bundle's task (a {})",
+                if t == adalbert_tasks::TaskType::Regression {
+                    "regression"
+                } else {
+                    "classification"
+                },
+                if is_regression {
+                    "regression"
+                } else {
+                    "classification"
+                }
+            );
+        }
+    }
+    Ok(data.to_files(None).with_kind(meta.task.clone(), kind))
+}

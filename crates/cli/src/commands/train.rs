@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use adalbert_model::{AdapterSpec, Pooling, Sharing};
-use adalbert_tasks::{load_dataset, Split};
+use adalbert_tasks::{evaluate, load_dataset, Dataset, Label, Split};
 use adalbert_train::{train, Mode, TrainConfig, TrainJob};
 use anyhow::{bail, Context};
 
@@ -22,9 +22,10 @@ pub struct Args {
     /// Backbone model directory.
     #[arg(long)]
     pub model: PathBuf,
-    /// Task name: a GLUE task (with --data pointing at its folder) or an offline-suite task.
+    /// Task name: a GLUE task (with --data pointing at its folder) or an offline-suite task;
+    /// with --train-file, the name recorded for your own data (default: the file's stem).
     #[arg(long)]
-    pub task: String,
+    pub task: Option<String>,
     /// GLUE task folder, or the offline suite's data folder (default assets/data).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -80,6 +81,36 @@ pub struct Args {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Your own data instead of a registry task (--train-file and --validation-file; a
+    /// --test-file is scored with the trained bundle).
+    #[command(flatten)]
+    pub files: super::DataFileArgs,
+}
+
+/// The train, dev and (for data files, if given) test splits the arguments name.
+fn datasets(args: &Args) -> anyhow::Result<(Dataset, Dataset, Option<Dataset>)> {
+    if !args.files.any_file() {
+        let Some(task) = &args.task else {
+            bail!("give --task NAME (a registry task) or your own data with --train-file and --validation-file");
+        };
+        let load = |split: Split| {
+            load_dataset(task, args.data.as_deref(), split, args.split_seed)
+                .with_context(|| format!("loading the {} split of `{task}`", split.name()))
+        };
+        return Ok((load(Split::Train)?, load(Split::Dev)?, None));
+    }
+    if args.data.is_some() {
+        bail!("--data names a registry task's folder; with --train-file leave it out");
+    }
+    if args.files.train_file.is_none() || args.files.validation_file.is_none() {
+        bail!("training on your own data needs --train-file and --validation-file (the validation examples pick the epoch)");
+    }
+    let task = args.files.to_files(args.task.clone()).resolve()?;
+    let test = match &args.files.test_file {
+        Some(_) => Some(task.load(Split::Test)?),
+        None => None,
+    };
+    Ok((task.load(Split::Train)?, task.load(Split::Dev)?, test))
 }
 
 pub fn mode_of(args: &Args) -> anyhow::Result<Mode> {
@@ -107,20 +138,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let lr = args
         .lr
         .unwrap_or(if mode == Mode::Full { 3e-5 } else { 1e-3 });
-    let train_set = load_dataset(
-        &args.task,
-        args.data.as_deref(),
-        Split::Train,
-        args.split_seed,
-    )
-    .with_context(|| format!("loading the training split of `{}`", args.task))?;
-    let dev_set = load_dataset(
-        &args.task,
-        args.data.as_deref(),
-        Split::Dev,
-        args.split_seed,
-    )
-    .with_context(|| format!("loading the dev split of `{}`", args.task))?;
+    let (train_set, dev_set, test_set) = datasets(&args)?;
+    let task_name = train_set.task.name.clone();
     let config = TrainConfig {
         epochs: args.epochs,
         lr,
@@ -137,7 +156,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     eprintln!(
         "training {} ({}) on {} train / {} dev examples",
-        args.task,
+        task_name,
         mode.train_mode().as_str(),
         args.max_train.map_or(train_set.examples.len(), |m| m
             .min(train_set.examples.len())),
@@ -158,9 +177,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         progress: !args.json,
         stop_after_epochs: None,
     })?;
+    // The held-out file, scored with the bundle just written (as `adalbert eval` would).
+    let test_metrics = match &test_set {
+        Some(test) => {
+            let bundle = adalbert_model::TaskBundle::load(&outcome.bundle)?;
+            let preds = super::eval::bundle_predictions(
+                &bundle,
+                &args.model,
+                super::Precision::Fp32,
+                args.max_len,
+                &test.task,
+                &test.examples,
+            )?;
+            let golds: Vec<Label> = test.examples.iter().map(|e| e.label).collect();
+            Some(evaluate(&test.task, &preds, &golds)?)
+        }
+        None => None,
+    };
     if args.json {
+        let test: Option<serde_json::Map<String, serde_json::Value>> =
+            test_metrics.as_ref().map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                    .collect()
+            });
         let v = serde_json::json!({"bundle": outcome.bundle, "meta": outcome.meta,
-            "train_seconds": outcome.train_seconds, "examples_per_second": outcome.examples_per_second});
+            "train_seconds": outcome.train_seconds, "examples_per_second": outcome.examples_per_second,
+            "test": test});
         println!("{v}");
         return Ok(());
     }
@@ -178,6 +221,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "trainable parameters {} | {:.1} examples/s",
         outcome.meta.trainable_params, outcome.examples_per_second
     );
+    if let Some(m) = &test_metrics {
+        let shown: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        println!("test {}", shown.join(", "));
+    }
     println!("bundle written to {}", outcome.bundle.display());
     Ok(())
 }
