@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use adalbert_tasks::Split;
+
 use crate::error::{ExperimentError, Result};
 use crate::sweep::{self, Group};
 
@@ -48,6 +50,19 @@ pub struct Experiment {
     pub compress: Option<CompressSection>,
     #[serde(default)]
     pub simulate: Option<SimulateSection>,
+    /// `tasks.files`, resolved (label set and kind read from the training files) with the
+    /// sha256 of each file, filled in by [`Experiment::load`].
+    #[serde(skip)]
+    pub file_tasks: Vec<ResolvedFiles>,
+}
+
+/// One `[[tasks.files]]` task, resolved.
+#[derive(Debug, Clone)]
+pub struct ResolvedFiles {
+    pub task: adalbert_tasks::FileTask,
+    /// sha256 of the train, validation and test files, in that order: in the training key,
+    /// so editing a file retrains.
+    pub sha256: Vec<String>,
 }
 
 /// One backbone of the study.
@@ -145,9 +160,16 @@ pub struct TrainSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TasksSection {
+    /// Registry task names and the names of `files` tasks to run.
     pub names: Vec<String>,
     /// Adapter specs (`houlsby:64`, ...) and the baselines `full` and `head`.
     pub methods: Vec<String>,
+    /// Tasks of the user's own data files (`[[tasks.files]]`: `name`, `train_file`,
+    /// `validation_file`, `test_file`, `format`, `text_column`, `text_pair_column`,
+    /// `label_column`, `labels`, `task_type`, as the command line's flags); each runs when
+    /// its name is listed in `names` (or `sweep.tasks`).
+    #[serde(default)]
+    pub files: Vec<adalbert_tasks::DataFiles>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -468,8 +490,77 @@ impl Experiment {
             source: Box::new(e),
         })?;
         exp.normalize(path)?;
+        exp.resolve_files(path)?;
         exp.validate(path)?;
         Ok(exp)
+    }
+
+    /// Reads each `[[tasks.files]]` entry's training file to fix its labels, checks every
+    /// split's file, and hashes the files. An experiment trains on train, selects on
+    /// validation and reports on test, so all three files are required.
+    fn resolve_files(&mut self, path: &Path) -> Result<()> {
+        let at = |key: &str, why: String| ExperimentError::Config {
+            origin: path.display().to_string(),
+            key: key.into(),
+            reason: why,
+        };
+        let mut resolved: Vec<ResolvedFiles> = Vec::new();
+        for files in &self.tasks.files {
+            let name = files
+                .task_name()
+                .map_err(|e| at("tasks.files.name", e.to_string()))?;
+            if resolved.iter().any(|r| r.task.spec.name == name) {
+                return Err(at("tasks.files.name", format!("lists `{name}` twice")));
+            }
+            let mut sha256 = Vec::new();
+            for (key, file) in [
+                ("train_file", &files.train_file),
+                ("validation_file", &files.validation_file),
+                ("test_file", &files.test_file),
+            ] {
+                let file = file.as_ref().ok_or_else(|| {
+                    at(
+                        &format!("tasks.files.{key}"),
+                        format!("missing for `{name}`: an experiment trains on train_file, picks the epoch on validation_file and reports on test_file"),
+                    )
+                })?;
+                sha256.push(
+                    adalbert_model::checkpoint::sha256_file(file).map_err(|e| {
+                        at(&format!("tasks.files.{key}"), format!("(`{name}`): {e}"))
+                    })?,
+                );
+            }
+            let task = files
+                .resolve()
+                .map_err(|e| at("tasks.files", format!("(`{name}`): {e}")))?;
+            // Read every split now, so a bad row fails here and not after hours of training.
+            for split in [Split::Train, Split::Dev, Split::Test] {
+                task.load(split)
+                    .map_err(|e| at("tasks.files", format!("(`{name}`): {e}")))?;
+            }
+            resolved.push(ResolvedFiles { task, sha256 });
+        }
+        self.file_tasks = resolved;
+        Ok(())
+    }
+
+    /// The `[[tasks.files]]` task named `name`, if there is one.
+    pub fn file_task(&self, name: &str) -> Option<&ResolvedFiles> {
+        self.file_tasks.iter().find(|r| r.task.spec.name == name)
+    }
+
+    /// One split of a task: a `[[tasks.files]]` task's file, or a registry task read from
+    /// [`Experiment::data_for`] with the experiment's split seed.
+    pub fn load_split(&self, task: &str, split: Split) -> Result<adalbert_tasks::Dataset> {
+        Ok(match self.file_task(task) {
+            Some(r) => r.task.load(split)?,
+            None => adalbert_tasks::load_dataset(
+                task,
+                Some(&self.data_for(task)),
+                split,
+                self.split_seed,
+            )?,
+        })
     }
 
     /// Resolves `model` into `backbones` and applies the scale.
@@ -644,8 +735,21 @@ impl Experiment {
         check_unique(&self.tasks.names).map_err(|e| at("tasks.names", e))?;
         check_unique(&self.tasks.methods).map_err(|e| at("tasks.methods", e))?;
         for name in self.all_tasks() {
-            let spec =
-                adalbert_tasks::task_spec(&name).map_err(|e| at("tasks.names", e.to_string()))?;
+            if self.file_task(&name).is_some() {
+                continue;
+            }
+            let spec = adalbert_tasks::task_spec(&name).map_err(|e| {
+                let mut why = e.to_string();
+                if !self.file_tasks.is_empty() {
+                    let own: Vec<&str> = self
+                        .file_tasks
+                        .iter()
+                        .map(|r| r.task.spec.name.as_str())
+                        .collect();
+                    why.push_str(&format!("; [[tasks.files]] tasks: {}", own.join(", ")));
+                }
+                at("tasks.names", why)
+            })?;
             if spec.is_glue() {
                 let dir = self.glue_dir.as_ref().ok_or_else(|| {
                     at("glue_dir", format!("is required for the GLUE task `{name}`: the folder holding the GLUE task folders"))

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use adalbert_core::ModelShape;
 use adalbert_model::tokenizer::{TextInput, Tokenizer};
 use adalbert_model::EncoderConfig;
-use adalbert_tasks::{load_dataset, Example, Split};
+use adalbert_tasks::{Example, Split};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -350,8 +350,9 @@ impl<'a> DataStats<'a> {
     fn examples(&mut self, task: &str, split: Split) -> Result<&[Example]> {
         let k = (task.to_string(), split.name());
         if !self.splits.contains_key(&k) {
-            let data = self.exp.data_for(task);
-            let examples = load_dataset(task, Some(&data), split, self.exp.split_seed)
+            let examples = self
+                .exp
+                .load_split(task, split)
                 .context(|| format!("reading `{task}` to estimate the cost of its items"))?
                 .examples;
             self.splits.insert(k.clone(), examples);

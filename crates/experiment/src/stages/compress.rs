@@ -88,6 +88,7 @@ pub fn sweep_of(
                 path: t.record.bundle.clone(),
                 data: Some(exp.data_for(&t.record.task)),
                 identity: Some(t.key.to_string()),
+                files: exp.file_task(&t.record.task).map(|r| r.task.clone()),
             })
             .collect(),
         split_seed: exp.split_seed,

@@ -12,7 +12,7 @@ use adalbert_model::tokenizer::Tokenizer;
 use adalbert_model::{
     Backbone, Checkpoint, EncoderConfig, Pooling, Sharing, TaskBundle, TaskModel, TrainMode,
 };
-use adalbert_tasks::{load_dataset, Split};
+use adalbert_tasks::Split;
 use adalbert_train::eval::evaluate_model;
 use adalbert_train::{train_from, Mode, Start, StartBackbone, TrainJob};
 use serde::{Deserialize, Serialize};
@@ -93,6 +93,10 @@ struct TrainKey<'a> {
     /// Canonical plan, fault spec and fault seed of the backbone trained on.
     compressed: Option<(String, String, u64)>,
     tool: &'a str,
+    /// A `[[tasks.files]]` task's options and file hashes; absent for registry tasks (whose
+    /// keys are unchanged by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<(&'a adalbert_tasks::DataFiles, &'a [String])>,
 }
 
 /// A compressed backbone of an item: a point of the `[compress]` groups.
@@ -253,6 +257,9 @@ pub fn key(exp: &Experiment, item: &Item, backbone_sha256: &str) -> Result<Key> 
                 .as_ref()
                 .map(|c| (c.plan.clone(), c.faults.clone(), c.on.seed)),
             tool: env!("CARGO_PKG_VERSION"),
+            files: exp
+                .file_task(&item.task)
+                .map(|r| (&r.task.files, r.sha256.as_slice())),
         },
     )
 }
@@ -299,7 +306,6 @@ pub fn run_item(
             reason: format!("backbone `{}` is not in the experiment", item.backbone),
         })?;
     let model_dir = &backbone.path;
-    let data = exp.data_for(&item.task);
     let key = key(exp, item, backbone_sha256)?;
     let t = &exp.train;
     let method = method_of(&item.method)?;
@@ -316,7 +322,7 @@ pub fn run_item(
         p => Pooling::parse(p)?,
     };
     let load = |split: Split| {
-        load_dataset(&item.task, Some(&data), split, exp.split_seed)
+        exp.load_split(&item.task, split)
             .context(|| format!("loading the {} split of `{}`", split.name(), item.task))
     };
     let train_set = load(Split::Train)?;

@@ -202,6 +202,9 @@ pub struct BundleSource {
     /// experiment gives the key of the training item that wrote the bundle, which says the
     /// same (training is deterministic) and is known before the bundle exists.
     pub identity: Option<String>,
+    /// The bundle's task when it is read from the user's data files (an experiment's
+    /// `[[tasks.files]]`); `None`: a registry task read from `data`.
+    pub files: Option<adalbert_tasks::FileTask>,
 }
 
 /// What a sweep evaluates, on what, and where recovered bundles go.
@@ -322,6 +325,7 @@ pub fn load_sweep_file(path: &Path) -> Result<(Sweep, SweepReport)> {
                 path,
                 data: s.data.clone(),
                 identity: None,
+                files: None,
             })
             .collect(),
         model: s.model,
@@ -396,6 +400,7 @@ impl Flags {
                     path,
                     data: self.data.clone(),
                     identity: None,
+                    files: None,
                 })
                 .collect(),
             split_seed: self.split_seed,

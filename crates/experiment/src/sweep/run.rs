@@ -16,7 +16,7 @@ use adalbert_model::tokenizer::Tokenizer;
 use adalbert_model::{
     Backbone, Checkpoint, EncoderConfig, TaskBundle, TaskModel, TaskParams, TrainMode,
 };
-use adalbert_tasks::{load_dataset, task_spec, Example, Split, TaskSpec};
+use adalbert_tasks::{load_dataset, Dataset, Example, FileTask, Split, TaskSpec};
 use adalbert_train::eval::evaluate_model;
 use adalbert_train::{train_from, Mode, Start, StartBackbone, TrainConfig, TrainJob};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -140,6 +140,8 @@ struct Loaded {
     /// [`BundleSource::identity`], or the file's sha256.
     identity: String,
     data: Option<PathBuf>,
+    /// [`BundleSource::files`].
+    files: Option<FileTask>,
     spec: TaskSpec,
     params: TaskParams,
     dev: Vec<Example>,
@@ -342,6 +344,21 @@ fn progress_bar(len: u64, progress: Progress) -> ProgressBar {
     bar
 }
 
+/// One split of a bundle's task: its data files' split, or the registry task's from `data`.
+fn load_task_split(
+    task: &str,
+    files: Option<&FileTask>,
+    data: Option<&Path>,
+    split: Split,
+    split_seed: u64,
+) -> Result<Dataset> {
+    match files {
+        Some(f) => Ok(f.load(split)?),
+        None => load_dataset(task, data, split, split_seed)
+            .context(|| format!("loading the {} split of `{task}`", split.name())),
+    }
+}
+
 /// Loads a bundle and its dev examples; refuses full fine-tuning bundles (they carry their own
 /// backbone) and bundles trained on another backbone.
 fn load_bundle(
@@ -363,20 +380,14 @@ fn load_bundle(
         Some(id) => id.clone(),
         None => sha256_file(path)?,
     };
-    let spec = task_spec(&bundle.meta.task)?;
-    let mut data = load_dataset(
+    let mut data = load_task_split(
         &bundle.meta.task,
+        source.files.as_ref(),
         source.data.as_deref(),
         sweep.split,
         sweep.split_seed,
-    )
-    .context(|| {
-        format!(
-            "loading the {} split of `{}`",
-            sweep.split.name(),
-            bundle.meta.task
-        )
-    })?;
+    )?;
+    let spec = data.task.clone();
     if let Some(n) = sweep.max_eval {
         data.examples.truncate(n);
     }
@@ -385,6 +396,7 @@ fn load_bundle(
         bundle,
         identity,
         data: source.data.clone(),
+        files: source.files.clone(),
         spec,
         params,
         dev: data.examples,
@@ -459,13 +471,13 @@ fn recover(
         patience: None,
         ..base
     };
-    let train_set = load_dataset(
+    let train_set = load_task_split(
         &meta.task,
+        l.files.as_ref(),
         l.data.as_deref(),
         Split::Train,
         sweep.split_seed,
-    )
-    .context(|| format!("loading the training split of `{}`", meta.task))?;
+    )?;
     let out =
         sweep
             .out
