@@ -50,7 +50,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (mut backbone, ck) = Backbone::from_dir(&args.model)
         .with_context(|| format!("loading model from {}", args.model.display()))?;
     backbone.set_kernels(args.precision.kernels());
-    bundle.check_backbone(&adalbert_model::checkpoint::sha256_file(ck.path())?)?;
+    bundle.check_backbone(&adalbert_model::BackboneId::of_checkpoint(
+        &ck,
+        &args.model,
+    )?)?;
     let spec = task_spec(&bundle.meta.task)?;
     let mut data = load_dataset(
         &bundle.meta.task,

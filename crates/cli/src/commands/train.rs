@@ -22,6 +22,10 @@ pub struct Args {
     /// Backbone model directory.
     #[arg(long)]
     pub model: PathBuf,
+    /// Backbone name recorded in the bundle (default: config.json's `_name_or_path` when it is
+    /// a hub id, else the model card's `base_model`; unknown otherwise).
+    #[arg(long)]
+    pub model_name: Option<String>,
     /// Task name: a GLUE task (with --data pointing at its folder) or an offline-suite task.
     #[arg(long)]
     pub task: String,
@@ -157,6 +161,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resume: args.resume,
         progress: !args.json,
         stop_after_epochs: None,
+        model_name: args.model_name.clone(),
     })?;
     if args.json {
         let v = serde_json::json!({"bundle": outcome.bundle, "meta": outcome.meta,
