@@ -66,7 +66,10 @@ fn predict_takes_bundle_repeated_and_texts_after_it() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
     adalbert_model::testing::write_tiny_albert(&model, &WORDS).unwrap();
-    let (a, b) = (tmp.path().join("a.safetensors"), tmp.path().join("b.safetensors"));
+    let (a, b) = (
+        tmp.path().join("a.safetensors"),
+        tmp.path().join("b.safetensors"),
+    );
     // The new spelling of adapter sharing, and the old one (a hidden alias) with the model
     // name given: both train.
     train(&model, "movie-polarity", &a, &["--sharing", "shared"]);
@@ -74,16 +77,31 @@ fn predict_takes_bundle_repeated_and_texts_after_it() {
         &model,
         "bbc-topic",
         &b,
-        &["--adapter-sharing", "per-application", "--model-name", "tiny/albert"],
+        &[
+            "--adapter-sharing",
+            "per-application",
+            "--model-name",
+            "tiny/albert",
+        ],
     );
     let meta = |p: &Path| adalbert_model::TaskBundle::load(p).unwrap().meta;
-    assert_eq!(serde_json::to_value(meta(&a).layout.sharing).unwrap(), "shared");
+    assert_eq!(
+        serde_json::to_value(meta(&a).layout.sharing).unwrap(),
+        "shared"
+    );
     assert_eq!(meta(&b).model_name.as_deref(), Some("tiny/albert"));
     // The bundle records the content hash `info` reports for the backbone.
-    let info: serde_json::Value =
-        serde_json::from_str(&ok(adalbert(&["info", "--model", model.to_str().unwrap(), "--json"])))
-            .unwrap();
-    assert_eq!(info["backbone"]["sha256"], meta(&a).backbone_sha256.as_str());
+    let info: serde_json::Value = serde_json::from_str(&ok(adalbert(&[
+        "info",
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        info["backbone"]["sha256"],
+        meta(&a).backbone_sha256.as_str()
+    );
 
     let out = ok(adalbert(&[
         "predict",
@@ -145,11 +163,17 @@ fn predict_takes_bundle_repeated_and_texts_after_it() {
 #[test]
 fn completions_are_printed_for_each_shell() {
     let bash = ok(adalbert(&["completions", "bash"]));
-    assert!(bash.contains("complete") && bash.contains("adalbert"), "{bash}");
+    assert!(
+        bash.contains("complete") && bash.contains("adalbert"),
+        "{bash}"
+    );
     // Subcommands and their flags are in the script.
     assert!(bash.contains("predict") && bash.contains("--bundle"));
     for shell in ["zsh", "fish"] {
-        assert!(!ok(adalbert(&["completions", shell])).trim().is_empty(), "{shell}");
+        assert!(
+            !ok(adalbert(&["completions", shell])).trim().is_empty(),
+            "{shell}"
+        );
     }
     assert!(!adalbert(&["completions", "tcsh"]).status.success());
 }
@@ -192,14 +216,22 @@ fn a_closed_stdout_pipe_is_a_clean_exit() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success() && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        o.status.success() && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn run_check_and_dse_print_json() {
     let tmp = tempfile::tempdir().unwrap();
     let exp = adalbert_experiment::testing::write_tiny_study(tmp.path()).unwrap();
-    let out = ok(adalbert(&["run", exp.to_str().unwrap(), "--check", "--json"]));
+    let out = ok(adalbert(&[
+        "run",
+        exp.to_str().unwrap(),
+        "--check",
+        "--json",
+    ]));
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["valid"], true);
     assert_eq!(v["training_items"], 5, "{v}");
