@@ -10,21 +10,26 @@ use anyhow::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Backbone model directory (config, weights, tokenizer).
     #[arg(long)]
     model: PathBuf,
+    /// Task bundle to evaluate (trained on --model).
     #[arg(long)]
     bundle: PathBuf,
     /// GLUE task folder, or the offline suite's data folder (default assets/data).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Which split to evaluate: train, dev or test.
     #[arg(long, default_value = "dev")]
     split: Split,
+    /// Seed of the offline suite's train/dev/test split.
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
+    /// Tokens per input; longer inputs are truncated.
     #[arg(long, default_value_t = 128)]
     max_len: usize,
     /// Evaluate on the first N examples only.
-    #[arg(long)]
+    #[arg(long = "max-eval", alias = "max-examples")]
     max_examples: Option<usize>,
     /// Write `id\tprediction` lines here.
     #[arg(long)]
@@ -32,6 +37,7 @@ pub struct Args {
     /// Write a GLUE submission file into this folder (GLUE tasks).
     #[arg(long)]
     submission: Option<PathBuf>,
+    /// Print the metrics as one JSON object.
     #[arg(long)]
     json: bool,
     /// Number format of the backbone's products: fp32, bf16 or int8 (see `adalbert info
@@ -50,7 +56,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (mut backbone, ck) = Backbone::from_dir(&args.model)
         .with_context(|| format!("loading model from {}", args.model.display()))?;
     backbone.set_kernels(args.precision.kernels());
-    bundle.check_backbone(&adalbert_model::checkpoint::sha256_file(ck.path())?)?;
+    bundle.check_backbone(&adalbert_model::BackboneId::of_checkpoint(
+        &ck,
+        &args.model,
+    )?)?;
     let spec = task_spec(&bundle.meta.task)?;
     let mut data = load_dataset(
         &bundle.meta.task,
@@ -111,10 +120,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
             .collect();
-        println!("{}", serde_json::Value::Object(m));
+        outln!("{}", serde_json::Value::Object(m));
     } else {
         for (name, value) in metrics {
-            println!("{name} {value:.4}");
+            outln!("{name} {value:.4}");
         }
     }
     Ok(())

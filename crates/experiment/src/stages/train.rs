@@ -271,6 +271,11 @@ pub fn cached(
 ) -> Result<Option<TrainRecord>> {
     let key = key(exp, item, backbone_sha256)?;
     Ok(cache.read::<TrainRecord>(&key).and_then(|mut r| {
+        // Records of earlier versions may name metrics by their old names.
+        use adalbert_core::metric::{current_name, current_names};
+        r.primary = current_name(&r.primary).to_string();
+        r.metrics = current_names(std::mem::take(&mut r.metrics));
+        r.test_metrics = current_names(std::mem::take(&mut r.test_metrics));
         r.bundle = out_dir.join("bundles").join(r.bundle.file_name()?);
         r.bundle.is_file().then_some(r)
     }))
@@ -376,6 +381,7 @@ pub fn run_item(
             resume: cache.resume(),
             progress: true,
             stop_after_epochs: None,
+            model_name: None,
         },
         start,
     )
