@@ -251,7 +251,7 @@ fn glue_study_selects_on_a_train_slice_reports_dev_and_writes_submissions() {
     let md = std::fs::read_to_string(&report).unwrap();
     assert!(
         md.contains("**GLUE:** \"test\" in every table below is the official GLUE dev set")
-            && md.contains("20% of it, at most 2000 examples, split seed 4"),
+            && md.contains("a fraction 0.2 of it, at most 2000 examples, split seed 4"),
         "{md}"
     );
     let recs = records(&out);
