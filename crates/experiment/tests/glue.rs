@@ -118,7 +118,7 @@ fn write_like_fixture(task: GlueTask, split: Split, out: &Path, rows: usize, sal
     }
     for r in 0..rows {
         let i = r + salt;
-        let positive = (i * 7 + salt) % 3 != 0;
+        let positive = !(i * 7 + salt).is_multiple_of(3);
         let mut f = template.clone();
         let label = match task.label_tokens() {
             Some(tokens) => tokens[(i + usize::from(positive)) % tokens.len()].to_string(),
