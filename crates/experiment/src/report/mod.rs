@@ -74,6 +74,10 @@ pub fn write(dir: &Path, inp: &Inputs) -> Result<Headlines> {
     let sel = selections(inp);
     let _ = writeln!(md, "# adalbert report: {}\n", exp.name);
     scale(&mut md, inp);
+    if exp.is_glue() {
+        let g = exp.glue_selection();
+        let _ = writeln!(md, "**GLUE:** \"test\" in every table below is the official GLUE dev set (dev.tsv; dev_matched.tsv for mnli, dev_mismatched.tsv for mnli-mm), because GLUE's test sets are unlabeled; \"dev\", where learning rates and epochs are chosen, is a seeded slice of each train.tsv (a fraction {} of it, at most {} examples, split seed {}) and training uses the rest. The test sets are predicted by each Table 1 cell's kept bundle (first seed of the chosen learning rate) into `{}/<backbone>/<method>/` for the leaderboard.\n", g.fraction, g.max, exp.split_seed, crate::stages::submit::SUBMISSION_DIR);
+    }
     if !exp.note.is_empty() {
         let _ = writeln!(md, "> {}\n", exp.note.trim());
     }
