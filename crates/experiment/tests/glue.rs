@@ -52,7 +52,7 @@ faults = ["none"]
 
 /// The trained tasks with the official metric names each must report.
 const TASKS: [(&str, &[&str]); 10] = [
-    ("cola", &["mcc"]),
+    ("cola", &["matthews_correlation"]),
     ("sst2", &["accuracy"]),
     ("mrpc", &["accuracy", "f1"]),
     ("stsb", &["pearson", "spearmanr"]),
