@@ -49,11 +49,14 @@ results-adapters: assets build
 
 # Issue 15's study on both backbones (configs/study.toml at the scale its `scale` key says):
 # results/study.md with its CSVs and figures in results/study/. Needs the ALBERT student at the
-# path the config names (`make results-distill` writes it); `--resume` continues a stopped run.
+# path the config names (`make albert` writes it); a stopped run resumes where it was.
+# STUDY_JOBS single-threaded shards run side by side (scripts/run-local-shards; default one per
+# core), which keeps every core busy where one process running item after item does not.
+STUDY_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 STUDY_ALBERT := $(shell sed -n '/name = "albert-minilm"/{n;s/^path = "\(.*\)"/\1/p}' configs/study.toml)
 results-study: assets build
 	@test -f "$(STUDY_ALBERT)/config.json" || { echo "results-study: no ALBERT student at '$(STUDY_ALBERT)' (configs/study.toml): run 'make albert' first (about an hour), or point the config's second backbone at one"; exit 1; }
-	$(BIN) run configs/study.toml --out runs/study --resume
+	scripts/run-local-shards configs/study.toml runs/study $(STUDY_JOBS) $(BIN)
 	@mkdir -p results/study
 	rm -f results/study/*.csv results/study/*.svg
 	cp runs/study/report/*.csv runs/study/report/*.svg results/study/

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Peer timings for all-MiniLM-L6-v2 (fp32, 2 threads): PyTorch (transformers) and ONNX Runtime.
+"""Peer timings for all-MiniLM-L6-v2 (2 threads): PyTorch (transformers) and ONNX Runtime, fp32 and int8.
 
-Usage:  python3 tools/bench/peers.py [--engines torch,ort] [--shapes 1x32,8x128] [--iters N]
+Usage:  python3 tools/bench/peers.py [--engines torch,ort,ort-int8,torch-int8] [--shapes 1x32,8x128] [--iters N]
 Re-executes itself inside ${ADALBERT_VENV:-tools/.venv} (created and filled with
 tools/bench/requirements.txt when needed). Each engine runs in its own child process so that one
 runtime's thread pool cannot disturb the other's timing.
@@ -9,12 +9,14 @@ runtime's thread pool cannot disturb the other's timing.
 Inputs are deterministic and shared with `adalbert bench`:
     ids[b][s] = 1000 + (b * 7919 + s * 104729) % 20000,  attention_mask = 1,  token_type_ids = 0.
 Per (engine, shape) one JSON line on stdout:
-    {"engine": "torch"|"ort", "shape": "BxS", "ms": median ms per batch, "iters": N,
+    {"engine": "torch"|"ort", "variant": "fp32"|"int8", "shape": "BxS", "ms": median ms per batch, "iters": N,
      "checksum": sum(last_hidden_state) in float64, "mean_abs": mean |last_hidden_state|,
      "max_abs_diff_vs_ref": max |out - torch reference|, ...}
 Files (under --out, default assets/bench/):
     minilm.onnx                   exported once (torch.onnx.export, TorchScript exporter, opset 17),
                                   reused while minilm.onnx.stamp matches the model and torch version
+    minilm.int8.onnx              onnxruntime.quantization.quantize_dynamic of it (int8 weights per output
+                                  channel, activations quantized per tensor at run time), cached the same way
     ref_<shape>.safetensors       input_ids, attention_mask, token_type_ids (i64 [B,S]) and
                                   last_hidden_state (f32 [B,S,384]) from PyTorch, for the Rust side
 """
@@ -126,7 +128,7 @@ def child_torch(args):
         )
         tmp.chmod(0o644)
         os.replace(tmp, args.out / f"ref_{shape}.safetensors")
-        row = {"engine": "torch", "shape": shape, "ms": round(ms, 3), "ms_min": round(ms_min, 3), "iters": args.iters_for(shape)}
+        row = {"engine": "torch", "variant": "fp32", "shape": shape, "ms": round(ms, 3), "ms_min": round(ms_min, 3), "iters": args.iters_for(shape)}
         row.update(summarize(out, out))
         row["version"] = torch.__version__.split("+")[0]
         row["peak_rss_mb"] = peak_rss_mb()
@@ -179,7 +181,7 @@ def child_export(args):
     stamp.write_text(key + "\n")
 
 
-def child_ort(args):
+def child_ort(args, variant="fp32"):
     import numpy as np
     import onnxruntime as ort
 
@@ -188,14 +190,68 @@ def child_ort(args):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(args.out / "minilm.onnx"), so, providers=["CPUExecutionProvider"])
+    model = args.out / ("minilm.onnx" if variant == "fp32" else "minilm.int8.onnx")
+    sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     for shape in args.shapes:
         ids, mask, tt = inputs(shape)
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt}
         out, ms, ms_min = time_it(lambda: sess.run(["last_hidden_state"], feed)[0], args.iters_for(shape))
-        row = {"engine": "ort", "shape": shape, "ms": round(ms, 3), "ms_min": round(ms_min, 3), "iters": args.iters_for(shape)}
+        row = {"engine": "ort", "variant": variant, "shape": shape, "ms": round(ms, 3), "ms_min": round(ms_min, 3),
+               "iters": args.iters_for(shape)}
         row.update(summarize(np.asarray(out), load_ref(args.out, shape)))
         row["version"] = ort.__version__
+        row["peak_rss_mb"] = peak_rss_mb()
+        print(json.dumps(row), flush=True)
+
+
+def child_ort_int8_export(args):
+    """Quantize minilm.onnx with ORT's dynamic quantization unless the cached copy matches it.
+
+    Per-channel symmetric int8 weights (QInt8) are the closest match to our int8 path (weights
+    per output channel); ORT quantizes activations per tensor (uint8, asymmetric) at run time,
+    which is its own recipe and the one its documentation recommends for transformers on CPU.
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, dst = args.out / "minilm.onnx", args.out / "minilm.int8.onnx"
+    stamp = args.out / "minilm.int8.onnx.stamp"
+    key = f"{(args.out / 'minilm.onnx.stamp').read_text().strip()} ort={ort.__version__} per_channel=1 QInt8"
+    if dst.exists() and stamp.exists() and stamp.read_text().strip() == key:
+        print(f"[peers] reusing {dst}", file=sys.stderr)
+        return
+    stamp.unlink(missing_ok=True)
+    tmp = args.out / ".minilm.int8.onnx.tmp"
+    print(f"[peers] quantizing {src} -> {dst} (quantize_dynamic, per-channel QInt8)", file=sys.stderr)
+    quantize_dynamic(str(src), str(tmp), per_channel=True, weight_type=QuantType.QInt8)
+    os.replace(tmp, dst)
+    stamp.write_text(key + "\n")
+
+
+def child_torch_int8(args):
+    """PyTorch's dynamic int8 quantization of every nn.Linear (qint8 weights per tensor, the API's
+    default; activations quantized per tensor at run time), on its default quantized engine."""
+    import warnings
+
+    import torch
+    from transformers import AutoModel
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    model = AutoModel.from_pretrained(str(args.model), dtype=torch.float32).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    for shape in args.shapes:
+        ids, mask, tt = (torch.from_numpy(x) for x in inputs(shape))
+        with torch.inference_mode():
+            out, ms, ms_min = time_it(
+                lambda: model(input_ids=ids, attention_mask=mask, token_type_ids=tt).last_hidden_state, args.iters_for(shape)
+            )
+        row = {"engine": "torch", "variant": "int8", "shape": shape, "ms": round(ms, 3), "ms_min": round(ms_min, 3),
+               "iters": args.iters_for(shape), "quantized_engine": torch.backends.quantized.engine}
+        row.update(summarize(out.float().numpy(), load_ref(args.out, shape)))
+        row["version"] = torch.__version__.split("+")[0]
         row["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(row), flush=True)
 
@@ -205,11 +261,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, default=REPO / "assets" / "minilm")
     ap.add_argument("--out", type=Path, default=REPO / "assets" / "bench")
-    ap.add_argument("--engines", default="torch,ort")
+    ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--shapes", default="1x32,8x128")
     ap.add_argument("--iters", type=int, default=None, help="iterations per shape (default 100 for 1x32, 20 for 8x128, else 20)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--child", choices=["torch", "ort", "export"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.model = args.model.resolve()
     args.out = args.out.resolve()
@@ -219,7 +275,7 @@ def main():
     args.iters_for = lambda shape: args.iters or DEFAULT_ITERS.get(shape, 20)
 
     if args.child:
-        {"torch": child_torch, "ort": child_ort, "export": child_export}[args.child](args)
+        CHILDREN[args.child](args)
         return
 
     _bootstrap.ensure_venv(
@@ -228,26 +284,41 @@ def main():
     if not (args.model / "model.safetensors").exists():
         sys.exit(f"{args.model}/model.safetensors not found: run scripts/fetch-assets first")
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = set(engines) - {"torch", "ort"}
+    unknown = set(engines) - set(ENGINES)
     if unknown:
-        sys.exit(f"unknown engine(s) {sorted(unknown)}; known: torch, ort")
+        sys.exit(f"unknown engine(s) {sorted(unknown)}; known: {', '.join(ENGINES)}")
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS=str(args.threads))
     base = [sys.executable, str(Path(__file__).resolve()), "--model", str(args.model), "--out", str(args.out),
             "--shapes", ",".join(args.shapes), "--threads", str(args.threads)]
     if args.iters:
         base += ["--iters", str(args.iters)]
-    # torch first: it writes the reference outputs the ORT child compares against
+    # torch first: it writes the reference outputs the other children compare against
     steps = []
-    if "torch" in engines:
-        steps.append("torch")
-    if "ort" in engines:
-        steps += ["export", "ort"]
+    for engine in ENGINES:
+        if engine in engines:
+            steps += [s for s in ENGINES[engine] if s not in steps]
     for step in steps:
         r = subprocess.run(base + ["--child", step], env=env)
         if r.returncode != 0:
             sys.exit(f"peers: the {step} step failed (exit {r.returncode})")
 
+
+# The child steps each engine needs, in order (an export is shared and runs once).
+ENGINES = {
+    "torch": ["torch"],
+    "ort": ["export", "ort"],
+    "ort-int8": ["export", "ort-int8-export", "ort-int8"],
+    "torch-int8": ["torch-int8"],
+}
+CHILDREN = {
+    "torch": child_torch,
+    "export": child_export,
+    "ort": child_ort,
+    "ort-int8-export": child_ort_int8_export,
+    "ort-int8": lambda args: child_ort(args, "int8"),
+    "torch-int8": child_torch_int8,
+}
 
 if __name__ == "__main__":
     main()

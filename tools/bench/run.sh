@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make bench: all-MiniLM-L6-v2, 2 threads, batch 1x32 and 8x128, same token ids everywhere.
-# Runs the Python peers (PyTorch + transformers, ONNX Runtime) from their own venv and our
-# encoder (`adalbert bench`) side by side, BENCH_ROUNDS times alternating (the report keeps each
-# row's best median, which filters out bursts of load from other processes), then:
+# Runs the Python peers (PyTorch + transformers and ONNX Runtime, each fp32 and dynamically
+# quantized int8) from their own venv and our encoder (`adalbert bench`) side by side,
+# BENCH_ROUNDS times alternating (the report keeps each row's best median, which filters out
+# bursts of load from other processes), then:
 #   - ours fp32, ours with a houlsby:64 adapter attached, ours compressed (bf16, int8) at both shapes;
 #   - adapter training steps (16x64, houlsby:64): ours vs PyTorch (tools/bench/train_peer.py);
 #   - distillation steps (32x64: MiniLM teacher forward, ALBERT student E 128 x6 forward +

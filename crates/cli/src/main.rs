@@ -3,8 +3,11 @@
 #![forbid(unsafe_code)]
 
 use adalbert_model::exec::Workload;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
+// Before `commands`, so its `outln!`/`out!` macros are in scope there.
+#[macro_use]
+mod out;
 mod commands;
 
 /// Energy-efficient multi-task NLP at the edge: one frozen ALBERT/BERT backbone, per-task adapters.
@@ -55,6 +58,13 @@ enum Command {
     Simulate(Box<commands::simulate::Args>),
     /// Sweep a hardware design space and write its CSV, Pareto front and SVG.
     Dse(commands::dse::Args),
+    /// Print a shell completion script, e.g. `adalbert completions bash >
+    /// ~/.local/share/bash-completion/completions/adalbert`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,7 +85,15 @@ fn main() -> anyhow::Result<()> {
         Command::Compress(a) => commands::compress::run(a),
         Command::Simulate(a) => commands::simulate::run(*a),
         Command::Dse(a) => commands::dse::run(a),
-    }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "adalbert", &mut script);
+            out::write_bytes(&script);
+            Ok(())
+        }
+    }?;
+    out::flush();
+    Ok(())
 }
 
 /// Events of every crate go to stderr, filtered by `RUST_LOG` (default `info`), so stdout
@@ -100,5 +118,41 @@ fn workload(command: &Command) -> Workload {
         Command::Bench(a) if a.train => Workload::Train,
         Command::Serve(_) => Workload::Serve,
         _ => Workload::Infer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument of every subcommand says what it is in `--help` (hidden ones aside).
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if help.trim().is_empty() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "adalbert", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+        // The walk sees subcommands' flags at all (it would pass vacuously otherwise).
+        let predict = cmd.find_subcommand("predict").unwrap();
+        assert!(predict.get_arguments().any(|a| a.get_id() == "bundle"));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! What it is for: concepts that more than one crate needs and that must mean the same thing
 //! everywhere: the adapter spec grammar ([`adapter`]) and where adapters attach ([`site`]), the model shape with its parameter
-//! and byte counts ([`shape`]), seeded random streams ([`rng`]), and how files are written
+//! and byte counts ([`shape`]), metric names ([`metric`]), seeded random streams ([`rng`]), and how files are written
 //! ([`files`]: atomic writes, CSV). Each is parsed, computed or written here once.
 //!
 //! What it is not for: anything that needs tensors, number formats or hardware data; those
@@ -13,6 +13,7 @@
 pub mod adapter;
 pub mod error;
 pub mod files;
+pub mod metric;
 pub mod rng;
 pub mod shape;
 pub mod site;

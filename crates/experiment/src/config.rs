@@ -33,7 +33,15 @@ pub struct Experiment {
     /// Folder holding the GLUE task folders (CoLA/, SST-2/, ...), for GLUE task names.
     #[serde(default)]
     pub glue_dir: Option<PathBuf>,
-    /// Seed of the offline suite's train/dev/test split.
+    /// GLUE: the fraction of each `train.tsv` held out (seeded by `split_seed`) as the
+    /// selection split; training uses the rest and the official dev set is reported, because
+    /// GLUE's test set is unlabeled (see `adalbert_tasks::study`).
+    #[serde(default = "default_select_fraction")]
+    pub glue_select_fraction: f64,
+    /// GLUE: the most examples the selection slice takes from a `train.tsv`.
+    #[serde(default = "default_select_max")]
+    pub glue_select_max: usize,
+    /// Seed of the offline suite's train/dev/test split, and of GLUE's selection slice.
     #[serde(default)]
     pub split_seed: u64,
     /// Training seeds; every training item runs once per seed.
@@ -368,6 +376,12 @@ impl SimulateSection {
     }
 }
 
+fn default_select_fraction() -> f64 {
+    adalbert_tasks::study::DEFAULT_SELECT_FRACTION
+}
+fn default_select_max() -> usize {
+    adalbert_tasks::study::DEFAULT_SELECT_MAX
+}
 fn default_scale() -> String {
     "full".into()
 }
@@ -734,6 +748,8 @@ impl Experiment {
         }
         check_unique(&self.tasks.names).map_err(|e| at("tasks.names", e))?;
         check_unique(&self.tasks.methods).map_err(|e| at("tasks.methods", e))?;
+        let mut glue_tasks: Vec<String> = Vec::new();
+        let mut offline_tasks: Vec<String> = Vec::new();
         for name in self.all_tasks() {
             if self.file_task(&name).is_some() {
                 continue;
@@ -751,13 +767,22 @@ impl Experiment {
                 at("tasks.names", why)
             })?;
             if spec.is_glue() {
-                let dir = self.glue_dir.as_ref().ok_or_else(|| {
-                    at("glue_dir", format!("is required for the GLUE task `{name}`: the folder holding the GLUE task folders"))
-                })?;
-                if !dir.is_dir() {
-                    return Err(at("glue_dir", format!("= {}: not found. Download GLUE (e.g. with the HF datasets or the original download_glue_data.py script) and put the task folders there", dir.display())));
-                }
+                self.check_glue_task(&spec, path)?;
+                glue_tasks.push(name);
+            } else {
+                offline_tasks.push(name);
             }
+        }
+        if let (Some(g), Some(o)) = (glue_tasks.first(), offline_tasks.first()) {
+            return Err(at(
+                "tasks.names",
+                format!("mixes the GLUE task `{g}` with the offline-suite task `{o}`: a study reports GLUE on its dev set and the offline suite on its test split, so give each its own experiment file"),
+            ));
+        }
+        if !glue_tasks.is_empty() {
+            self.glue_selection()
+                .check()
+                .map_err(|(field, why)| at(&format!("glue_select_{field}"), why))?;
         }
         // Every value a training item will use, checked as the trainer checks it, so a bad
         // value fails here and not after earlier stages have run.
@@ -885,6 +910,76 @@ impl Experiment {
         if self.train.pooling != "auto" {
             adalbert_model::Pooling::parse(&self.train.pooling)
                 .map_err(|e| at("train.pooling", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// How GLUE's selection slices are cut.
+    pub fn glue_selection(&self) -> adalbert_tasks::GlueSelection {
+        adalbert_tasks::GlueSelection {
+            fraction: self.glue_select_fraction,
+            max: self.glue_select_max,
+        }
+    }
+
+    /// Whether the experiment's tasks are GLUE's (validation refuses a mix with the offline
+    /// suite).
+    pub fn is_glue(&self) -> bool {
+        self.all_tasks()
+            .iter()
+            .any(|t| adalbert_tasks::task_spec(t).is_ok_and(|s| s.is_glue()))
+    }
+
+    /// The GLUE files a study of `spec` reads, each named when missing: train, dev and the
+    /// unlabeled test file (predicted for the submission), and AX's for `mnli`.
+    fn check_glue_task(&self, spec: &adalbert_tasks::TaskSpec, path: &Path) -> Result<()> {
+        use adalbert_tasks::glue::{glue_file, GlueTask};
+        use adalbert_tasks::{Split, TaskSource};
+        let at = |key: &str, why: String| ExperimentError::Config {
+            origin: path.display().to_string(),
+            key: key.into(),
+            reason: why,
+        };
+        let name = &spec.name;
+        let TaskSource::Glue(task) = spec.source else {
+            return Ok(());
+        };
+        if task == GlueTask::Ax {
+            return Err(at("tasks.names", "`ax` has no training data: GLUE's diagnostic set is predicted with the `mnli` model, so list `mnli` and AX.tsv is written next to MNLI-m.tsv".into()));
+        }
+        let dir = self.glue_dir.as_ref().ok_or_else(|| {
+            at("glue_dir", format!("is required for the GLUE task `{name}`: the folder holding the GLUE task folders"))
+        })?;
+        if !dir.is_dir() {
+            return Err(at("glue_dir", format!("= {}: not found. Download GLUE (e.g. with the HF datasets or the original download_glue_data.py script) and put the task folders (CoLA/, SST-2/, ..., diagnostic/) there", dir.display())));
+        }
+        let mut files: Vec<(GlueTask, Split)> = [Split::Train, Split::Dev, Split::Test]
+            .into_iter()
+            .map(|s| (task, s))
+            .collect();
+        if task == GlueTask::Mnli {
+            files.push((GlueTask::Ax, Split::Test));
+        }
+        for (t, split) in files {
+            let file = glue_file(t, dir, split).map_err(|e| at("glue_dir", e.to_string()))?;
+            if !file.is_file() {
+                // Named where the GLUE download puts it: <glue_dir>/<Folder>/<file>.
+                let expected = match t.file_name(split) {
+                    Some(f) => dir.join(t.folder_name()).join(f),
+                    None => file,
+                };
+                return Err(at(
+                    "glue_dir",
+                    format!(
+                        "{}: not found; the GLUE {} {split} file{} (download GLUE and put the {}/ folder under {})",
+                        expected.display(),
+                        t.name(),
+                        if t == GlueTask::Ax { ", predicted with the `mnli` model for the submission" } else { "" },
+                        t.folder_name(),
+                        dir.display()
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -30,6 +30,7 @@ use crate::report;
 use crate::shard::Shard;
 use crate::stages::compress::{self, CompressRecord};
 use crate::stages::simulate::{self, DseRow, SimResult};
+use crate::stages::submit;
 use crate::stages::train::{self, TrainRecord};
 use crate::sweep::Row;
 
@@ -613,6 +614,8 @@ fn report_from_cache(study: &Study, cache: &Cache, shards: Option<usize>) -> Res
         },
     )
     .context(|| format!("writing the report into {}", dir.display()))?;
+    submit::write_all(exp, &train_records, cache, &dir)
+        .context(|| format!("writing the GLUE submission files into {}", dir.display()))?;
     Ok(RunOutcome::Report {
         headlines: heads.lines,
         report: dir.join("report.md"),

@@ -278,10 +278,11 @@ fn tiny_study_selects_on_dev_reports_test_on_two_backbones_and_trains_on_compres
         assert_eq!(r["recovered"], format!("{d:.4}"));
     }
     // A compress-then-train bundle was trained on the compressed weights, not the fp32 ones.
-    let fp32_sha = adalbert_model::checkpoint::sha256_file(
-        &adalbert_model::checkpoint::weights_file(&dir.path().join("albert")).unwrap(),
-    )
-    .unwrap();
+    // Bundles record the backbone by content.
+    let fp32_sha = adalbert_model::Checkpoint::open(&dir.path().join("albert"))
+        .unwrap()
+        .content_sha256()
+        .unwrap();
     let on = recs
         .iter()
         .map(|(_, r)| r)

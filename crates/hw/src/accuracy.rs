@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `plan` | yes | the backbone's compression plan, in the grammar of `adalbert compress` |
 //! | `task` | yes | the task measured |
-//! | `metric` | yes | the metric's name (e.g. `accuracy`, `mcc`) |
+//! | `metric` | yes | the metric's name (e.g. `accuracy`, `matthews_correlation`; the old `mcc` is read as that) |
 //! | `mean` or `value` | one of them | the metric; `value` rows are repeats (one per `seed`) and are averaged here, `mean` rows are already aggregated |
 //! | `sd`, `n` | no | sample standard deviation and number of repeats behind a `mean` |
 //! | `seed` | no | repeat id of a `value` row; rows repeating a (plan, task, seed) are read once |
@@ -166,7 +166,7 @@ pub fn parse_accuracy(text: &str, origin: &str, fill: &Fill) -> Result<AccuracyI
             bits_per_cell,
             adapter,
             task: get(task_c).to_string(),
-            metric: get(metric_c).to_string(),
+            metric: adalbert_core::metric::current_name(get(metric_c)).to_string(),
         };
         if let Some(c) = mean_c {
             let mean = number(&at, "mean", get(c))?;

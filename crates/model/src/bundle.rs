@@ -3,12 +3,18 @@
 //! A bundle holds a task's own tensors (adapters, LayerNorms, head; or a whole model for the
 //! full fine-tuning baseline) and, in the safetensors header's metadata under the key
 //! `adalbert`, a JSON [`BundleMeta`]: task, labels, metrics, layout, training config, seed and
-//! the sha256 of the backbone weights it was trained on. Loading an adapter bundle onto another
-//! backbone is refused, because its adapters only make sense beside the weights they were
-//! trained with.
+//! the identity of the backbone it was trained on (its content hash, and its name and revision
+//! when known). Loading an adapter bundle onto another backbone is refused, because its
+//! adapters only make sense beside the weights they were trained with.
+//!
+//! Format 2 records the backbone by content ([`crate::checkpoint::content_sha256`]), so the
+//! same weights as `.bin` or `.safetensors` match. Format 1 bundles (earlier versions) recorded
+//! the sha256 of the weights *file*; they still load, and are checked against the loaded
+//! backbone's file hash ([`BackboneId`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::TensorView;
@@ -16,7 +22,10 @@ use safetensors::tensor::TensorView;
 use crate::adapters::TaskLayout;
 use crate::error::{ModelError, Result};
 
-pub const BUNDLE_FORMAT: u32 = 1;
+/// The format bundles are written in: 2 since the backbone is identified by content.
+pub const BUNDLE_FORMAT: u32 = 2;
+/// Format 1: `backbone_sha256` is the sha256 of the backbone's weights file. Still read.
+pub const BUNDLE_FORMAT_FILE_HASH: u32 = 1;
 const META_KEY: &str = "adalbert";
 
 /// How the task was trained.
@@ -55,8 +64,19 @@ pub struct BundleMeta {
     /// The training configuration, as the trainer recorded it.
     pub training: serde_json::Value,
     pub seed: u64,
-    /// sha256 of the backbone weights file the task was trained on.
+    /// The backbone the task was trained on: from format 2 its content hash
+    /// ([`crate::checkpoint::content_sha256`], or for compressed weights
+    /// [`crate::compression::weights_sha256`]); in format 1 bundles the sha256 of its weights
+    /// file.
     pub backbone_sha256: String,
+    /// The backbone's name (e.g. `albert-base-v2`) when known: `--model-name`, the checkpoint's
+    /// `config.json` `_name_or_path`, or its README's `base_model`. For people and reports;
+    /// loading checks the hash only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_name: Option<String>,
+    /// The backbone's revision (a Hugging Face commit) when known from its path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
     /// Trainable parameters (for reports).
     pub trainable_params: usize,
     pub tool_version: String,
@@ -105,11 +125,14 @@ impl TaskBundle {
             .as_ref()
             .and_then(|m| m.get(META_KEY))
             .ok_or_else(|| bad(format!("no `{META_KEY}` metadata: not a task bundle")))?;
-        let meta: BundleMeta = serde_json::from_str(json)
+        let mut meta: BundleMeta = serde_json::from_str(json)
             .map_err(|e| bad(format!("malformed bundle metadata: {e}")))?;
-        if meta.format != BUNDLE_FORMAT {
+        // Bundles of earlier versions may name metrics by their old names.
+        meta.metrics = adalbert_core::metric::current_names(std::mem::take(&mut meta.metrics));
+        if meta.format != BUNDLE_FORMAT && meta.format != BUNDLE_FORMAT_FILE_HASH {
             return Err(bad(format!(
-                "bundle format {} is not supported (expected {BUNDLE_FORMAT})",
+                "bundle format {} is not supported (expected {BUNDLE_FORMAT_FILE_HASH} or \
+                 {BUNDLE_FORMAT})",
                 meta.format
             )));
         }
@@ -122,19 +145,29 @@ impl TaskBundle {
         })
     }
 
-    /// Refuses a bundle trained on different backbone weights.
-    pub fn check_backbone(&self, backbone_sha256: &str) -> Result<()> {
-        if self.meta.mode != TrainMode::Full && self.meta.backbone_sha256 != backbone_sha256 {
-            return Err(ModelError::Bundle {
-                path: self.path.clone(),
-                reason: format!(
-                    "trained on backbone {} but the loaded backbone is {}: retrain the task on this backbone",
-                    short(&self.meta.backbone_sha256),
-                    short(backbone_sha256)
-                ),
-            });
+    /// Refuses a bundle trained on different backbone weights: the content hash must match,
+    /// or, for a format 1 bundle, the hash of the weights file the backbone was read from.
+    pub fn check_backbone(&self, backbone: &BackboneId) -> Result<()> {
+        if self.meta.mode == TrainMode::Full || self.meta.backbone_sha256 == backbone.sha256 {
+            return Ok(());
         }
-        Ok(())
+        if self.meta.format == BUNDLE_FORMAT_FILE_HASH
+            && backbone.file_sha256()? == Some(self.meta.backbone_sha256.as_str())
+        {
+            return Ok(());
+        }
+        let name = |n: &Option<String>| n.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
+        Err(ModelError::Bundle {
+            path: self.path.clone(),
+            reason: format!(
+                "trained on backbone {}{} but the loaded backbone is {}{}: retrain the task on \
+                 this backbone",
+                short(&self.meta.backbone_sha256),
+                name(&self.meta.model_name),
+                short(&backbone.sha256),
+                name(&backbone.model_name),
+            ),
+        })
     }
 
     /// The task's parameters, to run beside the shared backbone (adapter and head bundles).
@@ -173,6 +206,125 @@ impl TaskBundle {
     pub fn bytes(&self) -> usize {
         self.tensors.values().map(|t| t.elem_count() * 4).sum()
     }
+}
+
+/// What a loaded backbone is, to check bundles against ([`TaskBundle::check_backbone`]).
+#[derive(Debug, Clone)]
+pub struct BackboneId {
+    /// Content hash: [`crate::checkpoint::content_sha256`] of a checkpoint, or
+    /// [`crate::compression::weights_sha256`] of compressed weights.
+    pub sha256: String,
+    /// Name of the backbone, when known ([`describe_backbone`]); for messages and bundles.
+    pub model_name: Option<String>,
+    /// Revision, when known ([`describe_backbone`]).
+    pub revision: Option<String>,
+    /// The weights file the backbone was read from, if any: format 1 bundles name it by its
+    /// file hash, computed on the first such bundle only.
+    file: Option<PathBuf>,
+    file_sha256: OnceLock<String>,
+}
+
+impl BackboneId {
+    /// The identity of a checkpoint read from a model directory (`model_dir` may be the
+    /// weights file itself): its content hash, plus name and revision when the directory says.
+    pub fn of_checkpoint(ck: &crate::Checkpoint, model_dir: &Path) -> Result<Self> {
+        let (model_name, revision) = describe_backbone(model_dir);
+        Ok(Self {
+            sha256: ck.content_sha256()?,
+            model_name,
+            revision,
+            file: ck.path().is_file().then(|| ck.path().to_path_buf()),
+            file_sha256: OnceLock::new(),
+        })
+    }
+
+    /// Weights that exist only in memory (e.g. a compressed backbone), known by `sha256`.
+    pub fn of_weights(sha256: String) -> Self {
+        Self {
+            sha256,
+            model_name: None,
+            revision: None,
+            file: None,
+            file_sha256: OnceLock::new(),
+        }
+    }
+
+    /// sha256 of the weights file (what format 1 bundles recorded); `None` for in-memory
+    /// weights.
+    pub fn file_sha256(&self) -> Result<Option<&str>> {
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        if self.file_sha256.get().is_none() {
+            let sha = crate::checkpoint::sha256_file(file)?;
+            let _ = self.file_sha256.set(sha);
+        }
+        Ok(self.file_sha256.get().map(String::as_str))
+    }
+}
+
+/// The name and revision of the backbone in `model_dir`, when it says: the name from
+/// `config.json`'s `_name_or_path` when that is a hub id (`owner/name` or `name`, not a local
+/// path), else from `README.md`'s front matter `base_model` (a string or the first of a list);
+/// the revision from a Hugging Face cache path (`.../snapshots/<commit>/`). Best effort: an
+/// unreadable or unusual file just leaves the field unknown.
+pub fn describe_backbone(model_dir: &Path) -> (Option<String>, Option<String>) {
+    let dir = if model_dir.is_file() {
+        model_dir.parent().unwrap_or(model_dir)
+    } else {
+        model_dir
+    };
+    let from_config = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["_name_or_path"].as_str().map(str::to_string))
+        .filter(|n| is_hub_id(n));
+    let name = from_config.or_else(|| {
+        std::fs::read_to_string(dir.join("README.md"))
+            .ok()
+            .and_then(|s| front_matter_base_model(&s))
+    });
+    let revision = dir.canonicalize().ok().and_then(|d| snapshot_revision(&d));
+    (name, revision)
+}
+
+/// `owner/name` or `name` as the Hugging Face hub spells ids; not an absolute or relative path.
+fn is_hub_id(s: &str) -> bool {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    let parts: Vec<&str> = s.split('/').collect();
+    !s.is_empty()
+        && parts.len() <= 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(ok_char) && !p.starts_with('.'))
+}
+
+/// `base_model` of a model card's YAML front matter (`---` ... `---`): `base_model: x` or the
+/// first item of a `base_model:` list.
+fn front_matter_base_model(readme: &str) -> Option<String> {
+    let mut lines = readme.lines();
+    if lines.next()?.trim() != "---" {
+        return None;
+    }
+    let body: Vec<&str> = lines.take_while(|l| l.trim() != "---").collect();
+    let unquote = |v: &str| v.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
+    let i = body.iter().position(|l| l.starts_with("base_model:"))?;
+    let value = body[i]["base_model:".len()..].trim();
+    let name = if value.is_empty() {
+        let item = body.get(i + 1)?.trim_start();
+        unquote(item.strip_prefix("- ")?)
+    } else {
+        unquote(value)
+    };
+    is_hub_id(&name).then_some(name)
+}
+
+/// The commit of a Hugging Face cache snapshot folder (`.../snapshots/<40 hex digits>`).
+fn snapshot_revision(dir: &Path) -> Option<String> {
+    let commit = dir.file_name()?.to_str()?;
+    let parent = dir.parent()?.file_name()?.to_str()?;
+    (parent == "snapshots" && commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| commit.to_string())
 }
 
 /// The label list must match the classifier it names: one name per output for
@@ -319,6 +471,8 @@ mod tests {
             training: serde_json::json!({"lr": 1e-3}),
             seed: 7,
             backbone_sha256: "abc".into(),
+            model_name: Some("albert-base-v2".into()),
+            revision: None,
             trainable_params: 10,
             tool_version: "test".into(),
         }
@@ -335,9 +489,17 @@ mod tests {
         assert_eq!(b.meta, meta());
         let v: Vec<Vec<f32>> = b.tensors["classifier.weight"].to_vec2().unwrap();
         assert_eq!(v, vec![vec![1.0, -2.5], vec![3.0, 4.0]]);
-        assert!(b.check_backbone("abc").is_ok());
-        let e = b.check_backbone("def").unwrap_err().to_string();
-        assert!(e.contains("retrain"), "{e}");
+        assert!(b
+            .check_backbone(&BackboneId::of_weights("abc".into()))
+            .is_ok());
+        let e = b
+            .check_backbone(&BackboneId::of_weights("def".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("retrain") && e.contains("(albert-base-v2)"),
+            "{e}"
+        );
         let e = TaskBundle::from_bytes(b"garbage", &path)
             .err()
             .unwrap()
@@ -406,5 +568,48 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn unknown_formats_are_refused() {
+        let p = Path::new("b.bundle.safetensors");
+        let m = BundleMeta {
+            format: 3,
+            ..meta()
+        };
+        let e = TaskBundle::from_bytes(&bundle_bytes(&m, &head([1.0, 2.0])), p)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("bundle format 3 is not supported"), "{e}");
+    }
+
+    #[test]
+    fn hub_ids_front_matter_and_snapshot_revisions() {
+        assert!(is_hub_id("albert-base-v2") && is_hub_id("sentence-transformers/all-MiniLM-L6-v2"));
+        for path in ["/tmp/model", "./m", "", "a/b/c", "../x", "a b"] {
+            assert!(!is_hub_id(path), "{path}");
+        }
+        let card = "---\nlicense: mit\nbase_model: \"google/bert_uncased_L-2_H-128_A-2\"\n---\n# x";
+        assert_eq!(
+            front_matter_base_model(card).as_deref(),
+            Some("google/bert_uncased_L-2_H-128_A-2")
+        );
+        let list = "---\nbase_model:\n- albert/albert-base-v2\n- other/x\ntags: [a]\n---\n";
+        assert_eq!(
+            front_matter_base_model(list).as_deref(),
+            Some("albert/albert-base-v2")
+        );
+        // No front matter, or the key only in the body: unknown.
+        assert_eq!(front_matter_base_model("# card\nbase_model: x\n"), None);
+        assert_eq!(
+            front_matter_base_model("---\nlicense: mit\n---\nbase_model: x\n"),
+            None
+        );
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let snap = Path::new("/c/models--albert--albert-base-v2/snapshots").join(commit);
+        assert_eq!(snapshot_revision(&snap).as_deref(), Some(commit));
+        assert_eq!(snapshot_revision(Path::new("/c/snapshots/main")), None);
+        assert_eq!(snapshot_revision(&Path::new("/c/other").join(commit)), None);
     }
 }

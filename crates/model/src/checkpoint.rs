@@ -69,6 +69,77 @@ impl Checkpoint {
     pub fn tensors(&self) -> &HashMap<String, Tensor> {
         &self.tensors
     }
+
+    /// The backbone's identity by content ([`content_sha256`] of its tensors).
+    pub fn content_sha256(&self) -> Result<String> {
+        content_sha256(&self.tensors).map_err(|reason| ModelError::Weights {
+            path: self.path.clone(),
+            reason,
+        })
+    }
+}
+
+/// sha256 identifying a checkpoint by what it holds rather than by its file bytes, so the same
+/// weights saved as `pytorch_model.bin` (a pickle) and as `model.safetensors` are the same
+/// backbone; task bundles record it (`backbone_sha256`).
+///
+/// Layout: the tag `adalbert-backbone-v1\n`, then for every tensor in name order (sorted, so
+/// the order a file happens to store them in does not matter): the name's byte length and
+/// bytes, the dtype's length and name (`f32`, `f16`, ...: an f16 copy of the same weights is a
+/// different backbone, because a bundle's adapters were trained beside the other values), the
+/// rank and each dimension, and the element bytes, little-endian, as stored (no conversion).
+/// Lengths are u64 little-endian, so no two different tensor sets hash the same bytes.
+/// Names are the ones the model reads (the `albert.`/`bert.` task-model prefix dropped, TF-era
+/// `gamma`/`beta` renamed: see [`Checkpoint::open`]), which both file formats share.
+pub fn content_sha256(tensors: &HashMap<String, Tensor>) -> std::result::Result<String, String> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let mut h = Sha256::new();
+    h.update(b"adalbert-backbone-v1\n");
+    for name in names {
+        let t = &tensors[name];
+        let dtype = t.dtype().as_str();
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((dtype.len() as u64).to_le_bytes());
+        h.update(dtype.as_bytes());
+        h.update((t.rank() as u64).to_le_bytes());
+        for d in t.dims() {
+            h.update((*d as u64).to_le_bytes());
+        }
+        h.update(le_bytes(t).map_err(|e| format!("tensor `{name}`: {e}"))?);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// A tensor's elements as little-endian bytes in their own dtype.
+fn le_bytes(t: &Tensor) -> std::result::Result<Vec<u8>, String> {
+    fn bytes<T: candle_core::WithDType, const N: usize>(
+        t: &Tensor,
+        to_le: impl Fn(T) -> [u8; N],
+    ) -> std::result::Result<Vec<u8>, String> {
+        let v: Vec<T> = t
+            .flatten_all()
+            .and_then(|f| f.to_vec1())
+            .map_err(|e| e.to_string())?;
+        Ok(v.into_iter().flat_map(to_le).collect())
+    }
+    use candle_core::DType;
+    match t.dtype() {
+        DType::U8 => bytes(t, |x: u8| [x]),
+        DType::U32 => bytes(t, u32::to_le_bytes),
+        DType::I16 => bytes(t, i16::to_le_bytes),
+        DType::I32 => bytes(t, i32::to_le_bytes),
+        DType::I64 => bytes(t, i64::to_le_bytes),
+        DType::BF16 => bytes(t, half::bf16::to_le_bytes),
+        DType::F16 => bytes(t, half::f16::to_le_bytes),
+        DType::F32 => bytes(t, f32::to_le_bytes),
+        DType::F64 => bytes(t, f64::to_le_bytes),
+        other => Err(format!(
+            "dtype {} cannot be hashed (not a checkpoint dtype adalbert reads)",
+            other.as_str()
+        )),
+    }
 }
 
 /// The weights file inside a model directory.

@@ -51,7 +51,7 @@ pub mod weights;
 
 pub use adapters::{AdapterKind, AdapterSpec, Pooling, Sharing, TaskLayout, TaskParams};
 pub use backbone::{Backbone, EncoderOutput};
-pub use bundle::{BundleMeta, TaskBundle, TrainMode};
+pub use bundle::{BackboneId, BundleMeta, TaskBundle, TrainMode};
 pub use checkpoint::Checkpoint;
 pub use config::{Activation, EncoderConfig, Family};
 pub use error::{ModelError, Result};

@@ -19,8 +19,7 @@ use candle_core::{Tensor, D};
 
 use crate::adapters::{Pooling, TaskParams};
 use crate::backbone::{cls_pool, mean_pool, Backbone};
-use crate::bundle::{BundleMeta, TaskBundle, TrainMode};
-use crate::checkpoint::sha256_file;
+use crate::bundle::{BackboneId, BundleMeta, TaskBundle, TrainMode};
 use crate::error::{ModelError, Result};
 use crate::exec::Kernels;
 use crate::nn::Ctx;
@@ -54,7 +53,10 @@ type Group<'a> = (&'a LoadedTask, Vec<usize>);
 
 pub struct MultiTask {
     pub backbone: Arc<Backbone>,
+    /// The backbone's content hash (`backbone_id.sha256`), as bundles record it.
     pub backbone_sha256: String,
+    /// What bundles are checked against.
+    pub backbone_id: BackboneId,
     pub tokenizer: Arc<Tokenizer>,
     tasks: RwLock<TaskMap>,
     /// The inference kernels of the backbone and of full fine-tuning bundles' own backbones.
@@ -64,8 +66,10 @@ pub struct MultiTask {
 impl MultiTask {
     pub fn open(model_dir: &Path, max_len: usize) -> Result<Self> {
         let (backbone, ck) = Backbone::from_dir(model_dir)?;
+        let backbone_id = BackboneId::of_checkpoint(&ck, model_dir)?;
         Ok(Self {
-            backbone_sha256: sha256_file(ck.path())?,
+            backbone_sha256: backbone_id.sha256.clone(),
+            backbone_id,
             backbone: Arc::new(backbone),
             tokenizer: Arc::new(Tokenizer::from_dir(model_dir, max_len)?),
             tasks: RwLock::new(BTreeMap::new()),
@@ -96,7 +100,7 @@ impl MultiTask {
     /// Validates a bundle against this backbone and turns it into a servable task, without
     /// touching the loaded set (so a bad upload never disturbs what is being served).
     pub fn prepare(&self, bundle: TaskBundle) -> Result<LoadedTask> {
-        bundle.check_backbone(&self.backbone_sha256)?;
+        bundle.check_backbone(&self.backbone_id)?;
         let config = &self.backbone.config;
         let params = bundle.task_params(config)?;
         let own_backbone = match bundle.meta.mode {

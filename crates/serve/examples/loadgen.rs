@@ -117,9 +117,10 @@ async fn measure(args: &Args, kind: &'static str, n: usize) -> anyhow::Result<Ro
         args.max_len.to_string(),
         "--batch-window-ms".into(),
         args.batch_window_ms.to_string(),
-        "--bundles".into(),
     ];
-    serve_args.extend(made.iter().map(|(p, _)| p.display().to_string()));
+    for (p, _) in &made {
+        serve_args.extend(["--bundle".into(), p.display().to_string()]);
+    }
     let server = start_server(&args.bin, &addr, &serve_args, &log)?;
     let pid = server.pid();
     let http = reqwest::Client::new();

@@ -115,7 +115,7 @@ impl AppState {
         for (name, path) in &offered {
             if self.mt.contains(name) {
                 return Err(ServeError::Config(format!(
-                    "task `{name}` is both in --bundles and in the bundle directory ({}); serve it from one",
+                    "task `{name}` is both in --bundle and in the bundle directory ({}); serve it from one",
                     path.display()
                 )));
             }
@@ -127,7 +127,7 @@ impl AppState {
             }
             let Some((_, path)) = offered.iter().find(|(n, _)| n == name) else {
                 return Err(ServeError::Config(format!(
-                    "--pin {name}: no such task in --bundles or the bundle directory"
+                    "--pin {name}: no such task in --bundle or the bundle directory"
                 )));
             };
             let started = Instant::now();
@@ -138,7 +138,7 @@ impl AppState {
         if let Some(n) = self.cfg.max_loaded_tasks {
             if self.mt.len() > n {
                 return Err(ServeError::Config(format!(
-                    "{} tasks are loaded at start-up (--bundles and --pin), above --max-loaded-tasks {n}",
+                    "{} tasks are loaded at start-up (--bundle and --pin), above --max-loaded-tasks {n}",
                     self.mt.len()
                 )));
             }

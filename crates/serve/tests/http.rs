@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adalbert_model::bundle::BUNDLE_FORMAT;
-use adalbert_model::checkpoint::sha256_file;
 use adalbert_model::{
     AdapterSpec, Backbone, BundleMeta, Checkpoint, MultiTask, Pooling, Sharing, TaskBundle,
     TaskLayout, TrainMode,
@@ -31,7 +30,9 @@ impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         adalbert_model::testing::write_tiny_albert(dir.path(), &WORDS).unwrap();
-        let sha = sha256_file(&dir.path().join("model.safetensors")).unwrap();
+        // What bundles record: the backbone's content hash.
+        let ck = adalbert_model::Checkpoint::open(dir.path()).unwrap();
+        let sha = ck.content_sha256().unwrap();
         Self { dir, sha }
     }
 
@@ -50,6 +51,8 @@ impl Fixture {
             training: json!({}),
             seed: 1,
             backbone_sha256: self.sha.clone(),
+            model_name: None,
+            revision: None,
             trainable_params: 0,
             tool_version: "test".into(),
         }

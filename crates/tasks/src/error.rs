@@ -163,6 +163,15 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
+
+    /// A study's selection slice of a GLUE training file cannot be cut as asked.
+    #[error("cannot cut the selection slice of `{task}`: {message}")]
+    Selection {
+        /// Canonical task name.
+        task: String,
+        /// What was wrong.
+        message: String,
+    },
 }
 
 /// Shorthand used throughout the crate.

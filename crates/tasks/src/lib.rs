@@ -9,6 +9,9 @@
 //! - the official metrics, matching scikit-learn/SciPy ([`evaluate`]);
 //! - GLUE leaderboard submission files ([`write_submission`]);
 //! - users' own CSV, TSV or JSON Lines files as a task ([`DataFiles`] -> [`FileTask`]).
+//! - what a study trains, selects and reports on for each task ([`load_study`]): the offline
+//!   suite's seeded splits, or for GLUE a seeded selection slice of `train.tsv` and the
+//!   official dev set reported (its test set is unlabeled).
 //!
 //! Label orders (class index = position; they fix the classifier head's output order):
 //! - GLUE, as the HF `glue` dataset: CoLA `unacceptable, acceptable`; SST-2 `negative,
@@ -46,6 +49,7 @@ pub mod glue;
 pub mod metrics;
 mod registry;
 pub mod split;
+pub mod study;
 pub mod submission;
 pub mod suite;
 mod task;
@@ -59,6 +63,7 @@ pub use glue::{parse_glue, read_glue, read_glue_skipping, GlueTask};
 pub use metrics::{evaluate, metric_value};
 pub use registry::{task_names, task_spec};
 pub use split::Split;
+pub use study::{load_study, official_tests, report_split, GlueSelection, StudyData};
 pub use submission::{submission_file_name, write_submission};
 pub use suite::OfflineTask;
 pub use task::{Metric, TaskKind, TaskSource, TaskSpec};

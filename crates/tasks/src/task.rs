@@ -18,8 +18,9 @@ pub enum TaskKind {
 }
 
 /// An official metric. [`Metric::name`] gives the name used in reports and by
-/// [`crate::evaluate`], matching the names of HF `evaluate`'s GLUE metric except `mcc`, which
-/// `glue.py` calls `matthews_correlation` (docs/sources.md#glue-metrics).
+/// [`crate::evaluate`]: the names HF `evaluate`'s GLUE metric writes
+/// (docs/sources.md#glue-metrics). Stored results may use an older name
+/// (`adalbert_core::metric::current_name`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
     /// Fraction of exact matches.
@@ -37,12 +38,13 @@ pub enum Metric {
 }
 
 impl Metric {
-    /// Report name: `accuracy`, `f1`, `mcc`, `pearson`, `spearmanr`, `combined_score`.
+    /// Report name: `accuracy`, `f1`, `matthews_correlation`, `pearson`, `spearmanr`,
+    /// `combined_score`.
     pub fn name(self) -> &'static str {
         match self {
             Metric::Accuracy => "accuracy",
             Metric::F1 => "f1",
-            Metric::Mcc => "mcc",
+            Metric::Mcc => "matthews_correlation",
             Metric::Pearson => "pearson",
             Metric::Spearman => "spearmanr",
             Metric::CombinedScore => "combined_score",

@@ -108,7 +108,7 @@ fn evaluate_reports_official_names_and_combined_score() {
         1,
         "single-metric tasks report no combined score"
     );
-    assert_eq!(cola[0].0, "mcc");
+    assert_eq!(cola[0].0, "matthews_correlation");
     assert_close("cola", "mcc", cola[0].1, &case["mcc"]);
 
     // STS-B through f32 labels: the fixture values are f32-exact, so nothing changes.

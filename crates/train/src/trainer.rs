@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use adalbert_core::rng::{permutation, salted};
-use adalbert_model::bundle::{load_tensors, save_tensors, BUNDLE_FORMAT};
+use adalbert_model::bundle::{
+    describe_backbone, load_tensors, save_tensors, BackboneId, BUNDLE_FORMAT,
+};
 use adalbert_model::checkpoint::sha256_file;
 use adalbert_model::tokenizer::Tokenizer;
 use adalbert_model::{
@@ -66,6 +68,9 @@ pub struct TrainJob<'a> {
     /// Stop after this many epochs of this invocation, keeping the run state as an
     /// interrupted run would (time-boxed runs; tests of `resume`).
     pub stop_after_epochs: Option<usize>,
+    /// The backbone's name recorded in the bundle, in place of the one its directory gives
+    /// (`adalbert_model::bundle::describe_backbone`).
+    pub model_name: Option<String>,
 }
 
 /// Per-epoch record, kept in the bundle's training metadata.
@@ -130,7 +135,7 @@ pub struct Start<'a> {
 pub struct StartBackbone<'a> {
     pub checkpoint: &'a Checkpoint,
     /// Recorded as the bundle's `backbone_sha256` (and in the run-state fingerprint) in place of
-    /// the weights file's sha256; for compressed weights,
+    /// the checkpoint's content hash; for compressed weights,
     /// `adalbert_model::compression::weights_sha256` of the decoded tensors.
     pub sha256: String,
     /// Recorded in the bundle's training metadata under `backbone` (e.g. plan, faults, seed).
@@ -168,17 +173,24 @@ pub fn train_from(job: TrainJob, start: Start) -> Result<TrainOutcome> {
         .cloned()
         .collect();
     let opened;
-    let (ck, backbone_sha) = match &start.backbone {
-        Some(b) => (b.checkpoint, b.sha256.clone()),
+    // The bundle records the backbone by content; the run-state fingerprint keeps the weights
+    // file's sha256 it always had, so runs interrupted before bundles changed still resume.
+    let (ck, backbone, run_sha) = match &start.backbone {
+        Some(b) => {
+            let mut id = BackboneId::of_weights(b.sha256.clone());
+            (id.model_name, id.revision) = describe_backbone(job.model_dir);
+            (b.checkpoint, id, b.sha256.clone())
+        }
         None => {
             opened = Checkpoint::open(job.model_dir)?;
-            let sha = sha256_file(opened.path())?;
-            (&opened, sha)
+            let id = BackboneId::of_checkpoint(&opened, job.model_dir)?;
+            let file_sha = sha256_file(opened.path())?;
+            (&opened, id, file_sha)
         }
     };
     let tokenizer = Tokenizer::from_dir(job.model_dir, cfg.max_len)?;
     let setup = build(&job, &config, ck, start.init)?;
-    let fingerprint = fingerprint(&job, &setup.layout, &backbone_sha, train_set.len());
+    let fingerprint = fingerprint(&job, &setup.layout, &run_sha, train_set.len());
     let mut opt = AdamW::new(setup.vars.clone(), cfg.weight_decay)?;
     let state_path = run_state_path(&job.out);
     let mut state = RunState {
@@ -284,7 +296,7 @@ pub fn train_from(job: TrainJob, start: Start) -> Result<TrainOutcome> {
         &setup,
         &state,
         best,
-        (backbone_sha, note),
+        (&backbone, note),
         train_set.len(),
     )?;
     std::fs::remove_file(&state_path).ok();
@@ -413,7 +425,7 @@ fn leak(s: &str) -> &'static str {
     match s {
         "accuracy" => "accuracy",
         "f1" => "f1",
-        "mcc" => "mcc",
+        "matthews_correlation" => "matthews_correlation",
         "pearson" => "pearson",
         "spearmanr" => "spearmanr",
         "combined_score" => "combined_score",
@@ -523,8 +535,12 @@ fn restore(
     let json = md
         .get("run_state")
         .ok_or_else(|| bad("no run state metadata".into()))?;
-    let state: RunState =
+    let mut state: RunState =
         serde_json::from_str(json).map_err(|e| bad(format!("malformed run state: {e}")))?;
+    // A run state of an earlier version may name metrics by their old names.
+    for record in &mut state.history {
+        record.dev = adalbert_core::metric::current_names(std::mem::take(&mut record.dev));
+    }
     if state.fingerprint != fingerprint {
         return Err(bad(
             "it was written by a run with other settings (task, mode, data or hyper-parameters); delete it or run without --resume".into(),
@@ -548,7 +564,7 @@ fn write_bundle(
     setup: &Setup,
     state: &RunState,
     best: HashMap<String, Tensor>,
-    (backbone_sha256, backbone_note): (String, Option<&serde_json::Value>),
+    (backbone, backbone_note): (&BackboneId, Option<&serde_json::Value>),
     n_train: usize,
 ) -> Result<TrainOutcome> {
     let trainable_params = setup
@@ -579,7 +595,9 @@ fn write_bundle(
         metrics,
         training,
         seed: job.config.seed,
-        backbone_sha256,
+        backbone_sha256: backbone.sha256.clone(),
+        model_name: job.model_name.clone().or(backbone.model_name.clone()),
+        revision: backbone.revision.clone(),
         trainable_params,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
     };

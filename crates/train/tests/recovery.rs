@@ -3,7 +3,7 @@
 
 use adalbert_model::checkpoint::sha256_file;
 use adalbert_model::compression::compress_checkpoint;
-use adalbert_model::{AdapterSpec, Checkpoint, Pooling, Sharing, TaskBundle};
+use adalbert_model::{AdapterSpec, BackboneId, Checkpoint, Pooling, Sharing, TaskBundle};
 use adalbert_tasks::{task_spec, Example, Label};
 use adalbert_train::{
     train, train_from, Mode, Start, StartBackbone, TrainConfig, TrainError, TrainJob,
@@ -63,12 +63,17 @@ fn recovery_trains_on_in_memory_weights_and_records_their_identity() {
         resume: false,
         progress: false,
         stop_after_epochs: None,
+        model_name: None,
     };
     let base = train(job("base.safetensors", 2)).unwrap();
     let bundle = TaskBundle::load(&base.bundle).unwrap();
     let ck = Checkpoint::open(model.path()).unwrap();
     let file_sha = sha256_file(ck.path()).unwrap();
-    assert_eq!(base.meta.backbone_sha256, file_sha);
+    let content = BackboneId::of_checkpoint(&ck, model.path()).unwrap();
+    // Bundles record the backbone by content, not by file.
+    assert_eq!(base.meta.backbone_sha256, content.sha256);
+    assert_ne!(base.meta.backbone_sha256, file_sha);
+    bundle.check_backbone(&content).unwrap();
 
     let plan = "int4+prune=0.5".parse().unwrap();
     let c = compress_checkpoint(&ck, &plan, &adalbert_compress::FaultSpec::None, 0).unwrap();
@@ -88,8 +93,10 @@ fn recovery_trains_on_in_memory_weights_and_records_their_identity() {
         "int4:per-tensor:sym+prune=0.5:per-tensor"
     );
     let recovered = TaskBundle::load(&rec.bundle).unwrap();
-    assert!(recovered.check_backbone(&file_sha).is_err());
-    assert!(recovered.check_backbone(&c.sha256).is_ok());
+    assert!(recovered.check_backbone(&content).is_err());
+    assert!(recovered
+        .check_backbone(&BackboneId::of_weights(c.sha256.clone()))
+        .is_ok());
     // Warm start: the run began from the bundle's tensors, not a fresh init, so the adapters
     // stay close to the bundle's (a fresh init of up-projections is all zeros).
     let name = "task.layers.0.attention_adapter.up.weight";

@@ -87,6 +87,7 @@ fn job<'a>(
         resume: false,
         progress: false,
         stop_after_epochs: None,
+        model_name: None,
     }
 }
 

@@ -15,11 +15,13 @@ use candle_core::{DType, Device, Tensor, Var};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Model directory (config.json, weights).
     #[arg(long)]
     model: PathBuf,
     /// BATCHxTOKENS, e.g. 1x32 or 8x128.
     #[arg(long, default_value = "8x128")]
     shape: String,
+    /// Timed iterations (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 20)]
     iters: usize,
     /// Worker threads (sets RAYON_NUM_THREADS before any pool starts); default: all cores.
@@ -184,10 +186,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "ms": ms, "ms_min": ms_min, "iters": args.iters, "threads": threads, "isa": isa,
             "checksum": checksum, "mean_abs": mean_abs, "max_abs_diff_vs_ref": max_abs_diff,
             "peak_rss_mb": rss, "cpu": cpu, "cpu_flags": flags});
-        println!("{v}");
+        outln!("{v}");
     } else {
         let diff = max_abs_diff.map_or(String::new(), |d| format!(", max |diff| vs ref {d:.2e}"));
-        println!(
+        outln!(
             "adalbert {variant} {} ({isa}, {threads} threads): {ms:.2} ms/batch (median of {}, min {ms_min:.2}), checksum {checksum:.6}, mean|h| {mean_abs:.6}{diff}, peak RSS {rss:.1} MB",
             args.shape, args.iters
         );
@@ -272,9 +274,9 @@ fn run_train(
         let v = serde_json::json!({"engine": "adalbert", "variant": variant,
             "shape": args.shape, "ms": ms, "ms_min": ms_min, "iters": args.iters,
             "threads": threads, "examples_per_s": ex_s, "loss": loss_v, "peak_rss_mb": rss});
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!(
+        outln!(
             "adalbert train {spec} {} ({threads} threads): {ms:.1} ms/step (median of {}, min {ms_min:.1}), {ex_s:.1} examples/s, loss {loss_v:.4}, peak RSS {rss:.1} MB",
             args.shape, args.iters
         );

@@ -17,8 +17,9 @@ pub struct Args {
     /// Backbone model directory.
     #[arg(long, required_unless_present = "sweep")]
     model: Option<PathBuf>,
-    /// Task bundles to evaluate (adapter or head bundles trained on --model).
-    #[arg(long = "bundle", num_args = 1.., required_unless_present = "sweep")]
+    /// Task bundle to evaluate (an adapter or head bundle trained on --model); repeat the flag
+    /// for several.
+    #[arg(long = "bundle", required_unless_present = "sweep")]
     bundles: Vec<PathBuf>,
     /// Compression plan, e.g. int8, af8e3+prune=0.5+bitmask (repeatable; grammar in
     /// `adalbert_compress::plan`).
@@ -36,6 +37,7 @@ pub struct Args {
     /// Evaluate on the first N dev examples of each task.
     #[arg(long)]
     max_eval: Option<usize>,
+    /// Tokens per input; longer inputs are truncated.
     #[arg(long, default_value_t = 128)]
     max_len: usize,
     /// GLUE task folder, or the offline suite's data folder (default assets/data).
@@ -48,7 +50,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     recover_epochs: usize,
     /// Training examples for recovery (a seeded subset; default: the bundle's own setting).
-    #[arg(long)]
+    #[arg(long = "max-train", alias = "recover-train")]
     recover_train: Option<usize>,
     /// Work folder: cache, recovered bundles, and (flag form) the CSV and summary.
     #[arg(long)]
@@ -93,10 +95,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let outcome = sweep::run_sweep(&spec, &report, args.resume, progress)?;
     if args.json {
         for r in &outcome.rows {
-            println!("{}", serde_json::to_string(r)?);
+            outln!("{}", serde_json::to_string(r)?);
         }
     } else {
-        print!("{}", sweep::terminal_summary(&spec, &outcome.rows));
+        out!("{}", sweep::terminal_summary(&spec, &outcome.rows));
     }
     eprintln!(
         "{} rows in {:.0}s; CSV {}; summary {}",

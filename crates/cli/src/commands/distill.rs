@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long)]
     pub held_out: Option<PathBuf>,
     /// Measure on at most this many held-out sentences (a seeded sample).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long = "max-eval", alias = "max-held-out", default_value_t = 512)]
     pub max_held_out: usize,
     /// The offline suite's split seed whose dev/test sentences are held out.
     #[arg(long, default_value_t = 0)]
@@ -44,16 +44,22 @@ pub struct Args {
     /// Train for this many optimizer steps (deterministic for a seed; default 2000).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Seed of the student's initialization, the sentence order and dropout.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    #[arg(long, default_value_t = 32)]
+    /// Sentences per optimizer step.
+    #[arg(long = "batch", alias = "batch-size", default_value_t = 32)]
     pub batch_size: usize,
+    /// Tokens per sentence; longer sentences are truncated.
     #[arg(long, default_value_t = 64)]
     pub max_len: usize,
+    /// Peak learning rate (AdamW).
     #[arg(long, default_value_t = 5e-4)]
     pub lr: f64,
+    /// Steps of linear learning-rate warm-up.
     #[arg(long, default_value_t = 100)]
     pub warmup_steps: usize,
+    /// Clip the global gradient norm to this value.
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
     /// How the shared layer starts: mean (of the teacher layers it replaces), best-layer
@@ -79,7 +85,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Benchmark: run one warm-up and N timed optimizer steps of this recipe (batch
-    /// --batch-size sentences of the corpus cut at --max-len), print one JSON line for
+    /// --batch sentences of the corpus cut at --max-len), print one JSON line for
     /// `make bench` (median ms per step) and keep no output.
     #[arg(long, conflicts_with_all = ["out", "resume", "steps", "time_budget", "init_only"])]
     pub bench_steps: Option<usize>,
@@ -173,9 +179,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return print_bench(&args, &outcome);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r.summary())?);
+        outln!("{}", serde_json::to_string_pretty(&r.summary())?);
     } else {
-        println!(
+        outln!(
             "wrote {} (seed {}): {} steps, {} tokens in {:.0} s; student {} parameters ({:.3} of the teacher's)",
             outcome.out.display(),
             r.seed,
@@ -185,7 +191,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             r.parameters.student,
             r.parameters.ratio
         );
-        println!(
+        outln!(
             "held-out ({} sentences): mean cosine to the teacher {:.4} (min {:.4}); final loss {:.4}",
             r.held_out.sentences,
             r.held_out.mean_cosine,
@@ -242,7 +248,7 @@ fn print_bench(
         "cpu": cpu, "cpu_flags": flags,
         "seed": r.seed,
     });
-    println!("{v}");
+    outln!("{v}");
     Ok(())
 }
 

@@ -22,6 +22,9 @@ pub struct Args {
     /// Output directory for dse.csv, dse-pareto.csv and dse-pareto.svg.
     #[arg(long, default_value = "results/dse")]
     out: PathBuf,
+    /// Print the summary (point counts, seconds, files written) as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -59,7 +62,16 @@ pub fn run(args: Args) -> Result<()> {
         &format!("{model}: design points (Pareto front in red)"),
     )?;
     let feasible = scatter.len();
-    println!(
+    if args.json {
+        let v = serde_json::json!({
+            "model": model, "points": points.len(), "feasible": feasible,
+            "pareto": front.len(), "seconds": secs,
+            "files": {"all": all, "pareto": pareto, "svg": svg},
+        });
+        outln!("{v}");
+        return Ok(());
+    }
+    outln!(
         "{} points ({feasible} feasible, {} on the Pareto front) in {secs:.3} s ({:.0} points/s); wrote {}, {}, {}",
         points.len(),
         front.len(),

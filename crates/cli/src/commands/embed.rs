@@ -224,7 +224,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     if args.hidden {
         let rows = embed_hidden(&embedder, &texts, &args)?;
-        println!("{}", serde_json::to_string(&rows)?);
+        outln!("{}", serde_json::to_string(&rows)?);
         return Ok(());
     }
     let kernels = embedder.backbone.inference_kernels();
@@ -244,9 +244,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "fp32_kernels": fp32_kernels, "texts": texts.len(), "dim": d.dim,
                 "max_abs_diff": d.max_abs, "mean_abs_diff": d.mean_abs,
                 "min_cosine": d.min_cos, "mean_cosine": d.mean_cos});
-            println!("{v}");
+            outln!("{v}");
         } else {
-            println!(
+            outln!(
                 "{} ({kernels}) vs fp32 ({fp32_kernels}) over {} texts, dim {}: max |diff| {:.3e}, mean |diff| {:.3e}, cosine min {:.6} mean {:.6}",
                 args.precision.name(),
                 texts.len(),
@@ -287,9 +287,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if args.json {
             let v = serde_json::json!({"output": path, "texts": rows.len(), "dim": dim,
                 "pooling": pooling, "normalized": normalized, "max_len": max_len});
-            println!("{v}");
+            outln!("{v}");
         } else {
-            println!(
+            outln!(
                 "wrote {} vectors of dimension {dim} to {} (pooling {pooling}, {}normalized, max_len {max_len})",
                 rows.len(),
                 path.display(),
@@ -299,11 +299,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.json {
-        println!("{}", serde_json::to_string(&rows)?);
+        outln!("{}", serde_json::to_string(&rows)?);
     } else {
         for (text, v) in texts.iter().zip(&rows) {
             let shown: Vec<String> = v.iter().map(|x| format!("{x:.6}")).collect();
-            println!("{text}\n  [{}] (dim {})", shown.join(", "), v.len());
+            outln!("{text}\n  [{}] (dim {})", shown.join(", "), v.len());
         }
     }
     if args.similarity {
@@ -472,14 +472,14 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn print_similarity(texts: &[String], rows: &[Vec<f32>]) {
-    println!("\ncosine similarity");
+    outln!("\ncosine similarity");
     for (i, a) in rows.iter().enumerate() {
         let cells: Vec<String> = rows
             .iter()
             .map(|b| format!("{:6.3}", cosine(a, b)))
             .collect();
         let label: String = texts[i].chars().take(40).collect();
-        println!("{:>2} {} | {label}", i, cells.join(" "));
+        outln!("{:>2} {} | {label}", i, cells.join(" "));
     }
 }
 

@@ -12,23 +12,27 @@ use anyhow::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Backbone model directory (config, weights, tokenizer).
     #[arg(long)]
     model: PathBuf,
+    /// Task bundle to evaluate (trained on --model).
     #[arg(long)]
     bundle: PathBuf,
     /// GLUE task folder, or the offline suite's data folder (default assets/data).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// train, dev or test (default dev; with data files: the test file if given, else the
-    /// validation file, else the training file).
+    /// Which split to evaluate: train, dev or test (default dev; with data files: the test
+    /// file if given, else the validation file, else the training file).
     #[arg(long)]
     split: Option<Split>,
+    /// Seed of the offline suite's train/dev/test split.
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
+    /// Tokens per input; longer inputs are truncated.
     #[arg(long, default_value_t = 128)]
     max_len: usize,
     /// Evaluate on the first N examples only.
-    #[arg(long)]
+    #[arg(long = "max-eval", alias = "max-examples")]
     max_examples: Option<usize>,
     /// Write `id\tprediction` lines here.
     #[arg(long)]
@@ -36,6 +40,7 @@ pub struct Args {
     /// Write a GLUE submission file into this folder (GLUE tasks).
     #[arg(long)]
     submission: Option<PathBuf>,
+    /// Print the metrics as one JSON object.
     #[arg(long)]
     json: bool,
     /// Number format of the backbone's products: fp32, bf16 or int8 (see `adalbert info
@@ -90,7 +95,7 @@ pub fn bundle_predictions(
     let (mut backbone, ck) = Backbone::from_dir(model_dir)
         .with_context(|| format!("loading model from {}", model_dir.display()))?;
     backbone.set_kernels(precision.kernels());
-    bundle.check_backbone(&adalbert_model::checkpoint::sha256_file(ck.path())?)?;
+    bundle.check_backbone(&adalbert_model::BackboneId::of_checkpoint(&ck, model_dir)?)?;
     let own;
     let bb = if bundle.meta.mode == TrainMode::Full {
         own = {
@@ -163,10 +168,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
             .collect();
-        println!("{}", serde_json::Value::Object(m));
+        outln!("{}", serde_json::Value::Object(m));
     } else {
         for (name, value) in metrics {
-            println!("{name} {value:.4}");
+            outln!("{name} {value:.4}");
         }
     }
     Ok(())

@@ -58,6 +58,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let counts = backbone.param_counts();
     let (pooler, total) = (counts.pooler, counts.total());
     let planned = plan_bytes(&c.shape, &args.plans)?;
+    // What bundles trained on this backbone record (and are checked against).
+    let id = adalbert_model::BackboneId::of_checkpoint(&ck, model)?;
     if args.json {
         let plans: Vec<serde_json::Value> = planned
             .iter()
@@ -65,25 +67,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect();
         let v = serde_json::json!({
             "config": c, "weights_file": ck.path(),
+            "backbone": {"sha256": id.sha256, "model_name": id.model_name, "revision": id.revision},
             "params": {"embeddings": counts.embeddings, "projection": counts.projection,
                        "encoder": counts.encoder, "pooler": pooler,
                        "backbone": counts.backbone(), "total": total},
             "bytes": {"fp32": total * 4, "fp16": total * 2, "int8": total},
             "plans": plans,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("model        {}", model.display());
-    println!("weights      {}", ck.path().display());
-    println!("family       {}", family(c));
-    println!(
+    outln!("model        {}", model.display());
+    outln!("weights      {}", ck.path().display());
+    outln!(
+        "backbone     {}{}{}",
+        id.sha256,
+        id.model_name
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
+        id.revision
+            .as_ref()
+            .map(|r| format!(" @ {r}"))
+            .unwrap_or_default()
+    );
+    outln!("family       {}", family(c));
+    outln!(
         "shape        vocab {} | E {} | H {} | heads {} | FFN {} | {} layer applications of {} group(s) x {} layer(s) | act {:?} | max pos {}",
         c.shape.vocab_size, c.shape.embedding_size, c.shape.hidden_size, c.shape.num_attention_heads, c.shape.intermediate_size,
         c.shape.num_hidden_layers, c.shape.num_hidden_groups, c.shape.inner_group_num, c.hidden_act, c.shape.max_position_embeddings
     );
-    println!();
-    println!("{:<22} {:>14}", "part", "parameters");
+    outln!();
+    outln!("{:<22} {:>14}", "part", "parameters");
     let rows = [
         ("embeddings", counts.embeddings),
         ("projection (E->H)", counts.projection),
@@ -93,15 +108,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ("total", total),
     ];
     for (name, n) in rows {
-        println!("{name:<22} {n:>14}");
+        outln!("{name:<22} {n:>14}");
     }
-    println!();
-    println!("{:<8} {:>14}", "format", "bytes");
+    outln!();
+    outln!("{:<8} {:>14}", "format", "bytes");
     for (name, bytes) in [("fp32", total * 4), ("fp16", total * 2), ("int8", total)] {
-        println!("{name:<8} {bytes:>14}  ({:.2} MB)", bytes as f64 / 1e6);
+        outln!("{name:<8} {bytes:>14}  ({:.2} MB)", bytes as f64 / 1e6);
     }
     for (plan, bytes, meta) in &planned {
-        println!(
+        outln!(
             "{plan}: backbone (no pooler) {bytes} bytes of payload + {meta} of scales ({:.2} MB)",
             (bytes + meta) as f64 / 1e6
         );
@@ -127,13 +142,13 @@ fn kernels(json: bool) -> anyhow::Result<()> {
             .collect();
         let v = serde_json::json!({"cpu": cpu, "flags": flags, "kernels": kernels,
             "override": std::env::var("ADALBERT_KERNELS").ok()});
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("cpu        {cpu}");
-    println!("flags      {}", flags.join(" "));
+    outln!("cpu        {cpu}");
+    outln!("flags      {}", flags.join(" "));
     for (precision, k) in table {
-        println!("{precision:<10} {k}");
+        outln!("{precision:<10} {k}");
     }
     Ok(())
 }

@@ -8,16 +8,19 @@ use anyhow::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Backbone model directory (config, weights, tokenizer).
     #[arg(long)]
     model: PathBuf,
     /// Task bundle; repeat the flag for several tasks.
     #[arg(long, required = true)]
     bundle: Vec<PathBuf>,
+    /// Tokens per input; longer inputs are truncated (and the output says so).
     #[arg(long, default_value_t = 128)]
     max_len: usize,
     /// Separator of the two texts of a pair input.
     #[arg(long, default_value = " ||| ")]
     pair_sep: String,
+    /// Print the predictions as one JSON object (task -> one prediction per text).
     #[arg(long)]
     json: bool,
     /// Number format of the backbone's products: fp32, bf16 or int8 (see `adalbert info
@@ -30,6 +33,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // `--bundle A B "text"` reads B as a text: say so rather than predict on a file name.
+    if let Some(t) = args
+        .texts
+        .iter()
+        .find(|t| t.ends_with(".safetensors") && std::path::Path::new(t).is_file())
+    {
+        anyhow::bail!(
+            "the text {t:?} is a bundle file: give each bundle its own flag \
+             (--bundle A --bundle B \"text\")"
+        );
+    }
     let mut mt = MultiTask::open(&args.model, args.max_len)
         .with_context(|| format!("loading model from {}", args.model.display()))?;
     mt.set_kernels(args.precision.kernels())?;
@@ -60,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             all.insert(name.clone(), serde_json::to_value(&preds)?);
             continue;
         }
-        println!("[{name}]");
+        outln!("[{name}]");
         for (text, p) in args.texts.iter().zip(&preds) {
             let scores: Vec<String> = p.scores.iter().map(|s| format!("{s:.3}")).collect();
             let cut = if p.truncated {
@@ -68,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 String::new()
             };
-            println!(
+            outln!(
                 "  {} <- {text} ({}){cut}",
                 p.label.as_deref().unwrap_or("value"),
                 scores.join(", ")
@@ -86,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if args.json {
-        println!("{}", serde_json::Value::Object(all));
+        outln!("{}", serde_json::Value::Object(all));
     }
     Ok(())
 }

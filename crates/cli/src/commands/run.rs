@@ -36,18 +36,25 @@ pub struct Args {
     /// time, and whether DIR/cache holds it. Computes nothing.
     #[arg(long)]
     pub list_items: bool,
-    /// With --list-items: one JSON document on stdout.
-    #[arg(long, requires = "list_items")]
+    /// Print one JSON document on stdout: the check's result (--check), the plan
+    /// (--list-items), or what the run wrote (headlines and report, or the shard's counts).
+    #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.check {
         let items = adalbert_experiment::check(&args.experiment)?;
-        println!(
-            "{} is valid: {items} training item(s)",
-            args.experiment.display()
-        );
+        if args.json {
+            let v = serde_json::json!({"experiment": args.experiment, "valid": true,
+                                       "training_items": items});
+            outln!("{v}");
+        } else {
+            outln!(
+                "{} is valid: {items} training item(s)",
+                args.experiment.display()
+            );
+        }
         return Ok(());
     }
     // Parsed here rather than by clap, so a bad value is an error naming the flag with exit
@@ -57,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let listing =
             adalbert_experiment::list_items(&args.experiment, args.out.as_deref(), shard)?;
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&listing).context("encoding the listing")?
             );
@@ -78,12 +85,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resume: args.resume,
         mode,
     })?;
+    if args.json {
+        let v = match &outcome {
+            RunOutcome::Report { headlines, report } => {
+                serde_json::json!({"headlines": headlines, "report": report})
+            }
+            RunOutcome::Shard {
+                shard,
+                items,
+                computed,
+                cache,
+                timings,
+            } => serde_json::json!({
+                "shard": shard.to_string(), "items": items, "computed": computed,
+                "cached": items - computed, "cache": cache, "timings": timings,
+            }),
+        };
+        outln!("{v}");
+        return Ok(());
+    }
     match outcome {
         RunOutcome::Report { headlines, report } => {
             for h in headlines {
-                println!("{h}");
+                outln!("{h}");
             }
-            println!("report written to {}", report.display());
+            outln!("report written to {}", report.display());
         }
         RunOutcome::Shard {
             shard,
@@ -92,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             cache,
             timings,
         } => {
-            println!(
+            outln!(
                 "shard {shard} done: {items} item(s) ({computed} computed, {} already cached) in {}; timings in {}",
                 items - computed,
                 cache.display(),
@@ -101,7 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let out = args
                 .out
                 .map_or_else(String::new, |o| format!(" --out {}", o.display()));
-            println!(
+            outln!(
                 "when every shard is done: adalbert run {}{out} --merge",
                 experiment.display()
             );
@@ -111,7 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn print_listing(l: &Listing) {
-    println!(
+    outln!(
         "experiment `{}` (plan {}): {} item(s), estimated {} in all; results in {}",
         l.experiment,
         l.plan,
@@ -125,18 +151,22 @@ fn print_listing(l: &Listing) {
             .iter()
             .map(|&c| cpu_text(c))
             .collect();
-        println!(
+        outln!(
             "shard {s}: {} item(s); estimated per shard: {}",
             l.items.len(),
             costs.join(" / ")
         );
     }
-    println!(
+    outln!(
         "{:<7} {:<9} {:<16} {:>10} {:<7} item",
-        "shard", "stage", "id", "est. CPU s", "status"
+        "shard",
+        "stage",
+        "id",
+        "est. CPU s",
+        "status"
     );
     for i in &l.items {
-        println!(
+        outln!(
             "{:<7} {:<9} {:<16} {:>10.1} {:<7} {}",
             if i.shards.is_empty() {
                 "-".into()
@@ -155,5 +185,5 @@ fn print_listing(l: &Listing) {
         );
     }
     let done = l.items.iter().filter(|i| i.done).count();
-    println!("{done} of {} listed item(s) done", l.items.len());
+    outln!("{done} of {} listed item(s) done", l.items.len());
 }

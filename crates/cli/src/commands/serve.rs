@@ -16,15 +16,22 @@ pub struct Args {
     /// Backbone model directory (config, weights, tokenizer).
     #[arg(long, env = "ADALBERT_MODEL")]
     model: PathBuf,
-    /// Task bundles to serve from the start (more can be PUT at run time).
-    #[arg(long, num_args = 1.., env = "ADALBERT_BUNDLES", value_delimiter = ',')]
+    /// Task bundle to serve from the start (more can be PUT at run time); repeat the flag or
+    /// separate with commas.
+    #[arg(
+        long = "bundle",
+        alias = "bundles",
+        env = "ADALBERT_BUNDLES",
+        value_delimiter = ','
+    )]
     bundles: Vec<PathBuf>,
     /// Directory of bundles served by name (NAME.bundle.safetensors or NAME.safetensors),
     /// each loaded on its first request.
     #[arg(long, env = "ADALBERT_BUNDLE_DIR")]
     bundle_dir: Option<PathBuf>,
-    /// Directories POST /v1/tasks/{task}/load may read bundles from (besides --bundle-dir).
-    #[arg(long, num_args = 1.., env = "ADALBERT_LOAD_DIR", value_delimiter = ',')]
+    /// Directory POST /v1/tasks/{task}/load may read bundles from (besides --bundle-dir);
+    /// repeat the flag or separate with commas.
+    #[arg(long, env = "ADALBERT_LOAD_DIR", value_delimiter = ',')]
     load_dir: Vec<PathBuf>,
     /// Most tasks in memory; beyond it the least recently used reloadable task is unloaded.
     #[arg(long, env = "ADALBERT_MAX_LOADED_TASKS")]

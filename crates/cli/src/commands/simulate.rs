@@ -195,12 +195,12 @@ pub fn run(args: Args) -> Result<()> {
         let heads = report::write_hardware_report(dir, &platform, &defaults, &inputs)
             .with_context(|| format!("writing the hardware report into {}", dir.display()))?;
         for h in heads.iter().filter(|h| h.n_tasks == 1 || h.n_tasks == 8) {
-            println!(
+            outln!(
                 "{} ({}, store {}), N={}: adapter-hetero vs albert-dram E {:.3} L {:.3} A {:.3}; vs albert-sram E {:.3} L {:.3} A {:.3}",
                 h.model, h.sharing, h.store, h.n_tasks, h.vs_dram[0], h.vs_dram[1], h.vs_dram[2], h.vs_sram[0], h.vs_sram[1], h.vs_sram[2]
             );
         }
-        println!(
+        outln!(
             "wrote {}",
             dir.join("hardware{,_sensitivity,_accuracy}.*").display()
         );
@@ -218,7 +218,7 @@ pub fn run(args: Args) -> Result<()> {
                 .with_context(|| {
                     format!("writing the sensitivity study into {}", args.out.display())
                 })?;
-        println!(
+        outln!(
             "{} settings (defaults, {} knobs at both ends, {} joint samples, seed {}); {} one-at-a-time flips; wrote {}",
             1 + 2 * study.one_at_a_time.len() + study.joint.outcomes.len(),
             study.one_at_a_time.len(),
@@ -267,17 +267,17 @@ pub fn run(args: Args) -> Result<()> {
         let ns: Vec<u64> = (1..=max).collect();
         let rows = compare_at(&scenario, &ns, store, &usage);
         if args.json {
-            println!("{}", serde_json::to_string(&rows)?);
+            outln!("{}", serde_json::to_string(&rows)?);
         } else {
-            println!(
+            outln!(
                 "{} | adapter {} ({sharing}) | plan {plan} | seq {seq} | task store {store} | {}\n",
                 args.model,
                 adapter_name(adapter),
                 usage.rate_label()
             );
-            print!("{}", compare_table(&rows));
+            out!("{}", compare_table(&rows));
             if rows.iter().any(|r| r.request.is_some_and(|q| q.saturated)) {
-                println!(
+                outln!(
                     "\nsome policies cannot serve {}: they run back to back",
                     usage.rate_label()
                 );
@@ -324,10 +324,10 @@ fn single(args: &Args, scenario: &Scenario, store: TaskStore, usage: &Usage) -> 
             v["tensors"] = serde_json::to_value(&workload.tensors)?;
             v["ops"] = serde_json::to_value(&workload.ops)?;
         }
-        println!("{}", serde_json::to_string(&v)?);
+        outln!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{} | adapter {} ({}) | plan {} | seq {}\n",
         args.model,
         adapter_name(workload.spec.adapter),
@@ -335,9 +335,9 @@ fn single(args: &Args, scenario: &Scenario, store: TaskStore, usage: &Usage) -> 
         workload.spec.plan,
         workload.spec.seq_len
     );
-    print!("{}", report_table(&report, usage));
+    out!("{}", report_table(&report, usage));
     if let Some(s) = schedule {
-        println!(
+        outln!(
             "schedule: {} requests, {} switches, {:.3} uJ, {:.4} ms",
             s.requests,
             s.switches,
@@ -346,12 +346,16 @@ fn single(args: &Args, scenario: &Scenario, store: TaskStore, usage: &Usage) -> 
         );
     }
     if args.tensors {
-        println!(
+        outln!(
             "\n{:<60} {:>12} {:>12} {:>10} {:>10}",
-            "tensor", "numel", "bits", "role", "reads/inf"
+            "tensor",
+            "numel",
+            "bits",
+            "role",
+            "reads/inf"
         );
         for t in &workload.tensors {
-            println!(
+            outln!(
                 "{:<60} {:>12} {:>12} {:>10?} {:>10.4}",
                 t.name,
                 t.numel,
@@ -360,14 +364,24 @@ fn single(args: &Args, scenario: &Scenario, store: TaskStore, usage: &Usage) -> 
                 t.reads_per_inference
             );
         }
-        println!(
+        outln!(
             "\n{:<40} {:>12} {:>8} {:>8} {:>8} {:>8}",
-            "op", "kind", "count", "m", "k", "n"
+            "op",
+            "kind",
+            "count",
+            "m",
+            "k",
+            "n"
         );
         for o in &workload.ops {
-            println!(
+            outln!(
                 "{:<40} {:>12?} {:>8} {:>8} {:>8} {:>8}",
-                o.name, o.kind, o.count, o.m, o.k, o.n
+                o.name,
+                o.kind,
+                o.count,
+                o.m,
+                o.k,
+                o.n
             );
         }
     }

@@ -22,6 +22,10 @@ pub struct Args {
     /// Backbone model directory.
     #[arg(long)]
     pub model: PathBuf,
+    /// Backbone name recorded in the bundle (default: config.json's `_name_or_path` when it is
+    /// a hub id, else the model card's `base_model`; unknown otherwise).
+    #[arg(long)]
+    pub model_name: Option<String>,
     /// Task name: a GLUE task (with --data pointing at its folder) or an offline-suite task;
     /// with --train-file, the name recorded for your own data (default: the file's stem).
     #[arg(long)]
@@ -32,10 +36,16 @@ pub struct Args {
     /// Adapter spec, e.g. houlsby:64, pfeiffer:64, parallel:64, lora:r=8.
     #[arg(long)]
     pub adapter: Option<String>,
+    /// What is trained: adapter (the default; needs --adapter), head (the classifier only) or
+    /// full (every weight).
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
-    /// per-application (one adapter set per layer application) or shared.
-    #[arg(long, default_value = "per-application")]
+    /// Adapter sharing: per-application (one adapter set per layer application) or shared.
+    #[arg(
+        long = "sharing",
+        alias = "adapter-sharing",
+        default_value = "per-application"
+    )]
     pub adapter_sharing: String,
     /// pooler, mean or cls; default: mean for sentence-transformers models, else pooler.
     #[arg(long)]
@@ -43,24 +53,31 @@ pub struct Args {
     /// Train a per-task copy of the pooler too.
     #[arg(long)]
     pub train_pooler: bool,
+    /// Training epochs (the best dev epoch's weights are kept).
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
     /// Peak learning rate (default: 1e-3 adapter/head, 3e-5 full).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Examples per optimizer step.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// Tokens per input; longer inputs are truncated.
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
+    /// Seed of initialization, example order, subsets and dropout (recorded in the bundle).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Seed of the offline suite's train/dev/test split.
     #[arg(long, default_value_t = 0)]
     pub split_seed: u64,
+    /// Dropout probability in the trained modules.
     #[arg(long, default_value_t = 0.1)]
     pub dropout: f64,
+    /// AdamW weight decay.
     #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f64,
+    /// Fraction of the steps spent warming the learning rate up linearly.
     #[arg(long, default_value_t = 0.1)]
     pub warmup_ratio: f64,
     /// Stop after N epochs without dev improvement.
@@ -176,6 +193,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resume: args.resume,
         progress: !args.json,
         stop_after_epochs: None,
+        model_name: args.model_name.clone(),
     })?;
     // The held-out file, scored with the bundle just written (as `adalbert eval` would).
     let test_metrics = match &test_set {
@@ -204,12 +222,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let v = serde_json::json!({"bundle": outcome.bundle, "meta": outcome.meta,
             "train_seconds": outcome.train_seconds, "examples_per_second": outcome.examples_per_second,
             "test": test});
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     for r in &outcome.history {
         let dev: Vec<String> = r.dev.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-        println!(
+        outln!(
             "epoch {} train loss {:.4} | dev {} | {:.1}s",
             r.epoch,
             r.train_loss,
@@ -217,14 +235,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             r.seconds
         );
     }
-    println!(
+    outln!(
         "trainable parameters {} | {:.1} examples/s",
-        outcome.meta.trainable_params, outcome.examples_per_second
+        outcome.meta.trainable_params,
+        outcome.examples_per_second
     );
     if let Some(m) = &test_metrics {
         let shown: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-        println!("test {}", shown.join(", "));
+        outln!("test {}", shown.join(", "));
     }
-    println!("bundle written to {}", outcome.bundle.display());
+    outln!("bundle written to {}", outcome.bundle.display());
     Ok(())
 }

@@ -74,6 +74,10 @@ pub fn write(dir: &Path, inp: &Inputs) -> Result<Headlines> {
     let sel = selections(inp);
     let _ = writeln!(md, "# adalbert report: {}\n", exp.name);
     scale(&mut md, inp);
+    if exp.is_glue() {
+        let g = exp.glue_selection();
+        let _ = writeln!(md, "**GLUE:** \"test\" in every table below is the official GLUE dev set (dev.tsv; dev_matched.tsv for mnli, dev_mismatched.tsv for mnli-mm), because GLUE's test sets are unlabeled; \"dev\", where learning rates and epochs are chosen, is a seeded slice of each train.tsv (a fraction {} of it, at most {} examples, split seed {}) and training uses the rest. The test sets are predicted by each Table 1 cell's kept bundle (first seed of the chosen learning rate) into `{}/<backbone>/<method>/` for the leaderboard.\n", g.fraction, g.max, exp.split_seed, crate::stages::submit::SUBMISSION_DIR);
+    }
     if !exp.note.is_empty() {
         let _ = writeln!(md, "> {}\n", exp.note.trim());
     }
@@ -254,7 +258,15 @@ fn provenance(md: &mut String, inp: &Inputs) {
         let _ = writeln!(md, "| fault seeds | {} |", fault_seeds(c));
     }
     let _ = writeln!(md, "| tool version | {} |", p.tool_version);
-    let _ = writeln!(md, "| git revision | `{}` |\n", p.git_revision);
+    let _ = writeln!(md, "| git revision | `{}` |", p.git_revision);
+    // Training times in the tables are wall times of the machine that ran each item; name the
+    // one that wrote the report (the same machine unless shards ran elsewhere).
+    let _ = writeln!(
+        md,
+        "| report written on | {}, {} logical CPUs |\n",
+        adalbert_kernels::cpu_model_name(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
 }
 
 /// The fault seeds of every `[compress]` group, as `first..end` ranges (end exclusive).
@@ -932,17 +944,18 @@ fn interpretation(inp: &Inputs, sel: &[Selected], t2: &[T2Row]) -> (Table, Vec<S
         ]);
         out.push(format!("The ALBERT backbone has {pa} parameters against {pb} ({} of the BERT's), which every task shares.", f4(pa as f64 / pb.max(1) as f64)));
     }
-    // 3. Which compression adapters recover from (trained on the compressed backbone).
-    let mut recovers: Vec<String> = Vec::new();
-    let mut not: Vec<String> = Vec::new();
+    // 3. Which compression adapters recover from (trained on the compressed backbone): one
+    // verdict per cell in the table, then one tally per plan, so the sentence stays short
+    // however many backbones and tasks the study has.
+    let mut tally: Vec<(String, [usize; 3], f64)> = Vec::new();
     for row in t2.iter().filter(|r| r.trained.n > 0) {
         let (a, b) = (&row.rec.summary, &row.trained);
-        let verdict = if b.mean - a.mean > a.sd.unwrap_or(0.0).max(b.sd.unwrap_or(0.0)).max(0.01) {
-            "recovers"
+        let kind = if b.mean - a.mean > a.sd.unwrap_or(0.0).max(b.sd.unwrap_or(0.0)).max(0.01) {
+            0
         } else if within(a, b) {
-            "within spread"
+            1
         } else {
-            "worse"
+            2
         };
         let what = format!("{} / {}", row.rec.plan, row.rec.faults);
         t.push(vec![
@@ -952,20 +965,32 @@ fn interpretation(inp: &Inputs, sel: &[Selected], t2: &[T2Row]) -> (Table, Vec<S
             f4(a.mean),
             f4(b.mean),
             f4(b.mean - a.mean),
-            verdict.into(),
+            ["recovers", "within spread", "worse"][kind].into(),
         ]);
-        let tag = format!("{} on {} ({})", what, row.rec.backbone, row.rec.task);
-        if verdict == "recovers" {
-            recovers.push(tag);
-        } else {
-            not.push(tag);
-        }
+        let i = match tally.iter().position(|(w, _, _)| *w == what) {
+            Some(i) => i,
+            None => {
+                tally.push((what, [0; 3], 0.0));
+                tally.len() - 1
+            }
+        };
+        tally[i].1[kind] += 1;
+        tally[i].2 += b.mean - a.mean;
     }
-    if !recovers.is_empty() || !not.is_empty() {
+    if !tally.is_empty() {
+        let parts: Vec<String> = tally
+            .iter()
+            .map(|(what, [up, same, down], sum)| {
+                let n = up + same + down;
+                format!(
+                    "`{what}` recovers in {up} of {n}, is within the spread in {same} and worse in {down} (mean change {})",
+                    f4(sum / n as f64)
+                )
+            })
+            .collect();
         out.push(format!(
-            "Training the adapters on the compressed backbone recovers accuracy lost by evaluating fp32-trained adapters on it for {}; it does not for {}.",
-            if recovers.is_empty() { "none of the compressed backbones".into() } else { recovers.join("; ") },
-            if not.is_empty() { "none".into() } else { not.join("; ") }
+            "Training the adapters on the compressed backbone, against fp32-trained adapters evaluated on it, per plan over backbones and tasks: {}.",
+            parts.join("; ")
         ));
     }
     (t, out)
@@ -975,7 +1000,7 @@ fn interpretation(inp: &Inputs, sel: &[Selected], t2: &[T2Row]) -> (Table, Vec<S
 fn does_not_show(inp: &Inputs) -> String {
     let e = inp.exp;
     let mut parts = vec![format!(
-        "one split (seed {}) of the offline suite, not GLUE; {} training seed(s), so differences below the spread are not findings",
+        "one split (seed {}) of the offline suite, not GLUE; {} training seed(s), so differences below the spread are not findings; training times (`train s`, `examples/s`) are wall times on the machine that ran each item, not a benchmark",
         e.split_seed,
         e.seeds.len()
     )];

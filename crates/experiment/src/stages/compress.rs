@@ -92,7 +92,13 @@ pub fn sweep_of(
             })
             .collect(),
         split_seed: exp.split_seed,
-        split: Split::Test,
+        // The reported split: the offline suite's test split, GLUE's official dev set (its
+        // test set is unlabeled); validation keeps an experiment on one of the two.
+        split: exp
+            .all_tasks()
+            .first()
+            .and_then(|t| adalbert_tasks::task_spec(t).ok())
+            .map_or(Split::Test, |s| adalbert_tasks::report_split(&s)),
         max_eval: sec.max_eval.or(exp.train.max_test),
         max_len: exp.train.max_len,
         out: out_dir.to_path_buf(),

@@ -1,7 +1,9 @@
 //! Stage 1: train every (backbone, task, method, learning rate, seed), the adapter size and
 //! sharing sweep, and the compress-then-train items. Every item trains on the train split,
 //! keeps the epoch with the best dev metric (early stopping on dev with `train.patience`), and
-//! is then evaluated once on the test split, which no selection ever reads.
+//! is then evaluated once on the test split, which no selection ever reads. Which examples
+//! those are is `adalbert_tasks::load_study`'s decision: for GLUE, whose test set is unlabeled,
+//! dev is a seeded slice of `train.tsv` and "test" is the official dev set.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use adalbert_model::tokenizer::Tokenizer;
 use adalbert_model::{
     Backbone, Checkpoint, EncoderConfig, Pooling, Sharing, TaskBundle, TaskModel, TrainMode,
 };
-use adalbert_tasks::Split;
+use adalbert_tasks::{load_study, Split};
 use adalbert_train::eval::evaluate_model;
 use adalbert_train::{train_from, Mode, Start, StartBackbone, TrainJob};
 use serde::{Deserialize, Serialize};
@@ -74,6 +76,10 @@ pub struct TrainRecord {
     pub train_examples: usize,
     pub dev_examples: usize,
     pub test_examples: usize,
+    /// GLUE only: how the selection split was cut from `train.tsv` (fraction, cap, split
+    /// seed), and that the reported split is the official dev set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<String>,
     pub bundle: PathBuf,
 }
 
@@ -90,6 +96,10 @@ struct TrainKey<'a> {
     config: adalbert_train::TrainConfig,
     pooling: &'a str,
     max_test: Option<usize>,
+    /// GLUE only (absent for the offline suite, whose keys are unchanged): the selection
+    /// slice's fraction of `train.tsv` and cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    glue_selection: Option<(f64, usize)>,
     /// Canonical plan, fault spec and fault seed of the backbone trained on.
     compressed: Option<(String, String, u64)>,
     tool: &'a str,
@@ -252,6 +262,12 @@ pub fn key(exp: &Experiment, item: &Item, backbone_sha256: &str) -> Result<Key> 
             config: exp.train.config(item.lr, item.seed),
             pooling: &exp.train.pooling,
             max_test: exp.train.max_test,
+            glue_selection: adalbert_tasks::task_spec(&item.task)
+                .is_ok_and(|s| s.is_glue())
+                .then(|| {
+                    let g = exp.glue_selection();
+                    (g.fraction, g.max)
+                }),
             compressed: item
                 .compressed
                 .as_ref()
@@ -278,6 +294,11 @@ pub fn cached(
 ) -> Result<Option<TrainRecord>> {
     let key = key(exp, item, backbone_sha256)?;
     Ok(cache.read::<TrainRecord>(&key).and_then(|mut r| {
+        // Records of earlier versions may name metrics by their old names.
+        use adalbert_core::metric::{current_name, current_names};
+        r.primary = current_name(&r.primary).to_string();
+        r.metrics = current_names(std::mem::take(&mut r.metrics));
+        r.test_metrics = current_names(std::mem::take(&mut r.test_metrics));
         r.bundle = out_dir.join("bundles").join(r.bundle.file_name()?);
         r.bundle.is_file().then_some(r)
     }))
@@ -321,13 +342,46 @@ pub fn run_item(
         "auto" => default_pooling(model_dir),
         p => Pooling::parse(p)?,
     };
-    let load = |split: Split| {
-        exp.load_split(&item.task, split)
-            .context(|| format!("loading the {} split of `{}`", split.name(), item.task))
+    // A user's data files are their own train / validation / test parts; every registry task
+    // takes its parts from the one place that decides them (`load_study`).
+    let parts = match exp.file_task(&item.task) {
+        Some(r) => {
+            let load = |split: Split| {
+                r.task
+                    .load(split)
+                    .context(|| format!("loading the {} split of `{}`", split.name(), item.task))
+            };
+            adalbert_tasks::StudyData {
+                train: load(Split::Train)?,
+                select: load(Split::Dev)?,
+                report: load(Split::Test)?,
+            }
+        }
+        None => load_study(
+            &item.task,
+            Some(&data),
+            exp.split_seed,
+            exp.glue_selection(),
+        )
+        .context(|| format!("loading the train, dev and test parts of `{}`", item.task))?,
     };
-    let train_set = load(Split::Train)?;
-    let dev_set = load(Split::Dev)?;
-    let mut test_set = load(Split::Test)?;
+    let selection = parts.train.dropped.iter().find_map(|d| {
+        parts.train.task.is_glue().then(|| {
+            format!(
+                "dev: {} examples {}; test: the official GLUE dev set ({})",
+                d.count,
+                d.reason,
+                parts
+                    .report
+                    .sources
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    });
+    let (train_set, dev_set, mut test_set) = (parts.train, parts.select, parts.report);
     if let Some(n) = t.max_test {
         test_set.examples.truncate(n);
     }
@@ -382,6 +436,7 @@ pub fn run_item(
             resume: cache.resume(),
             progress: true,
             stop_after_epochs: None,
+            model_name: None,
         },
         start,
     )
@@ -467,6 +522,7 @@ pub fn run_item(
             .max_eval
             .map_or(dev_set.examples.len(), |m| m.min(dev_set.examples.len())),
         test_examples: test_set.examples.len(),
+        selection,
         bundle,
     };
     cache.put(&key, &record)?;

@@ -14,7 +14,7 @@ use adalbert_model::checkpoint::{sha256_file, weights_file};
 use adalbert_model::compression::{compress_checkpoint, CompressedCheckpoint};
 use adalbert_model::tokenizer::Tokenizer;
 use adalbert_model::{
-    Backbone, Checkpoint, EncoderConfig, TaskBundle, TaskModel, TaskParams, TrainMode,
+    Backbone, BackboneId, Checkpoint, EncoderConfig, TaskBundle, TaskModel, TaskParams, TrainMode,
 };
 use adalbert_tasks::{load_dataset, Dataset, Example, FileTask, Split, TaskSpec};
 use adalbert_train::eval::evaluate_model;
@@ -188,11 +188,13 @@ pub fn execute_where(
     // a damaged backbone is named as such and not blamed on the bundles.
     Backbone::load(&ck, &config)
         .context(|| format!("loading weights from {}", model_dir.display()))?;
+    // Bundles are checked by content; the rows keep the file sha256 in their keys (`model_sha`).
+    let backbone_id = BackboneId::of_checkpoint(&ck, model_dir)?;
     let tok = Tokenizer::from_dir(model_dir, sweep.max_len)?;
     let loaded = sweep
         .bundles
         .iter()
-        .map(|b| load_bundle(b, sweep, &config, &model_sha))
+        .map(|b| load_bundle(b, sweep, &config, &backbone_id))
         .collect::<Result<Vec<_>>>()?;
     let wanted: Vec<Vec<bool>> = (0..points.len())
         .map(|pi| (0..loaded.len()).map(|bi| keep(pi, bi)).collect())
@@ -365,7 +367,7 @@ fn load_bundle(
     source: &BundleSource,
     sweep: &Sweep,
     config: &EncoderConfig,
-    model_sha: &str,
+    backbone: &BackboneId,
 ) -> Result<Loaded> {
     let path = &source.path;
     let bundle = TaskBundle::load(path).context(|| format!("loading bundle {}", path.display()))?;
@@ -375,7 +377,7 @@ fn load_bundle(
             reason: "is a full fine-tuning bundle with its own backbone; compress evaluates adapter and head bundles on the shared backbone".into(),
         });
     }
-    bundle.check_backbone(model_sha)?;
+    bundle.check_backbone(backbone)?;
     let identity = match &source.identity {
         Some(id) => id.clone(),
         None => sha256_file(path)?,
@@ -497,6 +499,7 @@ fn recover(
             resume: false,
             progress: show_progress,
             stop_after_epochs: None,
+            model_name: None,
         },
         Start {
             backbone: Some(StartBackbone {

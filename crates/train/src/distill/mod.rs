@@ -360,7 +360,7 @@ impl DistillJob<'_> {
             _ => {}
         }
         if c.batch_size == 0 {
-            return Err(config_err("--batch-size", "must be at least 1"));
+            return Err(config_err("--batch", "must be at least 1"));
         }
         if c.max_len < 4 || c.max_len > teacher.shape.max_position_embeddings {
             return Err(config_err(
