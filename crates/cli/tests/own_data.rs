@@ -40,7 +40,7 @@ fn rows(n: usize, offset: usize) -> Vec<(String, &'static str)> {
     (0..n)
         .map(|i| {
             let subject = subjects[(i + offset) % subjects.len()];
-            if (i + offset) % 2 == 0 {
+            if (i + offset).is_multiple_of(2) {
                 (format!("{subject} was good"), "yes")
             } else {
                 (format!("{subject} is not great , bad"), "no")

@@ -14,7 +14,7 @@ fn rows(n: usize, offset: usize) -> Vec<(String, &'static str)> {
     (0..n)
         .map(|i| {
             let subject = subjects[(i + offset) % subjects.len()];
-            if (i + offset) % 2 == 0 {
+            if (i + offset).is_multiple_of(2) {
                 (format!("{subject} was good fun"), "pos")
             } else {
                 (format!("{subject} is awful , bad"), "neg")

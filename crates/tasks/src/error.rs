@@ -105,9 +105,10 @@ pub enum Error {
         /// The column looked for.
         column: String,
         /// The option that named the column (`--text-column`, ...).
-        flag: String,
-        /// The columns (or JSON keys) that are there, comma-separated.
-        found: String,
+        flag: Box<str>,
+        /// The columns (or JSON keys) that are there, comma-separated (boxed strings keep
+        /// this crate's `Result`s, and those of the crates wrapping it, small).
+        found: Box<str>,
     },
 
     /// One field of a user data file is unusable (empty text, a label outside the label
@@ -126,20 +127,15 @@ pub enum Error {
 
     /// The training file's label column mixes integers and decimal numbers, so neither
     /// "classes" nor "regression" is a safe guess.
-    #[error("{}: column `{column}` mixes integer labels (line {int_line}: `{int_value}`) and decimal labels (line {float_line}: `{float_value}`); give --task-type regression to read every label as a number, or --task-type classification to read them as class names", path.display())]
+    #[error("{}: column `{column}` mixes integer labels (line {}: `{}`) and decimal labels (line {}: `{}`); give --task-type regression to read every label as a number, or --task-type classification to read them as class names", path.display(), first.int_line, first.int_value, first.float_line, first.float_value)]
     MixedLabels {
         /// The training file.
         path: PathBuf,
         /// The label column.
         column: String,
-        /// First line holding an integer label.
-        int_line: usize,
-        /// That label.
-        int_value: String,
-        /// First line holding a decimal label.
-        float_line: usize,
-        /// That label.
-        float_value: String,
+        /// The first integer and the first decimal label (boxed: a rare error should not
+        /// make every `Result` of this crate, and of those wrapping it, larger).
+        first: Box<MixedLabelLines>,
     },
 
     /// The data-file options do not fit together (or a file task cannot be loaded by name).
@@ -176,3 +172,16 @@ pub enum Error {
 
 /// Shorthand used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where [`Error::MixedLabels`] found its first integer and first decimal label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MixedLabelLines {
+    /// First line holding an integer label.
+    pub int_line: usize,
+    /// That label.
+    pub int_value: String,
+    /// First line holding a decimal label.
+    pub float_line: usize,
+    /// That label.
+    pub float_value: String,
+}

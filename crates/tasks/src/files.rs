@@ -506,8 +506,8 @@ fn read_delimited(
                 path: path.to_path_buf(),
                 line: 1,
                 column: name.to_string(),
-                flag: flag.to_string(),
-                found: names.join(", "),
+                flag: flag.into(),
+                found: names.join(", ").into(),
             })
     };
     let text_at = column(&opts.text_column, "--text-column")?;
@@ -593,8 +593,8 @@ fn read_jsonl(path: &Path, data: &[u8], opts: &DataFiles) -> Result<Vec<RawRow>>
                 path: path.to_path_buf(),
                 line,
                 column: name.to_string(),
-                flag: flag.to_string(),
-                found: object.keys().cloned().collect::<Vec<_>>().join(", "),
+                flag: flag.into(),
+                found: object.keys().cloned().collect::<Vec<_>>().join(", ").into(),
             })
         };
         let string = |name: &str, flag: &str| -> Result<String> {
@@ -682,10 +682,12 @@ fn infer_kind(
                 return Err(Error::MixedLabels {
                     path: path.to_path_buf(),
                     column: column.to_string(),
-                    int_line: i.line,
-                    int_value: i.label.clone(),
-                    float_line: d.line,
-                    float_value: d.label.clone(),
+                    first: Box::new(crate::error::MixedLabelLines {
+                        int_line: i.line,
+                        int_value: i.label.clone(),
+                        float_line: d.line,
+                        float_value: d.label.clone(),
+                    }),
                 })
             }
             _ => {}

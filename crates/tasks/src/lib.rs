@@ -56,7 +56,7 @@ mod task;
 mod tsv;
 
 pub use dataset::{load_dataset, load_task, Dataset, Dropped};
-pub use error::{Error, Result};
+pub use error::{Error, MixedLabelLines, Result};
 pub use example::{Example, Label};
 pub use files::{DataFiles, FileFormat, FileTask, TaskType};
 pub use glue::{parse_glue, read_glue, read_glue_skipping, GlueTask};

@@ -359,7 +359,7 @@ pub fn run_item(
         }
         None => load_study(
             &item.task,
-            Some(&data),
+            Some(&exp.data_for(&item.task)),
             exp.split_seed,
             exp.glue_selection(),
         )
