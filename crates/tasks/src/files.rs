@@ -525,17 +525,7 @@ fn read_delimited(
         if record.len() == 1 && record[0].is_empty() {
             continue;
         }
-        if record.len() != names.len() {
-            return Err(tsv::malformed(
-                path,
-                line,
-                format!(
-                    "found {} fields, expected {} (as in the header)",
-                    record.len(),
-                    names.len()
-                ),
-            ));
-        }
+        tsv::check_width(path, line, record.len(), names.len())?;
         let field = |at: usize| -> Result<&str> {
             let name = &names[at];
             std::str::from_utf8(&record[at]).map_err(|e| {

@@ -87,6 +87,18 @@ pub(crate) fn malformed(path: &Path, line: usize, message: impl Into<String>) ->
     }
 }
 
+/// A CSV row whose field count is not the header's: the one wording for every CSV reader.
+pub(crate) fn check_width(path: &Path, line: usize, found: usize, header: usize) -> Result<()> {
+    if found == header {
+        return Ok(());
+    }
+    Err(malformed(
+        path,
+        line,
+        format!("found {found} fields, expected {header} (as in the header)"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

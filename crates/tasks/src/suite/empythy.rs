@@ -61,17 +61,7 @@ pub(crate) fn parse(path: &Path, data: &[u8]) -> Result<(Vec<Example>, usize)> {
     for record in reader.byte_records() {
         let record = record.map_err(csv_error)?;
         let line = line_at(record.position());
-        if record.len() != header.len() {
-            return Err(tsv::malformed(
-                path,
-                line,
-                format!(
-                    "found {} fields, expected {} (as in the header)",
-                    record.len(),
-                    header.len()
-                ),
-            ));
-        }
+        tsv::check_width(path, line, record.len(), header.len())?;
         let (Ok(label), Ok(text)) = (
             std::str::from_utf8(&record[label_col]),
             std::str::from_utf8(&record[text_col]),
