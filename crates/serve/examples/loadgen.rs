@@ -296,6 +296,14 @@ fn report(args: &Args, rows: &[Row], trained: &[String]) -> String {
          also holds the shared backbone it was started with (`--model`, unused by full \
          bundles, about 86 MiB), as `adalbert serve` always does."
     );
+    let _ = writeln!(
+        s,
+        "\nThe rest of the serving evidence has its own commands and files: the adapter \
+         lifecycle (tasks loaded on first request from `--bundle-dir`, least-recently-used \
+         eviction under `--max-loaded-tasks`) and scale-out over replicas behind nginx by \
+         `make bench-scale` (results/serving-scale.md); RSS over a 10-minute soak with uploads, \
+         deletions and evictions by `make soak` (results/serving-soak.md)."
+    );
     s
 }
 
