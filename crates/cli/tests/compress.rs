@@ -4,11 +4,9 @@
 //! recovery training, and the error on an invalid plan.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{adalbert, ok, root};
 
 fn data() -> PathBuf {
     root().join("crates/tasks/tests/fixtures/assets")
@@ -32,18 +30,6 @@ fn tiny_model(dir: &Path) {
         vocab.push(format!("w{}", vocab.len()));
     }
     std::fs::write(dir.join("vocab.txt"), vocab.join("\n")).unwrap();
-}
-
-fn adalbert(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adalbert"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
 }
 
 #[test]

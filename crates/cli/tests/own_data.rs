@@ -3,23 +3,14 @@
 //! on the tiny random ALBERT, so it takes seconds.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::{adalbert, ok};
 
 const WORDS: [&str; 10] = [
     "the", "a", "good", "bad", "film", "movie", "is", "was", "not", "great",
 ];
-
-fn adalbert(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adalbert"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn refused(o: Output, wanted: &[&str]) -> String {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();

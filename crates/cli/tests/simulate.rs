@@ -2,27 +2,13 @@
 //! `--model`, the task stores (with the `on-chip` alias), a seeded sensitivity study with its
 //! tornado SVG, and bad input that must be refused naming the field.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn adalbert(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adalbert"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
+mod common;
+use common::{adalbert, ok, root};
 
 /// The stderr of a run that must fail.
 fn refused(o: Output) -> String {

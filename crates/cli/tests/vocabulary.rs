@@ -3,29 +3,15 @@
 //! stdout pipe is a clean exit rather than a panic.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+mod common;
+use common::{adalbert, ok, root};
 
 const WORDS: [&str; 10] = [
     "the", "a", "good", "bad", "film", "movie", "is", "was", "not", "great",
 ];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn adalbert(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adalbert"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
 
 /// Trains a tiny bundle of `task` (an offline-suite task of the test fixture data), spelling
 /// the flags of `extra` as given (old or new names).
