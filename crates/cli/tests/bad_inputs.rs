@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use candle_core::{DType, Device, Tensor};
 
+mod common;
+
 const WORDS: [&str; 10] = [
     "the", "a", "good", "bad", "film", "movie", "is", "was", "not", "great",
 ];
@@ -214,33 +216,7 @@ impl Matrix {
 
 /// Trains the good bundle every bundle variant starts from.
 fn train_bundle(model: &Path, out: &Path) {
-    let o = adalbert(&args(&[
-        "train",
-        "--model",
-        &s(model),
-        "--data",
-        &s(&data()),
-        "--task",
-        "movie-polarity",
-        "--adapter",
-        "houlsby:2",
-        "--pooling",
-        "mean",
-        "--epochs",
-        "1",
-        "--batch",
-        "16",
-        "--max-len",
-        "16",
-        "--max-train",
-        "32",
-        "--max-eval",
-        "16",
-        "--out",
-        &s(out),
-        "--json",
-    ]));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::train_tiny(model, "movie-polarity", out, &[]);
 }
 
 #[test]

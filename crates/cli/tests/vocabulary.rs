@@ -7,45 +7,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{adalbert, ok, root};
+use common::{adalbert, ok, root, train_tiny as train};
 
 const WORDS: [&str; 10] = [
     "the", "a", "good", "bad", "film", "movie", "is", "was", "not", "great",
 ];
-
-/// Trains a tiny bundle of `task` (an offline-suite task of the test fixture data), spelling
-/// the flags of `extra` as given (old or new names).
-fn train(model: &Path, task: &str, out: &Path, extra: &[&str]) {
-    let data = root().join("crates/tasks/tests/fixtures/assets");
-    let mut a = vec![
-        "train",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--task",
-        task,
-        "--adapter",
-        "houlsby:2",
-        "--pooling",
-        "mean",
-        "--epochs",
-        "1",
-        "--batch",
-        "16",
-        "--max-len",
-        "16",
-        "--max-train",
-        "32",
-        "--max-eval",
-        "16",
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ];
-    a.extend_from_slice(extra);
-    ok(adalbert(&a));
-}
 
 #[test]
 fn predict_takes_bundle_repeated_and_texts_after_it() {

@@ -23,3 +23,37 @@ pub fn ok(o: Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// Trains a tiny bundle of `task` (an offline-suite task of the test fixture data), spelling
+/// the flags of `extra` as given (old or new names).
+pub fn train_tiny(model: &Path, task: &str, out: &Path, extra: &[&str]) {
+    let data = root().join("crates/tasks/tests/fixtures/assets");
+    let mut a = vec![
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--task",
+        task,
+        "--adapter",
+        "houlsby:2",
+        "--pooling",
+        "mean",
+        "--epochs",
+        "1",
+        "--batch",
+        "16",
+        "--max-len",
+        "16",
+        "--max-train",
+        "32",
+        "--max-eval",
+        "16",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    a.extend_from_slice(extra);
+    ok(adalbert(&a));
+}
