@@ -45,6 +45,10 @@ enum Command {
     Train(commands::train::Args),
     /// Evaluate a task bundle with the official metrics; write predictions or GLUE files.
     Eval(commands::eval::Args),
+    /// Write a task bundle as a PEFT LoRA adapter or an AdapterHub adapter + head directory.
+    Export(commands::export::Args),
+    /// Make a task bundle from a PEFT LoRA adapter or an AdapterHub adapter + head directory.
+    Import(commands::import::Args),
     /// Predict labels for texts with one or more task bundles on one backbone.
     Predict(commands::predict::Args),
     /// Serve many task bundles on one backbone over HTTP (dynamic mixed-task batching).
@@ -81,6 +85,8 @@ fn main() -> anyhow::Result<()> {
         Command::Run(a) => commands::run::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Predict(a) => commands::predict::run(a),
+        Command::Export(a) => commands::export::run(a),
+        Command::Import(a) => commands::import::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Compress(a) => commands::compress::run(a),
         Command::Simulate(a) => commands::simulate::run(*a),

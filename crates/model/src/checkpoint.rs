@@ -299,6 +299,17 @@ fn tensor_at_fault(bytes: &[u8]) -> Option<String> {
     None
 }
 
+/// The tensors of one weights file, `.safetensors` or a PyTorch pickle (`.bin`), with their
+/// names as stored (no prefix stripped) and their stored dtypes: for adapter files of other
+/// ecosystems, whose names [`Checkpoint`] must not normalize.
+pub fn read_weights_file(file: &Path) -> Result<HashMap<String, Tensor>> {
+    if file.extension().is_some_and(|e| e == "safetensors") {
+        load_safetensors(file)
+    } else {
+        load_pth(file)
+    }
+}
+
 fn load_pth(file: &Path) -> Result<HashMap<String, Tensor>> {
     let list = candle_core::pickle::read_all(file).map_err(|e| ModelError::Weights {
         path: file.to_path_buf(),

@@ -52,6 +52,14 @@ pub enum ModelError {
     Input(String),
     #[error("invalid adapter spec `{spec}`: {reason}")]
     AdapterSpec { spec: String, reason: String },
+    /// A PEFT or AdapterHub file, or a bundle to export, that cannot be mapped exactly: names
+    /// the file, the field (config key, tensor or bundle layout entry) and why.
+    #[error("{}: `{field}`: {reason}", path.display())]
+    Interop {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
     #[error("task bundle {path}: {reason}")]
     Bundle { path: PathBuf, reason: String },
     #[error("tensor computation failed: {0}")]

@@ -38,6 +38,7 @@ pub mod exec;
 pub mod export;
 mod fast_encoder;
 mod fused;
+pub mod interop;
 pub mod multitask;
 pub mod nn;
 pub mod route;

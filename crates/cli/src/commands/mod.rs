@@ -5,6 +5,8 @@ pub mod distill;
 pub mod dse;
 pub mod embed;
 pub mod eval;
+pub mod export;
+pub mod import;
 pub mod info;
 pub mod predict;
 pub mod run;
