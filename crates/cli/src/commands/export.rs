@@ -12,6 +12,8 @@ use anyhow::Context;
 pub enum FormatArg {
     /// Hugging Face PEFT: LoRA bundles (adapter_config.json + adapter_model.safetensors).
     Peft,
+    /// AdapterHub's `adapters` package: bottleneck adapters and their classification head.
+    Adapterhub,
 }
 
 #[derive(clap::Args)]
@@ -55,6 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| args.model.display().to_string());
     let files: ExportFiles = match args.format {
         FormatArg::Peft => interop::peft::export(&bundle, &backbone, &name)?,
+        FormatArg::Adapterhub => interop::adapterhub::export(&bundle, &backbone, &name)?,
     };
     for f in files.file_names() {
         adalbert_core::files::check_output(&args.out.join(f), &inputs)
@@ -81,6 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn format_name(f: FormatArg) -> &'static str {
     match f {
         FormatArg::Peft => "peft",
+        FormatArg::Adapterhub => "adapterhub",
     }
 }
 
@@ -95,11 +99,19 @@ fn check_out_dir(out: &std::path::Path, inputs: &[PathBuf]) -> anyhow::Result<()
         anyhow::bail!("--out {} is a file; expected a directory", out.display());
     }
     if out.is_dir() {
+        // The files PEFT and AdapterHub write (what an earlier export may have left).
         let ours = |n: &str| {
-            n.starts_with("adapter_")
-                || n.starts_with("head_")
-                || n.ends_with("_head.safetensors")
-                || n.ends_with("_head.bin")
+            [
+                "adapter_config.json",
+                "adapter_model.safetensors",
+                "adapter_model.bin",
+                "adapter.safetensors",
+                "pytorch_adapter.bin",
+                "head_config.json",
+                "model_head.safetensors",
+                "pytorch_model_head.bin",
+            ]
+            .contains(&n)
         };
         let entries = std::fs::read_dir(out)
             .with_context(|| format!("--out {}: cannot list it", out.display()))?;
@@ -114,8 +126,8 @@ fn check_out_dir(out: &std::path::Path, inputs: &[PathBuf]) -> anyhow::Result<()
             }
         }
     }
-    // The directory's files will be checked by name once known; here, that the directory is
-    // not itself an input's parent chain problem (e.g. under a file).
+    // Its parent chain must be writable and no input may lie where a file will go (each file
+    // is checked again by name once the export knows them).
     adalbert_core::files::check_output(&out.join("adapter_config.json"), inputs)
         .with_context(|| format!("--out {}", out.display()))?;
     Ok(())

@@ -52,6 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.adapter.display(),
             match args.format {
                 FormatArg::Peft => "PEFT's save_pretrained",
+                FormatArg::Adapterhub => "AdapterHub's save_adapter",
             }
         );
     }
@@ -77,6 +78,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &backbone,
             &id,
             args.task.clone().unwrap_or(folder),
+            labels,
+        )?,
+        FormatArg::Adapterhub => interop::adapterhub::import(
+            &args.adapter,
+            &backbone,
+            &id,
+            args.task.clone(),
+            folder,
             labels,
         )?,
     };

@@ -10,6 +10,7 @@
 //! float rounding); everything else is refused with an [`ModelError::Interop`] naming the file,
 //! the field and why.
 
+pub mod adapterhub;
 pub mod peft;
 
 use std::collections::HashMap;
@@ -322,12 +323,18 @@ pub(crate) fn label_names(
     }
 }
 
+/// Where an imported adapter came from, recorded in its bundle.
+pub(crate) struct Source<'a> {
+    pub format: Format,
+    pub dir: &'a Path,
+    /// The adapter's config as read.
+    pub config: Value,
+}
+
 /// The metadata of an imported bundle: adapter mode on the backbone `id`, the source recorded
 /// under `training.imported_from` (format, directory and its config as read).
 pub(crate) fn imported_meta(
-    format: Format,
-    adapter_dir: &Path,
-    source_config: Value,
+    source: Source,
     task: String,
     labels: Vec<String>,
     layout: TaskLayout,
@@ -344,9 +351,9 @@ pub(crate) fn imported_meta(
         metrics: Default::default(),
         training: serde_json::json!({
             "imported_from": {
-                "format": format.as_str(),
-                "adapter": adapter_dir.display().to_string(),
-                "config": source_config,
+                "format": source.format.as_str(),
+                "adapter": source.dir.display().to_string(),
+                "config": source.config,
             }
         }),
         seed: 0,

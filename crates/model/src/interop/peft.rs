@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::{
     bundle_tensor, check_mode, imported_meta, label_names, read_json, read_weights, spread_stored,
-    task_layer_per_stored, ExportFiles, Format, HfNames, Imported,
+    task_layer_per_stored, ExportFiles, Format, HfNames, Imported, Source,
 };
 use crate::adapters::{
     AdapterKind, AdapterSpec, Pooling, Projection, Site, Sublayer, TaskLayout, TaskParams,
@@ -570,15 +570,11 @@ pub fn import(
     // The same check a bundle load makes: every tensor the layout needs, at its shape.
     TaskParams::from_tensors(config, &layout, &tensors)?;
     let labels = label_names(labels, num_labels, &file)?;
-    let meta = imported_meta(
-        Format::Peft,
-        adapter_dir,
-        cfg,
-        task,
-        labels,
-        layout,
-        config,
-        id,
-    );
+    let source = Source {
+        format: Format::Peft,
+        dir: adapter_dir,
+        config: cfg,
+    };
+    let meta = imported_meta(source, task, labels, layout, config, id);
     Ok(Imported { meta, tensors })
 }
