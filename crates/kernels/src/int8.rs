@@ -155,7 +155,7 @@ fn avx_vnni_available() -> bool {
 /// Symmetric int8 quantization of one row: the scale `max|x| / 127` and the multiplier
 /// `127 / max|x|` (both 0 for an all-zero row).
 fn row_scale(x: &[f32]) -> (f32, f32) {
-    let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let max = crate::reduce::max_abs16(x);
     if max > 0.0 && max.is_finite() {
         (max / 127.0, 127.0 / max)
     } else {
