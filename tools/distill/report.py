@@ -13,6 +13,7 @@ caps. Standard library only; every number comes from distill.json or the CSVs.
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 
@@ -54,6 +55,46 @@ def svg_curve(history, path, key_x, label_x):
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
+
+
+def targets(r, p, downstream_rows, ablation_rows):
+    """Issue 14's three targets against what this run measured, each with its verdict, and
+    the binomial standard error that says how far one seed's test accuracy can be trusted."""
+    L = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    ratio = p["ratio"]
+    L.append(f"| student backbone at most 1/3 of the teacher's parameters | {fmt(ratio, 3)} | "
+             f"{'yes' if ratio <= 1 / 3 else 'no'} |")
+    cos = r["held_out"]["mean_cosine"]
+    L.append(f"| mean held-out cosine, student vs teacher sentence embeddings, at least 0.9 | "
+             f"{fmt(cos)} | {'yes' if cos >= 0.9 else 'no'} |")
+    notes = []
+    if downstream_rows:
+        acc = {(d["backbone"], d["task"], d["method"]): d for d in downstream_rows}
+        for task in dict.fromkeys(d["task"] for d in downstream_rows):
+            t, s_ = acc.get(("teacher", task, "houlsby:64")), acc.get(("student", task, "houlsby:64"))
+            if t is None or s_ is None:
+                continue
+            ta, sa, n = float(t["test_accuracy"]), float(s_["test_accuracy"]), int(t["max_test"])
+            diff = (sa - ta) * 100
+            # Standard error of a difference of two accuracies on n test examples each.
+            se = 100 * math.sqrt((ta * (1 - ta) + sa * (1 - sa)) / n)
+            L.append(f"| student + houlsby:64 within 3 points of teacher + houlsby:64 on {task} | "
+                     f"{diff:+.1f} pts (standard error {se:.1f}) | {'yes' if diff >= -3 else 'no'} |")
+        notes.append("The standard errors are binomial, from at most "
+                     f"{max(int(d['max_test']) for d in downstream_rows)} test examples and one "
+                     "training seed, so a gap within about two of them is not resolved by this run.")
+    if ablation_rows:
+        trained = [a for a in ablation_rows if a["init_only"] == "no"]
+        if trained:
+            best = max(trained, key=lambda a: float(a["heldout_mean_cosine"]))
+            notes.append(f"At the ablations' equal step count the best held-out cosine is "
+                         f"`{best['run']}`'s ({best['heldout_mean_cosine']}, parameter ratio "
+                         f"{best['param_ratio']}).")
+    L.append("")
+    if notes:
+        L.append(" ".join(notes))
+        L.append("")
+    return L
 
 
 def main():
@@ -99,6 +140,7 @@ def main():
              + "".join(", " + m for m in missing) + ", no speed comparison (see `make bench`). "
              "Wall times come from a shared CPU, so steps/s and tokens/s are lower bounds for this machine.")
     L.append("")
+    L.extend(targets(r, p, downstream_rows, ablation_rows))
     L.append("## Setup")
     L.append("")
     corpus = r["corpus"]

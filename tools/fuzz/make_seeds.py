@@ -109,6 +109,32 @@ def task_seeds() -> None:
         write("task_readers", f"{sel:02}-{name}", bytes([sel]) + head((FIX / rel).read_bytes()))
 
 
+# (selector, name, file): selector % 3 = format (csv, tsv, jsonl), (selector / 3) % 2 = pair
+# task, (selector / 6) % 3 = label source (the file, --labels neg,pos, regression); see
+# fuzz/fuzz_targets/data_files.rs.
+DATA_SEEDS = [
+    (0, "csv-words", 'text,label\n"a fine, quiet film",pos\nawful,neg\n"she said ""no""",neg\n'),
+    (1, "tsv-ints", "text\tlabel\ngood\t1\nbad\t0\nmeh\t10\n"),
+    (2, "jsonl-bools", '{"text": "good", "label": true}\n\n{"text": "bad", "label": false}\n'),
+    (3, "csv-pair", "text,text_b,label\nA man sings.,A person sings.,entailment\nA cat.,A dog.,contradiction\n"),
+    (5, "jsonl-pair", '{"text": "a", "text_b": "b", "label": "x"}\n{"text": "c", "text_b": "d", "label": "y"}\n'),
+    (6, "csv-given-labels", "text,label\ngood,pos\nbad,neg\n"),
+    (8, "jsonl-given-labels-outside", '{"text": "good", "label": "pos"}\n{"text": "so-so", "label": "mixed"}\n'),
+    (12, "csv-regression", "text,label\nclose,4.5\nfar,0.25\nexact,5\n"),
+    (13, "tsv-decimals", "text\tlabel\none\t0.5\ntwo\t1e-2\n"),
+    (14, "jsonl-numbers", '{"text": "x", "label": 3.5}\n{"text": "y", "label": -1}\n'),
+    (0, "csv-mixed", "text,label\na,0\nb,0.5\n"),
+    (0, "csv-open-quote", 'text,label\n"never closed,pos\n'),
+    (1, "tsv-missing-column", "sentence\tlabel\nhi\t1\n"),
+    (2, "jsonl-not-object", '["text", "label"]\n'),
+]
+
+
+def data_seeds() -> None:
+    for sel, name, text in DATA_SEEDS:
+        write("data_files", f"{sel:02}-{name}", bytes([sel]) + text.encode())
+
+
 def bundle_meta(labels, num_labels):
     return {
         "format": 1, "task": "movie-polarity", "labels": labels, "mode": "adapter",
@@ -183,6 +209,7 @@ def main() -> None:
     text_seeds()
     toml_seeds()
     task_seeds()
+    data_seeds()
     safetensors_seeds()
     serve_seeds()
     total = sum(p.stat().st_size for p in CORPUS.rglob("*") if p.is_file())

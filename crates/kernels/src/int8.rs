@@ -155,7 +155,11 @@ fn avx_vnni_available() -> bool {
 /// Symmetric int8 quantization of one row: the scale `max|x| / 127` and the multiplier
 /// `127 / max|x|` (both 0 for an all-zero row).
 fn row_scale(x: &[f32]) -> (f32, f32) {
-    let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    scale_of_max(crate::reduce::max_abs16(x))
+}
+
+/// [`row_scale`] from the row's largest magnitude.
+fn scale_of_max(max: f32) -> (f32, f32) {
     if max > 0.0 && max.is_finite() {
         (max / 127.0, 127.0 / max)
     } else {
@@ -296,16 +300,19 @@ impl QuantRows {
                     continue;
                 }
                 let x = &a[r * lda..r * lda + k];
-                let (scale, inv) = row_scale(x);
-                *s = scale;
                 out[k..].fill(128);
                 #[cfg(target_arch = "x86_64")]
                 if simd {
                     // SAFETY: the CPU has AVX-512 (`simd`); `x` and `out` hold k values.
+                    let (scale, inv) = scale_of_max(unsafe { avx512::max_abs(x) });
+                    *s = scale;
+                    // SAFETY: as above.
                     unsafe { avx512::quantize_row(x, inv, &mut out[..k]) };
                     continue;
                 }
                 let _ = simd;
+                let (scale, inv) = row_scale(x);
+                *s = scale;
                 for (o, &v) in out.iter_mut().zip(x) {
                     *o = (quantize(v, inv) + 128) as u8;
                 }
@@ -615,6 +622,31 @@ mod avx512 {
     use super::{Act, Tile, MR, NR};
     use crate::act;
     use std::arch::x86_64::*;
+
+    /// `max_i |x_i|`, as [`crate::reduce::max_abs16`]: a NaN lane is ignored (`vmaxps`
+    /// returns its second operand, the running maximum, when either is NaN).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max_abs(x: &[f32]) -> f32 {
+        let (mut m0, mut m1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut chunks = x.chunks_exact(32);
+        for c in &mut chunks {
+            // SAFETY: each chunk holds 32 floats.
+            unsafe {
+                m0 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(c.as_ptr())), m0);
+                m1 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(c.as_ptr().add(16))), m1);
+            }
+        }
+        for (half, acc) in chunks.remainder().chunks(16).zip([&mut m0, &mut m1]) {
+            let mask = ((1u32 << half.len()) - 1) as u16;
+            // SAFETY: the mask selects the `half.len()` (1..=16) floats of `half`.
+            let v = unsafe { _mm512_maskz_loadu_ps(mask, half.as_ptr()) };
+            *acc = _mm512_max_ps(_mm512_abs_ps(v), *acc);
+        }
+        _mm512_reduce_max_ps(_mm512_max_ps(m0, m1))
+    }
 
     /// `out[i] = round(x[i] * inv) + 128` as bytes.
     ///
@@ -1010,6 +1042,25 @@ mod tests {
                     - 0.5
             })
             .collect()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_max_abs_agrees_with_the_portable_scan() {
+        if !Isa::Avx512.available() {
+            return;
+        }
+        for len in [0usize, 1, 15, 16, 17, 31, 32, 33, 384, 1537] {
+            let mut x = data(len, 7);
+            // SAFETY: AVX-512 is available (checked above).
+            let fast = |x: &[f32]| unsafe { avx512::max_abs(x) };
+            assert_eq!(fast(&x), crate::reduce::max_abs16(&x), "len {len}");
+            if len > 1 {
+                x[len - 1] = -3.0;
+                x[len / 2] = f32::NAN;
+                assert_eq!(fast(&x), 3.0, "len {len} with a NaN");
+            }
+        }
     }
 
     /// The product straight from the definition: quantize each row of A, multiply the

@@ -296,6 +296,19 @@ impl DataFiles {
     /// module documentation), unless `labels` or `task_type = regression` make that
     /// unnecessary.
     pub fn resolve(&self) -> Result<FileTask> {
+        self.resolve_with(|path| self.read_rows(path, Split::Train))
+    }
+
+    /// [`DataFiles::resolve`] with the training file's bytes given instead of read (the fuzz
+    /// target's entry point: the same parsing, no file system).
+    pub fn resolve_from_bytes(&self, train: &[u8]) -> Result<FileTask> {
+        self.resolve_with(|path| self.rows_of(path, train))
+    }
+
+    fn resolve_with(
+        &self,
+        train_rows: impl FnOnce(&Path) -> Result<Vec<RawRow>>,
+    ) -> Result<FileTask> {
         self.check_options()?;
         let name = self.task_name()?;
         let kind = match (&self.labels, self.task_type) {
@@ -309,7 +322,7 @@ impl DataFiles {
                         "the label set comes from --train-file; without one, give --labels (or --task-type regression)".into(),
                     )
                 })?;
-                let rows = self.read_rows(path, Split::Train)?;
+                let rows = train_rows(path)?;
                 infer_kind(path, &self.label_column, &rows, task_type)?
             }
         };
@@ -348,15 +361,18 @@ impl DataFiles {
 
     /// The rows of one file, checked for columns, UTF-8 and empty texts.
     fn read_rows(&self, path: &Path, split: Split) -> Result<Vec<RawRow>> {
+        self.format_of(path)?;
+        let data = read_split(path, split)?;
+        self.rows_of(path, &data)
+    }
+
+    /// The rows of `data`, the contents of `path`.
+    fn rows_of(&self, path: &Path, data: &[u8]) -> Result<Vec<RawRow>> {
         let format = self.format_of(path)?;
-        let data = tsv::read_bytes(path, || Error::MissingDataFile {
-            path: path.to_path_buf(),
-            flag: split_flag(split).to_string(),
-        })?;
         let rows = match format {
-            FileFormat::Csv => read_delimited(path, &data, b',', true, self)?,
-            FileFormat::Tsv => read_delimited(path, &data, b'\t', false, self)?,
-            FileFormat::Jsonl => read_jsonl(path, &data, self)?,
+            FileFormat::Csv => read_delimited(path, data, b',', true, self)?,
+            FileFormat::Tsv => read_delimited(path, data, b'\t', false, self)?,
+            FileFormat::Jsonl => read_jsonl(path, data, self)?,
         };
         if rows.is_empty() {
             return Err(Error::Empty {
@@ -397,15 +413,17 @@ pub struct FileTask {
 impl FileTask {
     /// Read one split from its file. An example's id is the 1-based line its row starts on.
     pub fn load(&self, split: Split) -> Result<Dataset> {
-        let path = self.files.file(split).ok_or_else(|| {
-            Error::Options(format!(
-                "task `{}` has no {} split: give {}",
-                self.spec.name,
-                split.name(),
-                split_flag(split)
-            ))
-        })?;
-        let rows = self.files.read_rows(path, split)?;
+        let path = self.path_of(split)?;
+        self.files.format_of(path)?;
+        let data = read_split(path, split)?;
+        self.parse(split, &data)
+    }
+
+    /// [`FileTask::load`] with the split's bytes given instead of read (the fuzz target's
+    /// entry point); errors still name the split's file.
+    pub fn parse(&self, split: Split, data: &[u8]) -> Result<Dataset> {
+        let path = self.path_of(split)?;
+        let rows = self.files.rows_of(path, data)?;
         let column = &self.files.label_column;
         let mut examples = Vec::with_capacity(rows.len());
         for row in rows {
@@ -426,6 +444,25 @@ impl FileTask {
             dropped: Vec::new(),
         })
     }
+
+    fn path_of(&self, split: Split) -> Result<&Path> {
+        self.files.file(split).ok_or_else(|| {
+            Error::Options(format!(
+                "task `{}` has no {} split: give {}",
+                self.spec.name,
+                split.name(),
+                split_flag(split)
+            ))
+        })
+    }
+}
+
+/// The bytes of a split's file; a missing file names the flag that gave it.
+fn read_split(path: &Path, split: Split) -> Result<Vec<u8>> {
+    tsv::read_bytes(path, || Error::MissingDataFile {
+        path: path.to_path_buf(),
+        flag: split_flag(split).to_string(),
+    })
 }
 
 /// One row as read: texts and the label's text, before the label is interpreted.
@@ -633,9 +670,10 @@ fn read_jsonl(path: &Path, data: &[u8], opts: &DataFiles) -> Result<Vec<RawRow>>
 enum Numeric {
     /// An integer (`-3`, `10`).
     Int(i64),
-    /// A finite decimal number that is not written as an integer (`0.5`, `3.0`, `1e-2`).
+    /// A decimal number that is not written as an integer (`0.5`, `3.0`, `1e-2`) and is
+    /// finite as the 32-bit float a regression label is stored in.
     Decimal,
-    /// Not a number (including `nan` and `inf`, which are words here).
+    /// Not a number (including `nan`, `inf` and `1e39`, which overflows 32 bits: words here).
     No,
 }
 
@@ -644,7 +682,7 @@ fn numeric(label: &str) -> Numeric {
         return Numeric::Int(i);
     }
     let has_digit = label.bytes().any(|b| b.is_ascii_digit());
-    match label.parse::<f64>() {
+    match label.parse::<f32>() {
         Ok(v) if v.is_finite() && has_digit => Numeric::Decimal,
         _ => Numeric::No,
     }
@@ -729,7 +767,7 @@ fn label_of(path: &Path, column: &str, row: &RawRow, kind: &TaskKind) -> Result<
                 row.line,
                 column,
                 format!(
-                    "label `{}` is not a number; a regression task needs numeric labels",
+                    "label `{}` is not a number (finite as a 32-bit float); a regression task needs numeric labels",
                     row.label
                 ),
             )),
@@ -904,6 +942,30 @@ mod tests {
             ..opts(&p)
         };
         assert_eq!(guess.resolve().unwrap().spec.labels(), ["1.5", "high"]);
+    }
+
+    #[test]
+    fn a_label_beyond_32_bit_floats_is_a_word_not_a_score() {
+        // 1e39 is finite as f64 but overflows the f32 a score is stored in: guessing
+        // regression from it used to make a task whose own training file then failed to load.
+        let bytes = b"text,label\na,0.5\nb,1e39\n";
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "big.csv", bytes);
+        let task = opts(&p).resolve().unwrap();
+        assert_eq!(task.spec.labels(), ["0.5", "1e39"]);
+        assert_eq!(task.load(Split::Train).unwrap().examples.len(), 2);
+        assert_eq!(
+            opts(&p).resolve_from_bytes(bytes).unwrap(),
+            task,
+            "bytes and file must resolve alike"
+        );
+        let forced = DataFiles {
+            task_type: Some(TaskType::Regression),
+            ..opts(&p)
+        };
+        let err = err_of(forced.resolve().unwrap().parse(Split::Train, bytes));
+        assert!(err.contains("big.csv:3"), "{err}");
+        assert!(err.contains("finite as a 32-bit float"), "{err}");
     }
 
     #[test]
