@@ -196,3 +196,120 @@ fn refusals_exit_1_name_the_field_and_write_nothing() {
     assert!(e.contains("notes.txt"), "{e}");
     assert!(keep.join("notes.txt").is_file());
 }
+
+/// `adalbert train --no-layer-norms` makes a bottleneck bundle AdapterHub can hold: it
+/// exports, comes back through `import` with the same predictions, and the default bundle
+/// (with LayerNorm copies) is refused naming the field and the flag.
+#[test]
+fn an_adapter_trained_without_layer_norm_copies_goes_to_adapterhub_and_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The tiny BERT fixture (with its pooler) and a vocabulary, so text can be tokenized.
+    let model = tmp.path().join("bert");
+    let words = [
+        "the", "a", "fine", "film", "dull", "good", "bad", "movie", "is", "not",
+    ];
+    adalbert_model::testing::write_tiny_bert(&model, &words).unwrap();
+    let data = root().join("crates/tasks/tests/fixtures/assets");
+    let train = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--model",
+            s(&model),
+            "--data",
+            s(&data),
+            "--task",
+            "movie-polarity",
+            "--adapter",
+            "houlsby:2",
+            "--pooling",
+            "pooler",
+            "--epochs",
+            "1",
+            "--batch",
+            "16",
+            "--max-len",
+            "16",
+            "--max-train",
+            "32",
+            "--max-eval",
+            "16",
+            "--out",
+            s(out),
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        ok(adalbert(&a));
+    };
+    let export = |bundle: &Path, dir: &Path| {
+        [
+            "export",
+            "--bundle",
+            s(bundle),
+            "--format",
+            "adapterhub",
+            "--model",
+            s(&model),
+            "--out",
+            s(dir),
+        ]
+        .map(str::to_string)
+    };
+    let frozen = tmp.path().join("frozen.bundle.safetensors");
+    train(&frozen, &["--no-layer-norms"]);
+    let dir = tmp.path().join("frozen-ah");
+    let args = export(&frozen, &dir);
+    ok(adalbert(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    assert!(dir.join("adapter_config.json").is_file());
+    let back = tmp.path().join("back.bundle.safetensors");
+    ok(adalbert(&[
+        "import",
+        "--format",
+        "adapterhub",
+        "--model",
+        s(&model),
+        "--adapter",
+        s(&dir),
+        "--out",
+        s(&back),
+    ]));
+    let predict = |bundle: &Path| -> Vec<f64> {
+        let out = ok(adalbert(&[
+            "predict",
+            "--model",
+            s(&model),
+            "--bundle",
+            s(bundle),
+            "--json",
+            "a fine film",
+            "dull",
+        ]));
+        // One object, bundle name -> its predictions (each with `scores`).
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let (_, preds) = v.as_object().unwrap().iter().next().unwrap();
+        preds
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["scores"].as_array().unwrap().clone())
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let (want, got) = (predict(&frozen), predict(&back));
+    assert_eq!(want.len(), got.len());
+    for (w, g) in want.iter().zip(&got) {
+        assert!((w - g).abs() < 1e-5, "{want:?} vs {got:?}");
+    }
+    // The default trains LayerNorm copies, which AdapterHub cannot hold.
+    let copies = tmp.path().join("copies.bundle.safetensors");
+    train(&copies, &[]);
+    let refused = tmp.path().join("copies-ah");
+    let args = export(&copies, &refused);
+    let err = fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("layout.layer_norms") && err.contains("--no-layer-norms"),
+        "{err}"
+    );
+    assert!(!refused.exists());
+}

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use adalbert_core::rng::Normal;
 use adalbert_model::exec::{Bf16Isa, Int8Isa};
 use adalbert_model::{
     AdapterSpec, Backbone, Ctx, Isa, Kernels, Pooling, Route, Sharing, TaskLayout, TaskParams,
@@ -32,9 +33,14 @@ fn task(backbone: &Backbone, spec: &str, seed: u64) -> TaskParams {
         pooling: Pooling::Pooler,
     };
     let mut t = layout.init_tensors(backbone, seed).unwrap();
-    for v in t.values_mut() {
-        let noise = Tensor::randn(0f32, 0.1, v.dims(), &Device::Cpu).unwrap();
-        *v = (&*v + noise).unwrap();
+    // Seeded and in name order, so every run checks the same weights against its tolerance.
+    let mut rng = Normal::new(seed);
+    let mut names: Vec<String> = t.keys().cloned().collect();
+    names.sort();
+    for name in names {
+        let v = t.get_mut(&name).unwrap();
+        let noise = Tensor::from_vec(rng.vec_f32(v.elem_count(), 0.1), v.dims(), &Device::Cpu);
+        *v = (&*v + noise.unwrap()).unwrap();
     }
     TaskParams::from_tensors(&backbone.config, &layout, &t).unwrap()
 }
@@ -285,13 +291,19 @@ fn task_weights_changed_in_place_are_not_served_stale() {
     let route = Route::Task(&task);
     let (before, _) = run(&fast, &route);
     // Adapters and the task's LayerNorms (both cached by the fast path when immutable).
-    for (name, var) in &vars {
+    let mut rng = Normal::new(11);
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &vars[name];
         if [".down.", ".up.", "LayerNorm", "layer_norm"]
             .iter()
             .any(|p| name.contains(p))
         {
             // Random, not constant: a uniform shift of `up` would be undone by the LayerNorm.
-            let noise = Tensor::randn(0f32, 0.3, var.dims(), &Device::Cpu).unwrap();
+            let noise =
+                Tensor::from_vec(rng.vec_f32(var.elem_count(), 0.3), var.dims(), &Device::Cpu)
+                    .unwrap();
             let bumped = (var.as_tensor() + noise).unwrap();
             var.set(&bumped).unwrap();
         }

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use adalbert_core::rng::Normal;
 use adalbert_model::{
     AdapterSpec, Backbone, Ctx, EncoderConfig, Pooling, Route, Sharing, TaskLayout, TaskParams,
 };
@@ -27,9 +28,15 @@ fn task(backbone: &Backbone, spec: &str, sharing: Sharing, seed: u64) -> (TaskLa
         pooling: Pooling::Pooler,
     };
     let mut t = layout.init_tensors(backbone, seed).unwrap();
-    for (name, v) in t.iter_mut() {
+    // Seeded and in name order, so every run routes the same weights.
+    let mut rng = Normal::new(seed);
+    let mut names: Vec<String> = t.keys().cloned().collect();
+    names.sort();
+    for name in names {
         if name.contains(".up.weight") || name.contains(".b") && name.contains("lora") {
-            *v = Tensor::randn(0f32, 0.2, v.dims(), &Device::Cpu).unwrap();
+            let v = t.get_mut(&name).unwrap();
+            let values = rng.vec_f32(v.elem_count(), 0.2);
+            *v = Tensor::from_vec(values, v.dims(), &Device::Cpu).unwrap();
         }
     }
     let params = TaskParams::from_tensors(&backbone.config, &layout, &t).unwrap();

@@ -58,6 +58,10 @@ pub struct TrainJob<'a> {
     pub pooling: Pooling,
     /// Give the task its own trainable pooler copy (adapter and head modes).
     pub train_pooler: bool,
+    /// Give an adapter task its own trainable copy of every LayerNorm (the adapter-ALBERT
+    /// recipe, and the default). Off, the backbone's LayerNorms stay frozen and shared, as
+    /// AdapterHub's bottleneck adapters assume (so such a bundle can be exported there).
+    pub train_layer_norms: bool,
     pub config: TrainConfig,
     /// Where the bundle goes.
     pub out: PathBuf,
@@ -327,7 +331,12 @@ fn build(
 ) -> Result<Setup> {
     let num_labels = job.task.num_outputs();
     let (adapter, sharing, layer_norms, pooler) = match &job.mode {
-        Mode::Adapter { spec, sharing } => (Some(*spec), *sharing, true, job.train_pooler),
+        Mode::Adapter { spec, sharing } => (
+            Some(*spec),
+            *sharing,
+            job.train_layer_norms,
+            job.train_pooler,
+        ),
         Mode::Head => (None, Sharing::PerApplication, false, job.train_pooler),
         Mode::Full => (None, Sharing::PerApplication, false, false),
     };

@@ -51,6 +51,7 @@ fn recovery_trains_on_in_memory_weights_and_records_their_identity() {
         },
         pooling: Pooling::Mean,
         train_pooler: false,
+        train_layer_norms: true,
         config: TrainConfig {
             epochs,
             lr: 3e-2,

@@ -53,6 +53,10 @@ pub struct Args {
     /// Train a per-task copy of the pooler too.
     #[arg(long)]
     pub train_pooler: bool,
+    /// With an adapter: keep the backbone's LayerNorms frozen instead of training a per-task
+    /// copy of each (needed for `export --format adapterhub`, whose adapters assume frozen ones).
+    #[arg(long)]
+    pub no_layer_norms: bool,
     /// Training epochs (the best dev epoch's weights are kept).
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
@@ -148,6 +152,9 @@ pub fn mode_of(args: &Args) -> anyhow::Result<Mode> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mode = mode_of(&args)?;
+    if args.no_layer_norms && !matches!(mode, Mode::Adapter { .. }) {
+        bail!("--no-layer-norms applies to adapter training only (head mode trains no LayerNorm, full mode trains the backbone's own)");
+    }
     let pooling = match &args.pooling {
         Some(p) => Pooling::parse(p)?,
         None => adalbert_model::checkpoint::default_pooling(&args.model),
@@ -188,6 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         mode,
         pooling,
         train_pooler: args.train_pooler,
+        train_layer_norms: !args.no_layer_norms,
         config,
         out: args.out.clone(),
         resume: args.resume,

@@ -431,6 +431,7 @@ pub fn run_item(
             mode,
             pooling,
             train_pooler: false,
+            train_layer_norms: true,
             config: t.config(item.lr, item.seed),
             out: bundle.clone(),
             resume: cache.resume(),

@@ -494,6 +494,7 @@ fn recover(
             mode,
             pooling: layout.pooling,
             train_pooler: layout.pooler,
+            train_layer_norms: layout.layer_norms,
             config,
             out,
             resume: false,

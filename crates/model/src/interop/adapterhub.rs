@@ -37,7 +37,7 @@
 //!
 //! AdapterHub keeps the model's LayerNorms frozen and has no place for per-task copies, so a
 //! bundle with `layer_norms` copies is refused on export (`adalbert train` trains them with
-//! every adapter bundle). Its adapters attach to the model's stored layers: ALBERT's one shared
+//! an adapter unless given `--no-layer-norms`). Its adapters attach to the model's stored layers: ALBERT's one shared
 //! layer gets one adapter, adalbert's `shared` sharing.
 //!
 //! The head: `layers: 1` is `Linear(dropout(z))` on the pooler output (`use_pooler: true`,
@@ -157,9 +157,9 @@ pub fn export(bundle: &TaskBundle, backbone: &Backbone, base_model: &str) -> Res
         return Err(refuse(
             "layout.layer_norms",
             "true: the bundle trained its own copies of the LayerNorms, but AdapterHub keeps \
-             the model's LayerNorms frozen and has no place for per-task copies (adalbert train \
-             trains them with every adapter bundle; export LoRA bundles to PEFT instead, which \
-             can carry them)"
+             the model's LayerNorms frozen and has no place for per-task copies (train with \
+             `adalbert train --no-layer-norms` to keep the backbone's, or export a LoRA bundle \
+             to PEFT, which can carry the copies)"
                 .into(),
         ));
     }
