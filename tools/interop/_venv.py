@@ -3,37 +3,32 @@
 PEFT works with the project's tools venv (${ADALBERT_VENV:-tools/.venv}, transformers 5.24);
 the `adapters` package pins an older transformers (~=4.57), so AdapterHub scripts run in
 ${ADALBERT_ADAPTERS_VENV:-tools/.venv-adapters}. Each venv is created and filled from its
-pinned requirements file on first use.
+pinned requirements file on first use (by tools/parity/_bootstrap.py, the project's one venv
+bootstrap). Also the token ids and model fixtures every interop fixture shares.
 """
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO / "tools" / "parity"))
+from _bootstrap import ensure_venv, venv_dir  # noqa: E402
 
-
-def _dir(var: str, default: str) -> Path:
-    p = Path(os.environ.get(var, default))
-    return p if p.is_absolute() else REPO / p
+# The model fixtures the interop fixtures are made on, and the token ids every fixture's
+# logits are computed for (padding in the first row, a second segment in the second).
+FIX = REPO / "crates/model/tests/fixtures"
+INPUTS = {
+    "input_ids": [[2, 10, 21, 33, 47, 3, 0, 0], [2, 52, 61, 3, 70, 81, 95, 3]],
+    "attention_mask": [[1, 1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]],
+    "token_type_ids": [[0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1]],
+}
 
 
 def ensure(which: str) -> None:
     """`which` is "peft" or "adapters"; returns only when running inside that venv."""
     if which == "peft":
-        venv, req, mods = _dir("ADALBERT_VENV", "tools/.venv"), HERE / "requirements.txt", "peft"
+        ensure_venv([HERE / "requirements.txt"], ["peft"])
     else:
-        venv = _dir("ADALBERT_ADAPTERS_VENV", "tools/.venv-adapters")
-        req, mods = HERE / "requirements-adapters.txt", "adapters"
-    py = venv / "bin" / "python"
-    if Path(sys.prefix).resolve() == venv.resolve():
-        return
-    if not py.exists():
-        print(f"[venv] creating {venv}", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    if subprocess.run([str(py), "-c", f"import {mods}"], capture_output=True).returncode != 0:
-        print(f"[venv] installing {req} into {venv}", file=sys.stderr)
-        subprocess.run([str(py), "-m", "pip", "install", "-r", str(req)], check=True)
-    os.execv(str(py), [str(py), str(Path(sys.argv[0]).resolve()), *sys.argv[1:]])
+        venv = venv_dir("ADALBERT_ADAPTERS_VENV", "tools/.venv-adapters")
+        ensure_venv([HERE / "requirements-adapters.txt"], ["adapters"], venv)

@@ -35,14 +35,7 @@ _venv.ensure("adapters")
 import torch  # noqa: E402
 from adapters import AutoAdapterModel, DoubleSeqBnConfig, ParBnConfig  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-FIX = REPO / "crates/model/tests/fixtures"
-
-INPUTS = {
-    "input_ids": [[2, 10, 21, 33, 47, 3, 0, 0], [2, 52, 61, 3, 70, 81, 95, 3]],
-    "attention_mask": [[1, 1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]],
-    "token_type_ids": [[0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1]],
-}
+FIX, INPUTS = _venv.FIX, _venv.INPUTS
 
 
 def make(name: str, backbone: str, config, head: dict, out: Path) -> dict:

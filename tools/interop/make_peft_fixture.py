@@ -32,14 +32,7 @@ import torch  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from transformers import AutoModelForSequenceClassification  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-FIX = REPO / "crates/model/tests/fixtures"
-
-INPUTS = {
-    "input_ids": [[2, 10, 21, 33, 47, 3, 0, 0], [2, 52, 61, 3, 70, 81, 95, 3]],
-    "attention_mask": [[1, 1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]],
-    "token_type_ids": [[0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1]],
-}
+FIX, INPUTS = _venv.FIX, _venv.INPUTS
 
 
 def base(backbone: str, num_labels: int):
@@ -58,6 +51,8 @@ def make(name: str, backbone: str, num_labels: int, lora: dict, out: Path) -> di
     # A name, not this machine's path (PEFT records where the base model was read from).
     model.peft_config["default"].base_model_name_or_path = f"adalbert-fixture-{backbone}"
     model.save_pretrained(out / name)
+    # PEFT also writes a model card; it is not part of the adapter format the tests read.
+    (out / name / "README.md").unlink(missing_ok=True)
     # Logits of the saved adapter as a user loads it: a fresh base model + from_pretrained.
     loaded = PeftModel.from_pretrained(base(backbone, num_labels), out / name).eval()
     with torch.no_grad():

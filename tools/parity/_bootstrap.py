@@ -13,15 +13,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def venv_dir() -> Path:
-    v = os.environ.get("ADALBERT_VENV", "tools/.venv")
-    p = Path(v)
+def venv_dir(var: str = "ADALBERT_VENV", default: str = "tools/.venv") -> Path:
+    """The venv named by environment variable `var`, else `default` (relative to the repo)."""
+    p = Path(os.environ.get(var, default))
     return p if p.is_absolute() else (REPO / p)
 
 
-def ensure_venv(requirements: list[Path], modules: list[str]) -> None:
-    """Re-exec the current script inside the venv; returns only when already running in it."""
-    venv = venv_dir()
+def ensure_venv(requirements: list[Path], modules: list[str], venv: Path | None = None) -> None:
+    """Re-exec the current script inside `venv` (default: the tools venv, `venv_dir()`);
+    returns only when already running in it."""
+    venv = venv or venv_dir()
     py = venv / "bin" / "python"
     in_venv = Path(sys.prefix).resolve() == venv.resolve()
     if in_venv:
