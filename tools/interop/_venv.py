@@ -32,3 +32,24 @@ def ensure(which: str) -> None:
     else:
         venv = venv_dir("ADALBERT_ADAPTERS_VENV", "tools/.venv-adapters")
         ensure_venv([HERE / "requirements-adapters.txt"], ["adapters"], venv)
+
+
+def perturb_trainable(model, std: float = 0.3) -> None:
+    """Add seeded noise to every trainable parameter (the adapter's and the head's), so a
+    fixture whose mapping were wrong would change the logits."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * std)
+
+
+def case(backbone: str, loaded) -> dict:
+    """A fixture case: the backbone, INPUTS and the logits of `loaded` (an adapter as a user
+    loads it, in eval mode) on them."""
+    import torch
+
+    with torch.no_grad():
+        logits = loaded(**{k: torch.tensor(v) for k, v in INPUTS.items()}).logits
+    return {"backbone": backbone, **INPUTS, "logits": logits.tolist()}

@@ -35,7 +35,7 @@ _venv.ensure("adapters")
 import torch  # noqa: E402
 from adapters import AutoAdapterModel, DoubleSeqBnConfig, ParBnConfig  # noqa: E402
 
-FIX, INPUTS = _venv.FIX, _venv.INPUTS
+FIX = _venv.FIX
 
 
 def make(name: str, backbone: str, config, head: dict, out: Path) -> dict:
@@ -44,20 +44,14 @@ def make(name: str, backbone: str, config, head: dict, out: Path) -> dict:
     model.add_adapter(name, config=config)
     model.add_classification_head(name, **head)
     model.train_adapter(name)
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            if p.requires_grad:  # the adapter and the head
-                p.add_(torch.randn_like(p) * 0.3)
+    _venv.perturb_trainable(model)  # the adapter and the head
     model.config._name_or_path = f"adalbert-fixture-{backbone}"  # a name, not this path
     model.save_adapter(out / name, name, with_head=True, use_safetensors=True)
     # Logits as a user gets them: a fresh model, load_adapter (with its head), eval mode.
     fresh = AutoAdapterModel.from_pretrained(FIX / backbone)
     loaded = fresh.load_adapter(str(out / name), use_safetensors=True)
     fresh.set_active_adapters(loaded)
-    fresh.eval()
-    with torch.no_grad():
-        logits = fresh(**{k: torch.tensor(v) for k, v in INPUTS.items()}).logits
-    return {"backbone": backbone, **INPUTS, "logits": logits.tolist()}
+    return _venv.case(backbone, fresh.eval())
 
 
 def main() -> None:

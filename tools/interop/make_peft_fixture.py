@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from transformers import AutoModelForSequenceClassification  # noqa: E402
 
-FIX, INPUTS = _venv.FIX, _venv.INPUTS
+FIX = _venv.FIX
 
 
 def base(backbone: str, num_labels: int):
@@ -44,20 +44,15 @@ def base(backbone: str, num_labels: int):
 def make(name: str, backbone: str, num_labels: int, lora: dict, out: Path) -> dict:
     torch.manual_seed(len(name))
     model = get_peft_model(base(backbone, num_labels), LoraConfig(task_type="SEQ_CLS", **lora))
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if p.requires_grad:  # LoRA matrices and the modules_to_save copies
-                p.add_(torch.randn_like(p) * 0.3)
+    _venv.perturb_trainable(model)  # LoRA matrices and the modules_to_save copies
     # A name, not this machine's path (PEFT records where the base model was read from).
     model.peft_config["default"].base_model_name_or_path = f"adalbert-fixture-{backbone}"
     model.save_pretrained(out / name)
     # PEFT also writes a model card; it is not part of the adapter format the tests read.
     (out / name / "README.md").unlink(missing_ok=True)
     # Logits of the saved adapter as a user loads it: a fresh base model + from_pretrained.
-    loaded = PeftModel.from_pretrained(base(backbone, num_labels), out / name).eval()
-    with torch.no_grad():
-        logits = loaded(**{k: torch.tensor(v) for k, v in INPUTS.items()}).logits
-    return {"backbone": backbone, **INPUTS, "logits": logits.tolist()}
+    loaded = PeftModel.from_pretrained(base(backbone, num_labels), out / name)
+    return _venv.case(backbone, loaded.eval())
 
 
 def main() -> None:
