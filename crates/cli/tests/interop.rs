@@ -15,6 +15,36 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `adalbert import --format F --model M --adapter A --out B`.
+fn import<'a>(format: &'a str, model: &'a Path, adapter: &'a Path, out: &'a Path) -> [&'a str; 9] {
+    [
+        "import",
+        "--format",
+        format,
+        "--model",
+        s(model),
+        "--adapter",
+        s(adapter),
+        "--out",
+        s(out),
+    ]
+}
+
+/// `adalbert export --bundle B --format F --model M --out D`.
+fn export<'a>(bundle: &'a Path, format: &'a str, model: &'a Path, out: &'a Path) -> [&'a str; 9] {
+    [
+        "export",
+        "--bundle",
+        s(bundle),
+        "--format",
+        format,
+        "--model",
+        s(model),
+        "--out",
+        s(out),
+    ]
+}
+
 /// A failed run: status 1 (an error, not a panic) and its stderr.
 fn fails(args: &[&str]) -> String {
     let o = adalbert(args);
@@ -51,32 +81,14 @@ fn peft_and_adapterhub_round_trip_through_the_binary() {
     ] {
         let bundle = tmp.path().join(format!("{format}.bundle.safetensors"));
         let model = fixture(model);
-        let out = ok(adalbert(&[
-            "import",
-            "--format",
-            format,
-            "--model",
-            s(&model),
-            "--adapter",
-            s(&fixture(adapter)),
-            "--out",
-            s(&bundle),
-            "--json",
-        ]));
+        let adapter = fixture(adapter);
+        let out = ok(adalbert(
+            &[&import(format, &model, &adapter, &bundle)[..], &["--json"]].concat(),
+        ));
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert!(v["adapter"].as_str().is_some(), "{out}");
         let dir = tmp.path().join(format!("{format}-out"));
-        let args = [
-            "export",
-            "--bundle",
-            s(&bundle),
-            "--format",
-            format,
-            "--model",
-            s(&model),
-            "--out",
-            s(&dir),
-        ];
+        let args = export(&bundle, format, &model, &dir);
         ok(adalbert(&args));
         for f in &files {
             assert!(dir.join(f).is_file(), "{format}: {f} not written");
@@ -104,17 +116,7 @@ fn refusals_exit_1_name_the_field_and_write_nothing() {
     v["target_modules"] = serde_json::json!(["query", "key"]);
     std::fs::write(bad.join("adapter_config.json"), v.to_string()).unwrap();
     let out = tmp.path().join("b.safetensors");
-    let e = fails(&[
-        "import",
-        "--format",
-        "peft",
-        "--model",
-        s(&bert),
-        "--adapter",
-        s(&bad),
-        "--out",
-        s(&out),
-    ]);
+    let e = fails(&import("peft", &bert, &bad, &out));
     assert!(
         e.contains("`target_modules`") && e.contains("adapter_config.json"),
         "{e}"
@@ -133,46 +135,21 @@ fn refusals_exit_1_name_the_field_and_write_nothing() {
         serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     v["config"]["original_ln_before"] = true.into();
     std::fs::write(&p, v.to_string()).unwrap();
-    let e = fails(&[
-        "import",
-        "--format",
-        "adapterhub",
-        "--model",
-        s(&bert),
-        "--adapter",
-        s(&bad),
-        "--out",
-        s(&out),
-    ]);
+    let e = fails(&import("adapterhub", &bert, &bad, &out));
     assert!(
         e.contains("`config.original_ln_before`") && e.contains("Pfeiffer"),
         "{e}"
     );
     assert!(!out.exists());
     // A LoRA bundle to AdapterHub: refused, naming the bundle's field; no directory appears.
-    ok(adalbert(&[
-        "import",
-        "--format",
+    ok(adalbert(&import(
         "peft",
-        "--model",
-        s(&bert),
-        "--adapter",
-        s(&fixture("interop/peft_bert")),
-        "--out",
-        s(&out),
-    ]));
+        &bert,
+        &fixture("interop/peft_bert"),
+        &out,
+    )));
     let dir = tmp.path().join("ah");
-    let e = fails(&[
-        "export",
-        "--bundle",
-        s(&out),
-        "--format",
-        "adapterhub",
-        "--model",
-        s(&bert),
-        "--out",
-        s(&dir),
-    ]);
+    let e = fails(&export(&out, "adapterhub", &bert, &dir));
     assert!(
         e.contains("`layout.adapter`") && e.contains("--format peft"),
         "{e}"
@@ -182,17 +159,7 @@ fn refusals_exit_1_name_the_field_and_write_nothing() {
     let keep = tmp.path().join("keep");
     std::fs::create_dir(&keep).unwrap();
     std::fs::write(keep.join("notes.txt"), "mine").unwrap();
-    let e = fails(&[
-        "export",
-        "--bundle",
-        s(&out),
-        "--format",
-        "peft",
-        "--model",
-        s(&bert),
-        "--out",
-        s(&keep),
-    ]);
+    let e = fails(&export(&out, "peft", &bert, &keep));
     assert!(e.contains("notes.txt"), "{e}");
     assert!(keep.join("notes.txt").is_file());
 }
@@ -214,40 +181,13 @@ fn an_adapter_trained_without_layer_norm_copies_goes_to_adapterhub_and_back() {
         a.extend_from_slice(extra);
         common::train_tiny(&model, "movie-polarity", out, &a);
     };
-    let export = |bundle: &Path, dir: &Path| {
-        [
-            "export",
-            "--bundle",
-            s(bundle),
-            "--format",
-            "adapterhub",
-            "--model",
-            s(&model),
-            "--out",
-            s(dir),
-        ]
-        .map(str::to_string)
-    };
     let frozen = tmp.path().join("frozen.bundle.safetensors");
     train(&frozen, &["--no-layer-norms"]);
     let dir = tmp.path().join("frozen-ah");
-    let args = export(&frozen, &dir);
-    ok(adalbert(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    ));
+    ok(adalbert(&export(&frozen, "adapterhub", &model, &dir)));
     assert!(dir.join("adapter_config.json").is_file());
     let back = tmp.path().join("back.bundle.safetensors");
-    ok(adalbert(&[
-        "import",
-        "--format",
-        "adapterhub",
-        "--model",
-        s(&model),
-        "--adapter",
-        s(&dir),
-        "--out",
-        s(&back),
-    ]));
+    ok(adalbert(&import("adapterhub", &model, &dir, &back)));
     let predict = |bundle: &Path| -> Vec<f64> {
         let out = ok(adalbert(&[
             "predict",
@@ -279,8 +219,7 @@ fn an_adapter_trained_without_layer_norm_copies_goes_to_adapterhub_and_back() {
     let copies = tmp.path().join("copies.bundle.safetensors");
     train(&copies, &[]);
     let refused = tmp.path().join("copies-ah");
-    let args = export(&copies, &refused);
-    let err = fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = fails(&export(&copies, "adapterhub", &model, &refused));
     assert!(
         err.contains("layout.layer_norms") && err.contains("--no-layer-norms"),
         "{err}"
